@@ -1,0 +1,31 @@
+# Two set-up commands: `make demo` and `make test` (see README.md).
+# TORCH_SPEC pins the CPU build this machine family installs in seconds; on a GPU machine
+# override it, e.g. `make demo TORCH_SPEC=torch`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rlprompt-installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlprompt eval --config experiments/configs/demo.yaml --split test
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rlprompt envs agents tests experiments
+
+clean:
+	rm -rf $(VENV) build *.egg-info

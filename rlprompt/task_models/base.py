@@ -1,0 +1,318 @@
+"""The task-model interface: prompts x examples -> class logits, batched, cached and counted.
+
+A :class:`TaskModel` turns a batch of prompts (discrete text, or soft prompts given as input
+embeddings ``[n_tokens, hidden]``) and a list of input texts into class logits
+``[P, N, C]``. Rewards (``rlprompt.rewards``) normalise those logits over classes.
+
+:class:`HFTaskModel` holds what the Hugging Face implementations share: examples are
+tokenized once per template, prompts are spliced in with tensor operations, all
+(prompt, example) rows of a call are sorted by length and run in large batches under
+``torch.inference_mode``, and scores of repeated pairs come from a cache. Counters:
+
+* ``requested`` - (prompt, example) scorings asked for, cache hits included;
+* ``lm_calls`` - scorings actually computed (cache hits excluded);
+* ``cache_hits``, ``forward_batches`` (model forward passes), ``verbalizer_calls``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+import torch
+
+from rlprompt.config import TaskModelConfig
+from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device, pick_dtype
+from rlprompt.task_models.sequences import TemplateLayout, pad_lists, splice
+
+Prompt = Union[str, torch.Tensor]
+
+
+@dataclass
+class TaskModelStats:
+    """Running totals of the work a task model did (see module docstring for units)."""
+
+    requested: int = 0
+    lm_calls: int = 0
+    cache_hits: int = 0
+    forward_batches: int = 0
+    verbalizer_calls: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class TaskModel(ABC):
+    """Scores prompts on texts. Implementations load once and batch every call."""
+
+    num_classes: int
+    stats: TaskModelStats
+
+    @abstractmethod
+    def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Class logits ``[P, N, C]`` (float32, cpu) for every prompt on every text."""
+
+    @abstractmethod
+    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Class logits ``[N, C]`` for one soft prompt, differentiable w.r.t. ``soft_prompt``."""
+
+    @property
+    @abstractmethod
+    def hidden_size(self) -> int:
+        """Width of a soft-prompt vector (the model's input-embedding size)."""
+
+    @abstractmethod
+    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
+        """Input embeddings ``[n_tokens, hidden]`` of a discrete prompt: a soft prompt's start."""
+
+    def reset_stats(self) -> None:
+        self.stats = TaskModelStats()
+
+
+@dataclass
+class _Rows:
+    """Rows to run: per-row item index and prompt index into per-call tables."""
+
+    items: list[tuple[list[int], list[int]]]
+    row_item: torch.Tensor
+    row_prompt: torch.Tensor
+
+
+class HFTaskModel(TaskModel):
+    """Shared machinery of the Hugging Face task models (see module docstring)."""
+
+    model_kind: str = "encoder"
+
+    def __init__(
+        self,
+        config: TaskModelConfig,
+        template: str,
+        verbalizers: Sequence[str],
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.name_or_path)
+        if model is None:
+            model = load_model(config.name_or_path, self.model_kind, self.device, self.dtype)
+        else:
+            model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.model = model
+        self.template = template
+        self.verbalizers = list(verbalizers)
+        self.num_classes = len(self.verbalizers)
+        self.pad_id = self._pad_id()
+        self.input_layout = TemplateLayout(template, self.tokenizer, config.max_sentence_tokens)
+        if config.soft_prompt_position == "template" and not self.input_layout.has_prompt_slot:
+            raise ConfigError("task_model.soft_prompt_position=template needs '{prompt}' in the template")
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.stats = TaskModelStats()
+        self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0  # pragma: no cover
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
+        ids = (
+            self.input_layout.prompt_ids(prompt)
+            if self.input_layout.has_prompt_slot
+            else self.input_layout._ids(prompt)
+        )
+        if not ids:
+            raise ConfigError(f"prompt {prompt!r} has no tokens to embed")
+        with torch.inference_mode():
+            weight = self.model.get_input_embeddings().weight
+            return weight[torch.tensor(ids, device=weight.device)].detach().float().cpu().clone()
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @staticmethod
+    def _soft_key(soft: torch.Tensor) -> str:
+        data = soft.detach().float().contiguous().cpu().numpy().tobytes()
+        return "soft:" + hashlib.sha1(data).hexdigest()
+
+    def _normalise_prompts(self, prompts: Sequence[Prompt] | torch.Tensor) -> tuple[list[Any], list[str], bool]:
+        """-> (prompts, cache keys, is_soft). Soft prompts become float tensors ``[n, H]``."""
+        if isinstance(prompts, torch.Tensor):
+            if prompts.dim() == 2:
+                prompts = prompts.unsqueeze(0)
+            prompts = list(prompts)
+        prompts = list(prompts)
+        if not prompts:
+            raise RLPromptError("score() needs at least one prompt")
+        if all(isinstance(p, str) for p in prompts):
+            return prompts, list(prompts), False
+        if all(isinstance(p, torch.Tensor) for p in prompts):
+            n_tokens = {tuple(p.shape) for p in prompts}
+            if len(n_tokens) != 1:
+                raise RLPromptError(f"soft prompts in one call must share a shape, got {sorted(n_tokens)}")
+            shape = prompts[0].shape
+            if len(shape) != 2 or shape[1] != self.hidden_size:
+                raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(shape)}")
+            if not all(torch.isfinite(p).all() for p in prompts):
+                raise RLPromptError("soft prompt contains non-finite values")
+            return prompts, [self._soft_key(p) for p in prompts], True
+        raise RLPromptError("prompts must be all strings (discrete) or all tensors (soft), not a mix")
+
+    def _encode_items(
+        self, layout: TemplateLayout, texts: Sequence[str], soft: bool
+    ) -> list[tuple[list[int], list[int]]]:
+        items = layout.encode_texts(texts)
+        if soft and self.config.soft_prompt_position == "prefix":
+            # PEFT layout: virtual tokens before everything; the discrete slot stays empty.
+            return [([], pre + post) for pre, post in items]
+        return items
+
+    def _prompt_table(self, layout: TemplateLayout, prompts: list[Any], soft: bool) -> list[list[int]] | None:
+        return None if soft else [layout.prompt_ids(p) for p in prompts]
+
+    # ---------------------------------------------------------------- the row engine
+
+    def _run_rows(
+        self,
+        rows: _Rows,
+        prompt_ids: list[list[int]] | None,
+        soft_prompts: torch.Tensor | None,
+        grad: bool,
+        row_extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Forward every row (item + prompt spliced), sorted by length, in chunks.
+
+        Returns the concatenated per-row outputs of :meth:`_forward_rows` in row order.
+        """
+        device = self.device
+        pre, pre_len = pad_lists([i[0] for i in rows.items], self.pad_id, device)
+        post, post_len = pad_lists([i[1] for i in rows.items], self.pad_id, device)
+        if soft_prompts is not None:
+            n_tokens = soft_prompts.shape[1]
+            prompts_t = torch.full((soft_prompts.shape[0], n_tokens), self.pad_id, dtype=torch.long, device=device)
+            prompts_len = torch.full((soft_prompts.shape[0],), n_tokens, dtype=torch.long, device=device)
+        else:
+            assert prompt_ids is not None
+            prompts_t, prompts_len = pad_lists(prompt_ids, self.pad_id, device)
+        row_item = rows.row_item.to(device)
+        row_prompt = rows.row_prompt.to(device)
+        total = pre_len[row_item] + prompts_len[row_prompt] + post_len[row_item]
+        if self.max_positions is not None and int(total.max()) > self.max_positions:
+            raise RLPromptError(
+                f"an input is {int(total.max())} tokens, over the model's {self.max_positions} positions; "
+                "lower task_model.max_sentence_tokens or shorten the prompt"
+            )
+        order = torch.argsort(total, stable=True)
+        outputs: list[torch.Tensor] = []
+        context = contextlib.nullcontext() if grad else torch.inference_mode()
+        with context:
+            for start in range(0, len(order), self.config.batch_size):
+                idx = order[start : start + self.config.batch_size]
+                items, prompts = row_item[idx], row_prompt[idx]
+                batch = splice(
+                    pre[items], pre_len[items], prompts_t[prompts], prompts_len[prompts],
+                    post[items], post_len[items], self.pad_id,
+                )  # fmt: skip
+                embeds = None
+                if soft_prompts is not None:
+                    embeds = self.model.get_input_embeddings()(batch.input_ids)
+                    soft_rows = soft_prompts[prompts].to(device=device, dtype=embeds.dtype)
+                    embeds = embeds.masked_scatter(batch.slot_mask.unsqueeze(-1), soft_rows)
+                extra = row_extra[idx] if row_extra is not None else None
+                outputs.append(self._forward_rows(batch, embeds, extra))
+                self.stats.forward_batches += 1
+        out = torch.cat(outputs)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return out[inverse]
+
+    @abstractmethod
+    def _forward_rows(self, batch: Any, inputs_embeds: torch.Tensor | None, extra: torch.Tensor | None) -> torch.Tensor:
+        """Per-row outputs for one spliced batch."""
+
+    @abstractmethod
+    def _compute(
+        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
+    ) -> torch.Tensor:
+        """Logits ``[M, C]`` for ``pairs`` of (prompt index, text index)."""
+
+    # ---------------------------------------------------------------- public API
+
+    def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        prompt_list, keys, soft = self._normalise_prompts(prompts)
+        texts = list(texts)
+        if not texts:
+            raise RLPromptError("score() needs at least one text")
+        out = torch.empty(len(prompt_list), len(texts), self.num_classes)
+        missing: list[tuple[int, int]] = []
+        use_cache = self.config.cache_size > 0
+        for p, key in enumerate(keys):
+            for n, text in enumerate(texts):
+                hit = self._cache.get((key, text)) if use_cache else None
+                if hit is None:
+                    missing.append((p, n))
+                else:
+                    out[p, n] = hit
+        self.stats.requested += len(keys) * len(texts)
+        self.stats.cache_hits += len(keys) * len(texts) - len(missing)
+        if missing:
+            # Dedupe identical (prompt, text) pairs inside one call as well.
+            unique: dict[tuple[str, str], int] = {}
+            firsts: list[tuple[int, int]] = []
+            for p, n in missing:
+                key = (keys[p], texts[n])
+                if key not in unique:
+                    unique[key] = len(firsts)
+                    firsts.append((p, n))
+            logits = self._compute(prompt_list, soft, firsts, texts, grad=False).float().cpu()
+            if not torch.isfinite(logits).all():
+                raise RLPromptError("the task model produced non-finite scores (NaN/inf); check the model and dtype")
+            self.stats.lm_calls += len(firsts)
+            for p, n in missing:
+                out[p, n] = logits[unique[(keys[p], texts[n])]]
+            if use_cache:
+                for (key, text), row in unique.items():
+                    self._cache[(key, text)] = logits[row]
+                while len(self._cache) > self.config.cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        if soft_prompt.dim() != 2 or soft_prompt.shape[1] != self.hidden_size:
+            raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(soft_prompt.shape)}")
+        texts = list(texts)
+        pairs = [(0, n) for n in range(len(texts))]
+        logits = self._compute([soft_prompt], True, pairs, texts, grad=True)
+        self.stats.requested += len(texts)
+        self.stats.lm_calls += len(texts)
+        return logits.float()
+
+    @staticmethod
+    def _stack_soft(prompts: list[Any]) -> torch.Tensor:
+        return torch.stack([p.float() for p in prompts])
+
+
+def pairs_to_rows(
+    pairs: list[tuple[int, int]], items: list[tuple[list[int], list[int]]], item_of_text: list[int]
+) -> _Rows:
+    """Rows for (prompt, text) pairs, where ``item_of_text`` maps text index -> item index."""
+    return _Rows(
+        items,
+        torch.tensor([item_of_text[n] for _, n in pairs], dtype=torch.long),
+        torch.tensor([p for p, _ in pairs], dtype=torch.long),
+    )

@@ -1,0 +1,178 @@
+"""Tokenize-once templates and tensor splicing of prompts into pre-tokenized inputs.
+
+A template such as ``"{sentence} {prompt}"`` becomes a :class:`TemplateLayout`: for each input
+text it yields the token ids *before* the prompt slot and *after* it (special tokens
+included). Texts are tokenized once and cached; prompts are tokenized once per layout.
+:func:`splice` then builds a padded batch for many (item, prompt) rows with tensor indexing,
+so no string is re-tokenized per prompt. Whitespace that precedes a placeholder in the
+template is tokenized together with the value (``" It was"``), which matches how BPE
+tokenizers see the whole string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlprompt.errors import ConfigError
+
+_PLACEHOLDER = re.compile(r"(\{sentence\}|\{prompt\}|\{mask\})")
+
+
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after a single sequence (e.g. CLS/SEP)."""
+    probe = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(probe) + 1):
+        if full[start : start + len(probe)] == probe:
+            return full[:start], full[start + len(probe) :]
+    return [], []  # pragma: no cover - every tokenizer we know keeps the text ids contiguous
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    kind: str  # "literal" | "sentence" | "prompt" | "mask"
+    text: str = ""  # literal text, or the whitespace glued before a value
+
+
+class TemplateLayout:
+    """One template, tokenized piecewise so a prompt can be spliced in as ids or vectors."""
+
+    def __init__(self, template: str, tokenizer: Any, max_sentence_tokens: int, add_special_tokens: bool = True):
+        self.template = template
+        self.tokenizer = tokenizer
+        self.max_sentence_tokens = max_sentence_tokens
+        self.frame = special_token_frame(tokenizer) if add_special_tokens else ([], [])
+        chunks: list[_Chunk] = []
+        for piece in _PLACEHOLDER.split(template):
+            if piece in ("{sentence}", "{prompt}", "{mask}"):
+                kind = piece[1:-1]
+                glue = ""
+                if chunks and chunks[-1].kind == "literal" and kind != "mask":
+                    literal = chunks.pop().text
+                    stripped = literal.rstrip()
+                    glue = literal[len(stripped) :]
+                    if stripped:
+                        chunks.append(_Chunk("literal", stripped))
+                elif chunks and chunks[-1].kind == "literal" and kind == "mask":
+                    literal = chunks.pop().text.rstrip()
+                    if literal:
+                        chunks.append(_Chunk("literal", literal))
+                chunks.append(_Chunk(kind, glue))
+            elif piece:
+                chunks.append(_Chunk("literal", piece))
+        self.chunks = chunks
+        self.has_prompt_slot = any(c.kind == "prompt" for c in chunks)
+        self.prompt_glue = next((c.text for c in chunks if c.kind == "prompt"), "")
+        self._literal_cache: dict[str, list[int]] = {}
+        self._text_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def _literal(self, text: str) -> list[int]:
+        if text not in self._literal_cache:
+            self._literal_cache[text] = self._ids(text)
+        return self._literal_cache[text]
+
+    def encode_texts(self, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """(pre, post) ids around the prompt slot for each text; tokenizes only unseen texts."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            sentence_glue = next((c.text for c in self.chunks if c.kind == "sentence"), "")
+            encoded = (
+                self.tokenizer([sentence_glue + t for t in missing], add_special_tokens=False)["input_ids"]
+                if any(c.kind == "sentence" for c in self.chunks)
+                else [[] for _ in missing]
+            )
+            for text, sentence_ids in zip(missing, encoded, strict=True):
+                self._text_cache[text] = self._assemble(list(sentence_ids)[: self.max_sentence_tokens])
+        return [self._text_cache[t] for t in texts]
+
+    def _assemble(self, sentence_ids: list[int]) -> tuple[list[int], list[int]]:
+        before, after = self.frame
+        pre: list[int] = list(before)
+        post: list[int] = []
+        target = pre
+        for chunk in self.chunks:
+            if chunk.kind == "literal":
+                target.extend(self._literal(chunk.text))
+            elif chunk.kind == "sentence":
+                target.extend(sentence_ids)
+            elif chunk.kind == "mask":
+                if self.tokenizer.mask_token_id is None:
+                    raise ConfigError("template has '{mask}' but the tokenizer has no mask token")
+                target.append(self.tokenizer.mask_token_id)
+            elif chunk.kind == "prompt":
+                target = post
+        target.extend(after)
+        return pre, post
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of a discrete prompt at this template's slot (empty without a slot)."""
+        if not self.has_prompt_slot or not prompt:
+            return []
+        if prompt not in self._prompt_cache:
+            self._prompt_cache[prompt] = self._ids(self.prompt_glue + prompt)
+        return self._prompt_cache[prompt]
+
+
+def pad_lists(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[R, W]`` id tensor and ``[R]`` lengths."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    width = int(lengths.max()) if len(rows) else 0
+    out = torch.full((len(rows), max(width, 1)), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out.to(device), lengths.to(device)
+
+
+@dataclass
+class SplicedBatch:
+    """A padded batch: ``input_ids``/``attention_mask`` ``[B, L]``; ``slot_mask`` marks prompt
+    positions; ``lengths`` ``[B]``."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    slot_mask: torch.Tensor
+    lengths: torch.Tensor
+
+
+def _place(out: torch.Tensor, start: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor) -> None:
+    width = values.shape[1]
+    cols = start[:, None] + torch.arange(width, device=out.device)[None, :]
+    valid = torch.arange(width, device=out.device)[None, :] < lengths[:, None]
+    rows = torch.arange(out.shape[0], device=out.device)[:, None].expand(-1, width)
+    out[rows[valid], cols[valid]] = values[valid]
+
+
+def splice(
+    pre: torch.Tensor,
+    pre_len: torch.Tensor,
+    prompt: torch.Tensor,
+    prompt_len: torch.Tensor,
+    post: torch.Tensor,
+    post_len: torch.Tensor,
+    pad_id: int,
+) -> SplicedBatch:
+    """Rows ``pre[:pre_len] + prompt[:prompt_len] + post[:post_len]``, right-padded.
+
+    All arguments are per-row (already gathered by item/prompt index).
+    """
+    lengths = pre_len + prompt_len + post_len
+    width = int(lengths.max())
+    device = pre.device
+    ids = torch.full((pre.shape[0], width), pad_id, dtype=torch.long, device=device)
+    _place(ids, torch.zeros_like(pre_len), pre, pre_len)
+    _place(ids, pre_len, prompt, prompt_len)
+    _place(ids, pre_len + prompt_len, post, post_len)
+    positions = torch.arange(width, device=device)[None, :]
+    attention = positions < lengths[:, None]
+    slot = (positions >= pre_len[:, None]) & (positions < (pre_len + prompt_len)[:, None])
+    return SplicedBatch(ids, attention.long(), slot, lengths)

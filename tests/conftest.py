@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny random masked/causal LMs with offline-trained tokenizers, the real
+MiniLM task model (loaded once), and the SST-2 data path (skip outside CI, fail inside)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from rlprompt.config import Config, TaskModelConfig, config_from_dict  # noqa: E402
+from rlprompt.data import demo_dir, load_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst-2"
+
+
+def sst2_dir(seed: int = 13) -> Path:
+    """The RLPrompt 16-shot SST-2 folder; skip where absent, but fail under CI=true."""
+    path = SST2 / f"16-{seed}"
+    if not (path / "test.tsv").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SST-2 data missing at {path}: CI must have ../shared/data")
+        pytest.skip(f"SST-2 data not found at {path} (../shared/data is absent in this clone)")
+    return path
+
+
+def _corpus() -> list[str]:
+    texts: list[str] = []
+    for split in ("train", "dev", "test"):
+        texts += load_file(demo_dir() / f"{split}.tsv").texts
+    return texts + ["It was great .", "It was terrible .", "a short probe sentence"] * 3
+
+
+def _word_tokenizer(tmp: Path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def _bpe_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_dir(tmp_path_factory) -> Path:
+    """A 2-layer random BERT masked LM saved with its tokenizer, loadable by path."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    path = tmp_path_factory.mktemp("tiny-bert-mlm")
+    tokenizer = _word_tokenizer(path)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        )
+    )  # fmt: skip
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clm_dir(tmp_path_factory) -> Path:
+    """A 2-layer random GPT-2 with a byte-level BPE tokenizer trained offline."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = _bpe_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=2, n_embd=32, n_head=2, n_positions=256))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def mlm_config(path: Path, **task_model) -> Config:
+    return config_from_dict(
+        {
+            "task_model": {"kind": "masked_lm", "name_or_path": str(path), **task_model},
+            "template": "{sentence} {prompt} {mask} .",
+            "verbalizers": ["terrible", "great"],
+        }
+    )
+
+
+def clm_config(path: Path, **task_model) -> Config:
+    return config_from_dict(
+        {
+            "task_model": {"kind": "causal_lm", "name_or_path": str(path), **task_model},
+            "template": "{prompt} {sentence} It was",
+            "verbalizers": [" bad", " good"],
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def minilm_task():
+    """The embedded MiniLM encoder on the demo data, loaded once for the session."""
+    from rlprompt.task import Task
+
+    return Task.from_config(Config())
+
+
+@pytest.fixture(scope="session")
+def minilm_template_task(minilm_task):
+    """MiniLM with soft prompts placed at the template's {prompt} slot (shares the weights)."""
+    from rlprompt.task import Task
+
+    tm = minilm_task.task_model
+    cfg = Config(task_model=TaskModelConfig(soft_prompt_position="template"))
+    return Task.from_config(cfg, model=tm.model, tokenizer=tm.tokenizer)

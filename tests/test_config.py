@@ -1,0 +1,90 @@
+"""Configs: strict keys, typed values, overrides, cross-field checks, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlprompt.config import Config, config_from_dict, load_config, save_config
+from rlprompt.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_demo_task():
+    cfg = Config()
+    assert cfg.task_model.kind == "encoder" and cfg.task_model.name_or_path == "embedded"
+    assert cfg.prompt == "It was" and cfg.reward.name == "gold_log_prob"
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.dirr' \(did you mean 'data\.dir'\?\)"):
+        config_from_dict({"data": {"dirr": "x"}})
+    with pytest.raises(ConfigError, match="unknown config key 'tempalte'"):
+        config_from_dict({"tempalte": "{sentence}"})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"task_model": {"batch_size": "big"}}, "task_model.batch_size' must be an integer"),
+        ({"task_model": {"batch_size": 0}}, "batch_size must be >= 1"),
+        ({"task_model": {"kind": "seq2seq"}}, "must be one of"),
+        ({"verbalizers": "great"}, "must be a list"),
+        ({"verbalizers": ["great"]}, "at least 2 classes"),
+        ({"verbalizers": ["a", "a"]}, "distinct"),
+        ({"template": "{prompt}"}, "must contain '{sentence}'"),
+        ({"template": "{sentence} {mask}"}, "only for task_model.kind=masked_lm"),
+        ({"task_model": {"kind": "masked_lm"}}, "exactly one '{mask}'"),
+        ({"reward": {"name": "bleu"}}, "reward.name 'bleu' is unknown"),
+        ({"data": {"dir": "a", "hf_name": "b"}}, "exclusive"),
+        ({"task_model": "encoder"}, "must be a mapping"),
+        ({"reward": {"gap_correct": True}}, "must be a number"),
+    ],
+)
+def test_bad_values_are_rejected(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  dir: a\nprompt: x\n")
+    cfg = load_config(
+        f,
+        [
+            "data.dir=b",
+            "task_model.batch_size=8",
+            "reward.gap_correct=1.5",
+            'verbalizers=["{prompt} bad.", "{prompt} good."]',
+            "prompt=",
+        ],
+    )
+    assert cfg.data.dir == "b" and cfg.task_model.batch_size == 8 and cfg.reward.gap_correct == 1.5
+    assert cfg.verbalizers == ["{prompt} bad.", "{prompt} good."] and cfg.prompt == ""
+    with pytest.raises(ConfigError, match="unknown config key 'data.dri'"):
+        load_config(f, ["data.dri=c"])
+    with pytest.raises(ConfigError, match="expects key=value"):
+        load_config(f, ["data.dir"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_json_round_trips(tmp_path):
+    cfg = load_config(None, ["data.few_shot_k=4", "reward.name=gap"])
+    save_config(cfg, tmp_path / "config.json")
+    again = config_from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert again == cfg
+
+
+def test_shipped_configs_load():
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "experiments" / "configs").glob("*.yaml")):
+        load_config(path)
