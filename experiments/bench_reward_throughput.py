@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from _bench_utils import record_batches, sync, time_raw_encoder
 
 from rlprompt.config import Config, DataConfig, TaskModelConfig
 from rlprompt.task import Task
-from rlprompt.task_models import mean_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -44,49 +44,13 @@ PROMPTS = [
 ACCURACY_PROMPTS = ["It was", "", "All in all, it was", "The movie is", "In summary, the film was"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def record_batches(task: Task, prompts: list[str], texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The (input_ids, attention_mask) batches the framework builds for this call."""
-    tm = task.task_model
-    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = tm._forward_rows
-
-    def spy(batch, inputs_embeds, extra):
-        recorded.append((batch.input_ids.clone(), batch.attention_mask.clone()))
-        return original(batch, inputs_embeds, extra)
-
-    tm._forward_rows = spy  # type: ignore[method-assign]
-    try:
-        tm._verbalizer_cache.clear()
-        tm.score(prompts, texts)
-    finally:
-        del tm._forward_rows
-    return recorded
-
-
 def time_framework(task: Task, prompts: list[str], texts: list[str]) -> float:
     tm = task.task_model
     tm._verbalizer_cache.clear()  # every prompt is new: verbalizer rows are computed too
-    _sync(tm.device)
+    sync(tm.device)
     start = time.perf_counter()
     tm.score(prompts, texts)
-    _sync(tm.device)
-    return time.perf_counter() - start
-
-
-def time_raw(task: Task, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    model = task.task_model.model
-    _sync(task.task_model.device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for input_ids, attention_mask in batches:
-            out = model(input_ids=input_ids, attention_mask=attention_mask)
-            mean_pool(out.last_hidden_state, attention_mask)
-    _sync(task.task_model.device)
+    sync(tm.device)
     return time.perf_counter() - start
 
 
@@ -117,12 +81,13 @@ def main() -> None:
 
     # Warm-up both paths once.
     prompts = PROMPTS[: args.prompts]
-    batches = record_batches(task, prompts, texts)
-    time_raw(task, batches)
+    tm._verbalizer_cache.clear()
+    batches = record_batches(tm, lambda: tm.score(prompts, texts))
+    time_raw_encoder(tm, batches)
     framework_s, raw_s = [], []
     for _ in range(args.repeats):
         framework_s.append(time_framework(task, prompts, texts))
-        raw_s.append(time_raw(task, batches))
+        raw_s.append(time_raw_encoder(tm, batches))
     scorings = len(prompts) * len(texts)
     rows = sum(int(ids.shape[0]) for ids, _ in batches)
     ratios = [r / f for f, r in zip(framework_s, raw_s, strict=True)]
@@ -146,15 +111,21 @@ def main() -> None:
         f"({rows} sequences incl. verbalizers), median of {args.repeats} interleaved repeats"
     )
     print(f"framework (TaskModel.score, cache off): {result['framework_scorings_per_s']:.1f} scorings/s")
-    print(f"raw model forward + pooling, same tensors: {result['raw_scorings_per_s']:.1f} scorings/s ({result['raw_sentences_per_s']:.1f} sentences/s)")
-    print(f"ratio framework / raw: {result['ratio_framework_over_raw']:.3f}  (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
+    print(
+        f"raw model forward + pooling, same tensors: {result['raw_scorings_per_s']:.1f} scorings/s ({result['raw_sentences_per_s']:.1f} sentences/s)"
+    )
+    print(
+        f"ratio framework / raw: {result['ratio_framework_over_raw']:.3f}  (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
 
     task.task_model.config.cache_size = 200_000
     accuracy = {}
     for prompt in ACCURACY_PROMPTS:
         metrics = task.evaluate(prompt, "test")
         accuracy[prompt] = metrics["accuracy"]
-        print(f"SST-2 test accuracy {metrics['accuracy']:.4f}  prompt {prompt!r}  (predicted per class {metrics['predicted_counts']})")
+        print(
+            f"SST-2 test accuracy {metrics['accuracy']:.4f}  prompt {prompt!r}  (predicted per class {metrics['predicted_counts']})"
+        )
     result["sst2_test_accuracy"] = accuracy
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

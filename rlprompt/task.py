@@ -18,8 +18,8 @@ import torch
 
 from rlprompt.config import Config
 from rlprompt.data import ClassificationDataset, TaskData, load_task_data
-from rlprompt.rewards import classification_metrics, compute_reward
-from rlprompt.task_models import HFTaskModel, Prompt, build_task_model
+from rlprompt.rewards import accuracy, classification_metrics, compute_reward
+from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Task:
 
     config: Config
     data: TaskData
-    task_model: HFTaskModel
+    task_model: TaskModel
     prompt_evals: int = 0
     """Prompt evaluations requested on training batches (cache hits included)."""
     _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -82,6 +82,9 @@ class Task:
             else self.labels(split)[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
         )
         self.prompt_evals += logits.shape[0]
+        return self._reward_of(logits, labels)
+
+    def _reward_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         r = self.config.reward
         return compute_reward(
             r.name,
@@ -92,16 +95,34 @@ class Task:
             balance_weight=r.balance_weight,
         )
 
+    def score_requests(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        indices: Sequence[Sequence[int] | np.ndarray],
+        split: str = "train",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward and accuracy ``[P]`` of prompt ``i`` on its own examples ``indices[i]``.
+
+        All prompts are scored in one batched task-model call (a vector env's N sub-envs).
+        """
+        dataset = self.data.split(split)
+        texts = [[dataset.texts[int(i)] for i in idx] for idx in indices]
+        logits = self.task_model.score_pairs(prompts, texts)
+        labels = self.labels(split)
+        rewards, accuracies = [], []
+        for idx, row in zip(indices, logits, strict=True):
+            gold = labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+            rewards.append(self._reward_of(row, gold))
+            accuracies.append(accuracy(row, gold))
+        self.prompt_evals += len(texts)
+        return torch.stack(rewards), torch.stack(accuracies)
+
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
         """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts)."""
         before = self.task_model.stats.lm_calls
         logits = self.logits([prompt], split)[0]
         metrics = classification_metrics(logits, self.labels(split))
-        r = self.config.reward
-        metrics["reward"] = float(
-            compute_reward(r.name, logits, self.labels(split), gap_correct=r.gap_correct,
-                           gap_incorrect=r.gap_incorrect, balance_weight=r.balance_weight)
-        )  # fmt: skip
+        metrics["reward"] = float(self._reward_of(logits, self.labels(split)))
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics
 

@@ -59,6 +59,13 @@ class TaskModel(ABC):
         """Class logits ``[P, N, C]`` (float32, cpu) for every prompt on every text."""
 
     @abstractmethod
+    def score_pairs(
+        self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]
+    ) -> list[torch.Tensor]:
+        """Class logits ``[n_i, C]`` of prompt ``i`` on its own texts, all in one batched call
+        (what a vector env needs: each sub-env draws its own examples)."""
+
+    @abstractmethod
     def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Class logits ``[N, C]`` for one soft prompt, differentiable w.r.t. ``soft_prompt``."""
 
@@ -70,6 +77,11 @@ class TaskModel(ABC):
     @abstractmethod
     def prompt_embeddings(self, prompt: str) -> torch.Tensor:
         """Input embeddings ``[n_tokens, hidden]`` of a discrete prompt: a soft prompt's start."""
+
+    @property
+    @abstractmethod
+    def embedding_std(self) -> float:
+        """Standard deviation of the input-embedding entries: the natural scale of soft prompts."""
 
     def reset_stats(self) -> None:
         self.stats = TaskModelStats()
@@ -129,6 +141,10 @@ class HFTaskModel(TaskModel):
     @property
     def hidden_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def embedding_std(self) -> float:
+        return float(self.model.get_input_embeddings().weight.float().std())
 
     def prompt_embeddings(self, prompt: str) -> torch.Tensor:
         ids = (
@@ -258,36 +274,54 @@ class HFTaskModel(TaskModel):
         texts = list(texts)
         if not texts:
             raise RLPromptError("score() needs at least one text")
-        out = torch.empty(len(prompt_list), len(texts), self.num_classes)
-        missing: list[tuple[int, int]] = []
+        pairs = [(p, n) for p in range(len(prompt_list)) for n in range(len(texts))]
+        return self._score_pairs(prompt_list, keys, soft, pairs, texts).view(len(prompt_list), len(texts), -1)
+
+    def score_pairs(
+        self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]
+    ) -> list[torch.Tensor]:
+        prompt_list, keys, soft = self._normalise_prompts(prompts)
+        if len(texts_per_prompt) != len(prompt_list):
+            raise RLPromptError(f"{len(prompt_list)} prompts but {len(texts_per_prompt)} text lists")
+        if any(len(texts) == 0 for texts in texts_per_prompt):
+            raise RLPromptError("score_pairs() needs at least one text per prompt")
+        index: dict[str, int] = {}
+        pairs = [(p, index.setdefault(t, len(index))) for p, texts in enumerate(texts_per_prompt) for t in texts]
+        flat = self._score_pairs(prompt_list, keys, soft, pairs, list(index))
+        return list(flat.split([len(texts) for texts in texts_per_prompt]))
+
+    def _score_pairs(
+        self, prompts: list[Any], keys: list[str], soft: bool, pairs: list[tuple[int, int]], texts: list[str]
+    ) -> torch.Tensor:
+        """Logits ``[M, C]`` for (prompt index, text index) pairs: cache, dedupe, compute, count."""
+        out = torch.empty(len(pairs), self.num_classes)
         use_cache = self.config.cache_size > 0
-        for p, key in enumerate(keys):
-            for n, text in enumerate(texts):
-                hit = self._cache.get((key, text)) if use_cache else None
-                if hit is None:
-                    missing.append((p, n))
-                else:
-                    out[p, n] = hit
-        self.stats.requested += len(keys) * len(texts)
-        self.stats.cache_hits += len(keys) * len(texts) - len(missing)
-        if missing:
-            # Dedupe identical (prompt, text) pairs inside one call as well.
-            unique: dict[tuple[str, str], int] = {}
-            firsts: list[tuple[int, int]] = []
-            for p, n in missing:
-                key = (keys[p], texts[n])
-                if key not in unique:
-                    unique[key] = len(firsts)
-                    firsts.append((p, n))
-            logits = self._compute(prompt_list, soft, firsts, texts, grad=False).float().cpu()
+        unique: dict[tuple[str, str], int] = {}  # identical pairs inside one call run once
+        firsts: list[tuple[int, int]] = []
+        slot_of_row: list[int] = []
+        missing_rows: list[int] = []
+        for row, (p, n) in enumerate(pairs):
+            key = (keys[p], texts[n])
+            hit = self._cache.get(key) if use_cache else None
+            if hit is not None:
+                out[row] = hit
+                continue
+            if key not in unique:
+                unique[key] = len(firsts)
+                firsts.append((p, n))
+            missing_rows.append(row)
+            slot_of_row.append(unique[key])
+        self.stats.requested += len(pairs)
+        self.stats.cache_hits += len(pairs) - len(missing_rows)
+        if firsts:
+            logits = self._compute(prompts, soft, firsts, texts, grad=False).float().cpu()
             if not torch.isfinite(logits).all():
                 raise RLPromptError("the task model produced non-finite scores (NaN/inf); check the model and dtype")
             self.stats.lm_calls += len(firsts)
-            for p, n in missing:
-                out[p, n] = logits[unique[(keys[p], texts[n])]]
+            out[torch.tensor(missing_rows, dtype=torch.long)] = logits[torch.tensor(slot_of_row, dtype=torch.long)]
             if use_cache:
-                for (key, text), row in unique.items():
-                    self._cache[(key, text)] = logits[row]
+                for key, slot in unique.items():
+                    self._cache[key] = logits[slot]
                 while len(self._cache) > self.config.cache_size:
                     self._cache.popitem(last=False)
         return out

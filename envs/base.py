@@ -1,0 +1,157 @@
+"""What every prompt-optimization env shares: the task, minibatch draws, scoring, rendering.
+
+A step is split in two halves so that a vector env can batch the expensive part:
+``_apply(action)`` changes the env's state and returns the :class:`ScoreRequest` it needs
+(or ``None``), and ``_finish(result)`` turns the scored result into the Gymnasium 5-tuple.
+:meth:`PromptEnv.step` runs both halves with a single-request task call; the
+:class:`~rlprompt.envs.vector.BatchedPromptVectorEnv` scores the requests of all its
+sub-envs in one call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlprompt.config import Config, config_from_dict, load_config
+from rlprompt.errors import ConfigError
+from rlprompt.task import Task
+from rlprompt.task_models import Prompt
+
+
+def make_task(task: Task | None = None, config: Config | dict | str | os.PathLike | None = None,
+              overrides: list[str] | None = None) -> Task:  # fmt: skip
+    """The env's task: given, built from a config (object, dict or YAML path), or the default."""
+    if task is not None:
+        if config is not None or overrides:
+            raise ConfigError("give an env either task= or config=/overrides=, not both")
+        return task
+    if isinstance(config, Config):
+        cfg = config_from_dict(_asdict(config), overrides)
+    elif isinstance(config, dict):
+        cfg = config_from_dict(config, overrides)
+    else:
+        cfg = load_config(config, overrides)
+    return Task.from_config(cfg)
+
+
+def _asdict(config: Config) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+@dataclass
+class ScoreRequest:
+    """One prompt to score on ``indices`` of ``split`` with ``task``."""
+
+    task: Task
+    prompt: Prompt
+    indices: np.ndarray
+    split: str = "train"
+
+
+@dataclass
+class ScoreResult:
+    reward: float
+    accuracy: float
+    scorings: int
+
+
+def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
+    """Score many requests with one batched task-model call per (task, split, prompt kind)."""
+    results: list[ScoreResult | None] = [None] * len(requests)
+    groups: dict[tuple[int, str, bool], list[int]] = {}
+    for i, request in enumerate(requests):
+        key = (id(request.task), request.split, isinstance(request.prompt, torch.Tensor))
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        first = requests[members[0]]
+        rewards, accuracies = first.task.score_requests(
+            [requests[i].prompt for i in members], [requests[i].indices for i in members], first.split
+        )
+        for i, reward, acc in zip(members, rewards.tolist(), accuracies.tolist(), strict=True):
+            results[i] = ScoreResult(float(reward), float(acc), int(len(requests[i].indices)))
+    return results  # type: ignore[return-value]
+
+
+class PromptEnv(gym.Env):
+    """Base class: owns the task, draws minibatches from ``self.np_random``, renders ANSI."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        config: Config | dict | str | None = None,
+        overrides: list[str] | None = None,
+        *,
+        batch_size: int | None = 16,
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None (whole split), got {batch_size}")
+        self.task = make_task(task, config, overrides)
+        self.split = split
+        self.num_examples = len(self.task.data.split(split))
+        self.batch_size = None if batch_size is None or batch_size >= self.num_examples else batch_size
+        self.render_mode = render_mode
+        self._last_result: ScoreResult | None = None
+        self._episode_indices = np.arange(self.num_examples)
+
+    # ------------------------------------------------------------- subclass hooks
+
+    def _apply(self, action: Any) -> ScoreRequest | None:
+        raise NotImplementedError
+
+    def _finish(self, result: ScoreResult | None) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+    def current_prompt_text(self) -> str:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- shared pieces
+
+    def _draw_indices(self) -> np.ndarray:
+        """A minibatch of example indices (sorted), or the whole split."""
+        if self.batch_size is None:
+            return np.arange(self.num_examples)
+        return np.sort(self.np_random.choice(self.num_examples, size=self.batch_size, replace=False))
+
+    def _request(self, prompt: Prompt, indices: np.ndarray | None = None) -> ScoreRequest:
+        return ScoreRequest(self.task, prompt, self._episode_indices if indices is None else indices, self.split)
+
+    def _score_now(self, request: ScoreRequest) -> ScoreResult:
+        return score_requests([request])[0]
+
+    def _info(self, result: ScoreResult | None, **extra: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "prompt": self.current_prompt_text(),
+            "scorings": 0 if result is None else result.scorings,
+        }
+        if result is not None:
+            info["metrics"] = {"reward": result.reward, "accuracy": result.accuracy}
+        info.update(extra)
+        return info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        request = self._apply(action)
+        result = self._score_now(request) if request is not None else None
+        return self._finish(result)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        text = f"prompt: {self.current_prompt_text()!r}"
+        if self._last_result is not None:
+            text += f" | reward {self._last_result.reward:+.4f} | batch accuracy {self._last_result.accuracy:.3f}"
+        return text + "\n"

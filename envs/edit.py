@@ -1,0 +1,150 @@
+"""PromptEditEnv: improve a manual prompt by a bounded number of edits (TEMPERA/GrIPS style)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rlprompt.config import Config
+from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.envs.vocab import build_vocabulary
+from rlprompt.errors import ConfigError
+from rlprompt.task import Task
+
+Edit = tuple[str, int, int]  # (operation, position, pool index or second position)
+
+
+def enumerate_edits(max_units: int, pool_size: int) -> list[Edit]:
+    """Every edit the action space names: insert/replace a pool phrase, delete, swap, stop."""
+    edits: list[Edit] = []
+    edits += [("insert", i, j) for i in range(max_units) for j in range(pool_size)]
+    edits += [("replace", i, j) for i in range(max_units) for j in range(pool_size)]
+    edits += [("delete", i, -1) for i in range(max_units)]
+    edits += [("swap", i, k) for i in range(max_units) for k in range(i + 1, max_units)]
+    edits.append(("stop", -1, -1))
+    return edits
+
+
+class PromptEditEnv(PromptEnv):
+    """Start from the manual prompt (split into words) and edit it phrase by phrase.
+
+    * Action: ``Discrete(len(edits))`` over :func:`enumerate_edits`; an edit that does not
+      apply to the current prompt (position past its end, insert into a full prompt) is a
+      no-op that still uses up an edit. :meth:`action_masks` marks the applicable ones.
+    * Observation: ``MultiDiscrete`` of the prompt's unit ids (0 = empty, ``u + 1`` = unit ``u``
+      of :attr:`units`: the start prompt's words, then the pool) plus the edits used.
+    * Reward: improvement of the task score on the episode's minibatch (drawn at reset), so an
+      episode's rewards sum to final minus start score. Terminates on ``stop``; truncates after
+      ``max_edits`` edits.
+    """
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        config: Config | dict | str | None = None,
+        overrides: list[str] | None = None,
+        *,
+        start_prompt: str | None = None,
+        pool: Sequence[str] | None = None,
+        pool_size: int = 50,
+        max_units: int = 8,
+        max_edits: int = 5,
+        batch_size: int | None = 16,
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        if max_units < 1 or max_edits < 1:
+            raise ConfigError(f"max_units and max_edits must be >= 1, got {max_units} and {max_edits}")
+        self.start_prompt = self.task.config.prompt if start_prompt is None else start_prompt
+        start_units = self.start_prompt.split()
+        if len(start_units) > max_units:
+            raise ConfigError(f"start prompt has {len(start_units)} words, more than max_units={max_units}")
+        self.pool = build_vocabulary(self.task.task_model, pool, pool_size if pool is None else None)
+        self.units = list(dict.fromkeys(start_units + list(self.pool)))
+        self._unit_id = {u: i for i, u in enumerate(self.units)}
+        self._pool_ids = [self._unit_id[p] for p in self.pool]
+        self._start_ids = [self._unit_id[u] for u in start_units]
+        self.max_units = max_units
+        self.max_edits = max_edits
+        self.edits = enumerate_edits(max_units, len(self.pool))
+        self.action_space = spaces.Discrete(len(self.edits))
+        nvec = np.array([len(self.units) + 1] * max_units + [max_edits + 1], dtype=np.int64)
+        self.observation_space = spaces.MultiDiscrete(nvec)
+        self._prompt: list[int] = []
+        self._edits_used = 0
+        self._score = 0.0
+        self._start_score = 0.0
+        self._stopped = False
+        self._changed = False
+
+    def current_prompt_text(self) -> str:
+        return " ".join(self.units[u] for u in self._prompt)
+
+    def _observation(self) -> np.ndarray:
+        obs = np.zeros(self.max_units + 1, dtype=np.int64)
+        obs[: len(self._prompt)] = np.asarray(self._prompt, dtype=np.int64) + 1
+        obs[-1] = self._edits_used
+        return obs
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._prompt = list(self._start_ids)
+        self._edits_used = 0
+        self._stopped = False
+        self._episode_indices = self._draw_indices()
+        result = self._score_now(self._request(self.current_prompt_text()))
+        self._last_result = result
+        self._score = self._start_score = result.reward
+        return self._observation(), self._info(result, start_score=self._start_score)
+
+    def applicable(self, edit: Edit, length: int) -> bool:
+        op, i, k = edit
+        if op == "insert":
+            return length < self.max_units and i <= length
+        if op in ("replace", "delete"):
+            return i < length
+        if op == "swap":
+            return k < length
+        return True
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask of the edits that change (or stop) the current prompt."""
+        return np.array([self.applicable(e, len(self._prompt)) for e in self.edits], dtype=bool)
+
+    def _apply(self, action: Any) -> ScoreRequest | None:
+        index = int(action)
+        if not self.action_space.contains(index):
+            raise ConfigError(f"action {index} is outside {self.action_space}")
+        op, i, k = self.edits[index]
+        if op == "stop":
+            self._stopped = True
+            return None
+        self._edits_used += 1
+        before = list(self._prompt)
+        if self.applicable(self.edits[index], len(self._prompt)):
+            if op == "insert":
+                self._prompt.insert(i, self._pool_ids[k])
+            elif op == "replace":
+                self._prompt[i] = self._pool_ids[k]
+            elif op == "delete":
+                del self._prompt[i]
+            elif op == "swap":
+                self._prompt[i], self._prompt[k] = self._prompt[k], self._prompt[i]
+        self._changed = self._prompt != before
+        return self._request(self.current_prompt_text()) if self._changed else None
+
+    def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = 0.0
+        if result is not None:
+            reward = result.reward - self._score
+            self._score = result.reward
+            self._last_result = result
+        truncated = not self._stopped and self._edits_used >= self.max_edits
+        info = self._info(result, score=self._score, start_score=self._start_score, edits_used=self._edits_used)
+        return self._observation(), float(reward), self._stopped, truncated, info

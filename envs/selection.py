@@ -1,0 +1,130 @@
+"""PromptSelectionEnv: pick one of K candidate prompts (or template/verbalizer sets): a noisy bandit."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gymnasium import spaces
+
+from rlprompt.config import Config
+from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.errors import ConfigError
+from rlprompt.task import Task
+from rlprompt.task_models import HFTaskModel, build_task_model
+
+BUILTIN_CANDIDATES = ("sentiment", "topic")
+Candidate = str | dict[str, Any]
+
+
+def load_candidates(source: Sequence[Candidate] | str | os.PathLike[str]) -> list[Candidate]:
+    """Candidates from a list, a built-in name (``sentiment``, ``topic``) or a file.
+
+    ``.txt``: one prompt per line (blank lines and ``#`` comments skipped); ``.json``/``.yaml``:
+    a list of prompts or of mappings with ``prompt`` and optional ``template``/``verbalizers``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        if name in BUILTIN_CANDIDATES:
+            path = Path(str(resources.files("rlprompt.envs") / "candidates" / f"{name}.txt"))
+        else:
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"candidates file not found: {path} (or use one of {list(BUILTIN_CANDIDATES)})")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".json", ".yaml", ".yml"):
+            loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            if not isinstance(loaded, list):
+                raise ConfigError(f"{path}: candidates file must hold a list")
+            items: list[Candidate] = loaded
+        else:
+            items = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        items = list(source)
+    for item in items:
+        if isinstance(item, dict):
+            unknown = set(item) - {"prompt", "template", "verbalizers"}
+            if unknown or "prompt" not in item:
+                raise ConfigError(f"candidate {item} needs 'prompt' and may have only 'template', 'verbalizers'")
+        elif not isinstance(item, str):
+            raise ConfigError(f"candidate {item!r} must be a prompt string or a mapping")
+    if not items:
+        raise ConfigError("PromptSelectionEnv needs at least one candidate (K = 0 given)")
+    return items
+
+
+class PromptSelectionEnv(PromptEnv):
+    """Single-step episodes: the action picks candidate ``k``; reward = its task reward on a
+    minibatch drawn from ``self.np_random`` (different draws give different rewards).
+
+    Candidates that change the template or verbalizers get their own task sharing the loaded
+    model's weights. Observation: ``Discrete(1)`` (the bandit has no state).
+    """
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        config: Config | dict | str | None = None,
+        overrides: list[str] | None = None,
+        *,
+        candidates: Sequence[Candidate] | str = "sentiment",
+        batch_size: int | None = 16,
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        self.candidates = load_candidates(candidates)
+        self._tasks = [self._task_for(c) for c in self.candidates]
+        self.observation_space = spaces.Discrete(1)
+        self.action_space = spaces.Discrete(len(self.candidates))
+        self._choice: int | None = None
+
+    def _task_for(self, candidate: Candidate) -> Task:
+        if isinstance(candidate, str) or ("template" not in candidate and "verbalizers" not in candidate):
+            return self.task
+        base = self.task
+        config = replace(
+            base.config,
+            template=candidate.get("template", base.config.template),
+            verbalizers=list(candidate.get("verbalizers", base.config.verbalizers)),
+        )
+        if len(config.verbalizers) != base.num_classes:
+            raise ConfigError(
+                f"candidate {candidate} has {len(config.verbalizers)} verbalizers for {base.num_classes} classes"
+            )
+        if not isinstance(base.task_model, HFTaskModel):
+            raise ConfigError("template/verbalizer candidates need a Hugging Face task model")
+        model = build_task_model(config.task_model, config.template, config.verbalizers,
+                                 model=base.task_model.model, tokenizer=base.task_model.tokenizer)  # fmt: skip
+        return Task(config, base.data, model)
+
+    def candidate_prompt(self, k: int) -> str:
+        candidate = self.candidates[k]
+        return candidate if isinstance(candidate, str) else str(candidate["prompt"])
+
+    def current_prompt_text(self) -> str:
+        return "" if self._choice is None else self.candidate_prompt(self._choice)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._choice = None
+        self._last_result = None
+        return 0, self._info(None)
+
+    def _apply(self, action: Any) -> ScoreRequest | None:
+        k = int(action)
+        if not self.action_space.contains(k):
+            raise ConfigError(f"action {k} is outside {self.action_space}")
+        self._choice = k
+        return ScoreRequest(self._tasks[k], self.candidate_prompt(k), self._draw_indices(), self.split)
+
+    def _finish(self, result: ScoreResult | None) -> tuple[int, float, bool, bool, dict[str, Any]]:
+        assert result is not None
+        self._last_result = result
+        return 0, float(result.reward), True, False, self._info(result, candidate=self._choice)

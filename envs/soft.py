@@ -1,0 +1,105 @@
+"""SoftPromptEnv: continuous actions in a random subspace of soft prompts (Black-Box Tuning)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlprompt.config import Config
+from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.errors import ConfigError
+from rlprompt.task import Task
+
+
+class SoftPromptEnv(PromptEnv):
+    """Single-step episodes: an action ``z`` in ``[-1, 1]^d`` becomes the soft prompt
+
+    ``P = P0 + bound * reshape(z @ A, [n_tokens, hidden])``
+
+    where ``A`` is a fixed ``[d, n_tokens * hidden]`` Gaussian projection drawn once from
+    ``projection_seed`` (entries ``N(0, sigma_e^2 / d)``, ``sigma_e`` the task model's
+    embedding std, so ``P - P0`` has the scale of real embeddings) and ``P0`` the embeddings
+    of ``init_prompt`` (zeros without one). Reward: the task reward of ``P`` on a minibatch.
+    Observation: a constant ``[0.]`` (the problem has no state between proposals).
+    """
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        config: Config | dict | str | None = None,
+        overrides: list[str] | None = None,
+        *,
+        n_tokens: int | None = None,
+        subspace_dim: int = 50,
+        bound: float = 1.0,
+        init_prompt: str | None = None,
+        projection_seed: int = 0,
+        batch_size: int | None = 16,
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        model = self.task.task_model
+        hidden = model.hidden_size
+        if init_prompt is not None:
+            base = model.prompt_embeddings(init_prompt).float()
+            if n_tokens is not None and n_tokens != base.shape[0]:
+                raise ConfigError(f"init_prompt {init_prompt!r} has {base.shape[0]} tokens but n_tokens={n_tokens}")
+        else:
+            n_tokens = 5 if n_tokens is None else n_tokens
+            if n_tokens < 1:
+                raise ConfigError(f"n_tokens must be >= 1, got {n_tokens}")
+            base = torch.zeros(n_tokens, hidden)
+        self.n_tokens = int(base.shape[0])
+        if subspace_dim < 1 or subspace_dim > self.n_tokens * hidden:
+            raise ConfigError(
+                f"subspace_dim must lie in 1..{self.n_tokens * hidden} (n_tokens x hidden), got {subspace_dim}"
+            )
+        if not bound > 0:
+            raise ConfigError(f"bound must be > 0, got {bound}")
+        self.subspace_dim = subspace_dim
+        self.bound = float(bound)
+        self.init_prompt = init_prompt
+        self.base_prompt = base
+        rng = np.random.default_rng(projection_seed)
+        scale = model.embedding_std / np.sqrt(subspace_dim)
+        self.projection = torch.from_numpy(rng.normal(0.0, scale, size=(subspace_dim, self.n_tokens * hidden))).float()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(subspace_dim,), dtype=np.float32)
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._z: np.ndarray | None = None
+
+    def soft_prompt(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The ``[n_tokens, hidden]`` soft prompt of subspace point ``z`` (clipped to [-1, 1])."""
+        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32)).clamp(-1.0, 1.0)
+        if z_t.shape != (self.subspace_dim,):
+            raise ConfigError(f"action must have shape ({self.subspace_dim},), got {tuple(z_t.shape)}")
+        return self.base_prompt + self.bound * (z_t @ self.projection).view(self.n_tokens, -1)
+
+    def current_prompt_text(self) -> str:
+        start = f" around {self.init_prompt!r}" if self.init_prompt else ""
+        if self._z is None:
+            return f"<soft prompt {self.n_tokens}x{self.base_prompt.shape[1]}{start}>"
+        return f"<soft prompt {self.n_tokens}x{self.base_prompt.shape[1]}{start}, |z|={np.linalg.norm(self._z):.3f}>"
+
+    def _observation(self) -> np.ndarray:
+        return np.zeros(1, dtype=np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._z = None
+        self._last_result = None
+        return self._observation(), self._info(None)
+
+    def _apply(self, action: Any) -> ScoreRequest | None:
+        self._z = np.asarray(action, dtype=np.float32)
+        return ScoreRequest(self.task, self.soft_prompt(self._z), self._draw_indices(), self.split)
+
+    def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        assert result is not None
+        self._last_result = result
+        return self._observation(), float(result.reward), True, False, self._info(result)

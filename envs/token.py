@@ -1,0 +1,105 @@
+"""TokenPromptEnv: write a prompt one vocabulary word per step (RLPrompt's setting)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rlprompt.config import Config
+from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.envs.vocab import build_vocabulary
+from rlprompt.errors import ConfigError
+from rlprompt.task import Task
+
+
+class TokenPromptEnv(PromptEnv):
+    """The agent appends one word of ``vocabulary`` per step; the finished prompt is scored.
+
+    * Observation: ``MultiDiscrete([V + 1] * L)``, the word ids so far shifted by one (0 marks
+      an empty slot), so SB3 and tabular agents accept it as is.
+    * Action: ``Discrete(V)``; with ``fixed_length=False`` one more action (``V``) stops early.
+    * Reward: 0 until the prompt is finished, then the task reward of the prompt on a
+      minibatch of train examples drawn at reset (``batch_size=None``: the whole split). With
+      ``shaping=True`` every step is rewarded by the change in score of the partial prompt
+      (the rewards then sum to the final score; costs one prompt evaluation per step).
+    """
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        config: Config | dict | str | None = None,
+        overrides: list[str] | None = None,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        vocab_top_k: int | None = 1000,
+        vocab_regex: str | None = None,
+        prompt_length: int = 5,
+        fixed_length: bool = True,
+        shaping: bool = False,
+        batch_size: int | None = 16,
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        if prompt_length < 1:
+            raise ConfigError(f"prompt_length must be >= 1, got {prompt_length}")
+        self.vocabulary = build_vocabulary(self.task.task_model, vocabulary, vocab_top_k, vocab_regex)
+        self.prompt_length = prompt_length
+        self.fixed_length = fixed_length
+        self.shaping = shaping
+        self.stop_action = None if fixed_length else len(self.vocabulary)
+        self.observation_space = spaces.MultiDiscrete(np.full(prompt_length, len(self.vocabulary) + 1, dtype=np.int64))
+        self.action_space = spaces.Discrete(len(self.vocabulary) + (0 if fixed_length else 1))
+        self._tokens: list[int] = []
+        self._previous_score = 0.0
+        self._stopped = False
+
+    def prompt_text(self, token_ids: Sequence[int]) -> str:
+        return " ".join(self.vocabulary[i] for i in token_ids)
+
+    def current_prompt_text(self) -> str:
+        return self.prompt_text(self._tokens)
+
+    def _observation(self) -> np.ndarray:
+        obs = np.zeros(self.prompt_length, dtype=np.int64)
+        obs[: len(self._tokens)] = np.asarray(self._tokens, dtype=np.int64) + 1
+        return obs
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._tokens = []
+        self._previous_score = 0.0
+        self._stopped = False
+        self._last_result = None
+        self._episode_indices = self._draw_indices()
+        return self._observation(), self._info(None)
+
+    def _apply(self, action: Any) -> ScoreRequest | None:
+        action = int(action)
+        if not self.action_space.contains(action):
+            raise ConfigError(f"action {action} is outside {self.action_space}")
+        if action == self.stop_action:
+            self._stopped = True
+        else:
+            self._tokens.append(action)
+        if self._done or self.shaping:
+            return self._request(self.current_prompt_text())
+        return None
+
+    @property
+    def _done(self) -> bool:
+        return self._stopped or len(self._tokens) >= self.prompt_length
+
+    def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = 0.0
+        if result is not None:
+            self._last_result = result
+            reward = result.reward - self._previous_score if self.shaping else result.reward
+            self._previous_score = result.reward
+        info = self._info(result, tokens=list(self._tokens))
+        return self._observation(), float(reward), self._done, False, info
