@@ -108,6 +108,17 @@ class PromptEnv(gym.Env):
         self._last_result: ScoreResult | None = None
         self._episode_indices = np.arange(self.num_examples)
 
+    def spawn(self) -> PromptEnv:
+        """Another copy of this env sharing its task (and loaded model), with its own RNG and
+        episode state (both are rebuilt at reset)."""
+        import copy
+
+        clone = copy.copy(self)
+        clone._np_random = None
+        clone._np_random_seed = None
+        clone._last_result = None
+        return clone
+
     # ------------------------------------------------------------- subclass hooks
 
     def _apply(self, action: Any) -> ScoreRequest | None:

@@ -38,7 +38,8 @@ class PromptEditEnv(PromptEnv):
       of :attr:`units`: the start prompt's words, then the pool) plus the edits used.
     * Reward: improvement of the task score on the episode's minibatch (drawn at reset), so an
       episode's rewards sum to final minus start score. Terminates on ``stop``; truncates after
-      ``max_edits`` edits.
+      ``max_edits`` edits. ``reset(options={"prompt": text})`` starts from another prompt made
+      of known units (what hill-climbing search does).
     """
 
     def __init__(
@@ -84,17 +85,51 @@ class PromptEditEnv(PromptEnv):
     def current_prompt_text(self) -> str:
         return " ".join(self.units[u] for u in self._prompt)
 
-    def _observation(self) -> np.ndarray:
+    def observation_of(self, units: Sequence[int], edits_used: int) -> np.ndarray:
+        """The observation of a prompt (unit ids) after ``edits_used`` edits, statelessly."""
         obs = np.zeros(self.max_units + 1, dtype=np.int64)
-        obs[: len(self._prompt)] = np.asarray(self._prompt, dtype=np.int64) + 1
-        obs[-1] = self._edits_used
+        obs[: len(units)] = np.asarray(units, dtype=np.int64) + 1
+        obs[-1] = edits_used
         return obs
+
+    def _observation(self) -> np.ndarray:
+        return self.observation_of(self._prompt, self._edits_used)
+
+    def text_of(self, units: Sequence[int]) -> str:
+        return " ".join(self.units[u] for u in units)
+
+    def units_of(self, prompt: str) -> list[int]:
+        words = prompt.split()
+        unknown = [w for w in words if w not in self._unit_id]
+        if unknown or len(words) > self.max_units:
+            raise ConfigError(f"prompt {prompt!r} is not expressible in this edit env (unknown units {unknown})")
+        return [self._unit_id[w] for w in words]
+
+    def apply_edit(self, units: Sequence[int], action: int) -> list[int]:
+        """The prompt after edit ``action`` (unchanged when it does not apply); pure."""
+        op, i, k = self.edits[int(action)]
+        out = list(units)
+        if op == "stop" or not self.applicable(self.edits[int(action)], len(out)):
+            return out
+        if op == "insert":
+            out.insert(i, self._pool_ids[k])
+        elif op == "replace":
+            out[i] = self._pool_ids[k]
+        elif op == "delete":
+            del out[i]
+        elif op == "swap":
+            out[i], out[k] = out[k], out[i]
+        return out
+
+    def mask_of(self, units: Sequence[int]) -> np.ndarray:
+        return np.array([self.applicable(e, len(units)) for e in self.edits], dtype=bool)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._prompt = list(self._start_ids)
+        start = (options or {}).get("prompt")
+        self._prompt = list(self._start_ids) if start is None else self.units_of(start)
         self._edits_used = 0
         self._stopped = False
         self._episode_indices = self._draw_indices()
@@ -115,27 +150,18 @@ class PromptEditEnv(PromptEnv):
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of the edits that change (or stop) the current prompt."""
-        return np.array([self.applicable(e, len(self._prompt)) for e in self.edits], dtype=bool)
+        return self.mask_of(self._prompt)
 
     def _apply(self, action: Any) -> ScoreRequest | None:
         index = int(action)
         if not self.action_space.contains(index):
             raise ConfigError(f"action {index} is outside {self.action_space}")
-        op, i, k = self.edits[index]
-        if op == "stop":
+        if self.edits[index][0] == "stop":
             self._stopped = True
             return None
         self._edits_used += 1
-        before = list(self._prompt)
-        if self.applicable(self.edits[index], len(self._prompt)):
-            if op == "insert":
-                self._prompt.insert(i, self._pool_ids[k])
-            elif op == "replace":
-                self._prompt[i] = self._pool_ids[k]
-            elif op == "delete":
-                del self._prompt[i]
-            elif op == "swap":
-                self._prompt[i], self._prompt[k] = self._prompt[k], self._prompt[i]
+        before = self._prompt
+        self._prompt = self.apply_edit(before, index)
         self._changed = self._prompt != before
         return self._request(self.current_prompt_text()) if self._changed else None
 

@@ -63,10 +63,14 @@ class TokenPromptEnv(PromptEnv):
     def current_prompt_text(self) -> str:
         return self.prompt_text(self._tokens)
 
-    def _observation(self) -> np.ndarray:
+    def observation_of(self, token_ids: Sequence[int]) -> np.ndarray:
+        """The observation of a prompt prefix (word ids), without touching the env's state."""
         obs = np.zeros(self.prompt_length, dtype=np.int64)
-        obs[: len(self._tokens)] = np.asarray(self._tokens, dtype=np.int64) + 1
+        obs[: len(token_ids)] = np.asarray(token_ids, dtype=np.int64) + 1
         return obs
+
+    def _observation(self) -> np.ndarray:
+        return self.observation_of(self._tokens)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

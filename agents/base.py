@@ -1,0 +1,441 @@
+"""The agent base class, callbacks, logger and prompt tracker (Stable-Baselines3's shape).
+
+An :class:`Agent` learns on a prompt env (or a batched vector env of copies sharing one task)
+until a budget of prompt evaluations, LM calls or env steps is spent; ``predict()`` returns
+its greedy prompt without spending evaluations; ``best_prompt()`` re-scores the greedy prompt
+and the top prompts seen during training on the dev split and returns the best (dev
+selection, as in RLPrompt's paper); ``save``/``load`` keep the whole state (networks,
+optimizers, buffers, RNGs, search state, counters) so a killed run resumes exactly.
+
+Each algorithm lives in one file of this package, its update loop readable top to bottom in
+``_learn_step``; its typed config dataclass sits beside it and is registered with
+:func:`register_agent`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rlprompt.config import config_from_dict
+from rlprompt.envs import BatchedPromptVectorEnv, PromptEnv
+from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.io import atomic_write_bytes, atomic_write_text
+from rlprompt.task import Task
+from rlprompt.task_models import Prompt
+
+ENV_KINDS = ("token", "selection", "edit", "soft")
+
+
+@dataclass
+class AgentConfig:
+    """Fields every agent has."""
+
+    seed: int = 0
+    """Seeds the agent's numpy and torch generators and the envs' first reset."""
+    n_envs: int = 1
+    """Env copies stepped together (one batched task-model call per step) when the agent is
+    given a single env; a given vector env keeps its own size."""
+    top_k: int = 10
+    """Prompts (by mean train reward) kept for dev selection."""
+    log_interval: int = 1
+    """Log a row every this many learning iterations."""
+
+    def __post_init__(self) -> None:
+        if self.n_envs < 1:
+            raise ConfigError("agent.n_envs must be >= 1")
+        if self.top_k < 1:
+            raise ConfigError("agent.top_k must be >= 1")
+        if self.log_interval < 1:
+            raise ConfigError("agent.log_interval must be >= 1")
+
+
+# ------------------------------------------------------------------ registry
+
+AGENT_REGISTRY: dict[str, tuple[type[AgentConfig], type[Agent]]] = {}
+
+
+def register_agent(name: str, config_class: type[AgentConfig]) -> Callable[[type[Agent]], type[Agent]]:
+    """Class decorator: ``@register_agent("ppo", PPOConfig)``."""
+
+    def decorate(cls: type[Agent]) -> type[Agent]:
+        cls.name = name
+        cls.config_class = config_class
+        AGENT_REGISTRY[name] = (config_class, cls)
+        return cls
+
+    return decorate
+
+
+def make_agent_config(name: str, fields: dict[str, Any] | None = None) -> AgentConfig:
+    """The config of agent ``name`` from a dict, with unknown keys rejected by name."""
+    if name not in AGENT_REGISTRY:
+        raise ConfigError(f"unknown agent '{name}'; registered agents: {sorted(AGENT_REGISTRY)}")
+    return config_from_dict(fields or {}, cls=AGENT_REGISTRY[name][0])
+
+
+# ------------------------------------------------------------------ callbacks and logging
+
+
+class Callback:
+    """Called after every learning iteration; return False from ``on_step`` to stop."""
+
+    def on_start(self, agent: Agent) -> None:
+        """Before the first iteration."""
+
+    def on_step(self, agent: Agent) -> bool:
+        return True
+
+    def on_end(self, agent: Agent) -> None:
+        """After the last iteration."""
+
+
+class StopOnReward(Callback):
+    """Stop once the best mean train reward reaches ``threshold``."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def on_step(self, agent: Agent) -> bool:
+        best = agent.tracker.best()
+        return best is None or best.mean_reward < self.threshold
+
+
+class CheckpointCallback(Callback):
+    """Save the agent to ``path`` every ``every`` iterations (atomically)."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int = 10) -> None:
+        self.path = Path(path)
+        self.every = every
+
+    def on_step(self, agent: Agent) -> bool:
+        if agent.iterations % self.every == 0:
+            agent.save(self.path)
+        return True
+
+
+class Logger:
+    """Rows of scalars to ``metrics.csv`` (header grows with new keys) and TensorBoard."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.rows: list[dict[str, float]] = []
+        self._writer = None
+        if self.directory is not None and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.directory / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                self._writer = None
+
+    def record(self, row: dict[str, float], step: int) -> None:
+        self.rows.append(dict(row))
+        if self._writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+        if self.directory is not None:
+            self._write_csv()
+
+    def _write_csv(self) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys.extend(k for k in row if k not in keys)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.directory / "metrics.csv", buffer.getvalue())
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+# ------------------------------------------------------------------ prompt tracker
+
+
+def prompt_key(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "soft:" + hashlib.sha1(prompt.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class PromptRecord:
+    prompt: Prompt
+    total_reward: float = 0.0
+    count: int = 0
+
+    @property
+    def mean_reward(self) -> float:
+        return self.total_reward / max(self.count, 1)
+
+
+@dataclass
+class PromptTracker:
+    """Mean train reward of every prompt scored (over repeated minibatches); keeps the top k."""
+
+    top_k: int = 10
+    records: dict[str, PromptRecord] = field(default_factory=dict)
+    evaluations: int = 0
+
+    def add(self, prompt: Prompt, reward: float) -> None:
+        key = prompt_key(prompt)
+        record = self.records.get(key)
+        if record is None:
+            stored = prompt if isinstance(prompt, str) else prompt.detach().float().cpu().clone()
+            record = self.records[key] = PromptRecord(stored)
+        record.total_reward += float(reward)
+        record.count += 1
+        self.evaluations += 1
+        if len(self.records) > 50 * self.top_k:
+            self._prune()
+
+    def _prune(self) -> None:
+        keep = sorted(self.records.items(), key=lambda kv: kv[1].mean_reward, reverse=True)[: 10 * self.top_k]
+        self.records = dict(keep)
+
+    def top(self, k: int | None = None) -> list[PromptRecord]:
+        return sorted(self.records.values(), key=lambda r: r.mean_reward, reverse=True)[: k or self.top_k]
+
+    def best(self) -> PromptRecord | None:
+        top = self.top(1)
+        return top[0] if top else None
+
+
+@dataclass
+class BestPrompt:
+    """The dev-selected prompt with its scores and the cost of selecting it."""
+
+    prompt: Prompt
+    text: str | None
+    train_reward: float | None
+    dev: dict[str, Any]
+    dev_lm_calls: int
+    candidates: int
+
+
+# ------------------------------------------------------------------ the base class
+
+
+class Agent(ABC):
+    """Base class of all agents (see module docstring)."""
+
+    name: ClassVar[str] = "agent"
+    config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    env_kinds: ClassVar[tuple[str, ...]] = ENV_KINDS
+    """Which env kinds the agent runs on: token, selection, edit, soft."""
+
+    def __init__(self, env: PromptEnv | BatchedPromptVectorEnv, config: AgentConfig | None = None,
+                 logger: Logger | None = None) -> None:  # fmt: skip
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise ConfigError(f"agent '{self.name}' needs a {self.config_class.__name__}, got {type(self.config).__name__}")
+        if isinstance(env, BatchedPromptVectorEnv):
+            self.vec_env = env
+        else:
+            copies = [env] + [env.spawn() for _ in range(self.config.n_envs - 1)]
+            self.vec_env = BatchedPromptVectorEnv(copies, autoreset_mode="SameStep")
+        self.env: PromptEnv = self.vec_env.envs[0]
+        kind = env_kind(self.env)
+        if kind not in self.env_kinds:
+            raise ConfigError(f"agent '{self.name}' runs on {list(self.env_kinds)} envs, not on a {kind} env")
+        self.task: Task = self.env.task
+        self.logger = logger or Logger(None)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.torch_rng = torch.Generator().manual_seed(self.config.seed)
+        self.tracker = PromptTracker(self.config.top_k)
+        self.iterations = 0
+        self.prompt_evals = 0
+        self.lm_calls = 0
+        self.env_steps = 0
+        self._obs: Any = None
+        self._setup()
+
+    # ---------------------------------------------------------- for subclasses
+
+    def _setup(self) -> None:
+        """Build networks, optimizers and search state."""
+
+    @abstractmethod
+    def _learn_step(self) -> dict[str, float]:
+        """One learning iteration (a rollout and its update, or one search generation)."""
+
+    @abstractmethod
+    def predict(self, deterministic: bool = True) -> Prompt:
+        """The agent's own prompt: its greedy policy's output (no evaluations spent)."""
+
+    def _state(self) -> dict[str, Any]:
+        """Algorithm state to save (networks, optimizers, buffers, search state)."""
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    # ---------------------------------------------------------- env interaction
+
+    def reset_envs(self) -> Any:
+        if self._obs is None:
+            self._obs, _ = self.vec_env.reset(seed=self.config.seed)
+        return self._obs
+
+    def step_envs(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step the vector env (same-step autoreset), record scored text prompts in the tracker."""
+        obs, rewards, terminated, truncated, infos = self.vec_env.step(actions)
+        self._obs = obs
+        self.env_steps += self.vec_env.num_envs
+        for source in (infos, infos.get("final_info")):
+            if source and "_metrics" in source:
+                for i in np.flatnonzero(source["_metrics"]):
+                    prompt = source["prompt"][i]
+                    if isinstance(prompt, str) and not prompt.startswith("<soft"):
+                        self.tracker.add(prompt, float(source["metrics"]["reward"][i]))
+        return obs, rewards, terminated, truncated, infos
+
+    # ---------------------------------------------------------- the loop
+
+    def _spent(self) -> dict[str, int]:
+        return {
+            "prompt_evals": self.task.prompt_evals - self._start_prompt_evals + self.prompt_evals,
+            "lm_calls": self.task.task_model.stats.lm_calls - self._start_lm_calls + self.lm_calls,
+            "steps": self.env_steps,
+        }
+
+    def learn(
+        self,
+        total_prompt_evals: int | None = None,
+        total_lm_calls: int | None = None,
+        total_steps: int | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> Agent:
+        """Train until the first budget is spent (budgets count from the agent's creation,
+        across ``learn`` calls and reloads) or a callback stops it."""
+        if total_prompt_evals is None and total_lm_calls is None and total_steps is None:
+            raise ConfigError("learn() needs a budget: total_prompt_evals, total_lm_calls or total_steps")
+        limits = {"prompt_evals": total_prompt_evals, "lm_calls": total_lm_calls, "steps": total_steps}
+        self._start_prompt_evals = self.task.prompt_evals
+        self._start_lm_calls = self.task.task_model.stats.lm_calls
+        self.reset_envs()
+        for callback in callbacks:
+            callback.on_start(self)
+
+        def exhausted() -> bool:
+            spent = self._spent()
+            return any(limit is not None and spent[key] >= limit for key, limit in limits.items())
+
+        while not exhausted():
+            row = self._learn_step()
+            self.iterations += 1
+            if self.iterations % self.config.log_interval == 0:
+                best = self.tracker.best()
+                spent = self._spent()
+                self.logger.record(
+                    {"iteration": self.iterations, **spent, "best_train_reward": best.mean_reward if best else float("nan"), **row},
+                    step=spent["prompt_evals"],
+                )
+            if not all(callback.on_step(self) for callback in callbacks):
+                break
+        spent = self._spent()
+        self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
+        self._start_prompt_evals = self.task.prompt_evals
+        self._start_lm_calls = self.task.task_model.stats.lm_calls
+        for callback in callbacks:
+            callback.on_end(self)
+        return self
+
+    # ---------------------------------------------------------- results
+
+    def prompt_text(self, prompt: Prompt) -> str | None:
+        return prompt if isinstance(prompt, str) else None
+
+    def best_prompt(self, k: int | None = None, split: str = "dev") -> BestPrompt:
+        """Re-score the greedy prompt and the top-k train prompts on ``split``; the best wins
+        (by the configured reward, then accuracy). Dev LM calls are reported, not budgeted."""
+        candidates: list[tuple[Prompt, float | None]] = [(self.predict(deterministic=True), None)]
+        seen = {prompt_key(candidates[0][0])}
+        for record in self.tracker.top(k):
+            if prompt_key(record.prompt) not in seen:
+                seen.add(prompt_key(record.prompt))
+                candidates.append((record.prompt, record.mean_reward))
+        before = self.task.task_model.stats.lm_calls
+        scored = [(self.task.evaluate(p, split), p, r) for p, r in candidates]
+        metrics, prompt, train = max(scored, key=lambda item: (item[0]["reward"], item[0]["accuracy"]))
+        if train is None:
+            record = self.tracker.records.get(prompt_key(prompt))
+            train = record.mean_reward if record else None
+        return BestPrompt(prompt, self.prompt_text(prompt), train, metrics,
+                          self.task.task_model.stats.lm_calls - before, len(candidates))  # fmt: skip
+
+    # ---------------------------------------------------------- persistence
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the full state atomically (a checkpoint to resume from)."""
+        spent = self._spent() if hasattr(self, "_start_prompt_evals") else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
+        payload = {
+            "agent": self.name,
+            "config": asdict(self.config),
+            "state": self._state(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": self.torch_rng.get_state(),
+            "env_rngs": [env.np_random.bit_generator.state for env in self.vec_env.envs],
+            "tracker": {"records": {k: (r.prompt, r.total_reward, r.count) for k, r in self.tracker.records.items()},
+                        "evaluations": self.tracker.evaluations},  # fmt: skip
+            "counters": {"iterations": self.iterations, "prompt_evals": spent["prompt_evals"],
+                         "lm_calls": spent["lm_calls"], "env_steps": self.env_steps},  # fmt: skip
+            "obs": self._obs,
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None) -> Agent:
+        """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes)."""
+        if not Path(path).is_file():
+            raise RLPromptError(f"agent checkpoint not found: {path}")
+        payload = torch.load(path, weights_only=False)
+        name = payload["agent"]
+        if name not in AGENT_REGISTRY:
+            raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
+        config_class, agent_class = AGENT_REGISTRY[name]
+        agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
+        agent._load_state(payload["state"])
+        agent.rng.bit_generator.state = payload["rng"]
+        agent.torch_rng.set_state(payload["torch_rng"])
+        for env_, state in zip(agent.vec_env.envs, payload["env_rngs"], strict=False):
+            env_.np_random.bit_generator.state = state
+        agent.tracker.records = {k: PromptRecord(p, t, c) for k, (p, t, c) in payload["tracker"]["records"].items()}
+        agent.tracker.evaluations = payload["tracker"]["evaluations"]
+        counters = payload["counters"]
+        agent.iterations = counters["iterations"]
+        agent.prompt_evals = counters["prompt_evals"]
+        agent.lm_calls = counters["lm_calls"]
+        agent.env_steps = counters["env_steps"]
+        agent._obs = payload["obs"]
+        return agent
+
+    def config_json(self) -> str:
+        return json.dumps({"name": self.name, **asdict(self.config)}, indent=2, sort_keys=True)
+
+
+def env_kind(env: PromptEnv) -> str:
+    """``token``, ``selection``, ``edit`` or ``soft``, from the env's class."""
+    from rlprompt.envs import PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
+
+    for kind, cls in (("token", TokenPromptEnv), ("selection", PromptSelectionEnv), ("edit", PromptEditEnv), ("soft", SoftPromptEnv)):
+        if isinstance(env, cls):
+            return kind
+    raise ConfigError(f"{type(env).__name__} is not an rlprompt prompt env")
