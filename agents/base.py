@@ -237,13 +237,19 @@ class Agent(ABC):
     name: ClassVar[str] = "agent"
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
     env_kinds: ClassVar[tuple[str, ...]] = ENV_KINDS
-    """Which env kinds the agent runs on: token, selection, edit, soft."""
+    """Which env kinds the agent runs on: token, selection, edit, soft (the first is its main one)."""
+    is_baseline: ClassVar[bool] = False
+    """True for random search, the baseline the learning agents are measured against."""
+    full_soft_space: ClassVar[bool] = False
+    """True when a soft-env agent searches all soft prompts, not only the env's subspace."""
 
     def __init__(self, env: PromptEnv | BatchedPromptVectorEnv, config: AgentConfig | None = None,
                  logger: Logger | None = None) -> None:  # fmt: skip
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
-            raise ConfigError(f"agent '{self.name}' needs a {self.config_class.__name__}, got {type(self.config).__name__}")
+            raise ConfigError(
+                f"agent '{self.name}' needs a {self.config_class.__name__}, got {type(self.config).__name__}"
+            )
         if isinstance(env, BatchedPromptVectorEnv):
             self.vec_env = env
         else:
@@ -267,7 +273,7 @@ class Agent(ABC):
 
     # ---------------------------------------------------------- for subclasses
 
-    def _setup(self) -> None:
+    def _setup(self) -> None:  # noqa: B027 - optional hook
         """Build networks, optimizers and search state."""
 
     @abstractmethod
@@ -282,7 +288,7 @@ class Agent(ABC):
         """Algorithm state to save (networks, optimizers, buffers, search state)."""
         return {}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore what :meth:`_state` returned."""
 
     # ---------------------------------------------------------- env interaction
@@ -343,7 +349,12 @@ class Agent(ABC):
                 best = self.tracker.best()
                 spent = self._spent()
                 self.logger.record(
-                    {"iteration": self.iterations, **spent, "best_train_reward": best.mean_reward if best else float("nan"), **row},
+                    {
+                        "iteration": self.iterations,
+                        **spent,
+                        "best_train_reward": best.mean_reward if best else float("nan"),
+                        **row,
+                    },
                     step=spent["prompt_evals"],
                 )
             if not all(callback.on_step(self) for callback in callbacks):
@@ -383,18 +394,28 @@ class Agent(ABC):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the full state atomically (a checkpoint to resume from)."""
-        spent = self._spent() if hasattr(self, "_start_prompt_evals") else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
+        spent = (
+            self._spent()
+            if hasattr(self, "_start_prompt_evals")
+            else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
+        )
         payload = {
             "agent": self.name,
             "config": asdict(self.config),
             "state": self._state(),
             "rng": self.rng.bit_generator.state,
             "torch_rng": self.torch_rng.get_state(),
-            "env_rngs": [env.np_random.bit_generator.state for env in self.vec_env.envs],
-            "tracker": {"records": {k: (r.prompt, r.total_reward, r.count) for k, r in self.tracker.records.items()},
-                        "evaluations": self.tracker.evaluations},  # fmt: skip
-            "counters": {"iterations": self.iterations, "prompt_evals": spent["prompt_evals"],
-                         "lm_calls": spent["lm_calls"], "env_steps": self.env_steps},  # fmt: skip
+            "envs": [env.get_state() for env in self.vec_env.envs],
+            "tracker": {
+                "records": {k: (r.prompt, r.total_reward, r.count) for k, r in self.tracker.records.items()},
+                "evaluations": self.tracker.evaluations,
+            },  # fmt: skip
+            "counters": {
+                "iterations": self.iterations,
+                "prompt_evals": spent["prompt_evals"],
+                "lm_calls": spent["lm_calls"],
+                "env_steps": self.env_steps,
+            },  # fmt: skip
             "obs": self._obs,
         }
         buffer = io.BytesIO()
@@ -402,7 +423,9 @@ class Agent(ABC):
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None) -> Agent:
+    def load(
+        cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None
+    ) -> Agent:
         """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes)."""
         if not Path(path).is_file():
             raise RLPromptError(f"agent checkpoint not found: {path}")
@@ -415,8 +438,10 @@ class Agent(ABC):
         agent._load_state(payload["state"])
         agent.rng.bit_generator.state = payload["rng"]
         agent.torch_rng.set_state(payload["torch_rng"])
-        for env_, state in zip(agent.vec_env.envs, payload["env_rngs"], strict=False):
-            env_.np_random.bit_generator.state = state
+        if len(payload["envs"]) != agent.vec_env.num_envs:
+            raise RLPromptError(f"checkpoint has {len(payload['envs'])} env copies, the agent {agent.vec_env.num_envs}")
+        for env_, state in zip(agent.vec_env.envs, payload["envs"], strict=True):
+            env_.set_state(state)
         agent.tracker.records = {k: PromptRecord(p, t, c) for k, (p, t, c) in payload["tracker"]["records"].items()}
         agent.tracker.evaluations = payload["tracker"]["evaluations"]
         counters = payload["counters"]
@@ -431,11 +456,25 @@ class Agent(ABC):
         return json.dumps({"name": self.name, **asdict(self.config)}, indent=2, sort_keys=True)
 
 
+def step_info(infos: dict[str, Any], key: str, index: int) -> Any:
+    """``infos[key][index]`` of the step itself: under same-step autoreset a finished
+    sub-env's step info sits in ``final_info`` (the top level holds its reset info)."""
+    final_mask = infos.get("_final_info")
+    if final_mask is not None and final_mask[index]:
+        return infos["final_info"][key][index]
+    return infos[key][index]
+
+
 def env_kind(env: PromptEnv) -> str:
     """``token``, ``selection``, ``edit`` or ``soft``, from the env's class."""
     from rlprompt.envs import PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
 
-    for kind, cls in (("token", TokenPromptEnv), ("selection", PromptSelectionEnv), ("edit", PromptEditEnv), ("soft", SoftPromptEnv)):
+    for kind, cls in (
+        ("token", TokenPromptEnv),
+        ("selection", PromptSelectionEnv),
+        ("edit", PromptEditEnv),
+        ("soft", SoftPromptEnv),
+    ):
         if isinstance(env, cls):
             return kind
     raise ConfigError(f"{type(env).__name__} is not an rlprompt prompt env")

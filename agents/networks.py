@@ -39,7 +39,9 @@ class ActorCritic(nn.Module):
     def __init__(self, space: spaces.Space, n_actions: int, hidden: int = 64, embed_dim: int = 16) -> None:
         super().__init__()
         self.encoder = ObsEncoder(space, embed_dim)
-        self.trunk = nn.Sequential(nn.Linear(self.encoder.out_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.trunk = nn.Sequential(
+            nn.Linear(self.encoder.out_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
+        )
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
         nn.init.zeros_(self.policy.weight)

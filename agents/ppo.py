@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from rlprompt.agents.base import Agent, AgentConfig, register_agent
-from rlprompt.agents.networks import ActorCritic, episode_length, greedy_prompt, masked_logits, sample_actions, seeded_module
+from rlprompt.agents.networks import (
+    ActorCritic,
+    episode_length,
+    greedy_prompt,
+    masked_logits,
+    sample_actions,
+    seeded_module,
+)
 from rlprompt.errors import ConfigError
 from rlprompt.rl import gae, ppo_policy_loss, ppo_value_loss
 
@@ -99,7 +106,9 @@ class PPO(Agent):
         # 2. Advantages (no bootstrap past an episode's end).
         with torch.no_grad():
             last_value = self.net(torch.as_tensor(obs))[1]
-        advantages, returns = gae(torch.stack(rew_buf), torch.stack(val_buf), torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda)
+        advantages, returns = gae(
+            torch.stack(rew_buf), torch.stack(val_buf), torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda
+        )
         flat_obs = torch.cat(obs_buf)
         flat_act, flat_logp, flat_val = torch.cat(act_buf), torch.cat(logp_buf), torch.cat(val_buf)
         flat_adv, flat_ret = advantages.flatten(), returns.flatten()
@@ -127,7 +136,12 @@ class PPO(Agent):
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                for key, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy), ("clip_fraction", clip_fraction)):
+                for key, value in (
+                    ("policy_loss", policy_loss),
+                    ("value_loss", value_loss),
+                    ("entropy", entropy),
+                    ("clip_fraction", clip_fraction),
+                ):
                     stats[key] += float(value.detach())
                 updates += 1
         row = {key: value / max(updates, 1) for key, value in stats.items()}

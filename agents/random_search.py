@@ -25,6 +25,7 @@ class RandomSearchConfig(AgentConfig):
 @register_agent("random_search", RandomSearchConfig)
 class RandomSearch(Agent):
     env_kinds = ("token", "selection", "edit", "soft")
+    is_baseline = True
 
     def _learn_step(self) -> dict[str, float]:
         envs = self.vec_env.envs

@@ -84,6 +84,8 @@ class PromptEnv(gym.Env):
     """Base class: owns the task, draws minibatches from ``self.np_random``, renders ANSI."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result")
+    """Attributes that make up the episode state (saved with agent checkpoints)."""
 
     def __init__(
         self,
@@ -107,6 +109,21 @@ class PromptEnv(gym.Env):
         self.render_mode = render_mode
         self._last_result: ScoreResult | None = None
         self._episode_indices = np.arange(self.num_examples)
+
+    def get_state(self) -> dict[str, Any]:
+        """Episode state and RNG state: restoring it continues the env exactly."""
+        import copy
+
+        keys = [k for cls in type(self).__mro__ for k in getattr(cls, "_state_keys", ())]
+        return {"attrs": {k: copy.deepcopy(getattr(self, k)) for k in dict.fromkeys(keys)},
+                "rng": self.np_random.bit_generator.state}  # fmt: skip
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        import copy
+
+        for key, value in state["attrs"].items():
+            setattr(self, key, copy.deepcopy(value))
+        self.np_random.bit_generator.state = state["rng"]
 
     def spawn(self) -> PromptEnv:
         """Another copy of this env sharing its task (and loaded model), with its own RNG and

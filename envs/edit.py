@@ -42,6 +42,8 @@ class PromptEditEnv(PromptEnv):
       of known units (what hill-climbing search does).
     """
 
+    _state_keys = ("_prompt", "_edits_used", "_score", "_start_score", "_stopped", "_changed")
+
     def __init__(
         self,
         task: Task | None = None,

@@ -67,6 +67,8 @@ class PromptSelectionEnv(PromptEnv):
     model's weights. Observation: ``Discrete(1)`` (the bandit has no state).
     """
 
+    _state_keys = ("_choice",)
+
     def __init__(
         self,
         task: Task | None = None,

@@ -26,6 +26,8 @@ class SoftPromptEnv(PromptEnv):
     Observation: a constant ``[0.]`` (the problem has no state between proposals).
     """
 
+    _state_keys = ("_z",)
+
     def __init__(
         self,
         task: Task | None = None,

@@ -27,6 +27,8 @@ class TokenPromptEnv(PromptEnv):
       (the rewards then sum to the final score; costs one prompt evaluation per step).
     """
 
+    _state_keys = ("_tokens", "_previous_score", "_stopped")
+
     def __init__(
         self,
         task: Task | None = None,

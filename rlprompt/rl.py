@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float, last_value: torch.Tensor | None = None) -> torch.Tensor:
+def discounted_returns(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float, last_value: torch.Tensor | None = None
+) -> torch.Tensor:
     """Returns ``G_t = r_t + gamma * G_{t+1}`` over ``[T, ...]`` rollouts, cut at ``dones``."""
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0]) if last_value is None else last_value
@@ -45,7 +47,9 @@ def gae(
     return advantages, advantages + values
 
 
-def ppo_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_policy_loss(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate ``-E[min(rho A, clip(rho, 1-eps, 1+eps) A)]`` and the clip fraction."""
     ratio = torch.exp(log_probs - old_log_probs)
     unclipped = ratio * advantages
@@ -55,7 +59,9 @@ def ppo_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advant
     return loss, clip_fraction
 
 
-def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None) -> torch.Tensor:
+def ppo_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None
+) -> torch.Tensor:
     """Squared error of the value head, optionally clipped around the rollout's values."""
     if clip is None:
         return 0.5 * (values - returns).pow(2).mean()

@@ -1,0 +1,117 @@
+"""A2C: synchronous advantage actor-critic for the token and edit envs.
+
+One iteration: every env copy runs ``n_steps`` steps; advantages are n-step (GAE with
+``gae_lambda``) returns minus the critic's values; one gradient step on
+``policy loss + vf_coef * value loss - ent_coef * entropy`` (no clipping, no reuse of the
+rollout: that is what separates it from PPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.networks import (
+    ActorCritic,
+    episode_length,
+    greedy_prompt,
+    masked_logits,
+    sample_actions,
+    seeded_module,
+)
+from rlprompt.errors import ConfigError
+from rlprompt.rl import gae
+
+
+@dataclass
+class A2CConfig(AgentConfig):
+    n_envs: int = 4
+    """Env copies per rollout (small rollouts, many updates: one update per rollout)."""
+    n_steps: int | None = None
+    """Rollout length per env; default one episode."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    gamma: float = 1.0
+    """Discount."""
+    gae_lambda: float = 1.0
+    """1: Monte-Carlo advantages (the short, terminal-reward episodes of prompt envs)."""
+    ent_coef: float = 0.05
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    hidden: int = 64
+    """Width of the policy/value MLP."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_steps is not None and self.n_steps < 1:
+            raise ConfigError("agent.n_steps must be >= 1")
+
+
+@register_agent("a2c", A2CConfig)
+class A2C(Agent):
+    env_kinds = ("token", "edit")
+
+    def _setup(self) -> None:
+        space, n_actions = self.env.observation_space, int(self.env.action_space.n)
+        self.net = seeded_module(self.config.seed, lambda: ActorCritic(space, n_actions, self.config.hidden))
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
+        self.n_steps = self.config.n_steps or episode_length(self.env)
+
+    def _learn_step(self) -> dict[str, float]:
+        cfg = self.config
+        has_masks = hasattr(self.env, "action_masks")
+        obs = self.reset_envs()
+        obs_buf, act_buf, mask_buf, rew_buf, done_buf = [], [], [], [], []
+        for _ in range(self.n_steps):
+            obs_t = torch.as_tensor(obs)
+            mask = torch.as_tensor(np.stack([e.action_masks() for e in self.vec_env.envs])) if has_masks else None
+            with torch.no_grad():
+                actions = sample_actions(masked_logits(self.net(obs_t)[0], mask), self.torch_rng)
+            obs, reward, terminated, truncated, _ = self.step_envs(actions.numpy())
+            obs_buf.append(obs_t)
+            act_buf.append(actions)
+            mask_buf.append(mask)
+            rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
+            done_buf.append(torch.as_tensor(terminated | truncated))
+        logits, values = self.net(torch.cat(obs_buf))
+        logits = masked_logits(logits, torch.cat(mask_buf) if has_masks else None)
+        with torch.no_grad():
+            last_value = self.net(torch.as_tensor(obs))[1]
+        advantages, returns = gae(torch.stack(rew_buf), values.detach().view(self.n_steps, -1),
+                                  torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda)  # fmt: skip
+        log_probs = torch.log_softmax(logits, -1)
+        chosen = log_probs.gather(-1, torch.cat(act_buf)[:, None]).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1).mean()
+        adv = advantages.flatten()
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8) if adv.numel() > 1 else adv
+        policy_loss = -(chosen * adv).mean()
+        value_loss = 0.5 * (values - returns.flatten()).pow(2).mean()
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
+                "entropy": float(entropy.detach()), "mean_reward": float(torch.stack(rew_buf).sum(0).mean())}  # fmt: skip
+
+    def predict(self, deterministic: bool = True) -> str:
+        def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
+            with torch.no_grad():
+                logits = self.net(torch.as_tensor(obs)[None])[0]
+            logits = masked_logits(logits, torch.as_tensor(mask)[None] if mask is not None else None)
+            return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
+
+        return greedy_prompt(self.env, choose)
+
+    def _state(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def _load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])

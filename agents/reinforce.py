@@ -1,0 +1,185 @@
+"""REINFORCE with a baseline and an entropy bonus.
+
+* Token env: a categorical policy over the next word given the prefix (the shared
+  :class:`ActorCritic` network; its value head is the learned baseline).
+* Soft env: a diagonal Gaussian policy over the subspace point ``z`` (mean and log-std are the
+  parameters; a moving-average baseline), actions clipped to ``[-1, 1]``.
+
+One iteration: every env copy plays one episode; returns are the episode's reward-to-go;
+the policy gradient step weights log-probs by ``return - baseline``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.networks import ActorCritic, episode_length, greedy_prompt, sample_actions, seeded_module
+from rlprompt.envs import SoftPromptEnv
+from rlprompt.errors import ConfigError
+from rlprompt.rl import discounted_returns
+from rlprompt.task_models import Prompt
+
+
+@dataclass
+class ReinforceConfig(AgentConfig):
+    n_envs: int = 4
+    """Episodes per policy-gradient step (scored together)."""
+    learning_rate: float = 1e-3
+    """Adam step size (token env)."""
+    soft_learning_rate: float = 0.05
+    """Adam step size of the Gaussian's mean and log-std (soft env)."""
+    baseline: Literal["learned", "moving_average"] = "learned"
+    """Token env: the value head (``learned``) or a moving average of returns."""
+    baseline_decay: float = 0.9
+    """Moving-average baseline's decay."""
+    ent_coef: float = 0.05
+    """Entropy bonus weight."""
+    init_log_std: float = -1.0
+    """Soft env: initial log standard deviation of the Gaussian."""
+    hidden: int = 64
+    """Width of the policy MLP (token env)."""
+    normalize_advantage: bool = True
+    """Standardise advantages over the batch."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.baseline_decay < 1:
+            raise ConfigError("agent.baseline_decay must lie in [0, 1)")
+
+
+@register_agent("reinforce", ReinforceConfig)
+class Reinforce(Agent):
+    env_kinds = ("token", "soft")
+
+    def _setup(self) -> None:
+        self.soft = isinstance(self.env, SoftPromptEnv)
+        self.moving_baseline = 0.0
+        self.baseline_initialised = False
+        if self.soft:
+            d = self.env.subspace_dim
+            self.mean = torch.zeros(d, requires_grad=True)
+            self.log_std = torch.full((d,), self.config.init_log_std, requires_grad=True)
+            self.optimizer = torch.optim.Adam([self.mean, self.log_std], lr=self.config.soft_learning_rate)
+        else:
+            space, n = self.env.observation_space, int(self.env.action_space.n)
+            self.net = seeded_module(self.config.seed, lambda: ActorCritic(space, n, self.config.hidden))
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
+
+    def _baseline_update(self, returns: torch.Tensor) -> float:
+        value = float(returns.mean())
+        if not self.baseline_initialised:
+            self.moving_baseline, self.baseline_initialised = value, True
+        else:
+            decay = self.config.baseline_decay
+            self.moving_baseline = decay * self.moving_baseline + (1 - decay) * value
+        return self.moving_baseline
+
+    def _advantage(self, adv: torch.Tensor) -> torch.Tensor:
+        if self.config.normalize_advantage and adv.numel() > 1:
+            return (adv - adv.mean()) / (adv.std() + 1e-8)
+        return adv
+
+    def _learn_step(self) -> dict[str, float]:
+        return self._soft_step() if self.soft else self._token_step()
+
+    def _soft_step(self) -> dict[str, float]:
+        n = self.vec_env.num_envs
+        noise = torch.randn(n, self.mean.shape[0], generator=self.torch_rng)
+        with torch.no_grad():
+            z = (self.mean + self.log_std.exp() * noise).clamp(-1.0, 1.0)
+        _, reward, _, _, _ = self.step_envs(z.numpy())
+        for env, z_i, r in zip(self.vec_env.envs, z.numpy(), reward, strict=True):
+            self.tracker.add(env.soft_prompt(z_i), float(r))
+        returns = torch.as_tensor(reward, dtype=torch.float32)
+        baseline = self._baseline_update(returns)
+        adv = self._advantage(returns - baseline)
+        dist = torch.distributions.Normal(self.mean, self.log_std.exp())
+        log_prob = dist.log_prob(z).sum(-1)
+        loss = -(log_prob * adv).mean() - self.config.ent_coef * dist.entropy().sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.mean.clamp_(-1.0, 1.0)
+        return {
+            "loss": float(loss.detach()),
+            "mean_reward": float(returns.mean()),
+            "std": float(self.log_std.detach().exp().mean()),
+        }
+
+    def _token_step(self) -> dict[str, float]:
+        obs = self.reset_envs()
+        obs_buf, act_buf, rew_buf, done_buf = [], [], [], []
+        for _ in range(episode_length(self.env)):
+            obs_t = torch.as_tensor(obs)
+            with torch.no_grad():
+                actions = sample_actions(self.net(obs_t)[0], self.torch_rng)
+            obs, reward, terminated, truncated, _ = self.step_envs(actions.numpy())
+            obs_buf.append(obs_t)
+            act_buf.append(actions)
+            rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
+            done_buf.append(torch.as_tensor(terminated | truncated))
+        returns = discounted_returns(torch.stack(rew_buf), torch.stack(done_buf), gamma=1.0).flatten()
+        logits, values = self.net(torch.cat(obs_buf))
+        log_probs = torch.log_softmax(logits, -1)
+        chosen = log_probs.gather(-1, torch.cat(act_buf)[:, None]).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+        if self.config.baseline == "learned":
+            adv = self._advantage(returns - values.detach())
+            value_loss = 0.5 * (values - returns).pow(2).mean()
+        else:
+            adv = self._advantage(returns - self._baseline_update(returns))
+            value_loss = torch.zeros(())
+        loss = -(chosen * adv).mean() - self.config.ent_coef * entropy + 0.5 * value_loss
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.optimizer.step()
+        return {
+            "loss": float(loss.detach()),
+            "entropy": float(entropy.detach()),
+            "mean_reward": float(torch.stack(rew_buf).sum(0).mean()),
+        }
+
+    def predict(self, deterministic: bool = True) -> Prompt:
+        if self.soft:
+            with torch.no_grad():
+                z = (
+                    self.mean
+                    if deterministic
+                    else (self.mean + self.log_std.exp() * torch.randn(self.mean.shape, generator=self.torch_rng))
+                )
+            return self.env.soft_prompt(z.detach().clamp(-1.0, 1.0).numpy())
+
+        def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
+            with torch.no_grad():
+                logits = self.net(torch.as_tensor(obs)[None])[0]
+            return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
+
+        return greedy_prompt(self.env, choose)
+
+    def _state(self) -> dict:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": (self.moving_baseline, self.baseline_initialised),
+        }
+        if self.soft:
+            state.update(mean=self.mean.detach().clone(), log_std=self.log_std.detach().clone())
+        else:
+            state["net"] = self.net.state_dict()
+        return state
+
+    def _load_state(self, state: dict) -> None:
+        if self.soft:
+            with torch.no_grad():
+                self.mean.copy_(state["mean"])
+                self.log_std.copy_(state["log_std"])
+        else:
+            self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.moving_baseline, self.baseline_initialised = state["baseline"]

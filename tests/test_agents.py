@@ -1,0 +1,152 @@
+"""Every registered agent on a toy task with a known optimum, against equal-budget random search.
+
+The toy task's reward rises with a prompt's overlap with a hidden 5-word target over a
+50-word vocabulary (``rlprompt.toy``); random search over 50**5 prompts does not find it.
+Each agent's greedy ``predict()`` prompt must reach 0.9 of the optimum on 3 of 3 seeds and
+beat random search at the same budget; ``save`` -> ``load`` must give identical predictions.
+New agents are picked up from the registry; only budgets are tuned here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.agents import AGENT_REGISTRY, Agent, Logger, StopOnReward
+from rlprompt.envs import PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
+from rlprompt.errors import ConfigError
+from rlprompt.toy import make_toy_task
+
+SEEDS = (0, 1, 2)
+BUDGETS = {"sql": 2000, "hill_climb": 6000, "q_table": 600, "cma_es": 3000, "prompt_tuning": 300}
+DEFAULT_BUDGET = 4000
+SOFT = {"n_tokens": 5, "subspace_dim": 30, "bound": 1.0}
+
+
+def toy_env(kind: str, seed: int):
+    task = make_toy_task(vocab_size=50, prompt_length=5, seed=seed)
+    if kind == "token":
+        return TokenPromptEnv(task=task, prompt_length=5, batch_size=None)
+    if kind == "edit":
+        return PromptEditEnv(task=task, max_units=5, max_edits=5, batch_size=None)
+    if kind == "soft":
+        return SoftPromptEnv(task=task, batch_size=None, **SOFT)
+    rng = np.random.default_rng(seed)
+    vocab = task.task_model.vocabulary
+    candidates = [" ".join(rng.choice(vocab, size=5)) for _ in range(30)]
+    candidates.insert(int(rng.integers(0, 31)), " ".join(task.task_model.target))
+    return PromptSelectionEnv(task=task, candidates=candidates, batch_size=4)
+
+
+def optimum(env, agent_cls: type[Agent]) -> float:
+    """Best quality reachable in the env's action space (soft: bounded least squares)."""
+    if not isinstance(env, SoftPromptEnv) or agent_cls.full_soft_space:
+        return 1.0
+    from scipy.optimize import lsq_linear
+
+    model = env.task.task_model
+    a = (env.bound * env.projection).double().numpy().T
+    b = (model.target_embeddings - env.base_prompt).double().numpy().reshape(-1)
+    z = lsq_linear(a, b, bounds=(-1.0, 1.0)).x
+    return float(model.quality(env.soft_prompt(z)))
+
+
+def run(name: str, kind: str, seed: int, budget: int):
+    config_class, agent_class = AGENT_REGISTRY[name]
+    env = toy_env(kind, seed)
+    agent = agent_class(env, config_class(seed=seed))
+    agent.learn(total_prompt_evals=budget)
+    return agent, env
+
+
+LEARNERS = sorted(name for name, (_, cls) in AGENT_REGISTRY.items() if not cls.is_baseline)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_agent_reaches_toy_optimum_and_beats_random_search(name, tmp_path):
+    _, agent_class = AGENT_REGISTRY[name]
+    kind = agent_class.env_kinds[0]
+    budget = BUDGETS.get(name, DEFAULT_BUDGET)
+    for seed in SEEDS:
+        agent, env = run(name, kind, seed, budget)
+        model = env.task.task_model
+        quality = float(model.quality(agent.predict(deterministic=True)))
+        best = optimum(env, agent_class)
+        random_agent, _ = run("random_search", kind, seed, budget)
+        random_quality = float(model.quality(random_agent.predict()))
+        assert quality >= 0.9 * best, f"{name} seed {seed}: greedy quality {quality:.3f} < 0.9 x optimum {best:.3f}"
+        assert quality > random_quality or quality >= best >= random_quality, (
+            f"{name} seed {seed}: {quality:.3f} does not beat random search's {random_quality:.3f}"
+        )
+        assert agent.prompt_evals >= budget and agent.lm_calls > 0
+        # save -> load on a fresh env gives identical predictions
+        agent.save(tmp_path / f"{name}-{seed}.pt")
+        loaded = Agent.load(tmp_path / f"{name}-{seed}.pt", toy_env(kind, seed))
+        before, after = agent.predict(), loaded.predict()
+        if isinstance(before, torch.Tensor):
+            assert torch.equal(before, after)
+        else:
+            assert before == after
+        assert loaded.prompt_evals == agent.prompt_evals and loaded.iterations == agent.iterations
+
+
+def test_random_search_is_the_baseline_and_runs_on_every_env_kind():
+    assert AGENT_REGISTRY["random_search"][1].is_baseline
+    for kind in ("token", "selection", "edit", "soft"):
+        agent, env = run("random_search", kind, 0, 64)
+        assert agent.tracker.evaluations > 0 and agent.prompt_evals >= 64
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    """learn(a) + save + load + learn(b) == learn(a + b): networks, optimizer, RNGs, counters."""
+    full, _ = run("ppo", "token", 0, 800)
+    half, _ = run("ppo", "token", 0, 400)
+    half.save(tmp_path / "ckpt.pt")
+    resumed = Agent.load(tmp_path / "ckpt.pt", toy_env("token", 0))
+    resumed.learn(total_prompt_evals=800)
+    for a, b in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert full.prompt_evals == resumed.prompt_evals and full.predict() == resumed.predict()
+
+
+def test_dev_selection_rescoring_and_reports(tmp_path):
+    agent, env = run("ppo", "token", 0, 400)
+    best = agent.best_prompt()
+    assert best.candidates >= 2 and best.dev_lm_calls > 0
+    assert set(best.dev) >= {"accuracy", "reward", "n"}
+    assert best.text is not None and len(best.text.split()) == 5
+
+
+def test_logger_writes_csv_and_tensorboard(tmp_path):
+    config_class, agent_class = AGENT_REGISTRY["reinforce"]
+    logger = Logger(tmp_path)
+    agent = agent_class(toy_env("token", 0), config_class(seed=0), logger)
+    agent.learn(total_prompt_evals=100)
+    logger.close()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("iteration,prompt_evals,lm_calls,steps,best_train_reward") and len(lines) > 5
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_callback_stops_training():
+    config_class, agent_class = AGENT_REGISTRY["random_search"]
+    agent = agent_class(toy_env("token", 0), config_class(seed=0))
+    agent.learn(total_prompt_evals=10_000, callbacks=[StopOnReward(-10.0)])
+    assert agent.iterations == 1
+
+
+def test_agent_env_kind_and_config_errors():
+    config_class, agent_class = AGENT_REGISTRY["cma_es"]
+    with pytest.raises(ConfigError, match="runs on \\['soft'\\] envs, not on a token env"):
+        agent_class(toy_env("token", 0), config_class())
+    from rlprompt.agents import make_agent_config
+
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rat'"):
+        make_agent_config("ppo", {"learning_rat": 1.0})
+    with pytest.raises(ConfigError, match="unknown agent 'ppo2'"):
+        make_agent_config("ppo2")
+    with pytest.raises(ConfigError, match="clip_range"):
+        make_agent_config("ppo", {"clip_range": 1.5})
+    with pytest.raises(ConfigError, match="learn\\(\\) needs a budget"):
+        AGENT_REGISTRY["ppo"][1](toy_env("token", 0)).learn()
