@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from rlprompt.config import config_from_dict
 from rlprompt.envs import BatchedPromptVectorEnv, PromptEnv
@@ -130,7 +132,11 @@ class Logger:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True) -> None:
         self.directory = Path(directory) if directory is not None else None
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
+        existing = self.directory / "metrics.csv" if self.directory is not None else None
+        if existing is not None and existing.is_file():  # a resumed run appends to its rows
+            with existing.open(newline="") as handle:
+                self.rows = list(csv.DictReader(handle))
         self._writer = None
         if self.directory is not None and tensorboard:
             try:
@@ -250,13 +256,23 @@ class Agent(ABC):
             raise ConfigError(
                 f"agent '{self.name}' needs a {self.config_class.__name__}, got {type(self.config).__name__}"
             )
+        if isinstance(env, gym.Wrapper):
+            raise ConfigError("pass env.unwrapped to an agent: agents step envs through their batched API, "
+                              "so Gymnasium wrappers would be bypassed")  # fmt: skip
         if isinstance(env, BatchedPromptVectorEnv):
+            if env.autoreset_mode != AutoresetMode.SAME_STEP:
+                raise ConfigError("agents need a vector env with autoreset_mode='SameStep' "
+                                  "(make_batched_vector_env(..., autoreset_mode='SameStep'))")  # fmt: skip
             self.vec_env = env
         else:
+            env_kind(env)
             copies = [env] + [env.spawn() for _ in range(self.config.n_envs - 1)]
             self.vec_env = BatchedPromptVectorEnv(copies, autoreset_mode="SameStep")
         self.env: PromptEnv = self.vec_env.envs[0]
         kind = env_kind(self.env)
+        if getattr(self.env, "has_variant_tasks", False):
+            raise ConfigError("agents search prompt-only candidates; candidates with their own template or "
+                              "verbalizers are for direct env use (dev selection could not re-score them)")  # fmt: skip
         if kind not in self.env_kinds:
             raise ConfigError(f"agent '{self.name}' runs on {list(self.env_kinds)} envs, not on a {kind} env")
         self.task: Task = self.env.task
@@ -268,6 +284,7 @@ class Agent(ABC):
         self.prompt_evals = 0
         self.lm_calls = 0
         self.env_steps = 0
+        self._in_learn = False
         self._obs: Any = None
         self._setup()
 
@@ -335,6 +352,7 @@ class Agent(ABC):
         self._start_prompt_evals = self.task.prompt_evals
         self._start_lm_calls = self.task.task_model.stats.lm_calls
         self.reset_envs()
+        self._in_learn = True
         for callback in callbacks:
             callback.on_start(self)
 
@@ -360,6 +378,7 @@ class Agent(ABC):
             if not all(callback.on_step(self) for callback in callbacks):
                 break
         spent = self._spent()
+        self._in_learn = False
         self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
         self._start_prompt_evals = self.task.prompt_evals
         self._start_lm_calls = self.task.task_model.stats.lm_calls
@@ -394,11 +413,9 @@ class Agent(ABC):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the full state atomically (a checkpoint to resume from)."""
-        spent = (
-            self._spent()
-            if hasattr(self, "_start_prompt_evals")
-            else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
-        )
+        # inside learn() (a checkpoint callback) count up to now; outside it, what learn() spent
+        # (evaluations made after learn(), such as dev selection, are not training cost)
+        spent = self._spent() if self._in_learn else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
         payload = {
             "agent": self.name,
             "config": asdict(self.config),
@@ -417,6 +434,7 @@ class Agent(ABC):
                 "env_steps": self.env_steps,
             },  # fmt: skip
             "obs": self._obs,
+            "spaces": [repr(self.env.observation_space), repr(self.env.action_space)],
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -435,6 +453,11 @@ class Agent(ABC):
             raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
         config_class, agent_class = AGENT_REGISTRY[name]
         agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
+        spaces_now = [repr(agent.env.observation_space), repr(agent.env.action_space)]
+        if payload.get("spaces", spaces_now) != spaces_now:
+            raise RLPromptError(
+                f"checkpoint {path} was made on an env with spaces {payload['spaces']}, not {spaces_now}"
+            )
         agent._load_state(payload["state"])
         agent.rng.bit_generator.state = payload["rng"]
         agent.torch_rng.set_state(payload["torch_rng"])

@@ -43,10 +43,28 @@ class CMAES(Agent):
         options = {"bounds": [-1.0, 1.0], "seed": self.config.seed + 1, "verbose": -9}
         if self.config.popsize is not None:
             options["popsize"] = self.config.popsize
+        # cma draws from numpy's global generator: keep its state with the agent (and saved),
+        # so runs resume exactly and other code's global draws are untouched.
+        outer = np.random.get_state()
         self.es = cma.CMAEvolutionStrategy(np.zeros(d), self.config.sigma0, options)
+        self._np_state = np.random.get_state()
+        np.random.set_state(outer)
+
+    def _ask(self, n: int | None = None) -> list[np.ndarray]:
+        outer = np.random.get_state()
+        np.random.set_state(self._np_state)
+        try:
+            return self.es.ask() if n is None else self.es.ask(n)
+        finally:
+            self._np_state = np.random.get_state()
+            np.random.set_state(outer)
+
+    def _mean(self) -> np.ndarray:
+        """The distribution's mean in the [-1, 1] box (phenotype of the bounded search)."""
+        return np.clip(np.asarray(self.es.result.xfavorite, dtype=np.float32), -1.0, 1.0)
 
     def _learn_step(self) -> dict[str, float]:
-        population = self.es.ask()
+        population = self._ask()
         rewards: list[float] = []
         n = self.vec_env.num_envs
         for start in range(0, len(population), n):
@@ -54,7 +72,7 @@ class CMAES(Agent):
             actions = np.zeros((n, chunk.shape[1]), dtype=np.float32)
             actions[: len(chunk)] = chunk
             if len(chunk) < n:  # pad with the mean: scored, but not told to the ES
-                actions[len(chunk) :] = np.asarray(self.es.mean, dtype=np.float32)
+                actions[len(chunk) :] = self._mean()
             _, reward, _, _, _ = self.step_envs(actions)
             for z, r in zip(chunk, reward[: len(chunk)], strict=True):
                 self.tracker.add(self.env.soft_prompt(z), float(r))
@@ -67,11 +85,11 @@ class CMAES(Agent):
         }
 
     def predict(self, deterministic: bool = True) -> Prompt:
-        z = self.es.mean if deterministic else self.es.ask(1)[0]
-        return self.env.soft_prompt(np.clip(np.asarray(z, dtype=np.float32), -1.0, 1.0))
+        z = self._mean() if deterministic else np.clip(np.asarray(self._ask(1)[0], dtype=np.float32), -1.0, 1.0)
+        return self.env.soft_prompt(z)
 
     def _state(self) -> dict:
-        return {"es": self.es}
+        return {"es": self.es, "np_state": self._np_state}
 
     def _load_state(self, state: dict) -> None:
-        self.es = state["es"]
+        self.es, self._np_state = state["es"], state["np_state"]

@@ -117,9 +117,9 @@ class DQN(Agent):
             self.buffer["next_obs"][p] = torch.as_tensor(real_next[i]).reshape(-1)
             self.buffer["action"][p] = int(actions[i])
             self.buffer["reward"][p] = float(reward[i])
-            self.buffer["done"][p] = float(terminated[i])
-            if next_mask is not None and not done[i]:
-                self.buffer["next_mask"][p] = next_mask[i]
+            # the edit budget is part of the observation: its end is terminal, not a time limit
+            self.buffer["done"][p] = float(done[i])
+            self.buffer["next_mask"][p] = next_mask[i] if next_mask is not None and not done[i] else True
             self.buffer_pos = (p + 1) % cfg.buffer_size
             self.buffer_full = self.buffer_full or self.buffer_pos == 0
         size = cfg.buffer_size if self.buffer_full else self.buffer_pos

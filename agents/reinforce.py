@@ -91,7 +91,8 @@ class Reinforce(Agent):
         n = self.vec_env.num_envs
         noise = torch.randn(n, self.mean.shape[0], generator=self.torch_rng)
         with torch.no_grad():
-            z = (self.mean + self.log_std.exp() * noise).clamp(-1.0, 1.0)
+            sample = self.mean + self.log_std.exp() * noise  # the Gaussian's own sample (for log-probs)
+            z = sample.clamp(-1.0, 1.0)  # what the env gets
         _, reward, _, _, _ = self.step_envs(z.numpy())
         for env, z_i, r in zip(self.vec_env.envs, z.numpy(), reward, strict=True):
             self.tracker.add(env.soft_prompt(z_i), float(r))
@@ -99,7 +100,7 @@ class Reinforce(Agent):
         baseline = self._baseline_update(returns)
         adv = self._advantage(returns - baseline)
         dist = torch.distributions.Normal(self.mean, self.log_std.exp())
-        log_prob = dist.log_prob(z).sum(-1)
+        log_prob = dist.log_prob(sample).sum(-1)
         loss = -(log_prob * adv).mean() - self.config.ent_coef * dist.entropy().sum()
         self.optimizer.zero_grad()
         loss.backward()
@@ -124,10 +125,17 @@ class Reinforce(Agent):
             act_buf.append(actions)
             rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
             done_buf.append(torch.as_tensor(terminated | truncated))
-        returns = discounted_returns(torch.stack(rew_buf), torch.stack(done_buf), gamma=1.0).flatten()
+        dones = torch.stack(done_buf)
+        returns = discounted_returns(torch.stack(rew_buf), dones, gamma=1.0).flatten()
+        # Steps after a copy's last finished episode belong to an unfinished one (prompts that
+        # stopped early): their return is unknown, so they are left out of the loss.
+        steps = torch.arange(dones.shape[0])[:, None].expand_as(dones)
+        last_done = torch.where(dones, steps, torch.full_like(steps, -1)).max(0).values
+        valid = (steps <= last_done[None, :]).flatten()
         logits, values = self.net(torch.cat(obs_buf))
+        logits, values, returns = logits[valid], values[valid], returns[valid]
         log_probs = torch.log_softmax(logits, -1)
-        chosen = log_probs.gather(-1, torch.cat(act_buf)[:, None]).squeeze(-1)
+        chosen = log_probs.gather(-1, torch.cat(act_buf)[valid][:, None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
         if self.config.baseline == "learned":
             adv = self._advantage(returns - values.detach())

@@ -105,6 +105,9 @@ class SoftQLearning(Agent):
     def features(self, prefixes: list[str]) -> torch.Tensor:
         """Frozen-LM state features of prompt prefixes (mean-pooled, cached)."""
         missing = [p for p in dict.fromkeys(prefixes) if p not in self._features]
+        if len(self._features) + len(missing) > 200_000:  # bound memory; features are cheap to redo
+            self._features.clear()
+            missing = list(dict.fromkeys(prefixes))
         if missing:
             texts = [p if p else self._empty_text for p in missing]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)

@@ -54,6 +54,8 @@ class ScoreRequest:
     prompt: Prompt
     indices: np.ndarray
     split: str = "train"
+    budget_task: Task | None = None
+    """The env's own task, charged the prompt evaluation when ``task`` is a variant of it."""
 
 
 @dataclass
@@ -77,6 +79,9 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
         )
         for i, reward, acc in zip(members, rewards.tolist(), accuracies.tolist(), strict=True):
             results[i] = ScoreResult(float(reward), float(acc), int(len(requests[i].indices)))
+            budget_task = requests[i].budget_task
+            if budget_task is not None and budget_task is not first.task:
+                budget_task.prompt_evals += 1
     return results  # type: ignore[return-value]
 
 
@@ -131,6 +136,8 @@ class PromptEnv(gym.Env):
         import copy
 
         clone = copy.copy(self)
+        for key in dict.fromkeys(k for cls in type(self).__mro__ for k in getattr(cls, "_state_keys", ())):
+            setattr(clone, key, copy.deepcopy(getattr(self, key)))
         clone._np_random = None
         clone._np_random_seed = None
         clone._last_result = None

@@ -155,6 +155,8 @@ class PromptEditEnv(PromptEnv):
         return self.mask_of(self._prompt)
 
     def _apply(self, action: Any) -> ScoreRequest | None:
+        if self._stopped or self._edits_used >= self.max_edits:
+            raise ConfigError("the episode is over (stopped or out of edits): call reset()")
         index = int(action)
         if not self.action_space.contains(index):
             raise ConfigError(f"action {index} is outside {self.action_space}")

@@ -104,7 +104,12 @@ class PromptSelectionEnv(PromptEnv):
             raise ConfigError("template/verbalizer candidates need a Hugging Face task model")
         model = build_task_model(config.task_model, config.template, config.verbalizers,
                                  model=base.task_model.model, tokenizer=base.task_model.tokenizer)  # fmt: skip
+        model.stats = base.task_model.stats  # one LM-call count for the env, whatever the candidate
         return Task(config, base.data, model)
+
+    @property
+    def has_variant_tasks(self) -> bool:
+        return any(t is not self.task for t in self._tasks)
 
     def candidate_prompt(self, k: int) -> str:
         candidate = self.candidates[k]
@@ -124,7 +129,9 @@ class PromptSelectionEnv(PromptEnv):
         if not self.action_space.contains(k):
             raise ConfigError(f"action {k} is outside {self.action_space}")
         self._choice = k
-        return ScoreRequest(self._tasks[k], self.candidate_prompt(k), self._draw_indices(), self.split)
+        return ScoreRequest(
+            self._tasks[k], self.candidate_prompt(k), self._draw_indices(), self.split, budget_task=self.task
+        )
 
     def _finish(self, result: ScoreResult | None) -> tuple[int, float, bool, bool, dict[str, Any]]:
         assert result is not None

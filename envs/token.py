@@ -86,6 +86,8 @@ class TokenPromptEnv(PromptEnv):
         return self._observation(), self._info(None)
 
     def _apply(self, action: Any) -> ScoreRequest | None:
+        if self._done:
+            raise ConfigError("the episode is over (the prompt is finished): call reset()")
         action = int(action)
         if not self.action_space.contains(action):
             raise ConfigError(f"action {action} is outside {self.action_space}")

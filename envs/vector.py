@@ -35,6 +35,8 @@ class BatchedPromptVectorEnv(VectorEnv):
         for env in self.envs[1:]:
             if env.observation_space != first.observation_space or env.action_space != first.action_space:
                 raise ConfigError("all sub-envs of a BatchedPromptVectorEnv must have the same spaces")
+            if env.task is not first.task:
+                raise ConfigError("all sub-envs of a BatchedPromptVectorEnv must share one task (one loaded model)")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         if self.autoreset_mode == AutoresetMode.DISABLED:
             raise ConfigError("autoreset_mode must be next_step or same_step")

@@ -150,3 +150,15 @@ def test_agent_env_kind_and_config_errors():
         make_agent_config("ppo", {"clip_range": 1.5})
     with pytest.raises(ConfigError, match="learn\\(\\) needs a budget"):
         AGENT_REGISTRY["ppo"][1](toy_env("token", 0)).learn()
+    import gymnasium as gym
+
+    from rlprompt.envs import make_batched_vector_env
+
+    task = make_toy_task(vocab_size=10, prompt_length=3)
+    with pytest.raises(ConfigError, match="pass env.unwrapped"):
+        AGENT_REGISTRY["ppo"][1](gym.make("rlprompt/TokenPrompt-v0", task=task))
+    with pytest.raises(ConfigError, match="SameStep"):
+        AGENT_REGISTRY["ppo"][1](make_batched_vector_env(TokenPromptEnv, 2, task=task))
+    candidates = ["w00", {"prompt": "w01", "template": "{prompt} {sentence}"}]
+    with pytest.raises(ConfigError):
+        AGENT_REGISTRY["q_table"][1](PromptSelectionEnv(task=task, candidates=candidates))

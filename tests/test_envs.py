@@ -104,6 +104,23 @@ def test_token_env_shaping_rewards_sum_to_final_score(toy_task):
     assert sum(rewards) == pytest.approx(info["metrics"]["reward"], abs=1e-5)
 
 
+def test_stepping_a_finished_episode_is_a_clear_error(toy_task):
+    env = TokenPromptEnv(task=toy_task, prompt_length=1)
+    env.reset(seed=0)
+    env.step(1)
+    with pytest.raises(ConfigError, match="episode is over"):
+        env.step(1)
+
+
+def test_spawned_copies_do_not_share_episode_state(toy_task):
+    env = TokenPromptEnv(task=toy_task, prompt_length=3)
+    env.reset(seed=0)
+    env.step(1)
+    copy = env.spawn()
+    copy.step(2)
+    assert env._tokens == [1] and copy._tokens == [1, 2] and copy.task is env.task
+
+
 def test_token_env_variable_length_stop_action(toy_task):
     env = TokenPromptEnv(task=toy_task, prompt_length=4, fixed_length=False)
     assert env.action_space.n == len(env.vocabulary) + 1
