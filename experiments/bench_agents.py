@@ -59,11 +59,13 @@ class EarlyReading(Callback):
         return True
 
 
-def run_agent(name: str, task: Task, args: argparse.Namespace, out: Path) -> dict:
+def run_agent(spec: str, task: Task, args: argparse.Namespace, out: Path) -> dict:
+    """Run ``name`` on its main env kind, or ``name:kind`` on another it supports."""
+    name, _, kind = spec.partition(":")
     config_class, agent_class = AGENT_REGISTRY[name]
-    kind = agent_class.env_kinds[0]
+    kind = kind or agent_class.env_kinds[0]
     env = make_env(kind, task, args.examples)
-    logger = Logger(out / "runs" / name, tensorboard=False)
+    logger = Logger(out / "runs" / spec.replace(":", "-"), tensorboard=False)
     agent = agent_class(env, config_class(seed=args.seed), logger)
     early = EarlyReading(args.early)
     start = time.perf_counter()
@@ -74,6 +76,7 @@ def run_agent(name: str, task: Task, args: argparse.Namespace, out: Path) -> dic
     return {
         "agent": name,
         "env": kind,
+        "spec": spec,
         "prompt": best.text if best.text is not None else "<soft prompt>",
         "train_reward": best.train_reward,
         "dev_accuracy": best.dev["accuracy"],
@@ -133,7 +136,7 @@ def write_outputs(out: Path, rows: list[dict], manual: dict, command: str) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13"))
-    parser.add_argument("--agents", nargs="+", default=sorted(AGENT_REGISTRY))
+    parser.add_argument("--agents", nargs="+", default=sorted(AGENT_REGISTRY), help="names, or name:kind (e.g. ppo:edit)")
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--early", type=int, default=500)
     parser.add_argument("--examples", type=int, default=16)
@@ -153,7 +156,7 @@ def main() -> None:
     }
     rows = []
     for name in args.agents:
-        path = out / "runs" / f"{name}.json"
+        path = out / "runs" / f"{name.replace(':', '-')}.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
             print(f"{name}: done before, skipped")
