@@ -16,6 +16,7 @@ import torch
 from rlprompt.agents.base import Agent, AgentConfig, register_agent
 from rlprompt.agents.networks import (
     ActorCritic,
+    current_masks,
     episode_length,
     greedy_prompt,
     masked_logits,
@@ -70,7 +71,7 @@ class A2C(Agent):
         obs_buf, act_buf, mask_buf, rew_buf, done_buf = [], [], [], [], []
         for _ in range(self.n_steps):
             obs_t = torch.as_tensor(obs)
-            mask = torch.as_tensor(np.stack([e.action_masks() for e in self.vec_env.envs])) if has_masks else None
+            mask = current_masks(self.vec_env.envs)
             with torch.no_grad():
                 actions = sample_actions(masked_logits(self.net(obs_t)[0], mask), self.torch_rng)
             obs, reward, terminated, truncated, _ = self.step_envs(actions.numpy())

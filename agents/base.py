@@ -14,13 +14,13 @@ Each algorithm lives in one file of this package, its update loop readable top t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
-import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -391,6 +391,21 @@ class Agent(ABC):
     def prompt_text(self, prompt: Prompt) -> str | None:
         return prompt if isinstance(prompt, str) else None
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """LM calls made inside this block (dev selection, test scoring from a callback) are
+        evaluation, not training: they are left out of the agent's ``lm_calls`` budget."""
+        outermost = not getattr(self, "_evaluating", False)
+        self._evaluating = True
+        before = self.task.task_model.stats.lm_calls
+        try:
+            yield
+        finally:
+            if outermost:
+                self._evaluating = False
+                if self._in_learn:
+                    self._start_lm_calls += self.task.task_model.stats.lm_calls - before
+
     def best_prompt(self, k: int | None = None, split: str = "dev") -> BestPrompt:
         """Re-score the greedy prompt and the top-k train prompts on ``split``; the best wins
         (by the configured reward, then accuracy). Dev LM calls are reported, not budgeted."""
@@ -401,7 +416,8 @@ class Agent(ABC):
                 seen.add(prompt_key(record.prompt))
                 candidates.append((record.prompt, record.mean_reward))
         before = self.task.task_model.stats.lm_calls
-        scored = [(self.task.evaluate(p, split), p, r) for p, r in candidates]
+        with self.evaluating():
+            scored = [(self.task.evaluate(p, split), p, r) for p, r in candidates]
         metrics, prompt, train = max(scored, key=lambda item: (item[0]["reward"], item[0]["accuracy"]))
         if train is None:
             record = self.tracker.records.get(prompt_key(prompt))
@@ -474,9 +490,6 @@ class Agent(ABC):
         agent.env_steps = counters["env_steps"]
         agent._obs = payload["obs"]
         return agent
-
-    def config_json(self) -> str:
-        return json.dumps({"name": self.name, **asdict(self.config)}, indent=2, sort_keys=True)
 
 
 def step_info(infos: dict[str, Any], key: str, index: int) -> Any:

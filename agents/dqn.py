@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rlprompt.agents.base import Agent, AgentConfig, register_agent
-from rlprompt.agents.networks import QNetwork, greedy_prompt, masked_logits, seeded_module
+from rlprompt.agents.networks import QNetwork, current_masks, greedy_prompt, masked_logits, seeded_module
 from rlprompt.errors import ConfigError
 from rlprompt.rl import polyak_update
 
@@ -80,20 +80,16 @@ class DQN(Agent):
         }
         self.buffer_pos = 0
         self.buffer_full = False
-        self.has_masks = hasattr(self.env, "action_masks")
 
     def epsilon(self) -> float:
         cfg = self.config
         fraction = min(1.0, self.env_steps / max(cfg.exploration_steps, 1))
         return cfg.exploration_initial + fraction * (cfg.exploration_final - cfg.exploration_initial)
 
-    def _masks(self) -> torch.Tensor | None:
-        return torch.as_tensor(np.stack([e.action_masks() for e in self.vec_env.envs])) if self.has_masks else None
-
     def _learn_step(self) -> dict[str, float]:
         cfg = self.config
         obs = torch.as_tensor(self.reset_envs())
-        mask = self._masks()
+        mask = current_masks(self.vec_env.envs)
         # 1. Act epsilon-greedily.
         with torch.no_grad():
             greedy = masked_logits(self.q(obs), mask).argmax(-1).numpy()
@@ -108,7 +104,7 @@ class DQN(Agent):
         if "final_obs" in infos:
             for i in np.flatnonzero(infos.get("_final_obs", np.zeros(len(actions), bool))):
                 real_next[i] = infos["final_obs"][i]
-        next_mask = self._masks()
+        next_mask = current_masks(self.vec_env.envs)
         # 2. Store transitions.
         done = terminated | truncated
         for i in range(len(actions)):

@@ -70,12 +70,11 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
 
-def env_action_masks(env: PromptEnv, obs_batch: int, envs: list[PromptEnv] | None = None) -> torch.Tensor | None:
-    """Action masks of the current states (edit envs), else None."""
-    members = envs or [env]
-    if isinstance(members[0], PromptEditEnv):
-        return torch.as_tensor(np.stack([e.action_masks() for e in members]))
-    return None
+def current_masks(envs: list[PromptEnv]) -> torch.Tensor | None:
+    """``[N, A]`` action masks of the envs' current states (edit envs), else None."""
+    if not hasattr(envs[0], "action_masks"):
+        return None
+    return torch.as_tensor(np.stack([env.action_masks() for env in envs]))
 
 
 def greedy_prompt(env: PromptEnv, choose: Callable[[np.ndarray, np.ndarray | None], int]) -> str:

@@ -17,6 +17,7 @@ import torch
 from rlprompt.agents.base import Agent, AgentConfig, register_agent
 from rlprompt.agents.networks import (
     ActorCritic,
+    current_masks,
     episode_length,
     greedy_prompt,
     masked_logits,
@@ -89,7 +90,7 @@ class PPO(Agent):
         # 1. Rollout with the current policy.
         for _ in range(self.n_steps):
             obs_t = torch.as_tensor(obs)
-            mask = torch.as_tensor(np.stack([e.action_masks() for e in self.vec_env.envs])) if has_masks else None
+            mask = current_masks(self.vec_env.envs)
             with torch.no_grad():
                 logits, value = self.net(obs_t)
                 logits = masked_logits(logits, mask)

@@ -11,7 +11,7 @@ sub-envs in one call.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -32,18 +32,12 @@ def make_task(task: Task | None = None, config: Config | dict | str | os.PathLik
             raise ConfigError("give an env either task= or config=/overrides=, not both")
         return task
     if isinstance(config, Config):
-        cfg = config_from_dict(_asdict(config), overrides)
+        cfg = config_from_dict(asdict(config), overrides)
     elif isinstance(config, dict):
         cfg = config_from_dict(config, overrides)
     else:
         cfg = load_config(config, overrides)
     return Task.from_config(cfg)
-
-
-def _asdict(config: Config) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 @dataclass

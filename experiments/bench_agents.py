@@ -49,13 +49,10 @@ class EarlyReading(Callback):
 
     def on_step(self, agent) -> bool:
         if self.result is None and agent._spent()["prompt_evals"] >= self.at:
-            before = agent.task.task_model.stats.lm_calls
-            best = agent.best_prompt()
-            self.result = {
-                "prompt_evals": agent._spent()["prompt_evals"],
-                "test_accuracy": agent.task.evaluate(best.prompt, "test")["accuracy"],
-            }
-            agent._start_lm_calls += agent.task.task_model.stats.lm_calls - before  # evaluation is not training cost
+            with agent.evaluating():  # dev selection and test scoring are not training cost
+                best = agent.best_prompt()
+                accuracy = agent.task.evaluate(best.prompt, "test")["accuracy"]
+            self.result = {"prompt_evals": agent._spent()["prompt_evals"], "test_accuracy": accuracy}
         return True
 
 
@@ -136,7 +133,9 @@ def write_outputs(out: Path, rows: list[dict], manual: dict, command: str) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13"))
-    parser.add_argument("--agents", nargs="+", default=sorted(AGENT_REGISTRY), help="names, or name:kind (e.g. ppo:edit)")
+    parser.add_argument(
+        "--agents", nargs="+", default=sorted(AGENT_REGISTRY), help="names, or name:kind (e.g. ppo:edit)"
+    )
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--early", type=int, default=500)
     parser.add_argument("--examples", type=int, default=16)

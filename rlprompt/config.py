@@ -22,7 +22,6 @@ import yaml
 
 from rlprompt.errors import ConfigError
 
-TASK_MODEL_KINDS = ("encoder", "encoder-tuned", "masked_lm", "causal_lm")
 EMBEDDED_MODEL = "embedded"
 
 

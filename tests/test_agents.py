@@ -118,6 +118,21 @@ def test_dev_selection_rescoring_and_reports(tmp_path):
     assert best.text is not None and len(best.text.split()) == 5
 
 
+def test_evaluation_inside_learn_is_not_charged_to_the_budget():
+    class SelectEveryStep(StopOnReward):
+        def on_step(self, agent) -> bool:
+            with agent.evaluating():
+                agent.best_prompt()
+                agent.task.evaluate(agent.predict(), "test")
+            return True
+
+    plain, _ = run("random_search", "token", 0, 64)
+    config_class, agent_class = AGENT_REGISTRY["random_search"]
+    agent = agent_class(toy_env("token", 0), config_class(seed=0))
+    agent.learn(total_prompt_evals=64, callbacks=[SelectEveryStep(0.0)])
+    assert agent.lm_calls == plain.lm_calls and agent.iterations == plain.iterations
+
+
 def test_logger_writes_csv_and_tensorboard(tmp_path):
     config_class, agent_class = AGENT_REGISTRY["reinforce"]
     logger = Logger(tmp_path)

@@ -162,14 +162,12 @@ def test_mlm_loads_by_path_and_prompts_matter(mlm_task):
 
 def test_mlm_scores_equal_full_forward_log_probs(mlm_task):
     tm = mlm_task.task_model
-    text = "It was great ."
     ids = tm.tokenizer(f"{TEXTS[0]} it was [MASK] .", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         logits = tm.model(input_ids=ids).logits[0]
     position = int((ids[0] == tm.tokenizer.mask_token_id).nonzero())
     expected = torch.log_softmax(logits[position], -1)[tm._verbalizer_tensor]
     assert torch.allclose(tm.score(["it was"], [TEXTS[0]])[0, 0], expected, atol=1e-5)
-    assert text  # keep the example readable
 
 
 def test_mlm_soft_at_slot_equals_discrete(tiny_mlm_dir):

@@ -339,14 +339,3 @@ class HFTaskModel(TaskModel):
     @staticmethod
     def _stack_soft(prompts: list[Any]) -> torch.Tensor:
         return torch.stack([p.float() for p in prompts])
-
-
-def pairs_to_rows(
-    pairs: list[tuple[int, int]], items: list[tuple[list[int], list[int]]], item_of_text: list[int]
-) -> _Rows:
-    """Rows for (prompt, text) pairs, where ``item_of_text`` maps text index -> item index."""
-    return _Rows(
-        items,
-        torch.tensor([item_of_text[n] for _, n in pairs], dtype=torch.long),
-        torch.tensor([p for p, _ in pairs], dtype=torch.long),
-    )
