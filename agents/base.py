@@ -128,26 +128,46 @@ class CheckpointCallback(Callback):
 
 
 class Logger:
-    """Rows of scalars to ``metrics.csv`` (header grows with new keys) and TensorBoard."""
+    """Rows of scalars to ``metrics.csv`` (header grows with new keys) and TensorBoard.
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True) -> None:
+    Every row gets a ``time_s`` column (seconds since the run began, resumed runs included).
+    A resumed run passes ``keep_iterations``: rows logged after its checkpoint are dropped (the
+    resumed run logs them again) and TensorBoard events from that point on are purged.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True,
+                 keep_iterations: int | None = None) -> None:  # fmt: skip
+        import time
+
         self.directory = Path(directory) if directory is not None else None
         self.rows: list[dict[str, Any]] = []
+        self._clock = time.perf_counter
         existing = self.directory / "metrics.csv" if self.directory is not None else None
         if existing is not None and existing.is_file():  # a resumed run appends to its rows
             with existing.open(newline="") as handle:
                 self.rows = list(csv.DictReader(handle))
+            if keep_iterations is not None:
+                self.rows = [r for r in self.rows if int(r["iteration"]) <= keep_iterations]
+                self._write_csv()
+        last_time = float(self.rows[-1].get("time_s") or 0.0) if self.rows else 0.0
+        self._start = self._clock() - last_time
+        purge_step = int(float(self.rows[-1]["prompt_evals"])) + 1 if self.rows and "prompt_evals" in self.rows[-1] else None
         self._writer = None
         if self.directory is not None and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.directory / "tensorboard"))
+                self._writer = SummaryWriter(str(self.directory / "tensorboard"), purge_step=purge_step)
             except ImportError:  # pragma: no cover - tensorboard is a dependency
                 self._writer = None
 
+    def elapsed(self) -> float:
+        """Seconds since the run began (time of killed sessions up to their last kept row included)."""
+        return self._clock() - self._start
+
     def record(self, row: dict[str, float], step: int) -> None:
-        self.rows.append(dict(row))
+        row = {**row, "time_s": round(self._clock() - self._start, 3)}
+        self.rows.append(row)
         if self._writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and np.isfinite(value):
@@ -163,6 +183,7 @@ class Logger:
         writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
+        assert self.directory is not None
         atomic_write_text(self.directory / "metrics.csv", buffer.getvalue())
 
     def close(self) -> None:
@@ -286,6 +307,7 @@ class Agent(ABC):
         self.env_steps = 0
         self._in_learn = False
         self._obs: Any = None
+        self.checkpoint_extra: dict[str, Any] | None = None
         self._setup()
 
     # ---------------------------------------------------------- for subclasses
@@ -427,8 +449,9 @@ class Agent(ABC):
 
     # ---------------------------------------------------------- persistence
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the full state atomically (a checkpoint to resume from)."""
+    def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
+        """Write the full state atomically (a checkpoint to resume from); ``extra`` (e.g. the
+        task model's cache) is stored beside it and comes back as ``checkpoint_extra``."""
         # inside learn() (a checkpoint callback) count up to now; outside it, what learn() spent
         # (evaluations made after learn(), such as dev selection, are not training cost)
         spent = self._spent() if self._in_learn else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
@@ -451,6 +474,7 @@ class Agent(ABC):
             },  # fmt: skip
             "obs": self._obs,
             "spaces": [repr(self.env.observation_space), repr(self.env.action_space)],
+            "extra": extra,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -489,6 +513,7 @@ class Agent(ABC):
         agent.lm_calls = counters["lm_calls"]
         agent.env_steps = counters["env_steps"]
         agent._obs = payload["obs"]
+        agent.checkpoint_extra = payload.get("extra")
         return agent
 
 

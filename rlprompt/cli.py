@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlprompt.errors import RLPromptError
 
@@ -26,6 +27,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
     from rlprompt.task import evaluate_prompt
 
+    if args.run is not None:
+        return _eval_run(args)
     config = load_config(args.config, args.overrides)
     result = evaluate_prompt(config, args.prompt, args.split)
     counts = "/".join(str(c) for c in result["predicted_counts"])
@@ -43,11 +46,95 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_run(args: argparse.Namespace) -> int:
+    from rlprompt.errors import ConfigError
+    from rlprompt.experiment import evaluate_run
+
+    if args.config is not None or args.prompt is not None:
+        raise ConfigError("eval --run takes the prompt and config from the run directory; use --set for transfer")
+    result = evaluate_run(args.run, args.split, args.overrides)
+    m = result["metrics"]
+    shown = repr(result["prompt"]) if result["kind"] == "discrete" else "<soft prompt>"
+    print(f"run        : {result['run']}")
+    print(f"task model : {result['task_model']}" + (f"  (overrides: {' '.join(result['overrides'])})" if result["overrides"] else ""))
+    print(f"prompt     : {shown}")
+    print(f"{args.split:<11}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  (n={m['n']})")
+    if "reproduces" in result:
+        verdict = "reproduces best_prompt.json" if result["reproduces"] else f"DIFFERS from best_prompt.json {result['recorded']}"
+        print(f"check      : {verdict}")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return 0 if result.get("reproduces", True) else 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rlprompt.config import load_config
+    from rlprompt.errors import ConfigError
+    from rlprompt.experiment import format_summary, resolve_resume_config, run_experiment
+
+    if args.resume is not None:
+        if args.output_dir is not None:
+            raise ConfigError("--resume DIR names the run directory; drop --output-dir")
+        given = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+        config = resolve_resume_config(Path(args.resume), given)
+        run_dir = Path(args.resume)
+    else:
+        if args.config is None:
+            raise ConfigError("rlprompt run needs a CONFIG (or --resume RUN_DIR)")
+        config = load_config(args.config, args.overrides)
+        run_dir = args.output_dir
+    progress = False if args.no_progress else None
+    result = run_experiment(config, run_dir, resume=args.resume is not None, progress=progress)
+    print(format_summary(result, config.output.dir))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rlprompt.bench import run_bench
+
+    rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None)
+    print(f"{len(rows)} cells finished")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rlprompt.export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out)
+    print(f"exported {args.format} to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlprompt", description="Prompt optimization with reinforcement learning.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_eval = sub.add_parser("eval", help="score a prompt on a split")
+    p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on dev, test, write a run dir")
+    p_run.add_argument("config", nargs="?", help="YAML run config (see experiments/configs)")
+    p_run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set agent.name=sql --set budget.prompt_evals=500 (repeatable)",
+    )  # fmt: skip
+    p_run.add_argument("--output-dir", "-o", help="run directory (default: output.dir or runs/<agent>-<env>-seed<seed>)")
+    p_run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_run.set_defaults(func=_cmd_run)
+
+    p_bench = sub.add_parser("bench", help="run a grid of agents x tasks x seeds (resumable), write tables and a plot")
+    p_bench.add_argument("bench", help="YAML bench file (see experiments/configs/bench-sst2.yaml)")
+    p_bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a bench field, e.g. --set seeds=[13] (repeatable)")  # fmt: skip
+    p_bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_bench.set_defaults(func=_cmd_bench)
+
+    p_export = sub.add_parser("export", help="export a run's best prompt (json, txt, or a PEFT adapter for soft prompts)")
+    p_export.add_argument("run_dir")
+    p_export.add_argument("--format", "-f", required=True, choices=["json", "txt", "peft"])
+    p_export.add_argument("--out", required=True, help="output file (json, txt) or directory (peft)")
+    p_export.set_defaults(func=_cmd_export)
+
+    p_eval = sub.add_parser("eval", help="score a prompt (or a run's best prompt) on a split")
     _add_common(p_eval)
+    p_eval.add_argument("--run", help="a run directory: re-score its best prompt (--set measures transfer)")
     p_eval.add_argument("--prompt", "-p", help="prompt text (default: the config's manual prompt)")
     p_eval.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p_eval.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")

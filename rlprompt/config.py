@@ -135,6 +135,91 @@ class RewardConfig:
 
 
 @dataclass
+class EnvConfig:
+    """The prompt environment the agent searches in (``rlprompt run``)."""
+
+    kind: Literal["auto", "token", "selection", "edit", "soft"] = "auto"
+    """``token`` (write a prompt word by word), ``selection`` (pick one of K candidates),
+    ``edit`` (edit the manual prompt), ``soft`` (continuous prompts in a random subspace);
+    ``auto`` is the agent's main kind."""
+    batch_size: int = 16
+    """Train examples each prompt evaluation is scored on (a fresh minibatch every time)."""
+    prompt_length: int = 5
+    """token: words per prompt."""
+    vocab_top_k: int = 1000
+    """token: the action vocabulary is the tokenizer's first k alphabetic whole words."""
+    vocab_regex: str | None = None
+    """token: keep only vocabulary words matching this regex."""
+    candidates: str = "sentiment"
+    """selection: a built-in candidate set (``sentiment``, ``topic``) or a file of candidates."""
+    pool_size: int = 50
+    """edit: words that insert/replace edits draw from."""
+    max_units: int = 8
+    """edit: longest prompt, in words."""
+    max_edits: int = 5
+    """edit: edits per episode."""
+    n_tokens: int = 5
+    """soft: virtual tokens."""
+    subspace_dim: int = 50
+    """soft: dimension of the random subspace searched (Black-Box Tuning's intrinsic dim)."""
+    bound: float = 1.0
+    """soft: box bound of subspace coordinates."""
+    projection_seed: int = 0
+    """soft: seed of the random projection."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "prompt_length", "vocab_top_k", "pool_size", "max_units", "max_edits",
+                     "n_tokens", "subspace_dim"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"env.{name} must be >= 1, got {getattr(self, name)}")
+        if self.bound <= 0:
+            raise ConfigError(f"env.bound must be > 0, got {self.bound}")
+
+
+@dataclass
+class BudgetConfig:
+    """When training stops: the first budget spent ends it (unset budgets do not count)."""
+
+    prompt_evals: int | None = 1000
+    """Prompt evaluations (one prompt scored on one minibatch of ``env.batch_size`` examples)."""
+    lm_calls: int | None = None
+    """Task-model scorings of (prompt, example) pairs actually computed (cache hits are free)."""
+    steps: int | None = None
+    """Environment steps over all env copies."""
+
+    def __post_init__(self) -> None:
+        values = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.steps}
+        if all(v is None for v in values.values()):
+            raise ConfigError("budget needs at least one of prompt_evals, lm_calls, steps")
+        for name, value in values.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"budget.{name} must be >= 1 (or null), got {value}")
+
+
+@dataclass
+class OutputConfig:
+    """Where and how a run writes its results."""
+
+    dir: str | None = None
+    """Run directory; default ``runs/<agent>-<env>-seed<seed>`` (``--output-dir`` overrides)."""
+    checkpoint_every: int = 5
+    """Save a resumable checkpoint every this many learning iterations (and at the end)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``<dir>/tensorboard``."""
+    plot: bool = True
+    """Draw ``reward_curve.png`` (best train reward vs LM calls)."""
+    progress: bool = True
+    """Show a progress bar (best reward, LM calls, ETA) on a terminal."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ConfigError("output.checkpoint_every must be >= 1")
+
+
+DEFAULT_AGENT = "ppo"
+
+
+@dataclass
 class Config:
     """A prompt-optimization task: task model, data, template, verbalizers, reward."""
 
@@ -148,8 +233,15 @@ class Config:
     """One per class, in class-index order. Encoders embed them (``{prompt}`` allowed);
     masked/causal LMs score their tokens (write a leading space for BPE tokenizers)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_AGENT})
+    """``name`` (a registered agent: ppo, sql, a2c, reinforce, dqn, q_table, cma_es,
+    hill_climb, prompt_tuning, random_search) and that agent's config fields; its ``seed``
+    defaults to the global seed. Resolved to every field of the agent's config on load."""
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
-    """Global seed."""
+    """Global seed (torch, the agent and the envs' first reset)."""
 
     def __post_init__(self) -> None:
         if "{sentence}" not in self.template:
@@ -167,6 +259,41 @@ class Config:
             raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
         if kind in ("masked_lm", "causal_lm") and any("{prompt}" in v for v in self.verbalizers):
             raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
+        self.agent = resolve_agent_section(self.agent, self.seed)
+        self.env_kind()
+
+    @property
+    def agent_name(self) -> str:
+        return str(self.agent["name"])
+
+    def env_kind(self) -> str:
+        """The env kind the run uses (``env.kind``, or the agent's main kind for ``auto``)."""
+        from rlprompt.agents import AGENT_REGISTRY
+
+        agent_class = AGENT_REGISTRY[self.agent_name][1]
+        kind = agent_class.env_kinds[0] if self.env.kind == "auto" else self.env.kind
+        if kind not in agent_class.env_kinds:
+            raise ConfigError(f"agent '{self.agent_name}' runs on {list(agent_class.env_kinds)} envs, not env.kind={kind}")
+        return kind
+
+
+def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``{"name": ..., **fields}`` -> the name plus every field of that agent's config, checked."""
+    from rlprompt.agents import make_agent_config
+
+    if "name" not in section:
+        raise ConfigError("config section 'agent' needs a 'name' (a registered agent)")
+    name = section["name"]
+    if not isinstance(name, str):
+        raise ConfigError(f"agent.name must be a string, got {name!r}")
+    fields = {k: v for k, v in section.items() if k != "name"}
+    fields.setdefault("seed", seed)
+    try:
+        agent_config = make_agent_config(name, fields)
+    except ConfigError as exc:
+        message = str(exc).replace("config key '", "config key 'agent.")
+        raise ConfigError(f"{message} (agent '{name}')" if "unknown agent" not in message else message) from None
+    return {"name": name, **asdict(agent_config)}
 
 
 # ---------------------------------------------------------------- loading and overrides

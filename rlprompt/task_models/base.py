@@ -83,6 +83,14 @@ class TaskModel(ABC):
     def embedding_std(self) -> float:
         """Standard deviation of the input-embedding entries: the natural scale of soft prompts."""
 
+    def cache_state(self) -> dict[str, Any]:
+        """Cached scores and counters: restoring them makes a resumed run score (and count LM
+        calls) exactly as the uninterrupted run would have."""
+        return {"stats": self.stats.as_dict()}
+
+    def load_cache_state(self, state: dict[str, Any]) -> None:
+        self.stats = TaskModelStats(**state["stats"])
+
     def reset_stats(self) -> None:
         self.stats = TaskModelStats()
 
@@ -160,6 +168,21 @@ class HFTaskModel(TaskModel):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def cache_state(self) -> dict[str, Any]:
+        state = super().cache_state()
+        keys = list(self._cache)
+        state["keys"] = keys
+        state["values"] = torch.stack([self._cache[k] for k in keys]).cpu() if keys else None
+        return state
+
+    def load_cache_state(self, state: dict[str, Any]) -> None:
+        super().load_cache_state(state)
+        self._cache = OrderedDict()
+        if state["values"] is not None:
+            values = state["values"].to(self.device)
+            for i, key in enumerate(state["keys"]):
+                self._cache[tuple(key)] = values[i]
 
     @staticmethod
     def _soft_key(soft: torch.Tensor) -> str:

@@ -153,6 +153,15 @@ class EncoderTaskModel(HFTaskModel):
         cos = torch.einsum("mh,mch->mc", inputs, verbs[row_prompt])
         return self.config.scale * cos
 
+    def cache_state(self) -> dict[str, Any]:
+        state = super().cache_state()
+        state["verbalizers"] = [(k, v.cpu()) for k, v in self._verbalizer_cache.items()]
+        return state
+
+    def load_cache_state(self, state: dict[str, Any]) -> None:
+        super().load_cache_state(state)
+        self._verbalizer_cache = OrderedDict((k, v.to(self.device)) for k, v in state["verbalizers"])
+
     # ------------------------------------------------------------ tuned variant
 
     def fit_head(self, texts: Sequence[str], labels: Sequence[int], prompt: str, max_iter: int = 200) -> None:

@@ -1,0 +1,269 @@
+"""Benchmarks of agents: ``rlprompt bench BENCH.yaml`` runs a grid of agents x tasks x seeds x budgets.
+
+A bench file names a base run config and the grid::
+
+    base: sst2-minilm.yaml            # relative to the bench file
+    set: [env.batch_size=16]          # overrides applied to every cell
+    agents:                           # label -> overrides (null: agent.name=<label>)
+      sql: null
+      ppo-edit: [agent.name=ppo, env.kind=edit]
+    tasks:                            # label -> overrides; "{seed}" is replaced per cell
+      sst2: ["data.dir=../shared/data/sst-2/16-{seed}"]
+    seeds: [13, 21, 42]
+    budgets: [2000]                   # budget.prompt_evals per cell (empty: the base's budget)
+    output_dir: experiments/results/bench-sst2
+
+Every cell is an ``rlprompt run`` in ``<output_dir>/runs/<task>/<agent>/b<budget>/seed<seed>``;
+finished cells are skipped and a killed cell resumes from its checkpoint, so a killed
+benchmark picks up where it stopped. After each cell ``results.csv`` (one row per cell),
+``results.md`` (mean +- std over seeds, with the manual prompt and random search) and
+``curves.png`` (best train reward vs LM calls, mean and a +-std band over seeds) are rewritten.
+A ``random_search`` cell is added when no agent of the grid is random search.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlprompt.config import load_config
+from rlprompt.errors import ConfigError
+from rlprompt.experiment import BEST_PROMPT, CHECKPOINT, format_summary, run_experiment
+from rlprompt.io import atomic_write_text
+
+RANDOM_LABEL = "random_search"
+
+
+@dataclass
+class BenchConfig:
+    """A benchmark grid (see module docstring)."""
+
+    base: str | None = None
+    """Run config every cell starts from (path relative to the bench file); defaults when null."""
+    set: list[str] = field(default_factory=list)
+    """Overrides applied to every cell (``key=value``)."""
+    agents: dict[str, list[str] | None] = field(default_factory=lambda: {"ppo": None})
+    """Agent label -> overrides; null means ``agent.name=<label>``."""
+    tasks: dict[str, list[str]] = field(default_factory=lambda: {"default": []})
+    """Task label -> overrides (``{seed}`` in a value is replaced by the cell's seed)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds: the global seed of each cell (and ``{seed}`` in task overrides)."""
+    budgets: list[int] = field(default_factory=list)
+    """Values of ``budget.prompt_evals``; empty keeps the base config's budget."""
+    output_dir: str = "bench"
+    """Directory of the cells and the result tables (relative to the working directory)."""
+    add_random_search: bool = True
+    """Add a ``random_search`` agent (equal budget) when the grid has none."""
+
+    def __post_init__(self) -> None:
+        if not self.agents or not self.tasks or not self.seeds:
+            raise ConfigError("bench needs at least one agent, one task and one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"bench seeds must be distinct, got {self.seeds}")
+        if any(b < 1 for b in self.budgets):
+            raise ConfigError(f"bench budgets must be >= 1, got {self.budgets}")
+        for label in list(self.agents) + list(self.tasks):
+            if not label or "/" in label or label.startswith("."):
+                raise ConfigError(f"bench label {label!r} must be a plain name (it names a directory)")
+
+
+@dataclass
+class Cell:
+    task: str
+    agent: str
+    budget: int | None
+    seed: int
+    overrides: list[str]
+
+    @property
+    def key(self) -> str:
+        budget = "base" if self.budget is None else str(self.budget)
+        return f"{self.task}/{self.agent}/b{budget}/seed{self.seed}"
+
+
+def load_bench(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[BenchConfig, Path]:
+    """The bench config and the directory its relative paths start from."""
+    path = Path(path)
+    return load_config(path, overrides, cls=BenchConfig), path.parent
+
+
+def agents_of(bench: BenchConfig) -> dict[str, list[str]]:
+    agents = {label: list(o) if o is not None else [f"agent.name={label}"] for label, o in bench.agents.items()}
+    is_random = any(f"agent.name={RANDOM_LABEL}" in o for o in agents.values())
+    if bench.add_random_search and not is_random:
+        agents[RANDOM_LABEL] = [f"agent.name={RANDOM_LABEL}"]
+    return agents
+
+
+def cells_of(bench: BenchConfig) -> list[Cell]:
+    cells = []
+    for task, task_overrides in bench.tasks.items():
+        for agent, agent_overrides in agents_of(bench).items():
+            for budget in bench.budgets or [None]:
+                for seed in bench.seeds:
+                    overrides = [*bench.set, *(o.replace("{seed}", str(seed)) for o in task_overrides),
+                                 *agent_overrides, f"seed={seed}"]  # fmt: skip
+                    if budget is not None:
+                        overrides.append(f"budget.prompt_evals={budget}")
+                    cells.append(Cell(task, agent, budget, seed, overrides))
+    return cells
+
+
+def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, progress: bool | None = None,
+              echo: Any = print) -> list[dict[str, Any]]:  # fmt: skip
+    """Run every unfinished cell, then (and after each cell) rewrite the result tables."""
+    bench, root = load_bench(path, overrides)
+    base = (root / bench.base) if bench.base else None
+    out = Path(bench.output_dir)
+    cells = cells_of(bench)
+    configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
+    for i, cell in enumerate(cells, 1):
+        cell_dir = out / "runs" / cell.key
+        if (cell_dir / BEST_PROMPT).is_file():
+            echo(f"[{i}/{len(cells)}] {cell.key}: finished before, skipped")
+            continue
+        resume = (cell_dir / "config.json").is_file()
+        if resume and not (cell_dir / CHECKPOINT).is_file():
+            resume = False
+            for name in ("config.json", "metrics.csv"):  # killed before its first checkpoint: start over
+                (cell_dir / name).unlink(missing_ok=True)
+        echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
+        result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress)
+        echo(format_summary(result, cell_dir))
+        write_results(out, cells)
+    return write_results(out, cells)
+
+
+# ---------------------------------------------------------------- tables and plot
+
+CSV_FIELDS = ["task", "agent", "budget", "seed", "agent_name", "env", "kind", "prompt", "test_accuracy",
+              "dev_accuracy", "train_accuracy", "test_macro_f1", "dev_reward", "manual_test_accuracy",
+              "manual_dev_accuracy", "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+
+
+def _rows(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
+    rows = []
+    for cell in cells:
+        path = out / "runs" / cell.key / BEST_PROMPT
+        if not path.is_file():
+            continue
+        best = json.loads(path.read_text(encoding="utf-8"))
+        m, base = best["metrics"], best["baseline"]["metrics"]
+        rows.append({
+            "task": cell.task, "agent": cell.agent, "budget": best["prompt_evals"] if cell.budget is None else cell.budget,
+            "seed": cell.seed, "agent_name": best["agent"], "env": best["env"], "kind": best["kind"],
+            "prompt": best["prompt"] if best["kind"] == "discrete" else "<soft>",
+            "test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
+            "train_accuracy": m["train"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
+            "dev_reward": m["dev"]["reward"], "manual_test_accuracy": base["test"]["accuracy"],
+            "manual_dev_accuracy": base["dev"]["accuracy"], "lm_calls": best["lm_calls"],
+            "prompt_evals": best["prompt_evals"], "dev_lm_calls": best["dev_lm_calls"],
+            "wall_time_s": best["wall_time_s"],
+        })  # fmt: skip
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
+
+
+def write_results(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
+    """``results.csv``, ``results.md`` and ``curves.png`` from the finished cells."""
+    rows = _rows(out, cells)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buffer.getvalue())
+    atomic_write_text(out / "results.md", markdown_table(rows, len({c.seed for c in cells})))
+    if rows:
+        plot_curves(out, cells)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], n_seeds: int) -> str:
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        seeds = sorted({r["seed"] for r in task_rows})
+        lines += [f"### {task}", "", f"Mean ± std over seeds {seeds} (cells finished: {len(task_rows)}).", "",
+                  "| agent | env | budget (prompt evals) | test accuracy | dev accuracy | train LM calls | seeds | "
+                  "per-seed test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        manual: dict[int, float] = {}
+        for r in task_rows:
+            manual[r["seed"]] = r["manual_test_accuracy"]
+        manual_dev = {r["seed"]: r["manual_dev_accuracy"] for r in task_rows}
+        per_seed = " / ".join(f"{manual[s]:.4f}" for s in sorted(manual))
+        lines.append(f"| manual prompt | - | 0 | {_mean_std(list(manual.values()))} | "
+                     f"{_mean_std(list(manual_dev.values()))} | 0 | {len(manual)} | {per_seed} |")  # fmt: skip
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in task_rows:
+            groups.setdefault((r["agent"], r["budget"]), []).append(r)
+        ordered = sorted(groups.items(), key=lambda kv: -float(np.mean([r["test_accuracy"] for r in kv[1]])))
+        for (agent, budget), group in ordered:
+            group = sorted(group, key=lambda r: r["seed"])
+            per_seed = " / ".join(f"{r['test_accuracy']:.4f}" for r in group)
+            lines.append(
+                f"| {agent} | {group[0]['env']} | {budget} | {_mean_std([r['test_accuracy'] for r in group])} | "
+                f"{_mean_std([r['dev_accuracy'] for r in group])} | {int(np.mean([r['lm_calls'] for r in group]))} | "
+                f"{len(group)} | {per_seed} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + ("\n" if lines else "No finished cells yet.\n")
+
+
+def _curve(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    return np.array([float(r["lm_calls"]) for r in rows]), np.array([float(r["best_train_reward"]) for r in rows])
+
+
+def plot_curves(out: Path, cells: list[Cell]) -> None:
+    """Best train reward vs LM calls per agent: the mean over seeds with a ±std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    several_budgets = len({c.budget for c in cells}) > 1
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        groups: dict[tuple[str, int | None], list[Cell]] = {}
+        for c in cells:
+            if c.task == task:
+                groups.setdefault((c.agent, c.budget), []).append(c)
+        for (agent, budget), group in groups.items():
+            curves = [cv for c in group if (out / "runs" / c.key / BEST_PROMPT).is_file()
+                      and (cv := _curve(out / "runs" / c.key / "metrics.csv")) is not None]  # fmt: skip
+            if not curves:
+                continue
+            end = min(float(x[-1]) for x, _ in curves)
+            grid = np.linspace(min(float(x[0]) for x, _ in curves), end, 200)
+            ys = np.stack([np.interp(grid, x, np.maximum.accumulate(y)) for x, y in curves])
+            mean, std = ys.mean(0), ys.std(0)
+            label = f"{agent} @ {budget}" if several_budgets else agent
+            line = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")[0]
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("LM calls (training)")
+        ax.set_ylabel("best mean train reward")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out / "curves.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out / "curves.png")

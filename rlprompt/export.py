@@ -1,0 +1,97 @@
+"""Export a run's best prompt: ``rlprompt export RUN_DIR --format json|txt|peft --out PATH``.
+
+* ``json`` - a discrete prompt with its token ids, template, verbalizers, task model and
+  metrics: everything needed to use it elsewhere;
+* ``txt`` - the prompt text alone;
+* ``peft`` - a soft prompt as a PEFT prompt-tuning adapter directory
+  (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``prompt_embeddings``)
+  that ``peft.PeftModel.from_pretrained(base_model, PATH)`` loads. rlprompt's default soft
+  layout (``task_model.soft_prompt_position: prefix``) is PEFT's: virtual tokens before the
+  whole input, attention on, so the loaded adapter reproduces rlprompt's scores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.experiment import load_run, run_prompt
+from rlprompt.io import atomic_write_json, atomic_write_text
+
+FORMATS = ("json", "txt", "peft")
+PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "encoder-tuned": None, "masked_lm": "FEATURE_EXTRACTION",
+                   "causal_lm": "CAUSAL_LM"}  # fmt: skip
+
+
+def export_run(run_dir: str | os.PathLike[str], fmt: Literal["json", "txt", "peft"], out: str | os.PathLike[str]) -> Path:
+    """Write the run's best prompt to ``out`` in ``fmt``; returns the path written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
+    config, best = load_run(run_dir)
+    out = Path(out)
+    if best["kind"] == "soft" and fmt != "peft":
+        raise RLPromptError(f"{run_dir} found a soft prompt: export it with --format peft (json/txt are for text)")
+    if best["kind"] == "discrete" and fmt == "peft":
+        raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
+                            "(peft adapters hold soft prompts)")  # fmt: skip
+    if fmt == "txt":
+        atomic_write_text(out, best["prompt"] + "\n")
+        return out
+    if fmt == "json":
+        atomic_write_json(out, {
+            "prompt": best["prompt"],
+            "token_ids": best["token_ids"],
+            "template": config.template,
+            "verbalizers": config.verbalizers,
+            "task_model": {"kind": config.task_model.kind, "name_or_path": config.task_model.name_or_path},
+            "metrics": best["metrics"],
+            "baseline": best["baseline"],
+            "agent": best["agent"],
+            "seed": best["seed"],
+        })  # fmt: skip
+        return out
+    return export_peft(config, run_prompt(run_dir, best), out)
+
+
+def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
+    """Write ``soft_prompt`` ``[n, hidden]`` as a PEFT prompt-tuning adapter directory."""
+    import torch
+    from peft import PromptTuningConfig, PromptTuningInit
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    from rlprompt.task_models.loading import resolve_name_or_path
+
+    tm = config.task_model
+    task_type = PEFT_TASK_TYPES[tm.kind]
+    if task_type is None:
+        raise RLPromptError("encoder-tuned runs score with a fitted head PEFT does not hold; export needs another kind")
+    if tm.soft_prompt_position != "prefix":
+        raise RLPromptError("PEFT adapters prepend virtual tokens to the input; this run put its soft prompt at "
+                            "the template slot (task_model.soft_prompt_position=template), which PEFT cannot express")  # fmt: skip
+    path = resolve_name_or_path(tm.name_or_path)
+    model_config = AutoConfig.from_pretrained(path)
+    tensor = torch.as_tensor(soft_prompt).detach().float().cpu().contiguous()
+    peft_config = PromptTuningConfig(
+        task_type=task_type,
+        num_virtual_tokens=int(tensor.shape[0]),
+        token_dim=int(tensor.shape[1]),
+        num_transformer_submodules=1,
+        num_attention_heads=int(getattr(model_config, "num_attention_heads", 1)),
+        num_layers=int(getattr(model_config, "num_hidden_layers", 1)),
+        prompt_tuning_init=PromptTuningInit.RANDOM,
+        base_model_name_or_path=tm.name_or_path,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    peft_config.save_pretrained(str(tmp))
+    save_file({"prompt_embeddings": tensor}, str(tmp / "adapter_model.safetensors"))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
