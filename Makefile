@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Each demo run gets its own directory under runs/ (a finished run is never overwritten).
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rlprompt eval --config experiments/configs/demo.yaml --split test
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rlprompt run experiments/configs/demo.yaml --output-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q

@@ -85,6 +85,8 @@ class SoftQLearning(Agent):
         cfg = self.config
         self.device = pick_device("auto")
         self.tokenizer = load_tokenizer(cfg.backbone)
+        if self.tokenizer.pad_token is None:  # GPT-2-style backbones: padding is masked out anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.backbone = load_model(cfg.backbone, "encoder", self.device, torch.float32)
         vocab = self.env.vocabulary
         weight = (self.backbone.get_output_embeddings() or self.backbone.get_input_embeddings()).weight.detach().float()

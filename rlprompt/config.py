@@ -291,7 +291,7 @@ def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
     try:
         agent_config = make_agent_config(name, fields)
     except ConfigError as exc:
-        message = str(exc).replace("config key '", "config key 'agent.")
+        message = str(exc).replace("config key '", "config key 'agent.").replace("did you mean '", "did you mean 'agent.")
         raise ConfigError(f"{message} (agent '{name}')" if "unknown agent" not in message else message) from None
     return {"name": name, **asdict(agent_config)}
 

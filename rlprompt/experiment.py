@@ -173,6 +173,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 
 def resolve_resume_config(run_dir: Path, config: Config | None) -> Config:
     """The saved config of ``run_dir``; a config given as well must resolve to the same one."""
+    _check_run_dir(run_dir, resume=True)
     saved = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     if config is not None:
         a, b = config_to_dict(saved), config_to_dict(config)

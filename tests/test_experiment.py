@@ -1,0 +1,362 @@
+"""``rlprompt run / bench / eval --run / export``: result files, determinism, exact resume after
+kills at random moments, dev selection, PEFT export round trip, config checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rlprompt.cli import main
+from rlprompt.config import load_config
+from rlprompt.data import demo_dir
+from rlprompt.errors import ConfigError
+from rlprompt.experiment import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """The demo train/dev splits with a 40-example test split (fast evaluation)."""
+    path = tmp_path_factory.mktemp("small-data")
+    for split in ("train", "dev"):
+        (path / f"{split}.tsv").write_text((demo_dir() / f"{split}.tsv").read_text())
+    lines = (demo_dir() / "test.tsv").read_text().splitlines()
+    (path / "test.tsv").write_text("\n".join(lines[:41]) + "\n")
+    return path
+
+
+def write_config(path: Path, data_dir: Path, **sections) -> Path:
+    config = {
+        "data": {"dir": str(data_dir)},
+        "env": {"batch_size": 8},
+        "agent": {"name": "ppo", "n_envs": 4},
+        "budget": {"prompt_evals": 48},
+        "output": {"checkpoint_every": 1, "tensorboard": False},
+    }
+    for key, value in sections.items():
+        config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "rlprompt.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)  # fmt: skip
+
+
+def without_times(run_dir: Path) -> tuple[dict, list[dict]]:
+    best = json.loads((run_dir / "best_prompt.json").read_text())
+    best.pop("wall_time_s")
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        rows = [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(handle)]
+    return best, rows
+
+
+def metrics_text_without_times(path: Path) -> str:
+    lines = path.read_text().splitlines()
+    column = lines[0].split(",").index("time_s")
+    return "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != column) for line in lines)
+
+
+# ------------------------------------------------------------------ rlprompt run
+
+
+def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data):
+    config_path = write_config(tmp_path / "run.yaml", small_data, output={"checkpoint_every": 2})
+    first = run_experiment(load_config(config_path), tmp_path / "a", progress=False)
+    second = run_experiment(load_config(config_path), tmp_path / "b", progress=False)
+    for name in ("config.json", "metrics.csv", "best_prompt.json", "reward_curve.png", "checkpoint.pt"):
+        assert (tmp_path / "a" / name).is_file(), name
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+    assert first["kind"] == "discrete" and isinstance(first["prompt"], str)
+    assert first["token_ids"] and first["soft_prompt_path"] is None
+    for split in ("train", "dev", "test"):
+        assert 0.0 <= first["metrics"][split]["accuracy"] <= 1.0
+        assert 0.0 <= first["baseline"]["metrics"][split]["accuracy"] <= 1.0
+    assert first["baseline"]["prompt"] == "It was"
+    assert first["prompt_evals"] >= 48 and first["lm_calls"] > 0 and first["dev_lm_calls"] > 0
+    assert first["agent"] == "ppo" and first["task_model"] == "encoder:embedded" and first["seed"] == 0
+    # same seed -> byte-identical best_prompt.json apart from the timing
+    a, b = (json.loads((tmp_path / d / "best_prompt.json").read_text()) for d in ("a", "b"))
+    assert a.pop("wall_time_s") is not None and b.pop("wall_time_s") is not None
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert without_times(tmp_path / "a")[1] == without_times(tmp_path / "b")[1]
+    assert second["prompt"] == first["prompt"]
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["agent"]["name"] == "ppo" and "clip_range" in saved["agent"]  # resolved: every agent field
+
+
+def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
+    config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5})
+    result = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
+    from rlprompt.task import Task
+
+    task = Task.from_config(load_config(config_path))
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
+    assert result["candidates"] in (5, 6)  # the greedy prompt + the top 5 by train reward (deduplicated)
+    assert result["dev_lm_calls"] == result["candidates"] * len(task.data.dev)
+    assert int(rows[-1]["lm_calls"]) == result["lm_calls"] <= result["prompt_evals"] * 8  # training cost only
+    assert task.evaluate(result["prompt"], "dev")["reward"] == pytest.approx(result["metrics"]["dev"]["reward"], abs=1e-6)
+
+
+@pytest.mark.parametrize("kills", [2])
+def test_killed_run_resumes_to_identical_files(tmp_path, small_data, kills):
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 96},
+                               output={"checkpoint_every": 1, "tensorboard": True})  # fmt: skip
+    reference = tmp_path / "reference"
+    done = cli("run", str(config_path), "-o", str(reference), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rng = random.Random(7)
+    resumed = tmp_path / "resumed"
+    args = ["run", str(config_path), "-o", str(resumed), "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for kill in range(kills):
+        proc = subprocess.Popen([sys.executable, "-m", "rlprompt.cli", *args], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        target_rows = rng.randint(1 + 2 * kill, 3 + 2 * kill)
+        deadline = time.time() + 120
+        metrics = resumed / "metrics.csv"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) - 1 >= target_rows:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))  # a random moment: mid-step, mid-write or between
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (resumed / "best_prompt.json").exists(), "the run finished before it was killed"
+        args = ["run", "--resume", str(resumed), "--no-progress"]
+    finished = cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    assert without_times(resumed) == without_times(reference)
+    assert metrics_text_without_times(resumed / "metrics.csv") == metrics_text_without_times(reference / "metrics.csv")
+    # resuming a finished run changes nothing
+    again = cli("run", "--resume", str(resumed), "--no-progress")
+    assert again.returncode == 0 and without_times(resumed) == without_times(reference)
+
+
+def test_run_refuses_to_overwrite_and_checks_resume_config(tmp_path, small_data, capsys):
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 8})
+    assert main(["run", str(config_path), "-o", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert "best prompt" in capsys.readouterr().out
+    assert main(["run", str(config_path), "-o", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["run", str(config_path), "--set", "env.batch_size=4", "--resume", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the run's config.json at ['env.batch_size']" in err
+    assert main(["run", "--resume", str(tmp_path / "missing")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.name=ppo2", "unknown agent 'ppo2'"),
+        ("agent.learning_rat=0.1", "unknown config key 'agent.learning_rat' (did you mean 'agent.learning_rate'?)"),
+        ("env.kind=soft", "agent 'ppo' runs on"),
+        ("budget.prompt_evals=0", "budget.prompt_evals must be >= 1"),
+        ("env.batch_size=0", "env.batch_size must be >= 1"),
+        ("output.checkpoint_every=-1", "output.checkpoint_every must be >= 1"),
+    ],
+)
+def test_run_config_errors_are_one_line(tmp_path, small_data, capsys, override, message):
+    config_path = write_config(tmp_path / "run.yaml", small_data)
+    assert main(["run", str(config_path), "--set", override, "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_shipped_config_resolves():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        if path.name.startswith("bench-"):
+            from rlprompt.bench import cells_of, load_bench
+
+            bench, root = load_bench(path)
+            for cell in cells_of(bench):
+                load_config(root / bench.base, cell.overrides)
+        else:
+            config = load_config(path)
+            assert config.agent_name and config.env_kind()
+
+
+def test_rlprompt_paper_config_runs_with_tiny_stand_ins(tmp_path, tiny_mlm_dir, tiny_clm_dir, small_data):
+    config = load_config(CONFIGS / "rlprompt-paper.yaml", [
+        f"task_model.name_or_path={tiny_mlm_dir}", "task_model.device=cpu", f"agent.backbone={tiny_clm_dir}",
+        f"data.dir={small_data}", "env.vocab_top_k=40", "agent.n_envs=4", "agent.mlp_hidden=32",
+        "budget.prompt_evals=8", "output.tensorboard=false",
+    ])  # fmt: skip
+    assert config.task_model.kind == "masked_lm" and config.agent_name == "sql" and config.reward.name == "gap"
+    result = run_experiment(config, tmp_path / "paper", progress=False)
+    assert result["kind"] == "discrete" and len(result["prompt"].split()) == 5
+    assert result["task_model"] == f"masked_lm:{tiny_mlm_dir}"
+
+
+# ------------------------------------------------------------------ eval --run and export
+
+
+def test_eval_run_reproduces_and_measures_transfer(tmp_path, small_data, capsys):
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 16})
+    run_dir = tmp_path / "r"
+    result = run_experiment(load_config(config_path), run_dir, progress=False)
+    for split in ("dev", "test"):
+        assert main(["eval", "--run", str(run_dir), "--split", split, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert out["reproduces"] is True and out["metrics"] == result["metrics"][split]
+    # transfer: the same prompt on another dataset (demo test set) through --set
+    assert main(["eval", "--run", str(run_dir), "--set", f"data.dir={demo_dir()}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["metrics"]["n"] == 200 and "reproduces" not in out and out["prompt"] == result["prompt"]
+
+
+def test_export_discrete_prompt_as_json_and_txt(tmp_path, small_data, capsys):
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 8})
+    run_dir = tmp_path / "r"
+    result = run_experiment(load_config(config_path), run_dir, progress=False)
+    assert main(["export", str(run_dir), "--format", "txt", "--out", str(tmp_path / "p.txt")]) == 0
+    assert (tmp_path / "p.txt").read_text() == result["prompt"] + "\n"
+    assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "p.json")]) == 0
+    exported = json.loads((tmp_path / "p.json").read_text())
+    assert exported["prompt"] == result["prompt"] and exported["token_ids"] == result["token_ids"]
+    assert exported["template"] == "{sentence} {prompt}" and exported["metrics"] == result["metrics"]
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--format", "peft", "--out", str(tmp_path / "adapter")]) == 2
+    assert "discrete prompt" in capsys.readouterr().err
+
+
+def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path, small_data, capsys):
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from rlprompt.task import Task
+    from rlprompt.task_models import mean_pool
+    from rlprompt.task_models.loading import embedded_model_path
+
+    config_path = write_config(tmp_path / "run.yaml", small_data, env={"kind": "soft", "batch_size": 8, "n_tokens": 4},
+                               agent={"name": "cma_es", "n_envs": 8}, budget={"prompt_evals": 32})  # fmt: skip
+    run_dir = tmp_path / "soft"
+    result = run_experiment(load_config(config_path), run_dir, progress=False)
+    assert result["kind"] == "soft" and result["prompt"] is None and result["token_ids"] is None
+    assert (run_dir / result["soft_prompt_path"]).is_file()
+    assert main(["eval", "--run", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reproduces"] is True
+    assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--format peft" in capsys.readouterr().err
+    adapter = tmp_path / "adapter"
+    assert main(["export", str(run_dir), "--format", "peft", "--out", str(adapter)]) == 0
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+
+    base = AutoModel.from_pretrained(embedded_model_path()).eval()
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    peft_model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    from safetensors.torch import load_file
+
+    soft = load_file(str(run_dir / "soft_prompt.safetensors"))["prompt_embeddings"]
+    assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), soft)
+
+    task = Task.from_config(load_config(run_dir / "config.json"))
+    texts = task.data.test.texts
+
+    def embed(strings: list[str]) -> torch.Tensor:
+        batch = tokenizer(strings, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = torch.cat([torch.ones(len(strings), soft.shape[0], dtype=batch["attention_mask"].dtype),
+                          batch["attention_mask"]], dim=1)  # fmt: skip
+        return mean_pool(hidden, mask)
+
+    inputs = embed(texts)  # the template "{sentence} {prompt}" with the prompt slot empty
+    verbalizers = embed(["terrible.", "great."])
+    peft_logits = task.config.task_model.scale * inputs @ verbalizers.T
+    ours = task.logits([soft], "test")[0]
+    assert torch.allclose(peft_logits, ours, atol=1e-3)
+    assert torch.equal(peft_logits.argmax(-1), ours.argmax(-1))
+    accuracy = (peft_logits.argmax(-1) == task.labels("test")).float().mean().item()
+    assert accuracy == pytest.approx(result["metrics"]["test"]["accuracy"])
+
+
+# ------------------------------------------------------------------ rlprompt bench
+
+
+def write_bench(tmp_path: Path, config_path: Path) -> Path:
+    bench = {
+        "base": str(config_path),
+        "set": ["budget.prompt_evals=16", "output.tensorboard=false"],
+        "agents": {"hill_climb": ["agent.name=hill_climb", "env.kind=edit", "agent.n_envs=4"]},
+        "tasks": {"small": []},
+        "seeds": [1, 2],
+        "output_dir": str(tmp_path / "bench-out"),
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    return path
+
+
+def results_without_times(out: Path) -> list[dict]:
+    with (out / "results.csv").open(newline="") as handle:
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(handle)]
+
+
+def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
+    config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 4})
+    reference_dir = tmp_path / "ref"
+    reference_dir.mkdir()
+    bench_path = write_bench(reference_dir, config_path)
+    done = cli("bench", str(bench_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    out = reference_dir / "bench-out"
+    rows = results_without_times(out)
+    assert sorted((r["agent"], r["seed"]) for r in rows) == [("hill_climb", "1"), ("hill_climb", "2"),
+                                                              ("random_search", "1"), ("random_search", "2")]  # fmt: skip
+    table = (out / "results.md").read_text()
+    assert "| manual prompt |" in table and "| random_search |" in table and "±" in table
+    assert (out / "curves.png").stat().st_size > 0
+
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    bench_path = write_bench(killed_dir, config_path)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rlprompt.cli", "bench", str(bench_path), "--no-progress"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    cell = killed_dir / "bench-out" / "runs" / "small" / "hill_climb" / "bbase" / "seed2" / "metrics.csv"
+    deadline = time.time() + 200
+    while time.time() < deadline and proc.poll() is None and not cell.is_file():
+        time.sleep(0.05)
+    time.sleep(random.Random(3).uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "bench-out" / "runs" / "small" / "random_search" / "bbase" / "seed2" / "best_prompt.json").exists()
+    resumed = cli("bench", str(bench_path), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished before, skipped" in resumed.stdout
+    assert results_without_times(killed_dir / "bench-out") == rows
+    for cell_dir in (out / "runs").glob("*/*/*/*"):
+        twin = killed_dir / "bench-out" / cell_dir.relative_to(out)
+        assert without_times(twin) == without_times(cell_dir)
+
+
+def test_bench_config_errors(tmp_path, capsys):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"agents": {"x": None}, "seeds": [1, 1]}))
+    assert main(["bench", str(path)]) == 2
+    assert "seeds must be distinct" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({"agent": {"x": None}}))
+    assert main(["bench", str(path)]) == 2
+    assert "unknown config key 'agent' (did you mean 'agents'?)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown agent 'nope'"):
+        from rlprompt.bench import run_bench
+
+        path.write_text(yaml.safe_dump({"agents": {"nope": None}}))
+        run_bench(path)
