@@ -97,6 +97,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from rlprompt.config import load_config
+    from rlprompt.finetune import format_finetune_summary, run_finetune
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.output_dir or f"runs/finetune-{config.finetune.method}-seed{config.seed}"
+    result = run_finetune(config, run_dir)
+    print(format_finetune_summary(result, run_dir))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from rlprompt.export import export_run
 
@@ -125,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a bench field, e.g. --set seeds=[13] (repeatable)")  # fmt: skip
     p_bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_bench.set_defaults(func=_cmd_bench)
+
+    p_ft = sub.add_parser("finetune", help="RL fine-tuning of a causal LM on the task reward (grpo, rloo, ppo)")
+    p_ft.add_argument("config", help="YAML config with a finetune section (see experiments/configs/finetune-tiny.yaml)")
+    p_ft.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set finetune.method=ppo (repeatable)")  # fmt: skip
+    p_ft.add_argument("--output-dir", "-o", help="run directory (default: runs/finetune-<method>-seed<seed>)")
+    p_ft.set_defaults(func=_cmd_finetune)
 
     p_export = sub.add_parser("export", help="export a run's best prompt (json, txt, or a PEFT adapter for soft prompts)")
     p_export.add_argument("run_dir")

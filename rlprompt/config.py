@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from rlprompt.errors import ConfigError
+from rlprompt.ppo_finetune import PPOFinetuneConfig
 
 EMBEDDED_MODEL = "embedded"
 
@@ -216,6 +217,58 @@ class OutputConfig:
             raise ConfigError("output.checkpoint_every must be >= 1")
 
 
+@dataclass
+class FinetuneConfig:
+    """RL fine-tuning of a causal LM on the task reward (``rlprompt finetune``)."""
+
+    method: Literal["grpo", "rloo", "ppo"] = "grpo"
+    """``grpo`` / ``rloo``: trl's trainers with group-relative / leave-one-out baselines;
+    ``ppo``: rlprompt's own PPO (value head, GAE, clipped objective, KL to the reference)."""
+    prompt_file: str | None = None
+    """A ``best_prompt.json`` from ``rlprompt run``: its discrete prompt replaces ``prompt``."""
+    lora: bool = True
+    """Train a LoRA adapter (PEFT); false fine-tunes every weight."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] | None = None
+    """Modules to adapt; null uses PEFT's default for the architecture."""
+    steps: int = 40
+    """Optimizer steps (grpo/rloo) or PPO iterations."""
+    batch_size: int = 8
+    """Train examples per step."""
+    num_generations: int = 8
+    """Sampled answers per example (the group of grpo/rloo; PPO samples each example this often)."""
+    learning_rate: float = 5e-3
+    """Adam(W) step size."""
+    beta: float = 0.0
+    """KL coefficient to the reference model (the frozen start)."""
+    temperature: float = 1.0
+    """Sampling temperature of answers during training."""
+    max_new_tokens: int = 1
+    """Answer length in tokens (the answer is mapped to a class through the verbalizers)."""
+    invalid_reward: float = 0.0
+    """Reward of an answer that is no verbalizer (a correct one earns 1, a wrong one 0)."""
+    eval_batch_size: int = 64
+    """Examples per greedy-evaluation batch."""
+    ppo: PPOFinetuneConfig = field(default_factory=PPOFinetuneConfig)
+    """PPO-only settings."""
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "lora_alpha", "steps", "batch_size", "max_new_tokens", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ConfigError("finetune.num_generations must be >= 2 (grpo/rloo compare answers within a group)")
+        if self.learning_rate <= 0 or self.temperature <= 0 or self.beta < 0:
+            raise ConfigError("finetune.learning_rate and temperature must be > 0, beta >= 0")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError("finetune.lora_dropout must lie in [0, 1)")
+
+
 DEFAULT_AGENT = "ppo"
 
 
@@ -240,6 +293,7 @@ class Config:
     defaults to the global seed. Resolved to every field of the agent's config on load."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0
     """Global seed (torch, the agent and the envs' first reset)."""
 
@@ -338,6 +392,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
         return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-2" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -155,12 +155,19 @@ class EncoderTaskModel(HFTaskModel):
 
     def cache_state(self) -> dict[str, Any]:
         state = super().cache_state()
-        state["verbalizers"] = [(k, v.cpu()) for k, v in self._verbalizer_cache.items()]
+        keys = list(self._verbalizer_cache)
+        values = torch.stack([self._verbalizer_cache[k] for k in keys]).cpu() if keys else None
+        state["verbalizers"] = {"keys": keys, "values": values}
         return state
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
         super().load_cache_state(state)
-        self._verbalizer_cache = OrderedDict((k, v.to(self.device)) for k, v in state["verbalizers"])
+        keys, values = state["verbalizers"]["keys"], state["verbalizers"]["values"]
+        self._verbalizer_cache = OrderedDict()
+        if values is not None:
+            values = values.to(self.device)
+            for i, key in enumerate(keys):
+                self._verbalizer_cache[key] = values[i]
 
     # ------------------------------------------------------------ tuned variant
 

@@ -27,9 +27,14 @@ def embedded_model_path() -> Path:
 
 
 def resolve_name_or_path(name_or_path: str) -> str:
-    """``embedded`` -> the packaged MiniLM directory; anything else unchanged."""
+    """``embedded`` -> the packaged MiniLM directory; ``toy:causal-lm`` -> the tiny GPT-2 built
+    offline (:mod:`rlprompt.toy_lm`); anything else unchanged."""
     if name_or_path == EMBEDDED_MODEL:
         return str(embedded_model_path())
+    if name_or_path.startswith("toy:"):
+        from rlprompt.toy_lm import toy_model_path
+
+        return str(toy_model_path(name_or_path))
     return name_or_path
 
 

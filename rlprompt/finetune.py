@@ -1,0 +1,382 @@
+"""RL fine-tuning of the LM after prompt search: ``rlprompt finetune``.
+
+The task becomes generation: the LM reads the prompted input (``template`` with the
+sentence and the prompt - the config's, or the one a ``best_prompt.json`` holds) and writes
+``max_new_tokens`` tokens; the answer maps to a class when it starts with a verbalizer's
+words. Each sampled answer earns the task metric of its prediction: 1 when it is the gold
+class, 0 when it is another class, ``invalid_reward`` when it is no class.
+
+Methods: ``grpo`` and ``rloo`` through trl (a Python reward callable over the completions),
+``ppo`` through :mod:`rlprompt.ppo_finetune`. LoRA (PEFT) is on by default; the base weights
+stay untouched. Greedy answers are scored on dev and test before and after training, and
+written with the adapter (or the full model) to the run directory:
+
+* ``config.json`` - the resolved config;
+* ``finetune_result.json`` - ``before``/``after`` metrics ``{dev, test}`` (the shape of
+  ``rlprompt run``'s ``metrics``), the prompt, method, steps and time;
+* ``train_log.csv`` - per-step mean reward (and the method's losses);
+* ``adapter/`` (LoRA; ``PeftModel.from_pretrained(base, adapter/)``) or ``model/`` (full).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlprompt.config import Config, config_from_dict, save_config
+from rlprompt.data import TaskData, load_task_data
+from rlprompt.errors import ConfigError, ModelLoadError, RLPromptError
+from rlprompt.io import atomic_write_json, atomic_write_text
+
+EVAL_SPLITS = ("dev", "test")
+
+
+# ---------------------------------------------------------------- the generation task
+
+
+class AnswerTask:
+    """Queries, gold labels and the answer -> class map of one config."""
+
+    def __init__(self, config: Config, tokenizer: Any, prompt: str, data: TaskData) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.data = data
+        self.verbalizer_words = [v.split() for v in config.verbalizers]
+        max_new = config.finetune.max_new_tokens
+        unk = tokenizer.unk_token_id
+        for verbalizer in config.verbalizers:
+            ids = tokenizer(verbalizer, add_special_tokens=False)["input_ids"]
+            if not ids or (unk is not None and unk in ids):
+                raise ConfigError(f"verbalizer {verbalizer!r} is not in the tokenizer's vocabulary "
+                                  f"(it tokenizes to {tokenizer.convert_ids_to_tokens(ids)})")  # fmt: skip
+            if len(ids) > max_new:
+                raise ConfigError(f"verbalizer {verbalizer!r} is {len(ids)} tokens but finetune.max_new_tokens is "
+                                  f"{max_new}: the LM could never write it")  # fmt: skip
+            if tokenizer.decode(ids, skip_special_tokens=True).split() != verbalizer.split():
+                raise ConfigError(f"verbalizer {verbalizer!r} does not survive tokenization "
+                                  f"(decodes to {tokenizer.decode(ids)!r})")  # fmt: skip
+        if len({tuple(w) for w in self.verbalizer_words}) != len(self.verbalizer_words):
+            raise ConfigError(f"verbalizers {config.verbalizers} are not distinct as words")
+
+    def query(self, sentence: str) -> str:
+        return self.config.template.replace("{sentence}", sentence).replace("{prompt}", self.prompt)
+
+    def queries(self, split: str) -> list[str]:
+        return [self.query(t) for t in self.data.split(split).texts]
+
+    def labels(self, split: str) -> list[int]:
+        return list(self.data.split(split).labels)
+
+    def answer_class(self, answer: str) -> int:
+        """The class whose verbalizer words start ``answer``; -1 for none."""
+        words = answer.split()
+        for c, verbal in enumerate(self.verbalizer_words):
+            if words[: len(verbal)] == verbal:
+                return c
+        return -1
+
+    def rewards(self, answers: list[str], gold: list[int]) -> list[float]:
+        invalid = self.config.finetune.invalid_reward
+        out = []
+        for answer, label in zip(answers, gold, strict=True):
+            predicted = self.answer_class(answer)
+            out.append(invalid if predicted < 0 else float(predicted == label))
+        return out
+
+
+def label_metrics(predicted: list[int], gold: list[int], num_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 (an invalid answer counts as wrong), class counts and invalid answers."""
+    pred, true = np.asarray(predicted), np.asarray(gold)
+    f1s = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (true == c)).sum())
+        denom = int((pred == c).sum() + (true == c).sum())
+        if denom:
+            f1s.append(2 * tp / denom)
+    return {
+        "accuracy": float((pred == true).mean()) if len(true) else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "n": int(len(true)),
+        "predicted_counts": [int((pred == c).sum()) for c in range(num_classes)],
+        "invalid": int((pred < 0).sum()),
+    }
+
+
+# ---------------------------------------------------------------- model loading
+
+
+def load_policy(config: Config) -> tuple[Any, Any]:
+    """The causal LM (with a fresh LoRA adapter unless ``finetune.lora`` is false) and its
+    left-padding tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rlprompt.task_models.loading import _explain_load_failure, pick_device, resolve_name_or_path
+
+    tm = config.task_model
+    if tm.kind != "causal_lm":
+        raise ConfigError(f"finetune trains a causal LM: set task_model.kind=causal_lm (got {tm.kind})")
+    path = resolve_name_or_path(tm.name_or_path)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _explain_load_failure(tm.name_or_path, exc) from None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(model_config, "is_encoder_decoder", False):
+        raise ModelLoadError(f"'{tm.name_or_path}' is a {model_config.model_type} model, not a causal LM: finetune "
+                             "needs a decoder that generates (GPT-2, Llama, Qwen, ...)")  # fmt: skip
+    device = pick_device(tm.device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left"
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    if config.finetune.lora:
+        from peft import LoraConfig, get_peft_model
+
+        ft = config.finetune
+        lora = LoraConfig(r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
+                          target_modules=ft.lora_target_modules, task_type="CAUSAL_LM", init_lora_weights=True)  # fmt: skip
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise ConfigError(f"LoRA cannot wrap this model: {str(exc).splitlines()[0]} "
+                              "(set finetune.lora_target_modules)") from None  # fmt: skip
+    return model, tokenizer
+
+
+def resolve_prompt(config: Config) -> str:
+    """``finetune.prompt_file``'s discrete prompt, or the config's ``prompt``."""
+    path = config.finetune.prompt_file
+    if path is None:
+        return config.prompt
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"finetune.prompt_file not found: {p}")
+    try:
+        best = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"finetune.prompt_file {p} is not JSON: {exc}") from None
+    if not isinstance(best, dict) or "prompt" not in best:
+        raise ConfigError(f"finetune.prompt_file {p} is not a best_prompt.json (no 'prompt' key)")
+    if best.get("kind") == "soft" or best["prompt"] is None:
+        raise ConfigError(f"finetune.prompt_file {p} holds a soft prompt; fine-tuning needs a discrete one")
+    return str(best["prompt"])
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def greedy_answers(model: Any, tokenizer: Any, queries: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    for start in range(0, len(queries), batch_size):
+        batch = tokenizer(queries[start : start + batch_size], return_tensors="pt", padding=True).to(device)
+        out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        new = out[:, batch["input_ids"].shape[1] :]
+        answers += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return answers
+
+
+def evaluate_greedy(model: Any, task: AnswerTask, splits: tuple[str, ...] = EVAL_SPLITS) -> dict[str, dict[str, Any]]:
+    ft = task.config.finetune
+    model.eval()
+    metrics = {}
+    for split in splits:
+        answers = greedy_answers(model, task.tokenizer, task.queries(split), ft.max_new_tokens, ft.eval_batch_size)
+        predicted = [task.answer_class(a) for a in answers]
+        metrics[split] = label_metrics(predicted, task.labels(split), task.data.num_classes)
+    return metrics
+
+
+# ---------------------------------------------------------------- trainers
+
+
+def _train_trl(method: str, model: Any, task: AnswerTask, config: Config, run_dir: Path) -> list[dict[str, Any]]:
+    """GRPO or RLOO through trl with the answer reward as a Python callable."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    ft = config.finetune
+    train = Dataset.from_dict({"prompt": task.queries("train"), "gold": task.labels("train")})
+
+    def answer_reward(prompts: list[str], completions: list[str], gold: list[int], **_: Any) -> list[float]:
+        return task.rewards(list(completions), list(gold))
+
+    common = dict(
+        output_dir=str(run_dir / "trainer"), max_steps=ft.steps, learning_rate=ft.learning_rate,
+        per_device_train_batch_size=ft.batch_size * ft.num_generations, num_generations=ft.num_generations,
+        max_completion_length=ft.max_new_tokens, temperature=ft.temperature, beta=ft.beta, logging_steps=1,
+        save_strategy="no", report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
+        lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True, remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )  # fmt: skip
+    if method == "grpo":
+        from trl import GRPOConfig as TrainerConfig
+        from trl import GRPOTrainer as Trainer
+    else:
+        from trl import RLOOConfig as TrainerConfig
+        from trl import RLOOTrainer as Trainer
+    known = set(TrainerConfig.__dataclass_fields__)
+    args = TrainerConfig(**{k: v for k, v in common.items() if k in known})
+    log: list[dict[str, Any]] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            if logs and "reward" in logs:
+                log.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+    trainer = Trainer(model=model, reward_funcs=answer_reward, args=args, train_dataset=train,
+                      processing_class=task.tokenizer, callbacks=[Record()])  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # rlprompt prints its own summary
+    trainer.train()
+    return log
+
+
+def _train_ppo(model: Any, task: AnswerTask, config: Config) -> list[dict[str, Any]]:
+    from rlprompt.ppo_finetune import PPOFinetuner
+
+    ft = config.finetune
+    queries = task.queries("train")
+    gold = torch.tensor(task.labels("train"))
+    tokenizer = task.tokenizer
+
+    def reward_fn(indices: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+        answers = tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
+        return torch.tensor(task.rewards(answers, gold[indices.cpu()].tolist()))
+
+    trainer = PPOFinetuner(model, tokenizer.pad_token_id, reward_fn, ft.ppo, learning_rate=ft.learning_rate,
+                           kl_coef=ft.beta, temperature=ft.temperature, max_new_tokens=ft.max_new_tokens)  # fmt: skip
+    generator = np.random.default_rng(config.seed)
+    device = next(model.parameters()).device
+    log = []
+    for step in range(1, ft.steps + 1):
+        chosen = generator.choice(len(queries), size=min(ft.batch_size, len(queries)), replace=False)
+        indices = torch.tensor(np.repeat(chosen, ft.num_generations))
+        batch = tokenizer([queries[i] for i in indices.tolist()], return_tensors="pt", padding=True).to(device)
+        stats = trainer.step(indices, batch["input_ids"], batch["attention_mask"])
+        log.append({"step": step, **stats})
+    return log
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Evaluate, fine-tune, evaluate again and save; returns ``finetune_result.json``'s content."""
+    return finetune(config, output_dir)[0]
+
+
+def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], Any]:
+    """:func:`run_finetune` that also returns the trained model (base + adapter in memory)."""
+    ft = config.finetune
+    run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
+    if (run_dir / "finetune_result.json").is_file():
+        raise ConfigError(f"{run_dir} already holds a finished fine-tuning run; choose another --output-dir")
+    prompt = resolve_prompt(config)
+    data = load_task_data(config.data, num_classes=len(config.verbalizers))
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_policy(config)
+    task = AnswerTask(config, tokenizer, prompt, data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.json")
+    started = time.perf_counter()
+    before = evaluate_greedy(model, task)
+    if ft.method == "ppo":
+        log = _train_ppo(model, task, config)
+    else:
+        log = _train_trl(ft.method, model, task, config, run_dir)
+    after = evaluate_greedy(model, task)
+    saved = save_trained(model, tokenizer, run_dir, lora=ft.lora)
+    result = {
+        "method": ft.method,
+        "lora": ft.lora,
+        "prompt": prompt,
+        "task_model": f"{config.task_model.kind}:{config.task_model.name_or_path}",
+        "before": {"metrics": before},
+        "after": {"metrics": after},
+        "steps": ft.steps,
+        "answers_sampled": ft.steps * ft.batch_size * ft.num_generations,
+        "saved": saved,
+        "seed": config.seed,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    _write_log(run_dir / "train_log.csv", log)
+    atomic_write_json(run_dir / "finetune_result.json", result)
+    return result, model
+
+
+def save_trained(model: Any, tokenizer: Any, run_dir: Path, lora: bool) -> str:
+    """The adapter (LoRA) or the full model, in Hugging Face format, with the tokenizer."""
+    import shutil
+
+    name = "adapter" if lora else "model"
+    tmp = run_dir / f"{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(run_dir / name, ignore_errors=True)
+    os.replace(tmp, run_dir / name)
+    return name
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys or ["step"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def load_finetuned(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, Config]:
+    """Reload a fine-tuned run's model (base + adapter, or the full model) and its config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlprompt.task_models.loading import resolve_name_or_path
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "finetune_result.json").is_file():
+        raise RLPromptError(f"{run_dir} holds no finished fine-tuning run (no finetune_result.json)")
+    config = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+    result = json.loads((run_dir / "finetune_result.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / result["saved"])
+    tokenizer.padding_side = "left"
+    if result["saved"] == "adapter":
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(config.task_model.name_or_path))
+        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    return model.eval(), tokenizer, config
+
+
+def format_finetune_summary(result: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
+    b, a = result["before"]["metrics"], result["after"]["metrics"]
+    lines = [f"method   : {result['method']} ({'LoRA' if result['lora'] else 'full fine-tuning'}) on "
+             f"{result['task_model']}, prompt {result['prompt']!r}, {result['steps']} steps"]  # fmt: skip
+    for split in EVAL_SPLITS:
+        lines.append(f"{split:<9}: greedy accuracy {b[split]['accuracy']:.4f} -> {a[split]['accuracy']:.4f}  "
+                     f"(invalid answers {b[split]['invalid']} -> {a[split]['invalid']} of {a[split]['n']})")  # fmt: skip
+    lines.append(f"saved    : {Path(run_dir) / result['saved']}  ({result['wall_time_s']} s)")
+    return "\n".join(lines)
