@@ -34,7 +34,7 @@ import torch
 
 from rlprompt.config import Config, config_from_dict, save_config
 from rlprompt.data import TaskData, load_task_data
-from rlprompt.errors import ConfigError, ModelLoadError, RLPromptError
+from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import atomic_write_json, atomic_write_text
 
 EVAL_SPLITS = ("dev", "test")
@@ -118,26 +118,15 @@ def label_metrics(predicted: list[int], gold: list[int], num_classes: int) -> di
 def load_policy(config: Config) -> tuple[Any, Any]:
     """The causal LM (with a fresh LoRA adapter unless ``finetune.lora`` is false) and its
     left-padding tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from rlprompt.task_models.loading import _explain_load_failure, pick_device, resolve_name_or_path
+    from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device
 
     tm = config.task_model
     if tm.kind != "causal_lm":
         raise ConfigError(f"finetune trains a causal LM: set task_model.kind=causal_lm (got {tm.kind})")
-    path = resolve_name_or_path(tm.name_or_path)
-    try:
-        model_config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise _explain_load_failure(tm.name_or_path, exc) from None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if model_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(model_config, "is_encoder_decoder", False):
-        raise ModelLoadError(f"'{tm.name_or_path}' is a {model_config.model_type} model, not a causal LM: finetune "
-                             "needs a decoder that generates (GPT-2, Llama, Qwen, ...)")  # fmt: skip
-    device = pick_device(tm.device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    tokenizer = load_tokenizer(tm.name_or_path)
+    # the task models' loader: clear errors for hub ids offline, missing heads, non-causal checkpoints
+    model = load_model(tm.name_or_path, "causal_lm", pick_device(tm.device), torch.float32)
+    model.requires_grad_(not config.finetune.lora)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "left"

@@ -95,8 +95,10 @@ class PPOFinetuner:
         nn.init.zeros_(self.value_head.bias)
         self.uses_adapter = hasattr(policy, "disable_adapter")
         self.reference = None if self.uses_adapter else copy.deepcopy(policy).eval().requires_grad_(False)
-        trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.Adam(trainable, lr=learning_rate)
+        self.policy_parameters = [p for p in policy.parameters() if p.requires_grad]
+        if not self.policy_parameters:
+            raise ConfigError("the policy has no trainable parameters (a LoRA adapter, or requires_grad weights)")
+        self.optimizer = torch.optim.Adam(self.policy_parameters + list(self.value_head.parameters()), lr=learning_rate)
 
     # ------------------------------------------------------------------ pieces
 
@@ -118,7 +120,9 @@ class PPOFinetuner:
         log_probs = torch.log_softmax(logits, dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
         values = None
         if with_values:
-            states = out.hidden_states[-1][:, n_query - 1 : -1].float()
+            # detached: the value head reads the policy's features without reshaping them, so the
+            # value loss cannot pull the (LoRA) weights away from the policy objective
+            states = out.hidden_states[-1][:, n_query - 1 : -1].detach().float()
             values = self.value_head(states).squeeze(-1)
         return log_probs, values
 
@@ -158,7 +162,10 @@ class PPOFinetuner:
                                   gamma=cfg.gamma, lam=cfg.gae_lambda)  # fmt: skip
         advantages, returns = advantages.T, returns.T
         if cfg.whiten_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            centred = advantages - advantages.mean()
+            std = advantages.std()
+            # equal advantages carry no signal: dividing their rounding noise by ~0 would invent one
+            advantages = centred / (std + 1e-8) if std > 1e-6 else torch.zeros_like(centred)
         # 4. clipped-surrogate epochs over minibatches (dropout stays off: eval mode keeps the
         #    ratio of an unchanged policy at exactly 1)
         batch = ids.shape[0]
@@ -174,8 +181,9 @@ class PPOFinetuner:
                 loss = policy_loss + cfg.vf_coef * value_loss
                 self.optimizer.zero_grad()
                 loss.backward()
-                params = [p for group in self.optimizer.param_groups for p in group["params"]]
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                # clipped apart: a large value-loss gradient must not shrink the policy's step
+                nn.utils.clip_grad_norm_(self.policy_parameters, cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.value_head.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 stats["policy_loss"].append(float(policy_loss.detach()))
                 stats["value_loss"].append(float(value_loss.detach()))

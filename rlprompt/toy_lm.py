@@ -4,7 +4,9 @@
 word-level tokenizer of fewer than 64 tokens over :data:`TOY_WORDS`, randomly initialised
 from a fixed seed and saved once under ``$RLPROMPT_CACHE`` (default ``~/.cache/rlprompt``).
 With so small a vocabulary a random model samples the label words ``negative``/``positive``
-often enough for RL to get a signal, which a 50k-token model would not.
+often enough for RL to get a signal, which a 50k-token model would not. Weights start at
+std 0.1 (GPT-2 uses 0.02): with tied 64-wide embeddings that small, no LoRA update could
+lift a token's probability much above 0.09, since the final layer norm bounds the logits.
 
 :func:`toy_sentiment_splits` makes the matching task: short sentences of filler words and
 one or two sentiment words of one polarity, labelled by that polarity.
@@ -26,7 +28,7 @@ LABEL_WORDS = ["negative", "positive"]
 TEMPLATE_WORDS = ["it", "was", "answer", ":", "review", "sentiment"]
 TOY_WORDS = POSITIVE + NEGATIVE + FILLERS + LABEL_WORDS + TEMPLATE_WORDS
 SPECIALS = ["[PAD]", "[UNK]", "[EOS]"]
-_VERSION = "v1"
+_VERSION = "v2"
 
 
 def cache_dir() -> Path:
@@ -67,7 +69,7 @@ def build_toy_causal_lm(path: Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=len(tokenizer), n_layer=2, n_embd=64, n_head=2, n_positions=64,
+            vocab_size=len(tokenizer), n_layer=2, n_embd=64, n_head=2, n_positions=64, initializer_range=0.1,
             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ))  # fmt: skip
