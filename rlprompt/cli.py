@@ -56,11 +56,20 @@ def _eval_run(args: argparse.Namespace) -> int:
     m = result["metrics"]
     shown = repr(result["prompt"]) if result["kind"] == "discrete" else "<soft prompt>"
     print(f"run        : {result['run']}")
-    print(f"task model : {result['task_model']}" + (f"  (overrides: {' '.join(result['overrides'])})" if result["overrides"] else ""))
+    print(
+        f"task model : {result['task_model']}"
+        + (f"  (overrides: {' '.join(result['overrides'])})" if result["overrides"] else "")
+    )
     print(f"prompt     : {shown}")
-    print(f"{args.split:<11}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  (n={m['n']})")
+    print(
+        f"{args.split:<11}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  (n={m['n']})"
+    )
     if "reproduces" in result:
-        verdict = "reproduces best_prompt.json" if result["reproduces"] else f"DIFFERS from best_prompt.json {result['recorded']}"
+        verdict = (
+            "reproduces best_prompt.json"
+            if result["reproduces"]
+            else f"DIFFERS from best_prompt.json {result['recorded']}"
+        )
         print(f"check      : {verdict}")
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -125,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set agent.name=sql --set budget.prompt_evals=500 (repeatable)",
     )  # fmt: skip
-    p_run.add_argument("--output-dir", "-o", help="run directory (default: output.dir or runs/<agent>-<env>-seed<seed>)")
+    p_run.add_argument(
+        "--output-dir", "-o", help="run directory (default: output.dir or runs/<agent>-<env>-seed<seed>)"
+    )
     p_run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_run.set_defaults(func=_cmd_run)
@@ -144,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_ft.add_argument("--output-dir", "-o", help="run directory (default: runs/finetune-<method>-seed<seed>)")
     p_ft.set_defaults(func=_cmd_finetune)
 
-    p_export = sub.add_parser("export", help="export a run's best prompt (json, txt, or a PEFT adapter for soft prompts)")
+    p_export = sub.add_parser(
+        "export", help="export a run's best prompt (json, txt, or a PEFT adapter for soft prompts)"
+    )
     p_export.add_argument("run_dir")
     p_export.add_argument("--format", "-f", required=True, choices=["json", "txt", "peft"])
     p_export.add_argument("--out", required=True, help="output file (json, txt) or directory (peft)")

@@ -8,6 +8,7 @@ config is saved as JSON next to every result (:func:`save_config`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -327,7 +328,9 @@ class Config:
         agent_class = AGENT_REGISTRY[self.agent_name][1]
         kind = agent_class.env_kinds[0] if self.env.kind == "auto" else self.env.kind
         if kind not in agent_class.env_kinds:
-            raise ConfigError(f"agent '{self.agent_name}' runs on {list(agent_class.env_kinds)} envs, not env.kind={kind}")
+            raise ConfigError(
+                f"agent '{self.agent_name}' runs on {list(agent_class.env_kinds)} envs, not env.kind={kind}"
+            )
         return kind
 
 
@@ -345,7 +348,9 @@ def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
     try:
         agent_config = make_agent_config(name, fields)
     except ConfigError as exc:
-        message = str(exc).replace("config key '", "config key 'agent.").replace("did you mean '", "did you mean 'agent.")
+        message = (
+            str(exc).replace("config key '", "config key 'agent.").replace("did you mean '", "did you mean 'agent.")
+        )
         raise ConfigError(f"{message} (agent '{name}')" if "unknown agent" not in message else message) from None
     return {"name": name, **asdict(agent_config)}
 
@@ -393,10 +398,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "2e-2" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

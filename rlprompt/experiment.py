@@ -379,7 +379,11 @@ def plot_reward_curve(rows: list[dict[str, Any]], path: Path, title: str = "") -
 def format_summary(result: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
     """The lines ``rlprompt run`` prints at the end."""
     base, best = result["baseline"], result["metrics"]
-    shown = repr(result["prompt"]) if result["kind"] == "discrete" else f"<soft prompt, {result['n_virtual_tokens']} tokens>"
+    shown = (
+        repr(result["prompt"])
+        if result["kind"] == "discrete"
+        else f"<soft prompt, {result['n_virtual_tokens']} tokens>"
+    )
     lines = [
         f"agent        : {result['agent']} on the {result['env']} env, task model {result['task_model']}, seed {result['seed']}",
         f"manual prompt: {base['prompt']!r:<40} test accuracy {base['metrics']['test']['accuracy']:.4f}  "

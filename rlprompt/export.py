@@ -26,7 +26,9 @@ PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "encoder-tuned": None, "mask
                    "causal_lm": "CAUSAL_LM"}  # fmt: skip
 
 
-def export_run(run_dir: str | os.PathLike[str], fmt: Literal["json", "txt", "peft"], out: str | os.PathLike[str]) -> Path:
+def export_run(
+    run_dir: str | os.PathLike[str], fmt: Literal["json", "txt", "peft"], out: str | os.PathLike[str]
+) -> Path:
     """Write the run's best prompt to ``out`` in ``fmt``; returns the path written."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")

@@ -228,7 +228,9 @@ def _train_trl(method: str, model: Any, task: AnswerTask, config: Config, run_di
     class Record(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
             if logs and "reward" in logs:
-                log.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+                log.append(
+                    {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+                )
 
     trainer = Trainer(model=model, reward_funcs=answer_reward, args=args, train_dataset=train,
                       processing_class=task.tokenizer, callbacks=[Record()])  # fmt: skip

@@ -89,7 +89,11 @@ class PPOFinetuner:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.device = next(policy.parameters()).device
-        hidden = policy.config.get_text_config().hidden_size if hasattr(policy.config, "get_text_config") else policy.config.hidden_size
+        hidden = (
+            policy.config.get_text_config().hidden_size
+            if hasattr(policy.config, "get_text_config")
+            else policy.config.hidden_size
+        )
         self.value_head = nn.Linear(hidden, 1).to(self.device)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -138,7 +142,9 @@ class PPOFinetuner:
 
     # ------------------------------------------------------------------ one PPO iteration
 
-    def step(self, example_indices: torch.Tensor, query_ids: torch.Tensor, query_mask: torch.Tensor) -> dict[str, float]:
+    def step(
+        self, example_indices: torch.Tensor, query_ids: torch.Tensor, query_mask: torch.Tensor
+    ) -> dict[str, float]:
         """Roll out one answer per query row, then run the PPO epochs on that rollout."""
         cfg = self.config
         n_query = query_ids.shape[1]
@@ -176,7 +182,9 @@ class PPOFinetuner:
             for start in range(0, batch, size):
                 rows = order[start : start + size]
                 log_probs, values = self._forward(self.policy, ids[rows], mask[rows], n_query, with_values=True)
-                policy_loss, clip_fraction = ppo_policy_loss(log_probs, old_log_probs[rows], advantages[rows], cfg.clip_range)
+                policy_loss, clip_fraction = ppo_policy_loss(
+                    log_probs, old_log_probs[rows], advantages[rows], cfg.clip_range
+                )
                 value_loss = ppo_value_loss(values, old_values[rows], returns[rows], cfg.value_clip)
                 loss = policy_loss + cfg.vf_coef * value_loss
                 self.optimizer.zero_grad()

@@ -101,7 +101,9 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
 
 
 def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
-    config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5})
+    config_path = write_config(
+        tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5}
+    )
     result = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
     from rlprompt.task import Task
 
@@ -110,7 +112,9 @@ def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_d
     assert result["candidates"] in (5, 6)  # the greedy prompt + the top 5 by train reward (deduplicated)
     assert result["dev_lm_calls"] == result["candidates"] * len(task.data.dev)
     assert int(rows[-1]["lm_calls"]) == result["lm_calls"] <= result["prompt_evals"] * 8  # training cost only
-    assert task.evaluate(result["prompt"], "dev")["reward"] == pytest.approx(result["metrics"]["dev"]["reward"], abs=1e-6)
+    assert task.evaluate(result["prompt"], "dev")["reward"] == pytest.approx(
+        result["metrics"]["dev"]["reward"], abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("kills", [2])
@@ -337,7 +341,9 @@ def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
     time.sleep(random.Random(3).uniform(0.0, 0.5))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed_dir / "bench-out" / "runs" / "small" / "random_search" / "bbase" / "seed2" / "best_prompt.json").exists()
+    assert not (
+        killed_dir / "bench-out" / "runs" / "small" / "random_search" / "bbase" / "seed2" / "best_prompt.json"
+    ).exists()
     resumed = cli("bench", str(bench_path), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert "finished before, skipped" in resumed.stdout

@@ -43,7 +43,9 @@ def test_toy_model_is_tiny_and_emits_no_label_word_before_training():
     config = load_config(TINY)
     model, tokenizer = load_policy(config)
     assert len(tokenizer) == len(SPECIALS) + len(TOY_WORDS) <= 64
-    assert tokenizer(" positive", add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids("positive")]
+    assert tokenizer(" positive", add_special_tokens=False)["input_ids"] == [
+        tokenizer.convert_tokens_to_ids("positive")
+    ]
     task = AnswerTask(config, tokenizer, config.prompt, load_task_data(config.data, num_classes=2))
     dev = evaluate_greedy(model, task, ("dev",))["dev"]
     assert dev["invalid"] == dev["n"] and dev["accuracy"] == 0.0  # so every gain below is learned

@@ -78,7 +78,12 @@ def test_ppo_with_a_lora_adapter_uses_the_disabled_adapter_as_reference(toy):
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("clip_range", 0.0, "clip_range"), ("gamma", 1.5, "gamma"), ("epochs", 0, "epochs"), ("value_clip", -1.0, "value_clip")],
+    [
+        ("clip_range", 0.0, "clip_range"),
+        ("gamma", 1.5, "gamma"),
+        ("epochs", 0, "epochs"),
+        ("value_clip", -1.0, "value_clip"),
+    ],
 )
 def test_config_checks(field, value, message):
     with pytest.raises(ConfigError, match=message):
