@@ -100,6 +100,27 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
     assert saved["agent"]["name"] == "ppo" and "clip_range" in saved["agent"]  # resolved: every agent field
 
 
+@pytest.mark.parametrize("name", sorted(__import__("rlprompt.agents", fromlist=["AGENT_REGISTRY"]).AGENT_REGISTRY))
+def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, small_data, name):
+    from rlprompt.agents import AGENT_REGISTRY
+
+    kind = AGENT_REGISTRY[name][1].env_kinds[0]
+    env = {"kind": kind, "batch_size": 8, "n_tokens": 2, "subspace_dim": 4, "prompt_length": 3, "vocab_top_k": 50}
+    config_path = write_config(tmp_path / "run.yaml", small_data, env=env, agent={"name": name, "n_envs": 4},
+                               budget={"prompt_evals": 16})  # fmt: skip
+    result = run_experiment(load_config(config_path), tmp_path / name, progress=False)
+    assert result["kind"] == ("soft" if kind == "soft" else "discrete") and result["env"] == kind
+    assert result["prompt_evals"] >= 16 and 0 <= result["metrics"]["test"]["accuracy"] <= 1
+    # a finished run's checkpoint reloads into a fresh agent with the same counters
+    from rlprompt.agents import Agent
+    from rlprompt.experiment import build_env
+    from rlprompt.task import Task
+
+    config = load_config(tmp_path / name / "config.json")
+    agent = Agent.load(tmp_path / name / "checkpoint.pt", build_env(Task.from_config(config), config))
+    assert (agent.prompt_evals, agent.lm_calls) == (result["prompt_evals"], result["lm_calls"])
+
+
 def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
     config_path = write_config(
         tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5}
