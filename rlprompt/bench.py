@@ -123,6 +123,7 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     base = (root / bench.base) if bench.base else None
     out = Path(bench.output_dir)
     cells = cells_of(bench)
+    command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.key
@@ -137,8 +138,8 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
         result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress)
         echo(format_summary(result, cell_dir))
-        write_results(out, cells)
-    return write_results(out, cells)
+        write_results(out, cells, command)
+    return write_results(out, cells, command)
 
 
 # ---------------------------------------------------------------- tables and plot
@@ -175,7 +176,7 @@ def _mean_std(values: list[float]) -> str:
     return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
 
-def write_results(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
+def write_results(out: Path, cells: list[Cell], command: str = "") -> list[dict[str, Any]]:
     """``results.csv``, ``results.md`` and ``curves.png`` from the finished cells."""
     rows = _rows(out, cells)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,13 +185,14 @@ def write_results(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
-    atomic_write_text(out / "results.md", markdown_table(rows, len({c.seed for c in cells})))
+    header = f"Command: `{command}`\n\n" if command else ""
+    atomic_write_text(out / "results.md", header + markdown_table(rows))
     if rows:
         plot_curves(out, cells)
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], n_seeds: int) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]

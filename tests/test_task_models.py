@@ -276,3 +276,18 @@ def test_encoder_as_causal_lm_is_refused(tiny_mlm_dir):
     cfg = TaskModelConfig(kind="causal_lm", name_or_path=str(tiny_mlm_dir))
     with pytest.raises(ModelLoadError):
         build_task_model(cfg, "{sentence}", ["bad", "good"])
+
+
+def test_verbalizer_cache_eviction_never_drops_rows_a_call_still_reads(tiny_mlm_dir):
+    """Regression: with more than 1024 distinct prompts, caching the fresh verbalizer rows of
+    a call used to evict older rows the same call was about to read (KeyError)."""
+    config = Config(task_model=TaskModelConfig(kind="encoder", name_or_path=str(tiny_mlm_dir), batch_size=512))
+    model = build_task_model(config.task_model, config.template, config.verbalizers)
+    words = ["good", "bad", "film", "movie", "plot", "great", "it", "was", "the", "a", "fun", "dull"]
+    prompts = [f"{a} {b} {c}" for a in words for b in words for c in words][:1100]
+    model.score(prompts[:1000], ["a short probe sentence"])
+    mixed = prompts[:60] + prompts[1000:1100]  # 60 cached at the LRU end, 100 fresh
+    scores = model.score(mixed, ["a short probe sentence"])
+    model.clear_cache()
+    model._verbalizer_cache.clear()
+    assert torch.allclose(scores, model.score(mixed, ["a short probe sentence"]), atol=1e-5)

@@ -126,13 +126,15 @@ class EncoderTaskModel(HFTaskModel):
             computed = embeddings[verb_row_start:].view(self.num_classes, len(to_embed), -1).transpose(0, 1)
             self.stats.verbalizer_calls += computed.shape[0] * computed.shape[1]
             fresh = {verb_keys[p]: computed[i] for i, p in enumerate(to_embed)}
+        # read before caching: inserting the fresh rows may evict entries this call still needs
+        verbs = torch.stack([fresh[k] if k in fresh else self._verbalizer_cache[k] for k in verb_keys])
         if not grad:
-            for key, value in fresh.items():
-                self._verbalizer_cache[key] = value
-                self._verbalizer_cache.move_to_end(key)
+            for key in dict.fromkeys(verb_keys):
+                if key in fresh:
+                    self._verbalizer_cache[key] = fresh[key]
+                self._verbalizer_cache.move_to_end(key)  # least recently used goes first
             while len(self._verbalizer_cache) > max(1024, num_prompts):
                 self._verbalizer_cache.popitem(last=False)
-        verbs = torch.stack([fresh[k] if k in fresh else self._verbalizer_cache[k] for k in verb_keys])
         return inputs, verbs
 
     def _compute(
@@ -162,7 +164,10 @@ class EncoderTaskModel(HFTaskModel):
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
         super().load_cache_state(state)
-        keys, values = state["verbalizers"]["keys"], state["verbalizers"]["values"]
+        saved = state["verbalizers"]
+        if isinstance(saved, list):  # checkpoints of rlprompt <= 0.1.0 held (key, tensor) pairs
+            saved = {"keys": [k for k, _ in saved], "values": torch.stack([v for _, v in saved]) if saved else None}
+        keys, values = saved["keys"], saved["values"]
         self._verbalizer_cache = OrderedDict()
         if values is not None:
             values = values.to(self.device)
