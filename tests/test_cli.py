@@ -39,10 +39,14 @@ def test_other_prompt_changes_accuracy_and_set_overrides(capsys):
 
 
 def test_golden_sst2_minilm_manual_prompt(capsys):
-    sst2_dir(13)
-    result = run_json(capsys, "--config", SST2, "--set", f"data.dir={sst2_dir(13)}")
-    assert result["n"] == 1821
-    assert 0.70 <= result["accuracy"] <= 0.74
+    """Golden numbers of "It was" on SST-2 test (1821 sentences) with MiniLM: 0.6200 with the
+    fixed verbalizers of sst2-minilm.yaml, 0.7194 with the prompt inside the verbalizers."""
+    data = f"data.dir={sst2_dir(13)}"
+    fixed = run_json(capsys, "--config", SST2, "--set", data)
+    assert fixed["n"] == 1821
+    assert 0.60 <= fixed["accuracy"] <= 0.64
+    inside = run_json(capsys, "--config", SST2, "--set", data, "--set", "verbalizers=['{prompt} terrible.', '{prompt} great.']")
+    assert 0.70 <= inside["accuracy"] <= 0.74
 
 
 def test_eval_on_another_16_shot_dir_without_code_change(capsys):
