@@ -66,7 +66,7 @@ def _eval_run(args: argparse.Namespace) -> int:
     )
     if "reproduces" in result:
         verdict = (
-            "reproduces best_prompt.json"
+            f"reproduces best_prompt.json (largest deviation {result['max_abs_diff']:.1e})"
             if result["reproduces"]
             else f"DIFFERS from best_prompt.json {result['recorded']}"
         )

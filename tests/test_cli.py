@@ -45,7 +45,9 @@ def test_golden_sst2_minilm_manual_prompt(capsys):
     fixed = run_json(capsys, "--config", SST2, "--set", data)
     assert fixed["n"] == 1821
     assert 0.60 <= fixed["accuracy"] <= 0.64
-    inside = run_json(capsys, "--config", SST2, "--set", data, "--set", "verbalizers=['{prompt} terrible.', '{prompt} great.']")
+    inside = run_json(
+        capsys, "--config", SST2, "--set", data, "--set", "verbalizers=['{prompt} terrible.', '{prompt} great.']"
+    )
     assert 0.70 <= inside["accuracy"] <= 0.74
 
 
