@@ -69,6 +69,8 @@ class BenchConfig:
             raise ConfigError(f"bench seeds must be distinct, got {self.seeds}")
         if any(b < 1 for b in self.budgets):
             raise ConfigError(f"bench budgets must be >= 1, got {self.budgets}")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ConfigError(f"bench budgets must be distinct, got {self.budgets}")
         for label in list(self.agents) + list(self.tasks):
             if not label or "/" in label or label.startswith("."):
                 raise ConfigError(f"bench label {label!r} must be a plain name (it names a directory)")
@@ -158,7 +160,7 @@ def _rows(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
         best = json.loads(path.read_text(encoding="utf-8"))
         m, base = best["metrics"], best["baseline"]["metrics"]
         rows.append({
-            "task": cell.task, "agent": cell.agent, "budget": best["prompt_evals"] if cell.budget is None else cell.budget,
+            "task": cell.task, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
             "seed": cell.seed, "agent_name": best["agent"], "env": best["env"], "kind": best["kind"],
             "prompt": best["prompt"] if best["kind"] == "discrete" else "<soft>",
             "test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
@@ -228,9 +230,10 @@ def _curve(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows:
-        return None
-    return np.array([float(r["lm_calls"]) for r in rows]), np.array([float(r["best_train_reward"]) for r in rows])
+    x = np.array([float(r["lm_calls"]) for r in rows])
+    y = np.array([float(r["best_train_reward"]) for r in rows])
+    keep = np.isfinite(y)  # e.g. DQN logs NaN until its first episode ends
+    return (x[keep], y[keep]) if keep.any() else None
 
 
 def plot_curves(out: Path, cells: list[Cell]) -> None:
@@ -255,7 +258,8 @@ def plot_curves(out: Path, cells: list[Cell]) -> None:
                 continue
             end = min(float(x[-1]) for x, _ in curves)
             grid = np.linspace(min(float(x[0]) for x, _ in curves), end, 200)
-            ys = np.stack([np.interp(grid, x, np.maximum.accumulate(y)) for x, y in curves])
+            # running best; rows before the first finished episode log NaN (fmax skips them)
+            ys = np.stack([np.interp(grid, x, np.fmax.accumulate(y)) for x, y in curves])
             mean, std = ys.mean(0), ys.std(0)
             label = f"{agent} @ {budget}" if several_budgets else agent
             line = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")[0]

@@ -79,12 +79,15 @@ def _eval_run(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
     from rlprompt.errors import ConfigError
-    from rlprompt.experiment import format_summary, resolve_resume_config, run_experiment
+    from rlprompt.experiment import format_summary, resolve_resume_config, run_experiment, saved_config
 
     if args.resume is not None:
         if args.output_dir is not None:
             raise ConfigError("--resume DIR names the run directory; drop --output-dir")
-        given = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+        if args.config is not None:
+            given = load_config(args.config, args.overrides)
+        else:  # overrides apply to the run's own config (only output.* may change)
+            given = saved_config(Path(args.resume), args.overrides)
         config = resolve_resume_config(Path(args.resume), given)
         run_dir = Path(args.resume)
     else:

@@ -182,17 +182,18 @@ class EnvConfig:
 class BudgetConfig:
     """When training stops: the first budget spent ends it (unset budgets do not count)."""
 
-    prompt_evals: int | None = 1000
-    """Prompt evaluations (one prompt scored on one minibatch of ``env.batch_size`` examples)."""
+    prompt_evals: int | None = None
+    """Prompt evaluations (one prompt scored on one minibatch of ``env.batch_size`` examples);
+    1000 when no budget is given at all."""
     lm_calls: int | None = None
     """Task-model scorings of (prompt, example) pairs actually computed (cache hits are free)."""
     steps: int | None = None
     """Environment steps over all env copies."""
 
     def __post_init__(self) -> None:
+        if self.prompt_evals is None and self.lm_calls is None and self.steps is None:
+            self.prompt_evals = 1000
         values = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.steps}
-        if all(v is None for v in values.values()):
-            raise ConfigError("budget needs at least one of prompt_evals, lm_calls, steps")
         for name, value in values.items():
             if value is not None and value < 1:
                 raise ConfigError(f"budget.{name} must be >= 1 (or null), got {value}")
@@ -321,6 +322,15 @@ class Config:
     def agent_name(self) -> str:
         return str(self.agent["name"])
 
+    def agent_config(self) -> Any:
+        """The agent's config dataclass (its seed is the global seed unless set)."""
+        from rlprompt.agents import make_agent_config
+
+        fields = {k: v for k, v in self.agent.items() if k != "name"}
+        if fields.get("seed") is None:
+            fields["seed"] = self.seed
+        return make_agent_config(self.agent_name, fields)
+
     def env_kind(self) -> str:
         """The env kind the run uses (``env.kind``, or the agent's main kind for ``auto``)."""
         from rlprompt.agents import AGENT_REGISTRY
@@ -344,7 +354,8 @@ def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
     if not isinstance(name, str):
         raise ConfigError(f"agent.name must be a string, got {name!r}")
     fields = {k: v for k, v in section.items() if k != "name"}
-    fields.setdefault("seed", seed)
+    explicit_seed = fields.get("seed") is not None
+    fields["seed"] = fields["seed"] if explicit_seed else seed
     try:
         agent_config = make_agent_config(name, fields)
     except ConfigError as exc:
@@ -352,7 +363,10 @@ def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
             str(exc).replace("config key '", "config key 'agent.").replace("did you mean '", "did you mean 'agent.")
         )
         raise ConfigError(f"{message} (agent '{name}')" if "unknown agent" not in message else message) from None
-    return {"name": name, **asdict(agent_config)}
+    resolved = {"name": name, **asdict(agent_config)}
+    if not explicit_seed:  # stays tied to the global seed (a later --set seed=N moves it too)
+        resolved["seed"] = None
+    return resolved
 
 
 # ---------------------------------------------------------------- loading and overrides

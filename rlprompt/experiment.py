@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rlprompt import __version__
-from rlprompt.agents import AGENT_REGISTRY, Agent, Callback, Logger, make_agent_config
+from rlprompt.agents import AGENT_REGISTRY, Agent, Callback, Logger
 from rlprompt.config import Config, config_from_dict, config_to_dict, save_config
 from rlprompt.envs import PromptEditEnv, PromptEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
 from rlprompt.errors import ConfigError, RLPromptError
@@ -171,18 +171,25 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         )
 
 
-def resolve_resume_config(run_dir: Path, config: Config | None) -> Config:
-    """The saved config of ``run_dir``; a config given as well must resolve to the same one."""
+def saved_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """``run_dir``'s ``config.json`` (plus ``overrides``)."""
     _check_run_dir(run_dir, resume=True)
-    saved = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-    if config is not None:
-        a, b = config_to_dict(saved), config_to_dict(config)
-        a.pop("output", None)
-        b.pop("output", None)
-        if a != b:
-            diff = _diff_keys(a, b)
-            raise ConfigError(f"--resume {run_dir}: the given config differs from the run's config.json at {diff}")
-    return saved
+    return config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")), overrides)
+
+
+def resolve_resume_config(run_dir: Path, config: Config | None) -> Config:
+    """The config to resume ``run_dir`` with: its saved one, or ``config`` when that differs from
+    it only in ``output`` (plots, progress...); any other difference is an error naming the keys."""
+    saved = saved_config(run_dir)
+    if config is None:
+        return saved
+    a, b = config_to_dict(saved), config_to_dict(config)
+    a.pop("output", None)
+    b.pop("output", None)
+    if a != b:
+        diff = _diff_keys(a, b)
+        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's config.json at {diff}")
+    return config
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -210,7 +217,7 @@ def run_experiment(
     run_dir = Path(output_dir) if output_dir is not None else Path(config.output.dir or default_run_dir(config))
     _check_run_dir(run_dir, resume)
     if resume:
-        config = resolve_resume_config(run_dir, None)
+        config = resolve_resume_config(run_dir, config)
         if (run_dir / BEST_PROMPT).is_file():
             return json.loads((run_dir / BEST_PROMPT).read_text(encoding="utf-8"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,8 +239,7 @@ def run_experiment(
         task.prompt_evals = extra["task_prompt_evals"]
     else:
         logger = Logger(run_dir, config.output.tensorboard, keep_iterations=0)
-        agent_fields = {k: v for k, v in config.agent.items() if k != "name"}
-        agent = AGENT_REGISTRY[name][1](env, make_agent_config(name, agent_fields), logger)
+        agent = AGENT_REGISTRY[name][1](env, config.agent_config(), logger)
 
     limits = budget_limits(config)
     show = sys.stderr.isatty() if progress is None else progress

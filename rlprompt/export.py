@@ -85,8 +85,12 @@ def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
         num_attention_heads=int(getattr(model_config, "num_attention_heads", 1)),
         num_layers=int(getattr(model_config, "num_hidden_layers", 1)),
         prompt_tuning_init=PromptTuningInit.RANDOM,
-        base_model_name_or_path=tm.name_or_path,
+        base_model_name_or_path=path,  # "embedded"/"toy:" names resolved: AutoPeftModel can load it
     )
+    if not out.name or out.resolve() == Path.cwd().resolve():
+        raise RLPromptError(f"--out {out}: name a new directory for the adapter")
+    if out.exists() and not (out.is_dir() and (out / "adapter_config.json").is_file()):
+        raise RLPromptError(f"--out {out} exists and is not a PEFT adapter directory; it would be replaced")
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -89,3 +89,22 @@ def test_shipped_configs_load():
     for path in sorted((ROOT / "experiments" / "configs").glob("*.yaml")):
         if not path.name.startswith("bench-"):  # bench grids are checked in test_experiment.py
             load_config(path)
+
+
+def test_budget_sections_count_only_what_is_set():
+    from rlprompt.config import config_from_dict
+
+    assert config_from_dict({}).budget.prompt_evals == 1000  # nothing given: the default budget
+    only_calls = config_from_dict({"budget": {"lm_calls": 5000}}).budget
+    assert (only_calls.prompt_evals, only_calls.lm_calls, only_calls.steps) == (None, 5000, None)
+
+
+def test_agent_seed_follows_the_global_seed_unless_set():
+    import json
+    from dataclasses import asdict
+
+    from rlprompt.config import config_from_dict
+
+    saved = json.loads(json.dumps(asdict(config_from_dict({"seed": 13}))))  # a run's config.json
+    assert config_from_dict(saved, ["seed=21"]).agent_config().seed == 21
+    assert config_from_dict({"seed": 13, "agent": {"name": "sql", "seed": 3}}).agent_config().seed == 3

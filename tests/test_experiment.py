@@ -184,6 +184,11 @@ def test_run_refuses_to_overwrite_and_checks_resume_config(tmp_path, small_data,
     assert "differs from the run's config.json at ['env.batch_size']" in err
     assert main(["run", "--resume", str(tmp_path / "missing")]) == 2
     assert "no config.json" in capsys.readouterr().err
+    # without a CONFIG, --set applies to the run's own config; only output.* may change
+    assert main(["run", "--resume", str(tmp_path / "r"), "--set", "env.batch_size=4"]) == 2
+    assert "at ['env.batch_size']" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "r"), "--set", "output.plot=false", "--no-progress"]) == 0
+    assert "best prompt" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -282,6 +287,8 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
     assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "x.json")]) == 2
     assert "--format peft" in capsys.readouterr().err
     adapter = tmp_path / "adapter"
+    assert main(["export", str(run_dir), "--format", "peft", "--out", str(run_dir)]) == 2  # never over a run
+    assert "not a PEFT adapter directory" in capsys.readouterr().err
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(adapter)]) == 0
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
 
@@ -381,6 +388,9 @@ def test_bench_config_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"agents": {"x": None}, "seeds": [1, 1]}))
     assert main(["bench", str(path)]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({"agents": {"x": None}, "budgets": [5, 5]}))
+    assert main(["bench", str(path)]) == 2
+    assert "budgets must be distinct" in capsys.readouterr().err
     path.write_text(yaml.safe_dump({"agent": {"x": None}}))
     assert main(["bench", str(path)]) == 2
     assert "unknown config key 'agent' (did you mean 'agents'?)" in capsys.readouterr().err

@@ -180,7 +180,7 @@ class HFTaskModel(TaskModel):
         super().load_cache_state(state)
         self._cache = OrderedDict()
         if state["values"] is not None:
-            values = state["values"].to(self.device)
+            values = state["values"].cpu()  # _score_pairs keeps cached logits on the CPU
             for i, key in enumerate(state["keys"]):
                 self._cache[tuple(key)] = values[i]
 
