@@ -151,9 +151,10 @@ class Logger:
                 self._write_csv()
         last_time = float(self.rows[-1].get("time_s") or 0.0) if self.rows else 0.0
         self._start = self._clock() - last_time
-        purge_step = (
-            int(float(self.rows[-1]["prompt_evals"])) + 1 if self.rows and "prompt_evals" in self.rows[-1] else None
-        )
+        purge_step = None
+        if keep_iterations is not None:  # events past the last kept row were logged after the checkpoint
+            last = self.rows[-1] if self.rows else {}
+            purge_step = int(float(last["prompt_evals"])) + 1 if "prompt_evals" in last else 0
         self._writer = None
         if self.directory is not None and tensorboard:
             try:
