@@ -355,6 +355,13 @@ class Agent(ABC):
 
     # ---------------------------------------------------------- the loop
 
+    def spent(self) -> dict[str, int]:
+        """Budgets spent so far: inside ``learn()`` up to now, outside it what ``learn()`` spent
+        (evaluations made after training, such as dev selection, are not training cost)."""
+        if self._in_learn:
+            return self._spent()
+        return {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.env_steps}
+
     def _spent(self) -> dict[str, int]:
         return {
             "prompt_evals": self.task.prompt_evals - self._start_prompt_evals + self.prompt_evals,
@@ -455,9 +462,7 @@ class Agent(ABC):
     def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
         """Write the full state atomically (a checkpoint to resume from); ``extra`` (e.g. the
         task model's cache) is stored beside it and comes back as ``checkpoint_extra``."""
-        # inside learn() (a checkpoint callback) count up to now; outside it, what learn() spent
-        # (evaluations made after learn(), such as dev selection, are not training cost)
-        spent = self._spent() if self._in_learn else {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls}
+        spent = self.spent()
         payload = {
             "agent": self.name,
             "config": asdict(self.config),

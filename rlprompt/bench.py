@@ -35,7 +35,7 @@ import numpy as np
 
 from rlprompt.config import load_config
 from rlprompt.errors import ConfigError
-from rlprompt.experiment import BEST_PROMPT, CHECKPOINT, format_summary, run_experiment
+from rlprompt.experiment import BEST_PROMPT, format_summary, run_experiment
 from rlprompt.io import atomic_write_text
 
 RANDOM_LABEL = "random_search"
@@ -132,11 +132,7 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         if (cell_dir / BEST_PROMPT).is_file():
             echo(f"[{i}/{len(cells)}] {cell.key}: finished before, skipped")
             continue
-        resume = (cell_dir / "config.json").is_file()
-        if resume and not (cell_dir / CHECKPOINT).is_file():
-            resume = False
-            for name in ("config.json", "metrics.csv"):  # killed before its first checkpoint: start over
-                (cell_dir / name).unlink(missing_ok=True)
+        resume = (cell_dir / "config.json").is_file()  # without a checkpoint yet, it starts over
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
         result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress)
         echo(format_summary(result, cell_dir))

@@ -15,12 +15,16 @@ from pathlib import Path
 from rlprompt.errors import RLPromptError
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML config (defaults: the embedded demo task)")
+def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config field by dotted path, e.g. --set data.dir=path/16-21 (repeatable)",
+        help=f"override a config field by dotted path, e.g. --set {example} (repeatable)",
     )  # fmt: skip
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML config (defaults: the embedded demo task)")
+    _add_overrides(parser, "data.dir=path/16-21")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -113,10 +117,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
     from rlprompt.finetune import format_finetune_summary, run_finetune
 
-    config = load_config(args.config, args.overrides)
-    run_dir = args.output_dir or f"runs/finetune-{config.finetune.method}-seed{config.seed}"
-    result = run_finetune(config, run_dir)
-    print(format_finetune_summary(result, run_dir))
+    result = run_finetune(load_config(args.config, args.overrides), args.output_dir)
+    print(format_finetune_summary(result, result["run_dir"]))
     return 0
 
 
@@ -133,10 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on dev, test, write a run dir")
     p_run.add_argument("config", nargs="?", help="YAML run config (see experiments/configs)")
-    p_run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config field, e.g. --set agent.name=sql --set budget.prompt_evals=500 (repeatable)",
-    )  # fmt: skip
+    _add_overrides(p_run, "agent.name=sql --set budget.prompt_evals=500")
     p_run.add_argument(
         "--output-dir", "-o", help="run directory (default: output.dir or runs/<agent>-<env>-seed<seed>)"
     )
@@ -146,15 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_bench = sub.add_parser("bench", help="run a grid of agents x tasks x seeds (resumable), write tables and a plot")
     p_bench.add_argument("bench", help="YAML bench file (see experiments/configs/bench-sst2.yaml)")
-    p_bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a bench field, e.g. --set seeds=[13] (repeatable)")  # fmt: skip
+    _add_overrides(p_bench, "seeds=[13]")
     p_bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_bench.set_defaults(func=_cmd_bench)
 
     p_ft = sub.add_parser("finetune", help="RL fine-tuning of a causal LM on the task reward (grpo, rloo, ppo)")
     p_ft.add_argument("config", help="YAML config with a finetune section (see experiments/configs/finetune-tiny.yaml)")
-    p_ft.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a config field, e.g. --set finetune.method=ppo (repeatable)")  # fmt: skip
+    _add_overrides(p_ft, "finetune.method=ppo")
     p_ft.add_argument("--output-dir", "-o", help="run directory (default: runs/finetune-<method>-seed<seed>)")
     p_ft.set_defaults(func=_cmd_finetune)
 

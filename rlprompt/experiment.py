@@ -93,8 +93,7 @@ def budget_limits(config: Config) -> dict[str, int | None]:
 
 
 def budget_fraction(agent: Agent, limits: dict[str, int | None]) -> float:
-    spent = agent._spent() if agent._in_learn else {"prompt_evals": agent.prompt_evals, "lm_calls": agent.lm_calls,
-                                                     "steps": agent.env_steps}  # fmt: skip
+    spent = agent.spent()
     return min(1.0, max(spent[k] / v for k, v in limits.items() if v))
 
 
@@ -144,7 +143,7 @@ class ProgressBar(Callback):
             self._task,
             completed=int(1000 * budget_fraction(agent, self.limits)),
             best=f"{best.mean_reward:+.4f}" if best else "-",
-            lm_calls=agent._spent()["lm_calls"] if agent._in_learn else agent.lm_calls,
+            lm_calls=agent.spent()["lm_calls"],
         )
 
     def on_step(self, agent: Agent) -> bool:
@@ -231,9 +230,8 @@ def run_experiment(
     checkpoint = run_dir / CHECKPOINT
     name = config.agent_name
     if resume and checkpoint.is_file():
-        payload = torch.load(checkpoint, weights_only=False)
-        logger = Logger(run_dir, config.output.tensorboard, keep_iterations=payload["counters"]["iterations"])
-        agent = Agent.load(checkpoint, env, logger)
+        agent = Agent.load(checkpoint, env)
+        logger = agent.logger = Logger(run_dir, config.output.tensorboard, keep_iterations=agent.iterations)
         extra = agent.checkpoint_extra or {}
         task.task_model.load_cache_state(extra["task_model"])
         task.prompt_evals = extra["task_prompt_evals"]

@@ -14,17 +14,14 @@ written with the adapter (or the full model) to the run directory:
 * ``config.json`` - the resolved config;
 * ``finetune_result.json`` - ``before``/``after`` metrics ``{dev, test}`` (the shape of
   ``rlprompt run``'s ``metrics``), the prompt, method, steps and time;
-* ``train_log.csv`` - per-step mean reward (and the method's losses);
+* ``metrics.csv`` and ``tensorboard/`` - per-step mean reward (and the method's losses);
 * ``adapter/`` (LoRA; ``PeftModel.from_pretrained(base, adapter/)``) or ``model/`` (full).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlprompt.agents import Logger
 from rlprompt.config import Config, config_from_dict, save_config
 from rlprompt.data import TaskData, load_task_data
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.io import atomic_write_json, atomic_write_text
+from rlprompt.experiment import seed_everything
+from rlprompt.io import atomic_write_json
 
 EVAL_SPLITS = ("dev", "test")
 
@@ -229,7 +228,7 @@ def _train_trl(method: str, model: Any, task: AnswerTask, config: Config, run_di
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
             if logs and "reward" in logs:
                 log.append(
-                    {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+                    {"iteration": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
                 )
 
     trainer = Trainer(model=model, reward_funcs=answer_reward, args=args, train_dataset=train,
@@ -261,7 +260,7 @@ def _train_ppo(model: Any, task: AnswerTask, config: Config) -> list[dict[str, A
         indices = torch.tensor(np.repeat(chosen, ft.num_generations))
         batch = tokenizer([queries[i] for i in indices.tolist()], return_tensors="pt", padding=True).to(device)
         stats = trainer.step(indices, batch["input_ids"], batch["attention_mask"])
-        log.append({"step": step, **stats})
+        log.append({"iteration": step, **stats})
     return log
 
 
@@ -281,9 +280,7 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
         raise ConfigError(f"{run_dir} already holds a finished fine-tuning run; choose another --output-dir")
     prompt = resolve_prompt(config)
     data = load_task_data(config.data, num_classes=len(config.verbalizers))
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     model, tokenizer = load_policy(config)
     task = AnswerTask(config, tokenizer, prompt, data)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +294,7 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
     after = evaluate_greedy(model, task)
     saved = save_trained(model, tokenizer, run_dir, lora=ft.lora)
     result = {
+        "run_dir": str(run_dir),
         "method": ft.method,
         "lora": ft.lora,
         "prompt": prompt,
@@ -309,7 +307,10 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
         "seed": config.seed,
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    _write_log(run_dir / "train_log.csv", log)
+    logger = Logger(run_dir, tensorboard=True, keep_iterations=0)  # metrics.csv + TensorBoard
+    for row in log:
+        logger.record(row, step=int(row["iteration"]))
+    logger.close()
     atomic_write_json(run_dir / "finetune_result.json", result)
     return result, model
 
@@ -328,22 +329,11 @@ def save_trained(model: Any, tokenizer: Any, run_dir: Path, lora: bool) -> str:
     return name
 
 
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys or ["step"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
 def load_finetuned(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, Config]:
     """Reload a fine-tuned run's model (base + adapter, or the full model) and its config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlprompt.task_models.loading import resolve_name_or_path
+    from rlprompt.task_models.loading import load_model
 
     run_dir = Path(run_dir)
     if not (run_dir / "finetune_result.json").is_file():
@@ -355,7 +345,7 @@ def load_finetuned(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, Config]:
     if result["saved"] == "adapter":
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(resolve_name_or_path(config.task_model.name_or_path))
+        base = load_model(config.task_model.name_or_path, "causal_lm", torch.device("cpu"), torch.float32)
         model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     else:
         model = AutoModelForCausalLM.from_pretrained(run_dir / "model")

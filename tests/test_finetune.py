@@ -75,7 +75,7 @@ def test_each_method_raises_greedy_dev_accuracy_and_trains_only_lora(tmp_path, m
 
     task = AnswerTask(saved_config, tokenizer, result["prompt"], load_task_data(saved_config.data, num_classes=2))
     assert evaluate_greedy(reloaded, task) == after
-    log = (tmp_path / method / "train_log.csv").read_text().splitlines()
+    log = (tmp_path / method / "metrics.csv").read_text().splitlines()
     assert len(log) >= 2 and "reward" in log[0]
     written = json.loads((tmp_path / method / "finetune_result.json").read_text())
     assert written["after"]["metrics"] == after and written["saved"] == "adapter"

@@ -164,10 +164,7 @@ class EncoderTaskModel(HFTaskModel):
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
         super().load_cache_state(state)
-        saved = state["verbalizers"]
-        if isinstance(saved, list):  # checkpoints of rlprompt <= 0.1.0 held (key, tensor) pairs
-            saved = {"keys": [k for k, _ in saved], "values": torch.stack([v for _, v in saved]) if saved else None}
-        keys, values = saved["keys"], saved["values"]
+        keys, values = state["verbalizers"]["keys"], state["verbalizers"]["values"]
         self._verbalizer_cache = OrderedDict()
         if values is not None:
             values = values.to(self.device)
