@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import (
     ActorCritic,
     current_masks,
@@ -23,7 +23,6 @@ from rlprompt.agents.networks import (
     sample_actions,
     seeded_module,
 )
-from rlprompt.errors import ConfigError
 from rlprompt.rl import gae
 
 
@@ -50,8 +49,8 @@ class A2CConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_steps is not None and self.n_steps < 1:
-            raise ConfigError("agent.n_steps must be >= 1")
+        check_ranges(self, positive=("learning_rate", "max_grad_norm"), non_negative=("ent_coef", "vf_coef"),
+                     unit_interval=("gamma", "gae_lambda"), at_least_one=("n_steps", "hidden"))  # fmt: skip
 
 
 @register_agent("a2c", A2CConfig)

@@ -30,14 +30,39 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from rlprompt.budget import Budget, BudgetExhausted
+from rlprompt.checkpoint import checkpoint_type, load_checkpoint, save_checkpoint
 from rlprompt.config import config_from_dict
 from rlprompt.envs import BatchedPromptVectorEnv, PromptEnv
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.io import atomic_write_bytes, atomic_write_text
+from rlprompt.io import atomic_write_text
 from rlprompt.task import Task
 from rlprompt.task_models import Prompt
 
 ENV_KINDS = ("token", "selection", "edit", "soft")
+
+
+def check_ranges(
+    config: Any,
+    prefix: str = "agent",
+    *,
+    positive: Sequence[str] = (),
+    non_negative: Sequence[str] = (),
+    at_least_one: Sequence[str] = (),
+    unit_interval: Sequence[str] = (),
+) -> None:
+    """Raise one :class:`ConfigError` naming the first field outside its range (None values are skipped)."""
+    rules = [
+        (positive, lambda v: v > 0, "> 0"),
+        (non_negative, lambda v: v >= 0, ">= 0"),
+        (at_least_one, lambda v: v >= 1, ">= 1"),
+        (unit_interval, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ]
+    for names, ok, text in rules:
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{prefix}.{name} must be {text}, got {value!r}")
 
 
 @dataclass
@@ -55,12 +80,7 @@ class AgentConfig:
     """Log a row every this many learning iterations."""
 
     def __post_init__(self) -> None:
-        if self.n_envs < 1:
-            raise ConfigError("agent.n_envs must be >= 1")
-        if self.top_k < 1:
-            raise ConfigError("agent.top_k must be >= 1")
-        if self.log_interval < 1:
-            raise ConfigError("agent.log_interval must be >= 1")
+        check_ranges(self, at_least_one=("n_envs", "top_k", "log_interval"))
 
 
 # ------------------------------------------------------------------ registry
@@ -203,6 +223,7 @@ def prompt_key(prompt: Prompt) -> str:
     return "soft:" + hashlib.sha1(prompt.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
+@checkpoint_type
 @dataclass
 class PromptRecord:
     prompt: Prompt
@@ -309,6 +330,7 @@ class Agent(ABC):
         self.lm_calls = 0
         self.env_steps = 0
         self._in_learn = False
+        self._budget: Budget | None = None
         self._obs: Any = None
         self.checkpoint_extra: dict[str, Any] | None = None
         self._setup()
@@ -341,7 +363,12 @@ class Agent(ABC):
         return self._obs
 
     def step_envs(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step the vector env (same-step autoreset), record scored text prompts in the tracker."""
+        """Step the vector env (same-step autoreset), record scored text prompts in the tracker.
+
+        Inside ``learn()`` the steps are charged to the budget first: a step that would
+        exceed it raises ``BudgetExhausted`` before anything runs."""
+        if self._budget is not None:
+            self._budget.charge("steps", self.vec_env.num_envs)
         obs, rewards, terminated, truncated, infos = self.vec_env.step(actions)
         self._obs = obs
         self.env_steps += self.vec_env.num_envs
@@ -376,25 +403,64 @@ class Agent(ABC):
         total_steps: int | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> Agent:
-        """Train until the first budget is spent (budgets count from the agent's creation,
-        across ``learn`` calls and reloads) or a callback stops it."""
-        if total_prompt_evals is None and total_lm_calls is None and total_steps is None:
-            raise ConfigError("learn() needs a budget: total_prompt_evals, total_lm_calls or total_steps")
+        """Train until a budget is spent (budgets count from the agent's creation, across
+        ``learn`` calls and reloads) or a callback stops it.
+
+        Budgets are hard caps: costs are charged before they are spent, and the iteration
+        that would cross a budget stops there, without its update (see ``rlprompt.budget``).
+        """
         limits = {"prompt_evals": total_prompt_evals, "lm_calls": total_lm_calls, "steps": total_steps}
+        if all(v is None for v in limits.values()):
+            raise ConfigError("learn() needs a budget: total_prompt_evals, total_lm_calls or total_steps")
+        for key, value in limits.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"learn(): total_{key} must be a positive integer, got {value!r}")
+        already = self.spent()
+        self._budget = Budget({k: None if v is None else v - already[k] for k, v in limits.items()})
         self._start_prompt_evals = self.task.prompt_evals
         self._start_lm_calls = self.task.task_model.stats.lm_calls
-        self.reset_envs()
         self._in_learn = True
+        try:
+            with self.task.spending(self._budget):
+                self._train(limits, callbacks)
+        finally:
+            spent = self._spent()
+            self._in_learn = False
+            self._budget = None
+            self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
+            self._start_prompt_evals = self.task.prompt_evals
+            self._start_lm_calls = self.task.task_model.stats.lm_calls
         for callback in callbacks:
-            callback.on_start(self)
+            callback.on_end(self)
+        return self
 
+    def _train(self, limits: dict[str, int | None], callbacks: Sequence[Callback]) -> None:
         def exhausted() -> bool:
             spent = self._spent()
             return any(limit is not None and spent[key] >= limit for key, limit in limits.items())
 
+        try:
+            self.reset_envs()
+        except BudgetExhausted:
+            return
+        for callback in callbacks:
+            callback.on_start(self)
+        stalled = 0  # iterations in a row that spent none of the limited budgets
         while not exhausted():
-            row = self._learn_step()
+            before = self._spent()
+            try:
+                row = self._learn_step()
+            except BudgetExhausted:
+                self._obs = None  # unfinished episodes are dropped: a later learn() starts with fresh ones
+                break  # the unfinished iteration is dropped too; its scored prompts stay tracked
             self.iterations += 1
+            after = self._spent()
+            progressed = any(after[k] > before[k] for k, limit in limits.items() if limit is not None)
+            stalled = 0 if progressed else stalled + 1
+            if stalled >= 1000:
+                limited = [k for k, limit in limits.items() if limit is not None]
+                raise RLPromptError(f"agent '{self.name}' spent no {' or '.join(limited)} in 1000 iterations: "
+                                    "that budget would never run out; give it another budget")  # fmt: skip
             if self.iterations % self.config.log_interval == 0:
                 best = self.tracker.best()
                 spent = self._spent()
@@ -409,14 +475,6 @@ class Agent(ABC):
                 )
             if not all(callback.on_step(self) for callback in callbacks):
                 break
-        spent = self._spent()
-        self._in_learn = False
-        self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
-        self._start_prompt_evals = self.task.prompt_evals
-        self._start_lm_calls = self.task.task_model.stats.lm_calls
-        for callback in callbacks:
-            callback.on_end(self)
-        return self
 
     # ---------------------------------------------------------- results
 
@@ -431,7 +489,8 @@ class Agent(ABC):
         self._evaluating = True
         before = self.task.task_model.stats.lm_calls
         try:
-            yield
+            with self.task.spending(None):
+                yield
         finally:
             if outermost:
                 self._evaluating = False
@@ -461,7 +520,8 @@ class Agent(ABC):
 
     def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
         """Write the full state atomically (a checkpoint to resume from); ``extra`` (e.g. the
-        task model's cache) is stored beside it and comes back as ``checkpoint_extra``."""
+        task model's cache) is stored beside it and comes back as ``checkpoint_extra``.
+        The file is safetensors + JSON (``rlprompt.checkpoint``): loading it runs no code."""
         spent = self.spent()
         payload = {
             "agent": self.name,
@@ -484,44 +544,48 @@ class Agent(ABC):
             "spaces": [repr(self.env.observation_space), repr(self.env.action_space)],
             "extra": extra,
         }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        save_checkpoint(path, payload)
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None
     ) -> Agent:
         """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes)."""
-        if not Path(path).is_file():
-            raise RLPromptError(f"agent checkpoint not found: {path}")
-        payload = torch.load(path, weights_only=False)
-        name = payload["agent"]
-        if name not in AGENT_REGISTRY:
-            raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
-        config_class, agent_class = AGENT_REGISTRY[name]
-        agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
-        spaces_now = [repr(agent.env.observation_space), repr(agent.env.action_space)]
-        if payload.get("spaces", spaces_now) != spaces_now:
-            raise RLPromptError(
-                f"checkpoint {path} was made on an env with spaces {payload['spaces']}, not {spaces_now}"
-            )
-        agent._load_state(payload["state"])
-        agent.rng.bit_generator.state = payload["rng"]
-        agent.torch_rng.set_state(payload["torch_rng"])
-        if len(payload["envs"]) != agent.vec_env.num_envs:
-            raise RLPromptError(f"checkpoint has {len(payload['envs'])} env copies, the agent {agent.vec_env.num_envs}")
-        for env_, state in zip(agent.vec_env.envs, payload["envs"], strict=True):
-            env_.set_state(state)
-        agent.tracker.records = {k: PromptRecord(p, t, c) for k, (p, t, c) in payload["tracker"]["records"].items()}
-        agent.tracker.evaluations = payload["tracker"]["evaluations"]
-        counters = payload["counters"]
-        agent.iterations = counters["iterations"]
-        agent.prompt_evals = counters["prompt_evals"]
-        agent.lm_calls = counters["lm_calls"]
-        agent.env_steps = counters["env_steps"]
-        agent._obs = payload["obs"]
-        agent.checkpoint_extra = payload.get("extra")
+        payload = load_checkpoint(path)
+        try:
+            name = payload["agent"]
+            if name not in AGENT_REGISTRY:
+                raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
+            config_class, agent_class = AGENT_REGISTRY[name]
+            agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
+            spaces_now = [repr(agent.env.observation_space), repr(agent.env.action_space)]
+            if payload.get("spaces", spaces_now) != spaces_now:
+                raise RLPromptError(
+                    f"checkpoint {path} was made on an env with spaces {payload['spaces']}, not {spaces_now}"
+                )
+            if len(payload["envs"]) != agent.vec_env.num_envs:
+                raise RLPromptError(
+                    f"checkpoint has {len(payload['envs'])} env copies, the agent {agent.vec_env.num_envs}"
+                )
+            agent._load_state(payload["state"])
+            agent.rng.bit_generator.state = payload["rng"]
+            agent.torch_rng.set_state(payload["torch_rng"])
+            for env_, state in zip(agent.vec_env.envs, payload["envs"], strict=True):
+                env_.set_state(state)
+            records = payload["tracker"]["records"]
+            agent.tracker.records = {k: PromptRecord(p, t, c) for k, (p, t, c) in records.items()}
+            agent.tracker.evaluations = payload["tracker"]["evaluations"]
+            counters = payload["counters"]
+            agent.iterations = counters["iterations"]
+            agent.prompt_evals = counters["prompt_evals"]
+            agent.lm_calls = counters["lm_calls"]
+            agent.env_steps = counters["env_steps"]
+            agent._obs = payload["obs"]
+            agent.checkpoint_extra = payload.get("extra")
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            if isinstance(exc, RLPromptError):
+                raise
+            raise RLPromptError(f"checkpoint {path} does not fit this agent and env ({type(exc).__name__}: {exc})") from None
         return agent
 
 

@@ -1,15 +1,22 @@
-"""CMA-ES over the soft-prompt subspace (Black-Box Tuning's setting), with the ``cma`` package.
+"""CMA-ES over the soft-prompt subspace (Black-Box Tuning's setting).
 
-One iteration is one generation: ``ask`` a population of subspace points ``z`` in
-``[-1, 1]^d``, score them as soft prompts (batched calls of ``n_envs`` prompts), ``tell``
-the negated rewards. The greedy prompt is the distribution's mean.
+One iteration is one generation: sample a population of subspace points ``z`` from
+``N(m, sigma^2 C)``, score them as soft prompts (batched calls of ``n_envs`` prompts),
+then update the mean, the evolution paths, the covariance (rank-one + rank-mu) and the step
+size (cumulative step-size adaptation), as in Hansen's tutorial (arXiv:1604.00772). Points
+are clipped to the ``[-1, 1]`` box before scoring and the update uses the clipped points
+(repair), so the search stays where the env can go. The greedy prompt is the mean.
+
+The algorithm is written out here rather than taken from the ``cma`` package: its whole
+state is a handful of arrays, so checkpoints hold plain tensors (``cma`` keeps state only
+as a pickle, and evaluates option strings, both of which would let a checkpoint run code).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import cma
 import numpy as np
 
 from rlprompt.agents.base import Agent, AgentConfig, register_agent
@@ -28,10 +35,76 @@ class CMAESConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.sigma0 <= 0:
-            raise ConfigError("agent.sigma0 must be > 0")
+        if not self.sigma0 > 0:
+            raise ConfigError(f"agent.sigma0 must be > 0, got {self.sigma0}")
         if self.popsize is not None and self.popsize < 2:
-            raise ConfigError("agent.popsize must be >= 2")
+            raise ConfigError(f"agent.popsize must be >= 2, got {self.popsize}")
+
+
+class CMAState:
+    """The search distribution ``N(mean, sigma^2 C)`` and its adaptation constants."""
+
+    def __init__(self, dim: int, sigma0: float, popsize: int | None = None) -> None:
+        n = dim
+        self.dim = n
+        self.popsize = popsize or 4 + int(3 * np.log(n))
+        self.mu = self.popsize // 2
+        weights = np.log(self.mu + 0.5) - np.log(np.arange(1, self.mu + 1))
+        self.weights = weights / weights.sum()
+        self.mueff = 1.0 / np.sum(self.weights**2)
+        self.cs = (self.mueff + 2) / (n + self.mueff + 5)
+        self.ds = 1 + 2 * max(0.0, np.sqrt((self.mueff - 1) / (n + 1)) - 1) + self.cs
+        self.cc = (4 + self.mueff / n) / (n + 4 + 2 * self.mueff / n)
+        self.c1 = 2 / ((n + 1.3) ** 2 + self.mueff)
+        self.cmu = min(1 - self.c1, 2 * (self.mueff - 2 + 1 / self.mueff) / ((n + 2) ** 2 + self.mueff))
+        self.chi_n = np.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
+        self.mean = np.zeros(n)
+        self.sigma = float(sigma0)
+        self.cov = np.eye(n)
+        self.path_c = np.zeros(n)
+        self.path_s = np.zeros(n)
+        self.generation = 0
+
+    def _eigen(self) -> tuple[np.ndarray, np.ndarray]:
+        cov = (self.cov + self.cov.T) / 2
+        eigenvalues, basis = np.linalg.eigh(cov)
+        return basis, np.sqrt(np.maximum(eigenvalues, 1e-20))
+
+    def ask(self, rng: np.random.Generator) -> np.ndarray:
+        """``[popsize, dim]`` candidate points (before clipping)."""
+        basis, scales = self._eigen()
+        z = rng.standard_normal((self.popsize, self.dim))
+        return self.mean + self.sigma * (z * scales) @ basis.T
+
+    def tell(self, points: np.ndarray, losses: np.ndarray) -> None:
+        """Update the distribution from evaluated ``points`` (lower ``losses`` are better)."""
+        basis, scales = self._eigen()
+        order = np.argsort(losses, kind="stable")[: self.mu]
+        steps = (points[order] - self.mean) / self.sigma  # y_i
+        step = self.weights @ steps  # y_w
+        self.mean = self.mean + self.sigma * step
+        inv_sqrt_cov = basis @ np.diag(1 / scales) @ basis.T
+        self.path_s = (1 - self.cs) * self.path_s + np.sqrt(self.cs * (2 - self.cs) * self.mueff) * inv_sqrt_cov @ step
+        self.generation += 1
+        norm_s = np.linalg.norm(self.path_s) / np.sqrt(1 - (1 - self.cs) ** (2 * self.generation))
+        h_sigma = float(norm_s < (1.4 + 2 / (self.dim + 1)) * self.chi_n)
+        self.path_c = (1 - self.cc) * self.path_c + h_sigma * np.sqrt(self.cc * (2 - self.cc) * self.mueff) * step
+        rank_mu = (steps * self.weights[:, None]).T @ steps
+        decay = 1 - self.c1 - self.cmu + (1 - h_sigma) * self.c1 * self.cc * (2 - self.cc)
+        self.cov = decay * self.cov + self.c1 * np.outer(self.path_c, self.path_c) + self.cmu * rank_mu
+        self.sigma *= float(np.exp((self.cs / self.ds) * (np.linalg.norm(self.path_s) / self.chi_n - 1)))
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "sigma": self.sigma, "cov": self.cov, "path_c": self.path_c,
+                "path_s": self.path_s, "generation": self.generation}  # fmt: skip
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for key in ("mean", "cov", "path_c", "path_s"):
+            value = np.asarray(state[key], dtype=np.float64)
+            if value.shape != getattr(self, key).shape:
+                raise ValueError(f"CMA-ES {key} has shape {value.shape}, expected {getattr(self, key).shape}")
+            setattr(self, key, value)
+        self.sigma, self.generation = float(state["sigma"]), int(state["generation"])
 
 
 @register_agent("cma_es", CMAESConfig)
@@ -39,36 +112,17 @@ class CMAES(Agent):
     env_kinds = ("soft",)
 
     def _setup(self) -> None:
-        d = self.env.subspace_dim
-        options = {"bounds": [-1.0, 1.0], "seed": self.config.seed + 1, "verbose": -9}
-        if self.config.popsize is not None:
-            options["popsize"] = self.config.popsize
-        # cma draws from numpy's global generator: keep its state with the agent (and saved),
-        # so runs resume exactly and other code's global draws are untouched.
-        outer = np.random.get_state()
-        self.es = cma.CMAEvolutionStrategy(np.zeros(d), self.config.sigma0, options)
-        self._np_state = np.random.get_state()
-        np.random.set_state(outer)
-
-    def _ask(self, n: int | None = None) -> list[np.ndarray]:
-        outer = np.random.get_state()
-        np.random.set_state(self._np_state)
-        try:
-            return self.es.ask() if n is None else self.es.ask(n)
-        finally:
-            self._np_state = np.random.get_state()
-            np.random.set_state(outer)
+        self.es = CMAState(self.env.subspace_dim, self.config.sigma0, self.config.popsize)
 
     def _mean(self) -> np.ndarray:
-        """The distribution's mean in the [-1, 1] box (phenotype of the bounded search)."""
-        return np.clip(np.asarray(self.es.result.xfavorite, dtype=np.float32), -1.0, 1.0)
+        return np.clip(self.es.mean, -1.0, 1.0).astype(np.float32)
 
     def _learn_step(self) -> dict[str, float]:
-        population = self._ask()
+        population = np.clip(self.es.ask(self.rng), -1.0, 1.0).astype(np.float32)
         rewards: list[float] = []
         n = self.vec_env.num_envs
         for start in range(0, len(population), n):
-            chunk = np.asarray(population[start : start + n], dtype=np.float32)
+            chunk = population[start : start + n]
             actions = np.zeros((n, chunk.shape[1]), dtype=np.float32)
             actions[: len(chunk)] = chunk
             if len(chunk) < n:  # pad with the mean: scored, but not told to the ES
@@ -77,19 +131,16 @@ class CMAES(Agent):
             for z, r in zip(chunk, reward[: len(chunk)], strict=True):
                 self.tracker.add(self.env.soft_prompt(z), float(r))
             rewards.extend(float(r) for r in reward[: len(chunk)])
-        self.es.tell(population, [-r for r in rewards])
-        return {
-            "mean_reward": float(np.mean(rewards)),
-            "max_reward": float(np.max(rewards)),
-            "sigma": float(self.es.sigma),
-        }
+        self.es.tell(population.astype(np.float64), -np.asarray(rewards))
+        return {"mean_reward": float(np.mean(rewards)), "max_reward": float(np.max(rewards)), "sigma": self.es.sigma}
 
     def predict(self, deterministic: bool = True) -> Prompt:
-        z = self._mean() if deterministic else np.clip(np.asarray(self._ask(1)[0], dtype=np.float32), -1.0, 1.0)
-        return self.env.soft_prompt(z)
+        if deterministic:
+            return self.env.soft_prompt(self._mean())
+        return self.env.soft_prompt(np.clip(self.es.ask(self.rng)[0], -1.0, 1.0).astype(np.float32))
 
     def _state(self) -> dict:
-        return {"es": self.es, "np_state": self._np_state}
+        return {"es": self.es.state()}
 
     def _load_state(self, state: dict) -> None:
-        self.es, self._np_state = state["es"], state["np_state"]
+        self.es.load_state(state["es"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import QNetwork, current_masks, greedy_prompt, masked_logits, seeded_module
 from rlprompt.errors import ConfigError
 from rlprompt.rl import polyak_update
@@ -49,6 +49,9 @@ class DQNConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, positive=("learning_rate",), unit_interval=("gamma",),
+                     at_least_one=("buffer_size", "batch_size", "gradient_steps", "exploration_steps", "hidden"),
+                     non_negative=("learning_starts",))  # fmt: skip
         if not 0 < self.tau <= 1:
             raise ConfigError("agent.tau must lie in (0, 1]")
         if not 0 <= self.exploration_final <= self.exploration_initial <= 1:

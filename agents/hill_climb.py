@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent, step_info
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent, step_info
 
 
 @dataclass
@@ -22,6 +22,10 @@ class HillClimbConfig(AgentConfig):
     """Candidate edits tried per iteration (scored in one batched call)."""
     min_improvement: float = 0.0
     """Keep an edit only if it raises the score by more than this."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, non_negative=("min_improvement",))
 
 
 @register_agent("hill_climb", HillClimbConfig)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import (
     ActorCritic,
     current_masks,
@@ -62,6 +62,8 @@ class PPOConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, positive=("learning_rate", "max_grad_norm", "clip_range_vf"),
+                     non_negative=("ent_coef", "vf_coef"), at_least_one=("hidden",))  # fmt: skip
         if not 0 < self.clip_range < 1:
             raise ConfigError("agent.clip_range must lie in (0, 1)")
         if self.n_steps is not None and self.n_steps < 1:

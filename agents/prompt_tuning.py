@@ -16,8 +16,7 @@ import torch
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 from peft.tuners.prompt_tuning.model import PromptEmbedding
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
-from rlprompt.errors import ConfigError
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 
 
 @dataclass
@@ -31,8 +30,7 @@ class PromptTuningAgentConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.learning_rate <= 0 or self.batch_size < 1:
-            raise ConfigError("agent.learning_rate must be > 0 and agent.batch_size >= 1")
+        check_ranges(self, positive=("learning_rate",), non_negative=("weight_decay",), at_least_one=("batch_size",))
 
 
 @register_agent("prompt_tuning", PromptTuningAgentConfig)
@@ -67,13 +65,18 @@ class PromptTuning(Agent):
         indices = np.sort(self.rng.choice(len(data), size=size, replace=False))
         soft = self._soft_prompt()
         scored = soft.detach().clone()
+        if self._budget is not None:  # one gradient step = one step of a single-step env
+            self._budget.charge("steps", 1)
+        self.env_steps += 1
+        if self.task.budget is not None:
+            self.task.budget.check("prompt_evals", 1)
         logits = self.task.task_model.score_soft_with_grad(soft, [data.texts[i] for i in indices])
         labels = torch.tensor([data.labels[i] for i in indices], device=logits.device)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        self.task.prompt_evals += 1
+        self.task.charge_prompt_evals(1)
         # the prompt that was scored (before this step) and its configured task reward
         self.tracker.add(scored, float(self.task._reward_of(logits.detach(), labels)))
         return {"loss": float(loss.detach())}

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import greedy_prompt
 from rlprompt.envs import PromptSelectionEnv
 from rlprompt.errors import ConfigError
@@ -37,6 +37,7 @@ class QTableConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, non_negative=("ucb_c",), unit_interval=("gamma",))
         if not 0 <= self.epsilon <= 1:
             raise ConfigError("agent.epsilon must lie in [0, 1]")
         if self.learning_rate is not None and not 0 < self.learning_rate <= 1:

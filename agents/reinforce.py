@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import ActorCritic, episode_length, greedy_prompt, sample_actions, seeded_module
 from rlprompt.envs import SoftPromptEnv
 from rlprompt.errors import ConfigError
@@ -48,6 +48,8 @@ class ReinforceConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, positive=("learning_rate", "soft_learning_rate"), non_negative=("ent_coef",),
+                     at_least_one=("hidden",))  # fmt: skip
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError("agent.baseline_decay must lie in [0, 1)")
 

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
+from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
 from rlprompt.agents.networks import seeded_module
 from rlprompt.errors import ConfigError
 from rlprompt.rl import polyak_update, sql_multi_step_loss, sql_single_step_loss
@@ -54,6 +54,7 @@ class SQLConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, positive=("learning_rate", "reward_scale"), at_least_one=("mlp_hidden", "gradient_steps"))
         if not 0 < self.tau <= 1:
             raise ConfigError("agent.tau must lie in (0, 1]")
         if self.sample_top_k is not None and self.sample_top_k < 1:

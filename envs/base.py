@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlprompt.checkpoint import checkpoint_type
 from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.errors import ConfigError
 from rlprompt.task import Task
@@ -52,6 +53,7 @@ class ScoreRequest:
     """The env's own task, charged the prompt evaluation when ``task`` is a variant of it."""
 
 
+@checkpoint_type
 @dataclass
 class ScoreResult:
     reward: float
@@ -83,7 +85,7 @@ class PromptEnv(gym.Env):
     """Base class: owns the task, draws minibatches from ``self.np_random``, renders ANSI."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
-    _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result")
+    _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result", "_was_reset")
     """Attributes that make up the episode state (saved with agent checkpoints)."""
 
     def __init__(
@@ -108,6 +110,12 @@ class PromptEnv(gym.Env):
         self.render_mode = render_mode
         self._last_result: ScoreResult | None = None
         self._episode_indices = np.arange(self.num_examples)
+        self._was_reset = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        """Seed ``self.np_random`` (Gymnasium's rule); subclasses call this first and build the episode."""
+        super().reset(seed=seed, options=options)
+        self._was_reset = True
 
     def get_state(self) -> dict[str, Any]:
         """Episode state and RNG state: restoring it continues the env exactly."""
@@ -148,7 +156,33 @@ class PromptEnv(gym.Env):
     def current_prompt_text(self) -> str:
         raise NotImplementedError
 
+    reset_scorings: int = 0
+    """Prompt evaluations a reset spends (the edit env scores its start prompt)."""
+
+    def episode_over(self) -> bool:
+        """Whether the episode ends with the action just applied (single-step envs: always)."""
+        return True
+
     # ------------------------------------------------------------- shared pieces
+
+    def apply_action(self, action: Any) -> ScoreRequest | None:
+        """The first half of :meth:`step` (what the vector env calls): checks, then ``_apply``."""
+        if not self._was_reset:
+            raise ConfigError(f"{type(self).__name__}: call reset() before step()")
+        return self._apply(action)
+
+    def discrete_action(self, action: Any) -> int:
+        """``action`` as an int of the env's ``Discrete`` space; anything else is a clear error."""
+        value = action
+        if isinstance(value, np.ndarray) and value.shape == ():
+            value = value[()]
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+            value = int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ConfigError(f"action must be an integer of {self.action_space}, got {action!r}")
+        if not self.action_space.contains(int(value)):
+            raise ConfigError(f"action {int(value)} is outside {self.action_space}")
+        return int(value)
 
     def _draw_indices(self) -> np.ndarray:
         """A minibatch of example indices (sorted), or the whole split."""
@@ -173,7 +207,7 @@ class PromptEnv(gym.Env):
         return info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        request = self._apply(action)
+        request = self.apply_action(action)
         result = self._score_now(request) if request is not None else None
         return self._finish(result)
 

@@ -140,6 +140,11 @@ class PromptEditEnv(PromptEnv):
         self._score = self._start_score = result.reward
         return self._observation(), self._info(result, start_score=self._start_score)
 
+    reset_scorings = 1
+
+    def episode_over(self) -> bool:
+        return self._stopped or self._edits_used >= self.max_edits
+
     def applicable(self, edit: Edit, length: int) -> bool:
         op, i, k = edit
         if op == "insert":
@@ -157,9 +162,7 @@ class PromptEditEnv(PromptEnv):
     def _apply(self, action: Any) -> ScoreRequest | None:
         if self._stopped or self._edits_used >= self.max_edits:
             raise ConfigError("the episode is over (stopped or out of edits): call reset()")
-        index = int(action)
-        if not self.action_space.contains(index):
-            raise ConfigError(f"action {index} is outside {self.action_space}")
+        index = self.discrete_action(action)
         if self.edits[index][0] == "stop":
             self._stopped = True
             return None

@@ -125,9 +125,7 @@ class PromptSelectionEnv(PromptEnv):
         return 0, self._info(None)
 
     def _apply(self, action: Any) -> ScoreRequest | None:
-        k = int(action)
-        if not self.action_space.contains(k):
-            raise ConfigError(f"action {k} is outside {self.action_space}")
+        k = self.discrete_action(action)
         self._choice = k
         return ScoreRequest(
             self._tasks[k], self.candidate_prompt(k), self._draw_indices(), self.split, budget_task=self.task

@@ -98,7 +98,13 @@ class SoftPromptEnv(PromptEnv):
         return self._observation(), self._info(None)
 
     def _apply(self, action: Any) -> ScoreRequest | None:
-        self._z = np.asarray(action, dtype=np.float32)
+        try:
+            z = np.asarray(action, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ConfigError(f"action must be a vector of {self.subspace_dim} numbers, got {action!r}") from None
+        if z.shape != (self.subspace_dim,) or not np.isfinite(z).all():
+            raise ConfigError(f"action must be {self.subspace_dim} finite numbers, got shape {z.shape}")
+        self._z = z
         return ScoreRequest(self.task, self.soft_prompt(self._z), self._draw_indices(), self.split)
 
     def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -88,9 +88,7 @@ class TokenPromptEnv(PromptEnv):
     def _apply(self, action: Any) -> ScoreRequest | None:
         if self._done:
             raise ConfigError("the episode is over (the prompt is finished): call reset()")
-        action = int(action)
-        if not self.action_space.contains(action):
-            raise ConfigError(f"action {action} is outside {self.action_space}")
+        action = self.discrete_action(action)
         if action == self.stop_action:
             self._stopped = True
         else:
@@ -102,6 +100,9 @@ class TokenPromptEnv(PromptEnv):
     @property
     def _done(self) -> bool:
         return self._stopped or len(self._tokens) >= self.prompt_length
+
+    def episode_over(self) -> bool:
+        return self._done
 
     def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         reward = 0.0

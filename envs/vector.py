@@ -79,10 +79,16 @@ class BatchedPromptVectorEnv(VectorEnv):
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 continue
-            request = env._apply(actions[i])
+            request = env.apply_action(actions[i])
             if request is not None:
                 pending.append(i)
                 requests.append(request)
+        budget = self.task.budget
+        if budget is not None:  # the whole step's cost, resets included, before anything is scored
+            resets = 0
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                resets = sum(env.reset_scorings for i, env in enumerate(self.envs) if not resetting[i] and env.episode_over())
+            budget.check("prompt_evals", len(requests) + resets)
         results = dict(zip(pending, score_requests(requests), strict=True)) if requests else {}
 
         observations, infos = [], {}

@@ -35,8 +35,15 @@ import numpy as np
 
 from rlprompt.config import load_config
 from rlprompt.errors import ConfigError
-from rlprompt.experiment import BEST_PROMPT, format_summary, run_experiment
-from rlprompt.io import atomic_write_text
+from rlprompt.experiment import (
+    BEST_PROMPT,
+    CHECKPOINT,
+    clear_unstarted_run,
+    format_summary,
+    resolve_resume_config,
+    run_experiment,
+)
+from rlprompt.io import atomic_write_text, temp_path_for
 
 RANDOM_LABEL = "random_search"
 
@@ -127,17 +134,40 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     cells = cells_of(bench)
     command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
+    check_cells_unchanged(out, cells, configs)
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.key
         if (cell_dir / BEST_PROMPT).is_file():
             echo(f"[{i}/{len(cells)}] {cell.key}: finished before, skipped")
             continue
-        resume = (cell_dir / "config.json").is_file()  # without a checkpoint yet, it starts over
+        resume = (cell_dir / CHECKPOINT).is_file()
+        if not resume and clear_unstarted_run(cell_dir):
+            echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
         result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress)
         echo(format_summary(result, cell_dir))
         write_results(out, cells, command)
     return write_results(out, cells, command)
+
+
+def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any]) -> None:
+    """Cells that finished or checkpointed under another config than the bench file now gives
+    are an error (reusing them would report results of a config the table does not show)."""
+    changed = []
+    for cell in cells:
+        cell_dir = out / "runs" / cell.key
+        if (cell_dir / BEST_PROMPT).is_file() or (cell_dir / CHECKPOINT).is_file():
+            try:
+                resolve_resume_config(cell_dir, configs[cell.key])
+            except ConfigError as exc:
+                keys = str(exc).split(" differs from the run's config.json at ")[-1]
+                changed.append(f"{cell.key} ({keys})")
+    if changed:
+        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ConfigError(
+            f"{len(changed)} bench cell(s) in {out} were run with another config: {shown}. "
+            "Restore the bench file, or give a new output_dir"
+        )
 
 
 # ---------------------------------------------------------------- tables and plot
@@ -263,9 +293,10 @@ def plot_curves(out: Path, cells: list[Cell]) -> None:
         ax.set_xlabel("LM calls (training)")
         ax.set_ylabel("best mean train reward")
         ax.set_title(task)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out / "curves.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    tmp = temp_path_for(out / "curves.png")
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     os.replace(tmp, out / "curves.png")

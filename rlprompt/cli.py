@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlprompt.errors import RLPromptError
+from rlprompt.errors import RLPromptError, first_line
 
 
 def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
@@ -125,14 +126,21 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from rlprompt.export import export_run
 
-    path = export_run(args.run_dir, args.format, args.out)
+    path = export_run(args.run_dir, args.format, args.out, force=args.force)
     print(f"exported {args.format} to {path}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``rlprompt: error:`` line (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"rlprompt: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlprompt", description="Prompt optimization with reinforcement learning.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="rlprompt", description="Prompt optimization with reinforcement learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on dev, test, write a run dir")
     p_run.add_argument("config", nargs="?", help="YAML run config (see experiments/configs)")
     _add_overrides(p_run, "agent.name=sql --set budget.prompt_evals=500")
@@ -161,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("run_dir")
     p_export.add_argument("--format", "-f", required=True, choices=["json", "txt", "peft"])
     p_export.add_argument("--out", required=True, help="output file (json, txt) or directory (peft)")
+    p_export.add_argument("--force", action="store_true", help="replace an existing --out not written by rlprompt export")
     p_export.set_defaults(func=_cmd_export)
 
     p_eval = sub.add_parser("eval", help="score a prompt (or a run's best prompt) on a split")
@@ -184,10 +193,26 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _log_to_stderr() -> None:
+    """rlprompt's warnings (e.g. data rows kept with empty text) as ``rlprompt: warning: ...`` lines."""
+    import logging
+
+    logger = logging.getLogger("rlprompt")
+    if not any(getattr(h, "_rlprompt_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rlprompt: %(levelname)s: %(message)s"))
+        handler._rlprompt_cli = True  # type: ignore[attr-defined]
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
+    _log_to_stderr()
     try:
         return int(args.func(args))
     except RLPromptError as exc:
@@ -196,6 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlprompt: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("rlprompt: error: out of memory (lower task_model.batch_size or the data size)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permissions ... on a path rlprompt did not check first
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"rlprompt: error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: still one line, with the way to the full traceback
+        if os.environ.get("RLPROMPT_DEBUG"):
+            raise
+        print(f"rlprompt: error: unexpected {type(exc).__name__}: {first_line(exc)} "
+              "(a bug in rlprompt; set RLPROMPT_DEBUG=1 for the traceback and please report it)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

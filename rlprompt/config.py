@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -101,6 +103,10 @@ class DataConfig:
     """Sample k examples per class from train and from dev (seeded by ``seed``)."""
     seed: int = 0
     """Seed of the few-shot sampler."""
+    empty_text: Literal["keep", "skip", "error"] = "keep"
+    """Rows whose text is empty: ``keep`` them (scored as the template without a sentence, as
+    RLPrompt does; a warning gives the count and rows), ``skip`` them (with a warning), or
+    refuse the file (``error``)."""
 
     def __post_init__(self) -> None:
         if self.dir is not None and self.hf_name is not None:
@@ -300,19 +306,27 @@ class Config:
     """Global seed (torch, the agent and the envs' first reset)."""
 
     def __post_init__(self) -> None:
+        check_placeholders("template", self.template, ("sentence", "prompt", "mask"))
         if "{sentence}" not in self.template:
             raise ConfigError("template must contain '{sentence}'")
-        if self.template.count("{prompt}") > 1:
-            raise ConfigError("template may contain '{prompt}' at most once")
-        if len(self.verbalizers) < 2:
-            raise ConfigError(f"verbalizers must name at least 2 classes, got {len(self.verbalizers)}")
-        if len(set(self.verbalizers)) != len(self.verbalizers):
-            raise ConfigError(f"verbalizers must be distinct, got {self.verbalizers}")
         kind = self.task_model.kind
         if kind == "masked_lm" and self.template.count("{mask}") != 1:
             raise ConfigError("task_model.kind=masked_lm needs exactly one '{mask}' in template")
         if kind != "masked_lm" and "{mask}" in self.template:
             raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
+        if self.template.count("{prompt}") != 1:
+            raise ConfigError(
+                f"template must contain '{{prompt}}' exactly once (where the prompt goes), got {self.template!r}: "
+                "without it every prompt would score the same"
+            )
+        for i, verbalizer in enumerate(self.verbalizers):
+            check_placeholders(f"verbalizers[{i}]", verbalizer, ("prompt",))
+            if not verbalizer.replace("{prompt}", "").strip():
+                raise ConfigError(f"verbalizers[{i}] is empty ({verbalizer!r}): each class needs words to score")
+        if len(self.verbalizers) < 2:
+            raise ConfigError(f"verbalizers must name at least 2 classes, got {len(self.verbalizers)}")
+        if len(set(self.verbalizers)) != len(self.verbalizers):
+            raise ConfigError(f"verbalizers must be distinct, got {self.verbalizers}")
         if kind in ("masked_lm", "causal_lm") and any("{prompt}" in v for v in self.verbalizers):
             raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
         self.agent = resolve_agent_section(self.agent, self.seed)
@@ -342,6 +356,20 @@ class Config:
                 f"agent '{self.agent_name}' runs on {list(agent_class.env_kinds)} envs, not env.kind={kind}"
             )
         return kind
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def check_placeholders(name: str, text: str, known: tuple[str, ...]) -> None:
+    """Every ``{word}`` in ``text`` must be one of ``known`` (a typo such as ``{promt}`` would
+    otherwise stay in the text literally)."""
+    for match in _PLACEHOLDER.finditer(text):
+        if match.group(1) not in known:
+            close = difflib.get_close_matches(match.group(1), known, n=1)
+            hint = f" (did you mean '{{{close[0]}}}'?)" if close else ""
+            allowed = ", ".join(f"{{{k}}}" for k in known)
+            raise ConfigError(f"{name} has an unknown placeholder '{match.group(0)}'{hint}; allowed: {allowed}")
 
 
 def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -389,15 +417,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else ConfigError(f"config key '{key}': {value!r} fits none of {tp}")
+                errors.append(exc)
+        if len(errors) == 1:
+            optional = " (or null)" if type(None) in args else ""
+            raise ConfigError(f"{errors[0]}{optional}")
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"config key '{key}' must be {names}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"config key '{key}' must be one of {list(args)}, got {value!r}")
@@ -416,6 +448,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -430,6 +464,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
         return value
     raise ConfigError(f"config key '{key}': unsupported field type {tp}")  # pragma: no cover
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
 def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
@@ -454,6 +499,42 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"config section '{prefix or 'top'}': {exc}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last value silently, so a repeated bench label would run under one name)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"key '{key}' appears twice in one mapping (line {seen[key] + 1} and line {mark.line + 1})")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML file strictly (duplicate keys are errors); errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value``; the value is read as YAML (``3`` int, ``true`` bool, ``[a, b]``)."""
     if "=" not in text:
@@ -466,6 +547,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    # "Review: {sentence} {prompt}" is text with a colon, not a YAML mapping (flow syntax "{...}" /
+    # "[...]" still gives mappings and lists)
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        value = raw
+    if isinstance(value, list) and not raw.lstrip().startswith("["):
+        value = raw
+    if any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text}: '{key}' is not a dotted key")
     return key.split("."), value
 
 
@@ -501,13 +590,9 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     """
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        loaded = read_yaml(path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not a {type(loaded).__name__}")
         data = loaded or {}
     return config_from_dict(data, overrides, cls)
 

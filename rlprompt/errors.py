@@ -21,3 +21,8 @@ class ModelLoadError(RLPromptError, OSError):
 
 class RewardError(RLPromptError, ValueError):
     """Scores given to a reward are unusable (non-finite, wrong shape)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

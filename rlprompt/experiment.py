@@ -21,7 +21,6 @@ task model's score cache, which decides LM-call counts).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -37,13 +36,13 @@ from rlprompt.agents import AGENT_REGISTRY, Agent, Callback, Logger
 from rlprompt.config import Config, config_from_dict, config_to_dict, save_config
 from rlprompt.envs import PromptEditEnv, PromptEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.io import atomic_write_json
+from rlprompt.io import atomic_write_json, read_json, remove_stale_temp_files, temp_path_for
 from rlprompt.task import Task
 from rlprompt.task_models import Prompt
 
 SPLITS = ("train", "dev", "test")
 METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts")
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
 BEST_PROMPT = "best_prompt.json"
 SOFT_PROMPT = "soft_prompt.safetensors"
 
@@ -163,17 +162,49 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         if not (run_dir / "config.json").is_file():
             raise ConfigError(f"cannot resume {run_dir}: no config.json there (not a run directory)")
         return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} is a file; choose another --output-dir")
     if (run_dir / BEST_PROMPT).is_file() or (run_dir / CHECKPOINT).is_file() or (run_dir / "metrics.csv").is_file():
         raise ConfigError(
             f"run directory {run_dir} already holds a run; resume it with --resume {run_dir} "
             "or choose another --output-dir"
         )
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} is not empty and holds no rlprompt run; a run writes only into a new "
+            "or empty directory (choose another --output-dir)"
+        )
+
+
+RUN_FILES = ("config.json", "metrics.csv", "tensorboard", "reward_curve.png", CHECKPOINT)
+
+
+def clear_unstarted_run(run_dir: Path) -> bool:
+    """Remove the files of a run that stopped before its first checkpoint (so it can start over,
+    e.g. with a corrected config); True if ``run_dir`` was such a run. Finished or checkpointed
+    runs and files rlprompt did not write are left alone."""
+    import shutil
+
+    if not (run_dir / "config.json").is_file() or (run_dir / CHECKPOINT).is_file() or (run_dir / BEST_PROMPT).is_file():
+        return False
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    remove_stale_temp_files(run_dir)
+    return True
 
 
 def saved_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     """``run_dir``'s ``config.json`` (plus ``overrides``)."""
     _check_run_dir(run_dir, resume=True)
-    return config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")), overrides)
+    data = read_json(run_dir / "config.json", "run config")
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{run_dir / 'config.json'}: {exc}") from None
 
 
 def resolve_resume_config(run_dir: Path, config: Config | None) -> Config:
@@ -218,26 +249,36 @@ def run_experiment(
     if resume:
         config = resolve_resume_config(run_dir, config)
         if (run_dir / BEST_PROMPT).is_file():
-            return json.loads((run_dir / BEST_PROMPT).read_text(encoding="utf-8"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.output.dir = str(run_dir)
-    save_config(config, run_dir / "config.json")
+            return read_json(run_dir / BEST_PROMPT, "run result")
     started = time.perf_counter()
 
+    # Everything that can fail on bad input (data, model, env, agent) is built before the run
+    # directory is touched: a failed start leaves no file behind.
     seed_everything(config.seed)
     task = task or Task.from_config(config)
     env = build_env(task, config)
     checkpoint = run_dir / CHECKPOINT
     name = config.agent_name
-    if resume and checkpoint.is_file():
-        agent = Agent.load(checkpoint, env)
-        logger = agent.logger = Logger(run_dir, config.output.tensorboard, keep_iterations=agent.iterations)
+    if resume and not checkpoint.is_file() and (run_dir / "checkpoint.pt").is_file():
+        raise RLPromptError(
+            f"{run_dir} was checkpointed by an older rlprompt as a pickle (checkpoint.pt); rlprompt no longer "
+            "loads pickles, which can run code: start the run again in a new directory"
+        )
+    resuming = resume and checkpoint.is_file()
+    agent = Agent.load(checkpoint, env) if resuming else AGENT_REGISTRY[name][1](env, config.agent_config())
+    if resuming:
         extra = agent.checkpoint_extra or {}
-        task.task_model.load_cache_state(extra["task_model"])
-        task.prompt_evals = extra["task_prompt_evals"]
-    else:
-        logger = Logger(run_dir, config.output.tensorboard, keep_iterations=0)
-        agent = AGENT_REGISTRY[name][1](env, config.agent_config(), logger)
+        try:
+            task.task_model.load_cache_state(extra["task_model"])
+            task.prompt_evals = extra["task_prompt_evals"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RLPromptError(f"checkpoint {checkpoint} holds no usable task-model state ({exc})") from None
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run_dir)
+    config.output.dir = str(run_dir)
+    save_config(config, run_dir / "config.json")
+    logger = agent.logger = Logger(run_dir, config.output.tensorboard, keep_iterations=agent.iterations)
 
     limits = budget_limits(config)
     show = sys.stderr.isatty() if progress is None else progress
@@ -256,8 +297,9 @@ def run_experiment(
     if result["kind"] == "soft":
         from safetensors.torch import save_file
 
-        tmp = run_dir / (SOFT_PROMPT + ".tmp")
+        tmp = temp_path_for(run_dir / SOFT_PROMPT)
         save_file({"prompt_embeddings": best_prompt.detach().float().cpu().contiguous()}, str(tmp))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, run_dir / SOFT_PROMPT)
     if config.output.plot:
         plot_reward_curve(logger.rows, run_dir / "reward_curve.png", title=f"{name} ({config.env_kind()})")
@@ -287,6 +329,7 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[dict[
         "candidates": best.candidates,
         "lm_calls": agent.lm_calls,
         "prompt_evals": agent.prompt_evals,
+        "budget": {k: v for k, v in budget_limits(config).items() if v is not None},
         "env_steps": agent.env_steps,
         "iterations": agent.iterations,
         "dev_lm_calls": best.dev_lm_calls,
@@ -307,12 +350,16 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[dict[
 def load_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[Config, dict[str, Any]]:
     """A finished run's config (with ``overrides`` applied) and its ``best_prompt.json``."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RLPromptError(f"run directory not found: {run_dir}")
     for name in ("config.json", BEST_PROMPT):
         if not (run_dir / name).is_file():
             hint = " (the run has not finished: resume it with rlprompt run --resume)" if name == BEST_PROMPT else ""
             raise RLPromptError(f"{run_dir} has no {name}{hint}")
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")), overrides)
-    best = json.loads((run_dir / BEST_PROMPT).read_text(encoding="utf-8"))
+    config = saved_config(run_dir, overrides)
+    best = read_json(run_dir / BEST_PROMPT, "run result")
+    if not isinstance(best, dict) or best.get("kind") not in ("discrete", "soft") or "metrics" not in best:
+        raise RLPromptError(f"{run_dir / BEST_PROMPT} is not an rlprompt run result")
     return config, best
 
 
@@ -320,12 +367,16 @@ def run_prompt(run_dir: str | os.PathLike[str], best: dict[str, Any]) -> Prompt:
     """The prompt a run found: its text, or its soft prompt tensor ``[n_tokens, hidden]``."""
     if best["kind"] == "discrete":
         return best["prompt"]
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(run_dir) / best["soft_prompt_path"]
     if not path.is_file():
         raise RLPromptError(f"soft prompt file missing: {path}")
-    return load_file(str(path))["prompt_embeddings"]
+    try:
+        return load_file(str(path))["prompt_embeddings"]
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise RLPromptError(f"soft prompt file {path} is corrupt or truncated ({exc})") from None
 
 
 def evaluate_run(
@@ -388,10 +439,15 @@ def plot_reward_curve(rows: list[dict[str, Any]], path: Path, title: str = "") -
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    tmp = temp_path_for(path)
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _budget_text(budget: dict[str, int]) -> str:
+    names = {"prompt_evals": "prompt evaluations", "lm_calls": "LM calls", "steps": "env steps"}
+    return ", ".join(f"{v} {names.get(k, k)}" for k, v in budget.items()) or "none"
 
 
 def format_summary(result: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
@@ -407,7 +463,8 @@ def format_summary(result: dict[str, Any], run_dir: str | os.PathLike[str]) -> s
         f"manual prompt: {base['prompt']!r:<40} test accuracy {base['metrics']['test']['accuracy']:.4f}  "
         f"(dev {base['metrics']['dev']['accuracy']:.4f})",
         f"best prompt  : {shown:<40} test accuracy {best['test']['accuracy']:.4f}  (dev {best['dev']['accuracy']:.4f})",
-        f"cost         : {result['lm_calls']} LM calls for {result['prompt_evals']} prompt evaluations in training, "
+        f"cost         : {result['lm_calls']} LM calls for {result['prompt_evals']} prompt evaluations in training "
+        f"(budget {_budget_text(result.get('budget') or {})}), "
         f"{result['dev_lm_calls']} for dev selection, {result['eval_lm_calls']} for evaluation; {result['wall_time_s']} s",
         f"results      : {run_dir}",
     ]

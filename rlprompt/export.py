@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,17 +20,59 @@ from typing import Any, Literal
 
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.experiment import load_run, run_prompt
-from rlprompt.io import atomic_write_json, atomic_write_text
+from rlprompt.io import atomic_write_json, atomic_write_text, temp_path_for
 
 FORMATS = ("json", "txt", "peft")
 PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "encoder-tuned": None, "masked_lm": "FEATURE_EXTRACTION",
                    "causal_lm": "CAUSAL_LM"}  # fmt: skip
 
 
+EXPORT_MARK = "rlprompt_export"
+"""Key of JSON exports (and name of a marker file in adapter directories): what rlprompt
+wrote, and so may replace without ``force``."""
+
+
+def _check_target(out: Path, run_dir: Path, fmt: str, force: bool) -> None:
+    """Refuse to replace a run's own files, or (without ``force``) anything rlprompt did not export."""
+    if not out.name or out.resolve() == Path.cwd().resolve():
+        raise RLPromptError(f"--out {out}: name a new file or directory to export to")
+    resolved = out.resolve()
+    source = run_dir.resolve()
+    if resolved == source:
+        raise RLPromptError(f"--out {out} is the run directory itself, not a PEFT adapter directory; "
+                            "export never writes over a run")  # fmt: skip
+    if source in resolved.parents:
+        raise RLPromptError(f"--out {out} is inside the run directory {run_dir}; export never writes over a run")
+    if not out.exists() and not out.is_symlink():
+        return
+    ours = False
+    if fmt == "json" and out.is_file():
+        try:
+            ours = EXPORT_MARK in json.loads(out.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, TypeError):
+            ours = False
+    elif fmt == "peft" and out.is_dir():
+        ours = (out / f"{EXPORT_MARK}.json").is_file()
+    if fmt == "peft" and out.exists() and not out.is_dir():
+        raise RLPromptError(f"--out {out} is a file; a PEFT adapter is a directory")
+    if fmt != "peft" and out.is_dir():
+        raise RLPromptError(f"--out {out} is a directory; --format {fmt} writes a file")
+    if not ours and not force:
+        kind = "directory" if out.is_dir() else "file"
+        raise RLPromptError(f"--out {out}: the {kind} exists and was not written by rlprompt export; "
+                            "pass --force to replace it")  # fmt: skip
+
+
 def export_run(
-    run_dir: str | os.PathLike[str], fmt: Literal["json", "txt", "peft"], out: str | os.PathLike[str]
+    run_dir: str | os.PathLike[str],
+    fmt: Literal["json", "txt", "peft"],
+    out: str | os.PathLike[str],
+    force: bool = False,
 ) -> Path:
-    """Write the run's best prompt to ``out`` in ``fmt``; returns the path written."""
+    """Write the run's best prompt to ``out`` in ``fmt``; returns the path written.
+
+    An existing ``out`` is replaced only if an earlier export wrote it, or with ``force``;
+    files of the run itself are never replaced."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
     config, best = load_run(run_dir)
@@ -39,6 +82,7 @@ def export_run(
     if best["kind"] == "discrete" and fmt == "peft":
         raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
                             "(peft adapters hold soft prompts)")  # fmt: skip
+    _check_target(out, Path(run_dir), fmt, force)
     if fmt == "txt":
         atomic_write_text(out, best["prompt"] + "\n")
         return out
@@ -53,6 +97,7 @@ def export_run(
             "baseline": best["baseline"],
             "agent": best["agent"],
             "seed": best["seed"],
+            EXPORT_MARK: {"run": str(run_dir), "format": "json"},
         })  # fmt: skip
         return out
     return export_peft(config, run_prompt(run_dir, best), out)
@@ -87,17 +132,19 @@ def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
         prompt_tuning_init=PromptTuningInit.RANDOM,
         base_model_name_or_path=path,  # "embedded"/"toy:" names resolved: AutoPeftModel can load it
     )
-    if not out.name or out.resolve() == Path.cwd().resolve():
-        raise RLPromptError(f"--out {out}: name a new directory for the adapter")
-    if out.exists() and not (out.is_dir() and (out / "adapter_config.json").is_file()):
-        raise RLPromptError(f"--out {out} exists and is not a PEFT adapter directory; it would be replaced")
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    peft_config.save_pretrained(str(tmp))
-    save_file({"prompt_embeddings": tensor}, str(tmp / "adapter_model.safetensors"))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    tmp = temp_path_for(out)
+    try:
+        tmp.mkdir(parents=True)
+        peft_config.save_pretrained(str(tmp))
+        save_file({"prompt_embeddings": tensor}, str(tmp / "adapter_model.safetensors"))
+        (tmp / f"{EXPORT_MARK}.json").write_text(json.dumps({"format": "peft"}) + "\n", encoding="utf-8")
+        if out.exists() or out.is_symlink():
+            if out.is_dir() and not out.is_symlink():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
+        os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RLPromptError(f"cannot write the adapter to {out}: {exc.strerror or exc}") from None
     return out

@@ -32,7 +32,7 @@ import torch
 from rlprompt.agents import Logger
 from rlprompt.config import Config, config_from_dict, save_config
 from rlprompt.data import TaskData, load_task_data
-from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.errors import ConfigError, RLPromptError, first_line
 from rlprompt.experiment import seed_everything
 from rlprompt.io import atomic_write_json
 
@@ -140,7 +140,7 @@ def load_policy(config: Config) -> tuple[Any, Any]:
         try:
             model = get_peft_model(model, lora)
         except ValueError as exc:
-            raise ConfigError(f"LoRA cannot wrap this model: {str(exc).splitlines()[0]} "
+            raise ConfigError(f"LoRA cannot wrap this model: {first_line(exc)} "
                               "(set finetune.lora_target_modules)") from None  # fmt: skip
     return model, tokenizer
 

@@ -8,16 +8,21 @@ API behind ``rlprompt eval``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rlprompt.config import Config
+from rlprompt.budget import Budget
+from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.data import ClassificationDataset, TaskData, load_task_data
+from rlprompt.errors import ConfigError, DataError
 from rlprompt.rewards import accuracy, classification_metrics, compute_reward
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
@@ -31,10 +36,21 @@ class Task:
     task_model: TaskModel
     prompt_evals: int = 0
     """Prompt evaluations requested on training batches (cache hits included)."""
+    budget: Budget | None = field(default=None, repr=False)
+    """What training may still spend (installed by :meth:`spending`); None: unlimited."""
     _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_config(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> Task:
+    def from_config(
+        cls, config: Config | dict[str, Any] | str | os.PathLike[str], *, model: Any = None, tokenizer: Any = None
+    ) -> Task:
+        """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path)."""
+        if isinstance(config, dict):
+            config = config_from_dict(config)
+        elif isinstance(config, (str, Path)):
+            config = load_config(config)
+        elif not isinstance(config, Config):
+            raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
         data = load_task_data(config.data, num_classes=len(config.verbalizers))
         task_model = build_task_model(
             config.task_model,
@@ -52,6 +68,30 @@ class Task:
     def num_classes(self) -> int:
         return self.data.num_classes
 
+    @contextlib.contextmanager
+    def spending(self, budget: Budget | None) -> Iterator[None]:
+        """Charge prompt evaluations (here) and LM calls (in the task model) to ``budget`` inside the block."""
+        saved = self.budget, self.task_model.budget
+        self.budget = self.task_model.budget = budget
+        try:
+            yield
+        finally:
+            self.budget, self.task_model.budget = saved
+
+    def charge_prompt_evals(self, count: int) -> None:
+        """Count ``count`` prompt evaluations, after checking the budget allows them."""
+        if self.budget is not None:
+            self.budget.charge("prompt_evals", count)
+        self.prompt_evals += count
+
+    def _checked_indices(self, split: str, indices: Sequence[int] | np.ndarray) -> list[int]:
+        size = len(self.data.split(split))
+        out = [int(i) for i in np.asarray(indices).reshape(-1)]
+        bad = [i for i in out if not 0 <= i < size]
+        if bad:
+            raise DataError(f"example index {bad[0]} is out of range for the {split} split ({size} examples)")
+        return out
+
     def labels(self, split: str) -> torch.Tensor:
         if split not in self._labels:
             self._labels[split] = torch.tensor(self.data.split(split).labels, dtype=torch.long)
@@ -65,7 +105,7 @@ class Task:
     ) -> torch.Tensor:
         """Class logits ``[P, N, C]`` on ``split`` (or the ``indices`` of it)."""
         dataset: ClassificationDataset = self.data.split(split)
-        texts = dataset.texts if indices is None else [dataset.texts[int(i)] for i in indices]
+        texts = dataset.texts if indices is None else [dataset.texts[i] for i in self._checked_indices(split, indices)]
         return self.task_model.score(prompts, texts)
 
     def reward(
@@ -75,13 +115,14 @@ class Task:
         split: str = "train",
     ) -> torch.Tensor:
         """The configured reward ``[P]`` of each prompt on a batch of ``split`` examples."""
+        if indices is not None:
+            indices = self._checked_indices(split, indices)
+        count = 1 if isinstance(prompts, torch.Tensor) and prompts.dim() == 2 else len(prompts)
+        if self.budget is not None:
+            self.budget.check("prompt_evals", count)
         logits = self.logits(prompts, split, indices)
-        labels = (
-            self.labels(split)
-            if indices is None
-            else self.labels(split)[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
-        )
-        self.prompt_evals += logits.shape[0]
+        labels = self.labels(split) if indices is None else self.labels(split)[torch.tensor(indices, dtype=torch.long)]
+        self.charge_prompt_evals(logits.shape[0])
         return self._reward_of(logits, labels)
 
     def _reward_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -106,7 +147,10 @@ class Task:
         All prompts are scored in one batched task-model call (a vector env's N sub-envs).
         """
         dataset = self.data.split(split)
-        texts = [[dataset.texts[int(i)] for i in idx] for idx in indices]
+        indices = [self._checked_indices(split, idx) for idx in indices]
+        if self.budget is not None:
+            self.budget.check("prompt_evals", len(indices))
+        texts = [[dataset.texts[i] for i in idx] for idx in indices]
         logits = self.task_model.score_pairs(prompts, texts)
         labels = self.labels(split)
         rewards, accuracies = [], []
@@ -114,7 +158,7 @@ class Task:
             gold = labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
             rewards.append(self._reward_of(row, gold))
             accuracies.append(accuracy(row, gold))
-        self.prompt_evals += len(texts)
+        self.charge_prompt_evals(len(texts))
         return torch.stack(rewards), torch.stack(accuracies)
 
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:

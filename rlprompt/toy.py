@@ -97,8 +97,8 @@ class OverlapTaskModel(TaskModel):
         return logits
 
     def _count(self, pairs: int) -> None:
+        self.charge_lm_calls(pairs)
         self.stats.requested += pairs
-        self.stats.lm_calls += pairs
         self.stats.forward_batches += 1
 
     def _as_list(self, prompts: Sequence[Prompt] | torch.Tensor) -> list[Prompt]:

@@ -9,6 +9,10 @@ New agents are picked up from the registry; only budgets are tuned here.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -52,10 +56,24 @@ def optimum(env, agent_cls: type[Agent]) -> float:
     return float(model.quality(env.soft_prompt(z)))
 
 
-def run(name: str, kind: str, seed: int, budget: int):
+@functools.cache
+def toy_backbone() -> str:
+    """A tiny random BERT whose word tokenizer knows the toy vocabulary: SQL's frozen policy LM."""
+    from rlprompt.testing.tiny_models import tiny_bert
+    from rlprompt.toy import toy_vocabulary
+
+    return str(tiny_bert(Path(tempfile.mkdtemp(prefix="toy-backbone-")), toy_vocabulary(50)))
+
+
+def make_agent(name: str, env, seed: int) -> Agent:
     config_class, agent_class = AGENT_REGISTRY[name]
+    fields = {"backbone": toy_backbone()} if name == "sql" else {}
+    return agent_class(env, config_class(seed=seed, **fields))
+
+
+def run(name: str, kind: str, seed: int, budget: int):
     env = toy_env(kind, seed)
-    agent = agent_class(env, config_class(seed=seed))
+    agent = make_agent(name, env, seed)
     agent.learn(total_prompt_evals=budget)
     return agent, env
 
@@ -79,7 +97,7 @@ def test_agent_reaches_toy_optimum_and_beats_random_search(name, tmp_path):
         assert quality > random_quality or quality >= best >= random_quality, (
             f"{name} seed {seed}: {quality:.3f} does not beat random search's {random_quality:.3f}"
         )
-        assert agent.prompt_evals >= budget and agent.lm_calls > 0
+        assert budget - 2 * agent.vec_env.num_envs < agent.prompt_evals <= budget and agent.lm_calls > 0
         # save -> load on a fresh env gives identical predictions
         agent.save(tmp_path / f"{name}-{seed}.pt")
         loaded = Agent.load(tmp_path / f"{name}-{seed}.pt", toy_env(kind, seed))
@@ -177,3 +195,18 @@ def test_agent_env_kind_and_config_errors():
     candidates = ["w00", {"prompt": "w01", "template": "{prompt} {sentence}"}]
     with pytest.raises(ConfigError):
         AGENT_REGISTRY["q_table"][1](PromptSelectionEnv(task=task, candidates=candidates))
+
+
+AGENT_KINDS = [(name, kind) for name in sorted(AGENT_REGISTRY) for kind in AGENT_REGISTRY[name][1].env_kinds]
+
+
+@pytest.mark.parametrize(("name", "kind"), AGENT_KINDS, ids=[f"{n}-{k}" for n, k in AGENT_KINDS])
+def test_budgets_are_hard_caps(name, kind):
+    """Whatever the agent, env and budget, training never spends more than it was given; it stops
+    less than one step (two scorings per env copy: a step and an edit env's reset) short of it."""
+    for key, limit, per_unit in (("prompt_evals", 37, 1), ("lm_calls", 1301, 32), ("steps", 45, 1)):
+        agent = make_agent(name, toy_env(kind, 0), 0)
+        agent.learn(**{f"total_{key}": limit})
+        spent = agent.spent()[key]
+        step = agent.vec_env.num_envs * (1 if key == "steps" else 2 * per_unit)
+        assert limit - step < spent <= limit, f"{name}: {key} {spent} for a budget of {limit}"

@@ -69,7 +69,7 @@ def test_eval_on_another_16_shot_dir_without_code_change(capsys):
                 "--set",
                 "task_model.kind=masked_lm",
                 "--set",
-                "template={sentence} {mask}",
+                "template={sentence} {prompt} {mask}",
                 "--set",
                 "verbalizers=[bad, good]",
             ],

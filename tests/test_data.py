@@ -104,7 +104,7 @@ def test_few_shot_through_config():
         ("sentence\tlabel\nok\tmeh\n", {"label_names": ["neg", "pos"]}, "unknown label 'meh'"),
         ("sentence\tlabel\nok\tpos\nbad\t0\n", {"label_names": ["neg", "pos"]}, "mixed label types"),
         ("sentence\tlabel\nok\t1\textra\n", {}, "more fields than the header"),
-        ("sentence\tlabel\n\t1\n", {}, "empty or missing text"),
+        ("sentence\tlabel\n\t1\n", {"empty_text": "error"}, "empty or missing text"),
         ("sentence\tlabel\nok\t\n", {}, "missing label"),
     ],
 )

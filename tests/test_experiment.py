@@ -79,7 +79,7 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
     config_path = write_config(tmp_path / "run.yaml", small_data, output={"checkpoint_every": 2})
     first = run_experiment(load_config(config_path), tmp_path / "a", progress=False)
     second = run_experiment(load_config(config_path), tmp_path / "b", progress=False)
-    for name in ("config.json", "metrics.csv", "best_prompt.json", "reward_curve.png", "checkpoint.pt"):
+    for name in ("config.json", "metrics.csv", "best_prompt.json", "reward_curve.png", "checkpoint.safetensors"):
         assert (tmp_path / "a" / name).is_file(), name
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
     assert first["kind"] == "discrete" and isinstance(first["prompt"], str)
@@ -117,7 +117,7 @@ def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, s
     from rlprompt.task import Task
 
     config = load_config(tmp_path / name / "config.json")
-    agent = Agent.load(tmp_path / name / "checkpoint.pt", build_env(Task.from_config(config), config))
+    agent = Agent.load(tmp_path / name / "checkpoint.safetensors", build_env(Task.from_config(config), config))
     assert (agent.prompt_evals, agent.lm_calls) == (result["prompt_evals"], result["lm_calls"])
 
 

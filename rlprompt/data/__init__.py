@@ -8,8 +8,11 @@ checks them against the verbalizers (one per class).
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from rlprompt.config import DataConfig
-from rlprompt.errors import DataError
+from rlprompt.errors import DataError, first_line
 
 SPLITS = ("train", "dev", "test")
 TEXT_COLUMN_CANDIDATES = ("sentence", "text")
 SPLIT_FILE_STEMS = {"train": ("train",), "dev": ("dev", "validation", "valid"), "test": ("test",)}
 SUFFIXES = (".tsv", ".csv", ".jsonl")
+log = logging.getLogger("rlprompt")
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,37 @@ class TaskData:
 # ------------------------------------------------------------------------ raw readers
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_text_file(path: Path) -> str:
+    """A data file's text (UTF-8, a leading byte-order mark dropped); bad bytes name their line."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); convert the file to UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as handle:
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type '{suffix}' (use .tsv, .csv or .jsonl)")
+    text = read_text_file(path)
+    csv.field_size_limit(sys.maxsize)  # csv's default 131,072-character field limit is too small for documents
+    with io.StringIO(text, newline="") as handle:
         if suffix == ".tsv":
             # TSV: quote characters are literal text (SST-2 has sentences starting with ``).
             reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = list(reader)
+            rows = _csv_rows(reader, path)
         elif suffix == ".csv":
-            rows = list(csv.DictReader(handle))
-        elif suffix == ".jsonl":
+            rows = _csv_rows(csv.DictReader(handle), path)
+        else:
             rows = []
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -95,8 +118,14 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{line_no}: each JSONL line must be an object")
                 rows.append(row)
-        else:
-            raise DataError(f"{path}: unsupported file type '{suffix}' (use .tsv, .csv or .jsonl)")
+    return rows
+
+
+def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed {path.suffix[1:].upper()} ({exc})") from None
     for row_no, row in enumerate(rows, start=2):
         if None in row:  # csv puts surplus fields under the key None
             raise DataError(f"{path}: row {row_no} has more fields than the header")
@@ -145,8 +174,13 @@ def dataset_from_records(
     text_column: str | None = None,
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
+    empty_text: str = "keep",
+    first_row: int = 1,
 ) -> ClassificationDataset:
-    """Build a dataset from row dicts, validating columns and labels."""
+    """Build a dataset from row dicts, validating columns and labels.
+
+    Rows with empty text are kept, skipped or refused as ``empty_text`` says; rows are
+    numbered from ``first_row`` in messages (2 for files with a header line)."""
     if not records:
         raise DataError(f"{source}: no examples (empty split)")
     columns = list(records[0].keys())
@@ -156,11 +190,18 @@ def dataset_from_records(
     texts: list[str] = []
     labels: list[int] = []
     kinds: set[type] = set()
-    for row_no, row in enumerate(records, start=1):
+    empty_rows: list[int] = []
+    for row_no, row in enumerate(records, start=first_row):
         where = f"{source} row {row_no}"
         text = row.get(text_key)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where}: empty or missing text in column '{text_key}'")
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise DataError(f"{where}: text in column '{text_key}' is a {type(text).__name__}, not a string")
+        if not text.strip():
+            empty_rows.append(row_no)
+            if empty_text == "skip":
+                continue
         index, kind = _label_to_index(row.get(label_column), label_names, where)
         if index < 0:
             raise DataError(f"{where}: negative label {index}")
@@ -169,6 +210,17 @@ def dataset_from_records(
         labels.append(index)
     if len(kinds) > 1:
         raise DataError(f"{source}: mixed label types (class names and integers in one column)")
+    if empty_rows:
+        shown = ", ".join(str(r) for r in empty_rows[:5]) + (", ..." if len(empty_rows) > 5 else "")
+        if empty_text == "error":
+            raise DataError(
+                f"{source}: {len(empty_rows)} row(s) with empty or missing text in column '{text_key}' (rows {shown}); "
+                "set data.empty_text=keep or skip to load them"
+            )
+        action = "kept (scored as the template without a sentence)" if empty_text == "keep" else "skipped"
+        log.warning(f"{source}: {len(empty_rows)} row(s) with empty text {action}: rows {shown} (data.empty_text)")
+    if not texts:
+        raise DataError(f"{source}: no examples left (every row has empty text)")
     return ClassificationDataset(texts, labels, source, list(label_names) if label_names else None)
 
 
@@ -177,10 +229,12 @@ def load_file(
     text_column: str | None = None,
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
+    empty_text: str = "keep",
 ) -> ClassificationDataset:
     """Load one .tsv/.csv/.jsonl file of labelled texts."""
     p = Path(path)
-    return dataset_from_records(_read_rows(p), str(p), text_column, label_column, label_names)
+    first_row = 1 if p.suffix.lower() == ".jsonl" else 2
+    return dataset_from_records(_read_rows(p), str(p), text_column, label_column, label_names, empty_text, first_row)
 
 
 def find_split_file(directory: Path, split: str) -> Path:
@@ -216,7 +270,7 @@ def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
     except (ConnectionError, OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
         why = " (the Hugging Face hub is offline: give a local path)" if offline else ""
-        raise DataError(f"could not load dataset '{name}'{why}: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"could not load dataset '{name}'{why}: {first_line(exc)}") from None
     out = {}
     for split, hf_split in config.hf_splits.items():
         if hf_split not in loaded:
@@ -227,8 +281,9 @@ def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
         if names is None and label_feature is not None and hasattr(label_feature, "names"):
             names = list(label_feature.names)
         out[split] = dataset_from_records(
-            loaded[hf_split].to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names
-        )
+            loaded[hf_split].to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names,
+            config.empty_text,
+        )  # fmt: skip
     return out
 
 
@@ -248,7 +303,8 @@ def few_shot_sample(dataset: ClassificationDataset, k: int, seed: int) -> Classi
 
 def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
-    kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names)
+    kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names,
+                  empty_text=config.empty_text)  # fmt: skip
     splits: dict[str, ClassificationDataset] = {}
     if config.hf_name is not None:
         splits = load_hf_splits(config)

@@ -26,6 +26,7 @@ from typing import Any, Union
 
 import torch
 
+from rlprompt.budget import Budget
 from rlprompt.config import TaskModelConfig
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device, pick_dtype
@@ -53,6 +54,14 @@ class TaskModel(ABC):
 
     num_classes: int
     stats: TaskModelStats
+    budget: Budget | None = None
+    """Charged the LM calls of each call before they run (set by ``Task.spending``)."""
+
+    def charge_lm_calls(self, count: int) -> None:
+        """Check ``count`` LM calls against the budget (raises BudgetExhausted), then count them."""
+        if self.budget is not None:
+            self.budget.charge("lm_calls", count)
+        self.stats.lm_calls += count
 
     @abstractmethod
     def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
@@ -170,19 +179,31 @@ class HFTaskModel(TaskModel):
         self._cache.clear()
 
     def cache_state(self) -> dict[str, Any]:
+        """Stats plus the score cache in LRU order, stored compactly: each prompt key and text
+        once, pairs as index rows ``[M, 2]``, scores ``[M, C]``."""
         state = super().cache_state()
         keys = list(self._cache)
-        state["keys"] = keys
-        state["values"] = torch.stack([self._cache[k] for k in keys]).cpu() if keys else None
+        prompts = list(dict.fromkeys(k[0] for k in keys))
+        texts = list(dict.fromkeys(k[1] for k in keys))
+        prompt_index = {p: i for i, p in enumerate(prompts)}
+        text_index = {t: i for i, t in enumerate(texts)}
+        pairs = [[prompt_index[p], text_index[t]] for p, t in keys]
+        state["cache"] = {
+            "prompts": prompts,
+            "texts": texts,
+            "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+            "values": torch.stack([self._cache[k] for k in keys]).cpu() if keys else torch.zeros(0, self.num_classes),
+        }
         return state
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
         super().load_cache_state(state)
+        cache = state["cache"]
+        prompts, texts = cache["prompts"], cache["texts"]
+        values = cache["values"].cpu()  # _score_pairs keeps cached logits on the CPU
         self._cache = OrderedDict()
-        if state["values"] is not None:
-            values = state["values"].cpu()  # _score_pairs keeps cached logits on the CPU
-            for i, key in enumerate(state["keys"]):
-                self._cache[tuple(key)] = values[i]
+        for (p, t), value in zip(cache["pairs"].tolist(), values, strict=True):
+            self._cache[(prompts[p], texts[t])] = value
 
     @staticmethod
     def _soft_key(soft: torch.Tensor) -> str:
@@ -337,10 +358,12 @@ class HFTaskModel(TaskModel):
         self.stats.requested += len(pairs)
         self.stats.cache_hits += len(pairs) - len(missing_rows)
         if firsts:
+            if self.budget is not None:
+                self.budget.check("lm_calls", len(firsts))
             logits = self._compute(prompts, soft, firsts, texts, grad=False).float().cpu()
             if not torch.isfinite(logits).all():
                 raise RLPromptError("the task model produced non-finite scores (NaN/inf); check the model and dtype")
-            self.stats.lm_calls += len(firsts)
+            self.charge_lm_calls(len(firsts))
             out[torch.tensor(missing_rows, dtype=torch.long)] = logits[torch.tensor(slot_of_row, dtype=torch.long)]
             if use_cache:
                 for key, slot in unique.items():
@@ -354,9 +377,11 @@ class HFTaskModel(TaskModel):
             raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(soft_prompt.shape)}")
         texts = list(texts)
         pairs = [(0, n) for n in range(len(texts))]
+        if self.budget is not None:
+            self.budget.check("lm_calls", len(texts))
         logits = self._compute([soft_prompt], True, pairs, texts, grad=True)
         self.stats.requested += len(texts)
-        self.stats.lm_calls += len(texts)
+        self.charge_lm_calls(len(texts))
         return logits.float()
 
     @staticmethod

@@ -48,6 +48,15 @@ class EncoderTaskModel(HFTaskModel):
         tokenizer: Any = None,
     ) -> None:
         super().__init__(config, template, verbalizers, model=model, tokenizer=tokenizer)
+        unk = self.tokenizer.unk_token_id
+        for verbalizer in self.verbalizers:
+            ids = self.tokenizer(verbalizer.replace("{prompt}", "").strip(), add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ConfigError(f"verbalizer {verbalizer!r} has no tokens in this tokenizer")
+            if unk is not None and unk in ids:
+                raise ConfigError(
+                    f"verbalizer {verbalizer!r} is not in the tokenizer's vocabulary (maps to the unknown token)"
+                )
         self.verbalizer_layouts = [
             TemplateLayout(v, self.tokenizer, config.max_sentence_tokens) for v in self.verbalizers
         ]

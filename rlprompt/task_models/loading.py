@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from rlprompt.config import EMBEDDED_MODEL
-from rlprompt.errors import ModelLoadError
+from rlprompt.errors import ModelLoadError, first_line
 
 
 def embedded_model_path() -> Path:
@@ -52,14 +52,14 @@ def _explain_load_failure(name: str, exc: Exception) -> ModelLoadError:
     if _looks_like_path(name) or Path(name).expanduser().exists():
         if not Path(name).expanduser().exists():
             return ModelLoadError(f"model directory not found: {name}")
-        return ModelLoadError(f"could not load model from {name}: {str(exc).splitlines()[0]}")
+        return ModelLoadError(f"could not load model from {name}: {first_line(exc)}")
     if _hub_offline():
         return ModelLoadError(
             f"cannot load model '{name}': it is not a local directory and the Hugging Face hub is offline "
             "(HF_HUB_OFFLINE=1); download it where the hub is reachable and pass its local path"
         )
     return ModelLoadError(
-        f"cannot load model '{name}' (not a local directory, hub load failed): {str(exc).splitlines()[0]}"
+        f"cannot load model '{name}' (not a local directory, hub load failed): {first_line(exc)}"
     )
 
 
@@ -69,7 +69,7 @@ def load_tokenizer(name_or_path: str) -> Any:
     path = resolve_name_or_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any library failure becomes one clear error naming the model
         raise _explain_load_failure(path, exc) from None
 
 
@@ -87,7 +87,7 @@ def load_model(name_or_path: str, kind: str, device: torch.device, dtype: torch.
                 f"model '{name_or_path}' has no {kind.replace('_', ' ')} architecture; choose another task_model.kind"
             ) from None
         raise _explain_load_failure(path, exc) from None
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt weights, bad configs: one clear error naming the model
         raise _explain_load_failure(path, exc) from None
     architectures = getattr(model.config, "architectures", None) or []
     if (
