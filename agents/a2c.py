@@ -8,17 +8,14 @@ rollout: that is what separates it from PPO).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
+from rlprompt.agents.a2c_config import A2CConfig
+from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import (
     ActorCritic,
     current_masks,
-    episode_length,
-    greedy_prompt,
     masked_logits,
     sample_actions,
     seeded_module,
@@ -26,42 +23,14 @@ from rlprompt.agents.networks import (
 from rlprompt.rl import gae
 
 
-@dataclass
-class A2CConfig(AgentConfig):
-    n_envs: int = 4
-    """Env copies per rollout (small rollouts, many updates: one update per rollout)."""
-    n_steps: int | None = None
-    """Rollout length per env; default one episode."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
-    gamma: float = 1.0
-    """Discount."""
-    gae_lambda: float = 1.0
-    """1: Monte-Carlo advantages (the short, terminal-reward episodes of prompt envs)."""
-    ent_coef: float = 0.05
-    """Entropy bonus weight."""
-    vf_coef: float = 0.5
-    """Value loss weight."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm."""
-    hidden: int = 64
-    """Width of the policy/value MLP."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "max_grad_norm"), non_negative=("ent_coef", "vf_coef"),
-                     unit_interval=("gamma", "gae_lambda"), at_least_one=("n_steps", "hidden"))  # fmt: skip
-
-
-@register_agent("a2c", A2CConfig)
 class A2C(Agent):
-    env_kinds = ("token", "edit")
+    config_class = A2CConfig
 
     def _setup(self) -> None:
         space, n_actions = self.env.observation_space, int(self.env.action_space.n)
-        self.net = seeded_module(self.config.seed, lambda: ActorCritic(space, n_actions, self.config.hidden))
+        self.net = seeded_module(self.seed, lambda: ActorCritic(space, n_actions, self.config.hidden))
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
-        self.n_steps = self.config.n_steps or episode_length(self.env)
+        self.n_steps = self.config.n_steps or self.env.episode_length
 
     def _learn_step(self) -> dict[str, float]:
         cfg = self.config
@@ -107,7 +76,7 @@ class A2C(Agent):
             logits = masked_logits(logits, torch.as_tensor(mask)[None] if mask is not None else None)
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
-        return greedy_prompt(self.env, choose)
+        return self.env.decode(choose)
 
     def _state(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

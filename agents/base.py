@@ -1,4 +1,4 @@
-"""The agent base class, callbacks, logger and prompt tracker (Stable-Baselines3's shape).
+"""The agent base class (Stable-Baselines3's shape: ``learn``, ``predict``, ``save``, ``load``).
 
 An :class:`Agent` learns on a prompt env (or a batched vector env of copies sharing one task)
 until a budget of prompt evaluations, LM calls or env steps is spent; ``predict()`` returns
@@ -8,21 +8,18 @@ selection, as in RLPrompt's paper); ``save``/``load`` keep the whole state (netw
 optimizers, buffers, RNGs, search state, counters) so a killed run resumes exactly.
 
 Each algorithm lives in one file of this package, its update loop readable top to bottom in
-``_learn_step``; its typed config dataclass sits beside it and is registered with
-:func:`register_agent`.
+``_learn_step``, with its config dataclass in the ``*_config.py`` module beside it. Agents
+meet envs only through the generic env methods (``episode_length``, ``sample_action``,
+``decode``, ``default_prompt``), never through their kinds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -30,241 +27,18 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from rlprompt.agents.config import AgentConfig, AgentSpec
 from rlprompt.budget import Budget, BudgetExhausted
-from rlprompt.checkpoint import checkpoint_type, load_checkpoint, save_checkpoint
+from rlprompt.callbacks import Callback
+from rlprompt.checkpoint import load_checkpoint, save_checkpoint
 from rlprompt.config import config_from_dict
 from rlprompt.envs import BatchedPromptVectorEnv, PromptEnv
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.io import atomic_write_text
+from rlprompt.logger import Logger
+from rlprompt.registry import AGENTS
 from rlprompt.task import Task
-from rlprompt.task_models import Prompt
-
-ENV_KINDS = ("token", "selection", "edit", "soft")
-
-
-def check_ranges(
-    config: Any,
-    prefix: str = "agent",
-    *,
-    positive: Sequence[str] = (),
-    non_negative: Sequence[str] = (),
-    at_least_one: Sequence[str] = (),
-    unit_interval: Sequence[str] = (),
-) -> None:
-    """Raise one :class:`ConfigError` naming the first field outside its range (None values are skipped)."""
-    rules = [
-        (positive, lambda v: v > 0, "> 0"),
-        (non_negative, lambda v: v >= 0, ">= 0"),
-        (at_least_one, lambda v: v >= 1, ">= 1"),
-        (unit_interval, lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ]
-    for names, ok, text in rules:
-        for name in names:
-            value = getattr(config, name)
-            if value is not None and not ok(value):
-                raise ConfigError(f"{prefix}.{name} must be {text}, got {value!r}")
-
-
-@dataclass
-class AgentConfig:
-    """Fields every agent has."""
-
-    seed: int = 0
-    """Seeds the agent's numpy and torch generators and the envs' first reset."""
-    n_envs: int = 1
-    """Env copies stepped together (one batched task-model call per step) when the agent is
-    given a single env; a given vector env keeps its own size."""
-    top_k: int = 10
-    """Prompts (by mean train reward) kept for dev selection."""
-    log_interval: int = 1
-    """Log a row every this many learning iterations."""
-
-    def __post_init__(self) -> None:
-        check_ranges(self, at_least_one=("n_envs", "top_k", "log_interval"))
-
-
-# ------------------------------------------------------------------ registry
-
-AGENT_REGISTRY: dict[str, tuple[type[AgentConfig], type[Agent]]] = {}
-
-
-def register_agent(name: str, config_class: type[AgentConfig]) -> Callable[[type[Agent]], type[Agent]]:
-    """Class decorator: ``@register_agent("ppo", PPOConfig)``."""
-
-    def decorate(cls: type[Agent]) -> type[Agent]:
-        cls.name = name
-        cls.config_class = config_class
-        AGENT_REGISTRY[name] = (config_class, cls)
-        return cls
-
-    return decorate
-
-
-def make_agent_config(name: str, fields: dict[str, Any] | None = None) -> AgentConfig:
-    """The config of agent ``name`` from a dict, with unknown keys rejected by name."""
-    if name not in AGENT_REGISTRY:
-        raise ConfigError(f"unknown agent '{name}'; registered agents: {sorted(AGENT_REGISTRY)}")
-    return config_from_dict(fields or {}, cls=AGENT_REGISTRY[name][0])
-
-
-# ------------------------------------------------------------------ callbacks and logging
-
-
-class Callback:
-    """Called after every learning iteration; return False from ``on_step`` to stop."""
-
-    def on_start(self, agent: Agent) -> None:
-        """Before the first iteration."""
-
-    def on_step(self, agent: Agent) -> bool:
-        return True
-
-    def on_end(self, agent: Agent) -> None:
-        """After the last iteration."""
-
-
-class StopOnReward(Callback):
-    """Stop once the best mean train reward reaches ``threshold``."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-
-    def on_step(self, agent: Agent) -> bool:
-        best = agent.tracker.best()
-        return best is None or best.mean_reward < self.threshold
-
-
-class CheckpointCallback(Callback):
-    """Save the agent to ``path`` every ``every`` iterations (atomically)."""
-
-    def __init__(self, path: str | os.PathLike[str], every: int = 10) -> None:
-        self.path = Path(path)
-        self.every = every
-
-    def on_step(self, agent: Agent) -> bool:
-        if agent.iterations % self.every == 0:
-            agent.save(self.path)
-        return True
-
-
-class Logger:
-    """Rows of scalars to ``metrics.csv`` (header grows with new keys) and TensorBoard.
-
-    Every row gets a ``time_s`` column (seconds since the run began, resumed runs included).
-    A resumed run passes ``keep_iterations``: rows logged after its checkpoint are dropped (the
-    resumed run logs them again) and TensorBoard events from that point on are purged.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True,
-                 keep_iterations: int | None = None) -> None:  # fmt: skip
-        import time
-
-        self.directory = Path(directory) if directory is not None else None
-        self.rows: list[dict[str, Any]] = []
-        self._clock = time.perf_counter
-        existing = self.directory / "metrics.csv" if self.directory is not None else None
-        if existing is not None and existing.is_file():  # a resumed run appends to its rows
-            with existing.open(newline="") as handle:
-                self.rows = list(csv.DictReader(handle))
-            if keep_iterations is not None:
-                self.rows = [r for r in self.rows if int(r["iteration"]) <= keep_iterations]
-                self._write_csv()
-        last_time = float(self.rows[-1].get("time_s") or 0.0) if self.rows else 0.0
-        self._start = self._clock() - last_time
-        purge_step = None
-        if keep_iterations is not None:  # events past the last kept row were logged after the checkpoint
-            last = self.rows[-1] if self.rows else {}
-            purge_step = int(float(last["prompt_evals"])) + 1 if "prompt_evals" in last else 0
-        self._writer = None
-        if self.directory is not None and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.directory / "tensorboard"), purge_step=purge_step)
-            except ImportError:  # pragma: no cover - tensorboard is a dependency
-                self._writer = None
-
-    def elapsed(self) -> float:
-        """Seconds since the run began (time of killed sessions up to their last kept row included)."""
-        return self._clock() - self._start
-
-    def record(self, row: dict[str, float], step: int) -> None:
-        row = {**row, "time_s": round(self._clock() - self._start, 3)}
-        self.rows.append(row)
-        if self._writer is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and np.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
-        if self.directory is not None:
-            self._write_csv()
-
-    def _write_csv(self) -> None:
-        keys: list[str] = []
-        for row in self.rows:
-            keys.extend(k for k in row if k not in keys)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        assert self.directory is not None
-        atomic_write_text(self.directory / "metrics.csv", buffer.getvalue())
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-# ------------------------------------------------------------------ prompt tracker
-
-
-def prompt_key(prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    return "soft:" + hashlib.sha1(prompt.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
-
-
-@checkpoint_type
-@dataclass
-class PromptRecord:
-    prompt: Prompt
-    total_reward: float = 0.0
-    count: int = 0
-
-    @property
-    def mean_reward(self) -> float:
-        return self.total_reward / max(self.count, 1)
-
-
-@dataclass
-class PromptTracker:
-    """Mean train reward of every prompt scored (over repeated minibatches); keeps the top k."""
-
-    top_k: int = 10
-    records: dict[str, PromptRecord] = field(default_factory=dict)
-    evaluations: int = 0
-
-    def add(self, prompt: Prompt, reward: float) -> None:
-        key = prompt_key(prompt)
-        record = self.records.get(key)
-        if record is None:
-            stored = prompt if isinstance(prompt, str) else prompt.detach().float().cpu().clone()
-            record = self.records[key] = PromptRecord(stored)
-        record.total_reward += float(reward)
-        record.count += 1
-        self.evaluations += 1
-        if len(self.records) > 50 * self.top_k:
-            self._prune()
-
-    def _prune(self) -> None:
-        keep = sorted(self.records.items(), key=lambda kv: kv[1].mean_reward, reverse=True)[: 10 * self.top_k]
-        self.records = dict(keep)
-
-    def top(self, k: int | None = None) -> list[PromptRecord]:
-        return sorted(self.records.values(), key=lambda r: r.mean_reward, reverse=True)[: k or self.top_k]
-
-    def best(self) -> PromptRecord | None:
-        top = self.top(1)
-        return top[0] if top else None
+from rlprompt.task_models.base import Prompt, prompt_key
+from rlprompt.tracker import PromptRecord, PromptTracker
 
 
 @dataclass
@@ -285,14 +59,18 @@ class BestPrompt:
 class Agent(ABC):
     """Base class of all agents (see module docstring)."""
 
-    name: ClassVar[str] = "agent"
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
-    env_kinds: ClassVar[tuple[str, ...]] = ENV_KINDS
-    """Which env kinds the agent runs on: token, selection, edit, soft (the first is its main one)."""
+    """The registered config dataclass; its registration (:class:`AgentSpec`) sets the three below."""
+    name: ClassVar[str] = "agent"
+    env_kinds: ClassVar[tuple[str, ...]] = ()
+    """Which env kinds the agent runs on (the first is its main one)."""
     is_baseline: ClassVar[bool] = False
-    """True for random search, the baseline the learning agents are measured against."""
-    full_soft_space: ClassVar[bool] = False
-    """True when a soft-env agent searches all soft prompts, not only the env's subspace."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec: AgentSpec | None = getattr(cls.config_class, "agent_spec", None)
+        if spec is not None:
+            cls.name, cls.env_kinds, cls.is_baseline = spec.name, spec.env_kinds, spec.is_baseline
 
     def __init__(self, env: PromptEnv | BatchedPromptVectorEnv, config: AgentConfig | None = None,
                  logger: Logger | None = None) -> None:  # fmt: skip
@@ -310,11 +88,12 @@ class Agent(ABC):
                                   "(make_batched_vector_env(..., autoreset_mode='SameStep'))")  # fmt: skip
             self.vec_env = env
         else:
-            env_kind(env)
+            if not isinstance(env, PromptEnv):
+                raise ConfigError(f"{type(env).__name__} is not an rlprompt prompt env")
             copies = [env] + [env.spawn() for _ in range(self.config.n_envs - 1)]
             self.vec_env = BatchedPromptVectorEnv(copies, autoreset_mode="SameStep")
         self.env: PromptEnv = self.vec_env.envs[0]
-        kind = env_kind(self.env)
+        kind = self.env.kind
         if getattr(self.env, "has_variant_tasks", False):
             raise ConfigError("agents search prompt-only candidates; candidates with their own template or "
                               "verbalizers are for direct env use (dev selection could not re-score them)")  # fmt: skip
@@ -322,8 +101,9 @@ class Agent(ABC):
             raise ConfigError(f"agent '{self.name}' runs on {list(self.env_kinds)} envs, not on a {kind} env")
         self.task: Task = self.env.task
         self.logger = logger or Logger(None)
-        self.rng = np.random.default_rng(self.config.seed)
-        self.torch_rng = torch.Generator().manual_seed(self.config.seed)
+        self.seed = 0 if self.config.seed is None else int(self.config.seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.torch_rng = torch.Generator().manual_seed(self.seed)
         self.tracker = PromptTracker(self.config.top_k)
         self.iterations = 0
         self.prompt_evals = 0
@@ -359,11 +139,12 @@ class Agent(ABC):
 
     def reset_envs(self) -> Any:
         if self._obs is None:
-            self._obs, _ = self.vec_env.reset(seed=self.config.seed)
+            self._obs, _ = self.vec_env.reset(seed=self.seed)
         return self._obs
 
     def step_envs(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step the vector env (same-step autoreset), record scored text prompts in the tracker.
+        """Step the vector env (same-step autoreset) and record every scored prompt (text or soft)
+        in the tracker, with its reward.
 
         Inside ``learn()`` the steps are charged to the budget first: a step that would
         exceed it raises ``BudgetExhausted`` before anything runs."""
@@ -372,12 +153,8 @@ class Agent(ABC):
         obs, rewards, terminated, truncated, infos = self.vec_env.step(actions)
         self._obs = obs
         self.env_steps += self.vec_env.num_envs
-        for source in (infos, infos.get("final_info")):
-            if source and "_metrics" in source:
-                for i in np.flatnonzero(source["_metrics"]):
-                    prompt = source["prompt"][i]
-                    if isinstance(prompt, str) and not prompt.startswith("<soft"):
-                        self.tracker.add(prompt, float(source["metrics"]["reward"][i]))
+        for result in self.vec_env.scored:
+            self.tracker.add(result.prompt, result.reward)
         return obs, rewards, terminated, truncated, infos
 
     # ---------------------------------------------------------- the loop
@@ -554,9 +331,9 @@ class Agent(ABC):
         payload = load_checkpoint(path)
         try:
             name = payload["agent"]
-            if name not in AGENT_REGISTRY:
+            if name not in AGENTS:
                 raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
-            config_class, agent_class = AGENT_REGISTRY[name]
+            config_class, agent_class = AGENTS[name].config_class, AGENTS[name].agent_class
             agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
             spaces_now = [repr(agent.env.observation_space), repr(agent.env.action_space)]
             if payload.get("spaces", spaces_now) != spaces_now:
@@ -596,18 +373,3 @@ def step_info(infos: dict[str, Any], key: str, index: int) -> Any:
     if final_mask is not None and final_mask[index]:
         return infos["final_info"][key][index]
     return infos[key][index]
-
-
-def env_kind(env: PromptEnv) -> str:
-    """``token``, ``selection``, ``edit`` or ``soft``, from the env's class."""
-    from rlprompt.envs import PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
-
-    for kind, cls in (
-        ("token", TokenPromptEnv),
-        ("selection", PromptSelectionEnv),
-        ("edit", PromptEditEnv),
-        ("soft", SoftPromptEnv),
-    ):
-        if isinstance(env, cls):
-            return kind
-    raise ConfigError(f"{type(env).__name__} is not an rlprompt prompt env")

@@ -14,31 +14,13 @@ as a pickle, and evaluates option strings, both of which would let a checkpoint 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
-from rlprompt.errors import ConfigError
+from rlprompt.agents.base import Agent
+from rlprompt.agents.cma_es_config import CMAESConfig
 from rlprompt.task_models import Prompt
-
-
-@dataclass
-class CMAESConfig(AgentConfig):
-    n_envs: int = 16
-    """Env copies: population members scored per batched call."""
-    sigma0: float = 0.5
-    """Initial step size, in units of the [-1, 1] box."""
-    popsize: int | None = None
-    """Population size; None uses CMA-ES's default 4 + 3 ln(d)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.sigma0 > 0:
-            raise ConfigError(f"agent.sigma0 must be > 0, got {self.sigma0}")
-        if self.popsize is not None and self.popsize < 2:
-            raise ConfigError(f"agent.popsize must be >= 2, got {self.popsize}")
 
 
 class CMAState:
@@ -107,9 +89,8 @@ class CMAState:
         self.sigma, self.generation = float(state["sigma"]), int(state["generation"])
 
 
-@register_agent("cma_es", CMAESConfig)
 class CMAES(Agent):
-    env_kinds = ("soft",)
+    config_class = CMAESConfig
 
     def _setup(self) -> None:
         self.es = CMAState(self.env.subspace_dim, self.config.sigma0, self.config.popsize)
@@ -128,8 +109,6 @@ class CMAES(Agent):
             if len(chunk) < n:  # pad with the mean: scored, but not told to the ES
                 actions[len(chunk) :] = self._mean()
             _, reward, _, _, _ = self.step_envs(actions)
-            for z, r in zip(chunk, reward[: len(chunk)], strict=True):
-                self.tracker.add(self.env.soft_prompt(z), float(r))
             rewards.extend(float(r) for r in reward[: len(chunk)])
         self.es.tell(population.astype(np.float64), -np.asarray(rewards))
         return {"mean_reward": float(np.mean(rewards)), "max_reward": float(np.max(rewards)), "sigma": self.es.sigma}

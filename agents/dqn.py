@@ -9,66 +9,23 @@ a Polyak update of the target network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
-from rlprompt.agents.networks import QNetwork, current_masks, greedy_prompt, masked_logits, seeded_module
-from rlprompt.errors import ConfigError
+from rlprompt.agents.base import Agent
+from rlprompt.agents.dqn_config import DQNConfig
+from rlprompt.agents.networks import QNetwork, current_masks, masked_logits, seeded_module
 from rlprompt.rl import polyak_update
 
 
-@dataclass
-class DQNConfig(AgentConfig):
-    n_envs: int = 16
-    """Env copies stepped together."""
-    buffer_size: int = 20_000
-    """Replay capacity (transitions)."""
-    batch_size: int = 64
-    """Transitions per gradient step."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
-    gamma: float = 1.0
-    """Discount."""
-    tau: float = 0.05
-    """Polyak rate of the target network (1: hard copy)."""
-    gradient_steps: int = 2
-    """Gradient steps per iteration."""
-    learning_starts: int = 256
-    """Transitions collected before learning."""
-    exploration_initial: float = 1.0
-    """Initial epsilon."""
-    exploration_final: float = 0.05
-    """Final epsilon."""
-    exploration_steps: int = 8_000
-    """Env steps over which epsilon decays."""
-    hidden: int = 128
-    """Width of the Q MLP."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate",), unit_interval=("gamma",),
-                     at_least_one=("buffer_size", "batch_size", "gradient_steps", "exploration_steps", "hidden"),
-                     non_negative=("learning_starts",))  # fmt: skip
-        if not 0 < self.tau <= 1:
-            raise ConfigError("agent.tau must lie in (0, 1]")
-        if not 0 <= self.exploration_final <= self.exploration_initial <= 1:
-            raise ConfigError("agent.exploration_final <= exploration_initial must lie in [0, 1]")
-        if self.buffer_size < self.batch_size:
-            raise ConfigError("agent.buffer_size must be >= agent.batch_size")
-
-
-@register_agent("dqn", DQNConfig)
 class DQN(Agent):
-    env_kinds = ("token", "edit")
+    config_class = DQNConfig
 
     def _setup(self) -> None:
         space, n_actions = self.env.observation_space, int(self.env.action_space.n)
         build = lambda: QNetwork(space, n_actions, self.config.hidden)  # noqa: E731
-        self.q = seeded_module(self.config.seed, build)
-        self.q_target = seeded_module(self.config.seed, build)
+        self.q = seeded_module(self.seed, build)
+        self.q_target = seeded_module(self.seed, build)
         self.q_target.load_state_dict(self.q.state_dict())
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate)
         obs_dim = int(np.prod(space.shape))
@@ -152,7 +109,7 @@ class DQN(Agent):
                 return int(self.rng.choice(valid))
             return int(q.argmax())
 
-        return greedy_prompt(self.env, choose)
+        return self.env.decode(choose)
 
     def _state(self) -> dict:
         return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -9,35 +9,21 @@ and each candidate costs one evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent, step_info
+from rlprompt.agents.base import Agent, step_info
+from rlprompt.agents.hill_climb_config import HillClimbConfig
 
 
-@dataclass
-class HillClimbConfig(AgentConfig):
-    n_envs: int = 16
-    """Candidate edits tried per iteration (scored in one batched call)."""
-    min_improvement: float = 0.0
-    """Keep an edit only if it raises the score by more than this."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, non_negative=("min_improvement",))
-
-
-@register_agent("hill_climb", HillClimbConfig)
 class HillClimb(Agent):
-    env_kinds = ("edit",)
+    config_class = HillClimbConfig
 
     def _setup(self) -> None:
         self.current = self.env.start_prompt
 
     def _learn_step(self) -> dict[str, float]:
         envs = self.vec_env.envs
-        seed = self.config.seed if self.iterations == 0 else None
+        seed = self.seed if self.iterations == 0 else None
         self.vec_env.reset(seed=seed, options={"prompt": self.current})
         edits = [self.rng.choice(np.flatnonzero(env.action_masks()[:-1])) for env in envs]  # never "stop"
         _, improvement, _, _, infos = self.step_envs(np.array(edits))

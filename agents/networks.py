@@ -9,7 +9,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from rlprompt.envs import PromptEditEnv, PromptEnv, TokenPromptEnv
+from rlprompt.envs import PromptEnv
 from rlprompt.errors import ConfigError
 
 
@@ -77,27 +77,6 @@ def current_masks(envs: list[PromptEnv]) -> torch.Tensor | None:
     return torch.as_tensor(np.stack([env.action_masks() for env in envs]))
 
 
-def greedy_prompt(env: PromptEnv, choose: Callable[[np.ndarray, np.ndarray | None], int]) -> str:
-    """Decode a discrete policy into a prompt without scoring: ``choose(obs, mask) -> action``."""
-    if isinstance(env, TokenPromptEnv):
-        tokens: list[int] = []
-        while len(tokens) < env.prompt_length:
-            action = choose(env.observation_of(tokens), None)
-            if action == env.stop_action:
-                break
-            tokens.append(action)
-        return env.prompt_text(tokens)
-    if isinstance(env, PromptEditEnv):
-        units = list(env._start_ids)
-        for used in range(env.max_edits):
-            action = choose(env.observation_of(units, used), env.mask_of(units))
-            if env.edits[action][0] == "stop":
-                break
-            units = env.apply_edit(units, action)
-        return env.text_of(units)
-    raise ConfigError(f"greedy decoding needs a token or edit env, not {type(env).__name__}")
-
-
 def seeded_module(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     """Build a module with its initial weights drawn from ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -109,8 +88,3 @@ def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Te
     """One categorical sample per row, drawn from ``generator`` (reproducible)."""
     probs = torch.softmax(logits.float(), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def episode_length(env: PromptEnv) -> int:
-    """Steps of one episode of a discrete env (token: prompt length; edit: max edits; else 1)."""
-    return int(getattr(env, "prompt_length", getattr(env, "max_edits", 1)))

@@ -9,80 +9,29 @@ with the fine-tuning PPO.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
+from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import (
     ActorCritic,
     current_masks,
-    episode_length,
-    greedy_prompt,
     masked_logits,
     sample_actions,
     seeded_module,
 )
-from rlprompt.errors import ConfigError
+from rlprompt.agents.ppo_config import PPOConfig
 from rlprompt.rl import gae, ppo_policy_loss, ppo_value_loss
 
 
-@dataclass
-class PPOConfig(AgentConfig):
-    n_envs: int = 16
-    """Env copies per rollout (their prompts are scored in one batched call per step)."""
-    n_steps: int | None = None
-    """Rollout length per env; default one episode (prompt length or edit budget)."""
-    learning_rate: float = 3e-3
-    """Adam step size."""
-    gamma: float = 1.0
-    """Discount (1: the prompt's reward counts fully for every token)."""
-    gae_lambda: float = 1.0
-    """GAE's bias/variance trade-off; 1 (Monte-Carlo advantages) suits the short episodes
-    with one terminal reward of prompt envs (0.95 stalled in local optima on the toy task)."""
-    clip_range: float = 0.2
-    """PPO's ratio clip epsilon."""
-    clip_range_vf: float | None = None
-    """Clip of the value update around the rollout's values (None: no clip)."""
-    n_epochs: int = 4
-    """Passes over each rollout."""
-    minibatch_size: int = 32
-    """Transitions per gradient step."""
-    ent_coef: float = 0.05
-    """Entropy bonus weight (keeps exploring a large vocabulary)."""
-    vf_coef: float = 0.5
-    """Value loss weight."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm."""
-    hidden: int = 64
-    """Width of the policy/value MLP."""
-    normalize_advantage: bool = True
-    """Standardise advantages per minibatch."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "max_grad_norm", "clip_range_vf"),
-                     non_negative=("ent_coef", "vf_coef"), at_least_one=("hidden",))  # fmt: skip
-        if not 0 < self.clip_range < 1:
-            raise ConfigError("agent.clip_range must lie in (0, 1)")
-        if self.n_steps is not None and self.n_steps < 1:
-            raise ConfigError("agent.n_steps must be >= 1")
-        if self.n_epochs < 1 or self.minibatch_size < 1:
-            raise ConfigError("agent.n_epochs and agent.minibatch_size must be >= 1")
-        if not 0 <= self.gae_lambda <= 1 or not 0 <= self.gamma <= 1:
-            raise ConfigError("agent.gamma and agent.gae_lambda must lie in [0, 1]")
-
-
-@register_agent("ppo", PPOConfig)
 class PPO(Agent):
-    env_kinds = ("token", "edit")
+    config_class = PPOConfig
 
     def _setup(self) -> None:
         space, n_actions = self.env.observation_space, int(self.env.action_space.n)
-        self.net = seeded_module(self.config.seed, lambda: ActorCritic(space, n_actions, self.config.hidden))
+        self.net = seeded_module(self.seed, lambda: ActorCritic(space, n_actions, self.config.hidden))
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
-        self.n_steps = self.config.n_steps or episode_length(self.env)
+        self.n_steps = self.config.n_steps or self.env.episode_length
 
     def _learn_step(self) -> dict[str, float]:
         cfg = self.config
@@ -160,7 +109,7 @@ class PPO(Agent):
                 return int(logits.argmax())
             return int(sample_actions(logits[None], self.torch_rng)[0])
 
-        return greedy_prompt(self.env, choose)
+        return self.env.decode(choose)
 
     def _state(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

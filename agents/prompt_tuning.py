@@ -9,34 +9,17 @@ is budgeted like the black-box agents it is compared with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 from peft.tuners.prompt_tuning.model import PromptEmbedding
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
+from rlprompt.agents.base import Agent
+from rlprompt.agents.prompt_tuning_config import PromptTuningAgentConfig
 
 
-@dataclass
-class PromptTuningAgentConfig(AgentConfig):
-    learning_rate: float = 0.05
-    """Adam step size on the virtual-token embeddings."""
-    batch_size: int = 16
-    """Train examples per gradient step (the soft env's split)."""
-    weight_decay: float = 0.0
-    """Adam weight decay."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate",), non_negative=("weight_decay",), at_least_one=("batch_size",))
-
-
-@register_agent("prompt_tuning", PromptTuningAgentConfig)
 class PromptTuning(Agent):
-    env_kinds = ("soft",)
-    full_soft_space = True
+    config_class = PromptTuningAgentConfig
 
     def _setup(self) -> None:
         env = self.env

@@ -8,45 +8,15 @@ selection env is a bandit (one state): Q(a) is the sample mean of a's rewards an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
-from rlprompt.agents.networks import greedy_prompt
-from rlprompt.envs import PromptSelectionEnv
-from rlprompt.errors import ConfigError
+from rlprompt.agents.base import Agent
+from rlprompt.agents.q_table_config import QTableConfig
 from rlprompt.task_models import Prompt
 
 
-@dataclass
-class QTableConfig(AgentConfig):
-    n_envs: int = 8
-    """Env copies stepped together."""
-    exploration: Literal["epsilon", "ucb"] = "ucb"
-    """Epsilon-greedy or UCB1 (optimism over visit counts)."""
-    epsilon: float = 0.1
-    """Exploration rate of epsilon-greedy."""
-    ucb_c: float = 1.0
-    """UCB1 exploration constant (in reward units)."""
-    learning_rate: float | None = None
-    """Step size alpha; None uses the sample mean (1 / visits)."""
-    gamma: float = 1.0
-    """Discount (edit env)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, non_negative=("ucb_c",), unit_interval=("gamma",))
-        if not 0 <= self.epsilon <= 1:
-            raise ConfigError("agent.epsilon must lie in [0, 1]")
-        if self.learning_rate is not None and not 0 < self.learning_rate <= 1:
-            raise ConfigError("agent.learning_rate must lie in (0, 1]")
-
-
-@register_agent("q_table", QTableConfig)
 class QTable(Agent):
-    env_kinds = ("selection", "edit")
+    config_class = QTableConfig
 
     def _setup(self) -> None:
         self.n_actions = int(self.env.action_space.n)
@@ -63,6 +33,8 @@ class QTable(Agent):
     def _choose(self, obs: np.ndarray, mask: np.ndarray | None, explore: bool) -> int:
         q, n = self._row(np.asarray(obs).tobytes())
         valid = np.flatnonzero(mask) if mask is not None else np.arange(self.n_actions)
+        if not explore and (n[valid] > 0).any():  # greedy: among actions tried (an untried Q is no estimate)
+            valid = valid[n[valid] > 0]
         if explore and self.config.exploration == "epsilon" and self.rng.random() < self.config.epsilon:
             return int(self.rng.choice(valid))
         scores = q[valid].copy()
@@ -94,11 +66,7 @@ class QTable(Agent):
         return {"mean_reward": float(np.mean(reward)), "states": float(len(self.q))}
 
     def predict(self, deterministic: bool = True) -> Prompt:
-        if isinstance(self.env, PromptSelectionEnv):
-            q, n = self._row(np.asarray(0).tobytes())
-            choice = int(np.argmax(np.where(n > 0, q, -np.inf))) if n.any() else 0
-            return self.env.candidate_prompt(choice)
-        return greedy_prompt(self.env, lambda obs, mask: self._choose(obs, mask, explore=not deterministic))
+        return self.env.decode(lambda obs, mask: self._choose(obs, mask, explore=not deterministic))
 
     def _state(self) -> dict:
         return {"q": self.q, "visits": self.visits, "total_visits": self.total_visits}

@@ -1,49 +1,27 @@
 """Random search: uniformly random actions in any prompt env; the best prompt seen wins.
 
-The baseline every agent must beat at equal budget. On the token env it samples random
-prompts, on the selection env random candidates, on the edit env random applicable edit
-sequences, on the soft env random subspace points ``z ~ U[-1, 1]^d``.
+The baseline every agent must beat at equal budget. Each env kind says what a random action
+is (``PromptEnv.sample_action``): a random word (token env), a random candidate (selection),
+a random applicable edit (edit), a random subspace point ``z ~ U[-1, 1]^d`` (soft).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from rlprompt.agents.base import Agent, AgentConfig, register_agent
-from rlprompt.envs import PromptEditEnv, SoftPromptEnv
-from rlprompt.task_models import Prompt
+from rlprompt.agents.base import Agent
+from rlprompt.agents.random_search_config import RandomSearchConfig
+from rlprompt.task_models.base import Prompt
 
 
-@dataclass
-class RandomSearchConfig(AgentConfig):
-    n_envs: int = 16
-    """Prompts sampled (and scored in one call) per iteration."""
-
-
-@register_agent("random_search", RandomSearchConfig)
 class RandomSearch(Agent):
-    env_kinds = ("token", "selection", "edit", "soft")
-    is_baseline = True
+    config_class = RandomSearchConfig
 
     def _learn_step(self) -> dict[str, float]:
-        envs = self.vec_env.envs
-        space = self.vec_env.single_action_space
         rewards = []
-        for _ in range(getattr(self.env, "prompt_length", getattr(self.env, "max_edits", 1))):
-            if isinstance(self.env, SoftPromptEnv):
-                actions = self.rng.uniform(-1.0, 1.0, size=(len(envs), space.shape[0])).astype(np.float32)
-            elif isinstance(self.env, PromptEditEnv):
-                # random applicable edits, never "stop" (the edit budget ends the episode)
-                masks = [e.action_masks()[:-1] for e in envs]
-                actions = np.array([self.rng.choice(np.flatnonzero(m)) for m in masks])
-            else:
-                actions = self.rng.integers(0, space.n, size=len(envs))
+        for _ in range(self.env.episode_length):
+            actions = np.stack([np.asarray(env.sample_action(self.rng)) for env in self.vec_env.envs])
             _, reward, terminated, truncated, _ = self.step_envs(actions)
-            if isinstance(self.env, SoftPromptEnv):
-                for env, z, r in zip(envs, actions, reward, strict=True):
-                    self.tracker.add(env.soft_prompt(z), float(r))
             rewards.append(reward)
             if np.all(terminated | truncated):
                 break
@@ -51,8 +29,4 @@ class RandomSearch(Agent):
 
     def predict(self, deterministic: bool = True) -> Prompt:
         best = self.tracker.best()
-        if best is not None:
-            return best.prompt
-        if isinstance(self.env, SoftPromptEnv):
-            return self.env.soft_prompt(np.zeros(self.env.subspace_dim))
-        return self.task.config.prompt
+        return best.prompt if best is not None else self.env.default_prompt()

@@ -11,55 +11,22 @@ the policy gradient step weights log-probs by ``return - baseline``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
+from gymnasium import spaces
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
-from rlprompt.agents.networks import ActorCritic, episode_length, greedy_prompt, sample_actions, seeded_module
-from rlprompt.envs import SoftPromptEnv
-from rlprompt.errors import ConfigError
+from rlprompt.agents.base import Agent
+from rlprompt.agents.networks import ActorCritic, sample_actions, seeded_module
+from rlprompt.agents.reinforce_config import ReinforceConfig
 from rlprompt.rl import discounted_returns
 from rlprompt.task_models import Prompt
 
 
-@dataclass
-class ReinforceConfig(AgentConfig):
-    n_envs: int = 4
-    """Episodes per policy-gradient step (scored together)."""
-    learning_rate: float = 1e-3
-    """Adam step size (token env)."""
-    soft_learning_rate: float = 0.05
-    """Adam step size of the Gaussian's mean and log-std (soft env)."""
-    baseline: Literal["learned", "moving_average"] = "learned"
-    """Token env: the value head (``learned``) or a moving average of returns."""
-    baseline_decay: float = 0.9
-    """Moving-average baseline's decay."""
-    ent_coef: float = 0.05
-    """Entropy bonus weight."""
-    init_log_std: float = -1.0
-    """Soft env: initial log standard deviation of the Gaussian."""
-    hidden: int = 64
-    """Width of the policy MLP (token env)."""
-    normalize_advantage: bool = True
-    """Standardise advantages over the batch."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "soft_learning_rate"), non_negative=("ent_coef",),
-                     at_least_one=("hidden",))  # fmt: skip
-        if not 0 <= self.baseline_decay < 1:
-            raise ConfigError("agent.baseline_decay must lie in [0, 1)")
-
-
-@register_agent("reinforce", ReinforceConfig)
 class Reinforce(Agent):
-    env_kinds = ("token", "soft")
+    config_class = ReinforceConfig
 
     def _setup(self) -> None:
-        self.soft = isinstance(self.env, SoftPromptEnv)
+        self.soft = isinstance(self.env.action_space, spaces.Box)  # continuous: a Gaussian policy
         self.moving_baseline = 0.0
         self.baseline_initialised = False
         if self.soft:
@@ -69,7 +36,7 @@ class Reinforce(Agent):
             self.optimizer = torch.optim.Adam([self.mean, self.log_std], lr=self.config.soft_learning_rate)
         else:
             space, n = self.env.observation_space, int(self.env.action_space.n)
-            self.net = seeded_module(self.config.seed, lambda: ActorCritic(space, n, self.config.hidden))
+            self.net = seeded_module(self.seed, lambda: ActorCritic(space, n, self.config.hidden))
             self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.learning_rate)
 
     def _baseline_update(self, returns: torch.Tensor) -> float:
@@ -96,8 +63,6 @@ class Reinforce(Agent):
             sample = self.mean + self.log_std.exp() * noise  # the Gaussian's own sample (for log-probs)
             z = sample.clamp(-1.0, 1.0)  # what the env gets
         _, reward, _, _, _ = self.step_envs(z.numpy())
-        for env, z_i, r in zip(self.vec_env.envs, z.numpy(), reward, strict=True):
-            self.tracker.add(env.soft_prompt(z_i), float(r))
         returns = torch.as_tensor(reward, dtype=torch.float32)
         baseline = self._baseline_update(returns)
         adv = self._advantage(returns - baseline)
@@ -118,7 +83,7 @@ class Reinforce(Agent):
     def _token_step(self) -> dict[str, float]:
         obs = self.reset_envs()
         obs_buf, act_buf, rew_buf, done_buf = [], [], [], []
-        for _ in range(episode_length(self.env)):
+        for _ in range(self.env.episode_length):
             obs_t = torch.as_tensor(obs)
             with torch.no_grad():
                 actions = sample_actions(self.net(obs_t)[0], self.torch_rng)
@@ -171,7 +136,7 @@ class Reinforce(Agent):
                 logits = self.net(torch.as_tensor(obs)[None])[0]
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
-        return greedy_prompt(self.env, choose)
+        return self.env.decode(choose)
 
     def _state(self) -> dict:
         state = {

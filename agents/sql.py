@@ -15,50 +15,16 @@ Polyak-averaged target MLP. Greedy decoding (argmax Q) gives the prompt at evalu
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
-from rlprompt.agents.base import Agent, AgentConfig, check_ranges, register_agent
+from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import seeded_module
-from rlprompt.errors import ConfigError
+from rlprompt.agents.sql_config import SQLConfig
 from rlprompt.rl import polyak_update, sql_multi_step_loss, sql_single_step_loss
 from rlprompt.task_models.encoder import mean_pool
 from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device
-
-
-@dataclass
-class SQLConfig(AgentConfig):
-    n_envs: int = 16
-    """Episodes sampled per update (their prompts are scored in one batched call)."""
-    backbone: str = "embedded"
-    """Frozen policy LM: hub id or path; ``embedded`` is the packaged MiniLM encoder."""
-    mlp_hidden: int = 256
-    """Hidden width of the trainable MLP."""
-    learning_rate: float = 1e-3
-    """Adam step size of the MLP."""
-    tau: float = 0.05
-    """Polyak rate of the target MLP."""
-    gradient_steps: int = 4
-    """Updates per sampled batch (soft Q-learning is off-policy, so a batch can be reused)."""
-    loss: Literal["single", "multi", "mixed"] = "mixed"
-    """Path-consistency loss: single-step, multi-step, or their mean (RLPrompt's default)."""
-    sample_top_k: int | None = 50
-    """Top-k sampling during training (None: the full softmax)."""
-    reward_scale: float = 5.0
-    """Scale of the z-scored rewards."""
-    reward_zscore: bool = True
-    """Standardise each batch's rewards (RLPrompt's normalisation)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "reward_scale"), at_least_one=("mlp_hidden", "gradient_steps"))
-        if not 0 < self.tau <= 1:
-            raise ConfigError("agent.tau must lie in (0, 1]")
-        if self.sample_top_k is not None and self.sample_top_k < 1:
-            raise ConfigError("agent.sample_top_k must be >= 1")
 
 
 class _PolicyHead(nn.Module):
@@ -78,9 +44,8 @@ class _PolicyHead(nn.Module):
         return (features + self.mlp(x)) @ action_embeddings.T + self.bias
 
 
-@register_agent("sql", SQLConfig)
 class SoftQLearning(Agent):
-    env_kinds = ("token",)
+    config_class = SQLConfig
 
     def _setup(self) -> None:
         cfg = self.config

@@ -6,34 +6,72 @@ A step is split in two halves so that a vector env can batch the expensive part:
 :meth:`PromptEnv.step` runs both halves with a single-request task call; the
 :class:`~rlprompt.envs.vector.BatchedPromptVectorEnv` scores the requests of all its
 sub-envs in one call.
+
+An env kind is one module: a :class:`PromptEnv` subclass with its ``kind``, its config
+dataclass (a subclass of :class:`EnvConfig`, the ``env`` section's fields) and the generic
+methods agents use instead of knowing kinds (:attr:`PromptEnv.episode_length`,
+:meth:`PromptEnv.sample_action`, :meth:`PromptEnv.decode`, :meth:`PromptEnv.default_prompt`).
+Importing an env module imports no torch (the task and its model come from elsewhere).
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from rlprompt.checkpoint import checkpoint_type
-from rlprompt.config import Config, config_from_dict, load_config
+from rlprompt.config import Config, check_ranges, config_from_dict, config_to_dict, load_config
 from rlprompt.errors import ConfigError
-from rlprompt.task import Task
-from rlprompt.task_models import Prompt
+
+if TYPE_CHECKING:
+    from rlprompt.task import Task
+    from rlprompt.task_models.base import Prompt
+
+Chooser = Callable[[np.ndarray, "np.ndarray | None"], int]
+"""A discrete policy for :meth:`PromptEnv.decode`: ``(observation, action mask or None) -> action``."""
+
+
+@dataclass
+class EnvConfig:
+    """Fields every env kind has (the ``env`` section of a run config)."""
+
+    kind: str = "token"
+    """A registered env kind."""
+    batch_size: int | None = 16
+    """Train examples each prompt evaluation is scored on (a fresh minibatch every time);
+    null scores every evaluation on the whole split."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "env", at_least_one=("batch_size",))
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The registration of an env kind in :data:`rlprompt.registry.ENVS`."""
+
+    kind: str
+    config_class: type[EnvConfig]
+    env_class: type[PromptEnv]
+    gym_id: str
 
 
 def make_task(task: Task | None = None, config: Config | dict | str | os.PathLike | None = None,
               overrides: list[str] | None = None) -> Task:  # fmt: skip
     """The env's task: given, built from a config (object, dict or YAML path), or the default."""
+    from rlprompt.task import Task
+
     if task is not None:
         if config is not None or overrides:
             raise ConfigError("give an env either task= or config=/overrides=, not both")
         return task
     if isinstance(config, Config):
-        cfg = config_from_dict(asdict(config), overrides)
+        cfg = config_from_dict(config_to_dict(config), overrides)
     elif isinstance(config, dict):
         cfg = config_from_dict(config, overrides)
     else:
@@ -56,9 +94,17 @@ class ScoreRequest:
 @checkpoint_type
 @dataclass
 class ScoreResult:
+    """A scored prompt: the task reward and accuracy on the request's examples."""
+
     reward: float
     accuracy: float
     scorings: int
+    prompt: Any = None
+    """The prompt that was scored (text or soft-prompt tensor): what agents' trackers record."""
+
+
+def _is_soft(prompt: Any) -> bool:
+    return not isinstance(prompt, str)
 
 
 def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
@@ -66,7 +112,7 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
     results: list[ScoreResult | None] = [None] * len(requests)
     groups: dict[tuple[int, str, bool], list[int]] = {}
     for i, request in enumerate(requests):
-        key = (id(request.task), request.split, isinstance(request.prompt, torch.Tensor))
+        key = (id(request.task), request.split, _is_soft(request.prompt))
         groups.setdefault(key, []).append(i)
     for members in groups.values():
         first = requests[members[0]]
@@ -74,10 +120,10 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
             [requests[i].prompt for i in members], [requests[i].indices for i in members], first.split
         )
         for i, reward, acc in zip(members, rewards.tolist(), accuracies.tolist(), strict=True):
-            results[i] = ScoreResult(float(reward), float(acc), int(len(requests[i].indices)))
-            budget_task = requests[i].budget_task
-            if budget_task is not None and budget_task is not first.task:
-                budget_task.prompt_evals += 1
+            request = requests[i]
+            results[i] = ScoreResult(float(reward), float(acc), int(len(request.indices)), request.prompt)
+            if request.budget_task is not None and request.budget_task is not first.task:
+                request.budget_task.prompt_evals += 1
     return results  # type: ignore[return-value]
 
 
@@ -85,6 +131,12 @@ class PromptEnv(gym.Env):
     """Base class: owns the task, draws minibatches from ``self.np_random``, renders ANSI."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    kind: ClassVar[str] = ""
+    """The env kind (``env.kind`` in configs)."""
+    config_class: ClassVar[type[EnvConfig]] = EnvConfig
+    """The dataclass of this kind's ``env`` section."""
+    reset_scorings: ClassVar[int] = 0
+    """Prompt evaluations a reset spends (the edit env scores its start prompt)."""
     _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result", "_was_reset")
     """Attributes that make up the episode state (saved with agent checkpoints)."""
 
@@ -112,6 +164,11 @@ class PromptEnv(gym.Env):
         self._episode_indices = np.arange(self.num_examples)
         self._was_reset = False
 
+    @classmethod
+    def from_config(cls, task: Task, config: EnvConfig) -> PromptEnv:
+        """The env an ``env`` config section describes, on ``task``."""
+        raise NotImplementedError
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         """Seed ``self.np_random`` (Gymnasium's rule); subclasses call this first and build the episode."""
         super().reset(seed=seed, options=options)
@@ -119,15 +176,11 @@ class PromptEnv(gym.Env):
 
     def get_state(self) -> dict[str, Any]:
         """Episode state and RNG state: restoring it continues the env exactly."""
-        import copy
-
         keys = [k for cls in type(self).__mro__ for k in getattr(cls, "_state_keys", ())]
         return {"attrs": {k: copy.deepcopy(getattr(self, k)) for k in dict.fromkeys(keys)},
                 "rng": self.np_random.bit_generator.state}  # fmt: skip
 
     def set_state(self, state: dict[str, Any]) -> None:
-        import copy
-
         for key, value in state["attrs"].items():
             setattr(self, key, copy.deepcopy(value))
         self.np_random.bit_generator.state = state["rng"]
@@ -135,8 +188,6 @@ class PromptEnv(gym.Env):
     def spawn(self) -> PromptEnv:
         """Another copy of this env sharing its task (and loaded model), with its own RNG and
         episode state (both are rebuilt at reset)."""
-        import copy
-
         clone = copy.copy(self)
         for key in dict.fromkeys(k for cls in type(self).__mro__ for k in getattr(cls, "_state_keys", ())):
             setattr(clone, key, copy.deepcopy(getattr(self, key)))
@@ -144,6 +195,30 @@ class PromptEnv(gym.Env):
         clone._np_random_seed = None
         clone._last_result = None
         return clone
+
+    # ------------------------------------------------------------- what agents use
+
+    @property
+    def episode_length(self) -> int:
+        """The most steps an episode takes (single-step envs: 1)."""
+        return 1
+
+    def episode_over(self) -> bool:
+        """Whether the episode ends with the action just applied (single-step envs: always)."""
+        return True
+
+    def sample_action(self, rng: np.random.Generator) -> Any:
+        """A uniformly random action that changes the prompt (what random search plays)."""
+        raise NotImplementedError
+
+    def decode(self, choose: Chooser) -> Prompt:
+        """The prompt a discrete policy writes when it plays ``choose`` from a fresh episode,
+        without scoring anything (greedy decoding of a policy)."""
+        raise ConfigError(f"{type(self).__name__} has continuous actions: there is no discrete policy to decode")
+
+    def default_prompt(self) -> Prompt:
+        """The prompt to report before anything was learned (the manual prompt, or the soft start)."""
+        return self.task.config.prompt
 
     # ------------------------------------------------------------- subclass hooks
 
@@ -155,13 +230,6 @@ class PromptEnv(gym.Env):
 
     def current_prompt_text(self) -> str:
         raise NotImplementedError
-
-    reset_scorings: int = 0
-    """Prompt evaluations a reset spends (the edit env scores its start prompt)."""
-
-    def episode_over(self) -> bool:
-        """Whether the episode ends with the action just applied (single-step envs: always)."""
-        return True
 
     # ------------------------------------------------------------- shared pieces
 
@@ -176,8 +244,8 @@ class PromptEnv(gym.Env):
         value = action
         if isinstance(value, np.ndarray) and value.shape == ():
             value = value[()]
-        if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-            value = int(value)
+        if type(value).__module__ == "torch" and getattr(value, "dim", lambda: 1)() == 0:
+            value = value.item()
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise ConfigError(f"action must be an integer of {self.action_space}, got {action!r}")
         if not self.action_space.contains(int(value)):

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
 
-from rlprompt.config import Config
-from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.config import Config, check_ranges
+from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
 from rlprompt.envs.vocab import build_vocabulary
 from rlprompt.errors import ConfigError
-from rlprompt.task import Task
+
+if TYPE_CHECKING:
+    from rlprompt.task import Task
+
+
+@dataclass
+class EditEnvConfig(EnvConfig):
+    """``env`` section of the edit env."""
+
+    kind: str = "edit"
+    pool_size: int = 50
+    """Words that insert/replace edits draw from (the task model's most common whole words)."""
+    max_units: int = 8
+    """Longest prompt, in words."""
+    max_edits: int = 5
+    """Edits per episode."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
 
 Edit = tuple[str, int, int]  # (operation, position, pool index or second position)
 
@@ -42,6 +62,9 @@ class PromptEditEnv(PromptEnv):
       of known units (what hill-climbing search does).
     """
 
+    kind = "edit"
+    config_class = EditEnvConfig
+    reset_scorings = 1
     _state_keys = ("_prompt", "_edits_used", "_score", "_start_score", "_stopped", "_changed")
 
     def __init__(
@@ -83,6 +106,27 @@ class PromptEditEnv(PromptEnv):
         self._start_score = 0.0
         self._stopped = False
         self._changed = False
+
+    @classmethod
+    def from_config(cls, task: Task, config: EditEnvConfig) -> PromptEditEnv:
+        return cls(task=task, pool_size=config.pool_size, max_units=config.max_units, max_edits=config.max_edits,
+                   batch_size=config.batch_size)  # fmt: skip
+
+    @property
+    def episode_length(self) -> int:
+        return self.max_edits
+
+    def sample_action(self, rng: np.random.Generator) -> int:
+        return int(rng.choice(np.flatnonzero(self.action_masks()[:-1])))  # an applicable edit, never "stop"
+
+    def decode(self, choose: Chooser) -> str:
+        units = list(self._start_ids)
+        for used in range(self.max_edits):
+            action = choose(self.observation_of(units, used), self.mask_of(units))
+            if self.edits[action][0] == "stop":
+                break
+            units = self.apply_edit(units, action)
+        return self.text_of(units)
 
     def current_prompt_text(self) -> str:
         return " ".join(self.units[u] for u in self._prompt)
@@ -139,8 +183,6 @@ class PromptEditEnv(PromptEnv):
         self._last_result = result
         self._score = self._start_score = result.reward
         return self._observation(), self._info(result, start_score=self._start_score)
-
-    reset_scorings = 1
 
     def episode_over(self) -> bool:
         return self._stopped or self._edits_used >= self.max_edits

@@ -5,19 +5,31 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 from gymnasium import spaces
 
 from rlprompt.config import Config
-from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
 from rlprompt.errors import ConfigError
-from rlprompt.task import Task
-from rlprompt.task_models import HFTaskModel, build_task_model
+
+if TYPE_CHECKING:
+    from rlprompt.task import Task
+
+
+@dataclass
+class SelectionEnvConfig(EnvConfig):
+    """``env`` section of the selection env."""
+
+    kind: str = "selection"
+    candidates: str = "sentiment"
+    """A built-in candidate set (``sentiment``, ``topic``) or a file of candidates (.txt: one
+    prompt per line; .json/.yaml: prompts or mappings with ``prompt``)."""
 
 BUILTIN_CANDIDATES = ("sentiment", "topic")
 Candidate = str | dict[str, Any]
@@ -67,6 +79,8 @@ class PromptSelectionEnv(PromptEnv):
     model's weights. Observation: ``Discrete(1)`` (the bandit has no state).
     """
 
+    kind = "selection"
+    config_class = SelectionEnvConfig
     _state_keys = ("_choice",)
 
     def __init__(
@@ -87,7 +101,20 @@ class PromptSelectionEnv(PromptEnv):
         self.action_space = spaces.Discrete(len(self.candidates))
         self._choice: int | None = None
 
+    @classmethod
+    def from_config(cls, task: Task, config: SelectionEnvConfig) -> PromptSelectionEnv:
+        return cls(task=task, candidates=config.candidates, batch_size=config.batch_size)
+
+    def sample_action(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, len(self.candidates)))
+
+    def decode(self, choose: Chooser) -> str:
+        return self.candidate_prompt(choose(np.zeros((), dtype=np.int64), None))
+
     def _task_for(self, candidate: Candidate) -> Task:
+        from rlprompt.task import Task
+        from rlprompt.task_models import build_task_model
+
         if isinstance(candidate, str) or ("template" not in candidate and "verbalizers" not in candidate):
             return self.task
         base = self.task
@@ -100,7 +127,7 @@ class PromptSelectionEnv(PromptEnv):
             raise ConfigError(
                 f"candidate {candidate} has {len(config.verbalizers)} verbalizers for {base.num_classes} classes"
             )
-        if not isinstance(base.task_model, HFTaskModel):
+        if getattr(base.task_model, "model", None) is None or getattr(base.task_model, "tokenizer", None) is None:
             raise ConfigError("template/verbalizer candidates need a Hugging Face task model")
         model = build_task_model(config.task_model, config.template, config.verbalizers,
                                  model=base.task_model.model, tokenizer=base.task_model.tokenizer)  # fmt: skip

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from gymnasium import spaces
 
-from rlprompt.config import Config
-from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.config import Config, check_ranges
+from rlprompt.envs.base import EnvConfig, PromptEnv, ScoreRequest, ScoreResult
 from rlprompt.errors import ConfigError
-from rlprompt.task import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlprompt.task import Task
+
+
+@dataclass
+class SoftEnvConfig(EnvConfig):
+    """``env`` section of the soft-prompt env."""
+
+    kind: str = "soft"
+    n_tokens: int = 5
+    """Virtual tokens."""
+    subspace_dim: int = 50
+    """Dimension of the random subspace searched (Black-Box Tuning's intrinsic dimension)."""
+    bound: float = 1.0
+    """Box bound of subspace coordinates."""
+    projection_seed: int = 0
+    """Seed of the random projection."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, "env", at_least_one=("n_tokens", "subspace_dim"), positive=("bound",))
 
 
 class SoftPromptEnv(PromptEnv):
@@ -26,6 +49,8 @@ class SoftPromptEnv(PromptEnv):
     Observation: a constant ``[0.]`` (the problem has no state between proposals).
     """
 
+    kind = "soft"
+    config_class = SoftEnvConfig
     _state_keys = ("_z",)
 
     def __init__(
@@ -43,6 +68,8 @@ class SoftPromptEnv(PromptEnv):
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
+        import torch
+
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
         model = self.task.task_model
         hidden = model.hidden_size
@@ -73,8 +100,21 @@ class SoftPromptEnv(PromptEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._z: np.ndarray | None = None
 
+    @classmethod
+    def from_config(cls, task: Task, config: SoftEnvConfig) -> SoftPromptEnv:
+        return cls(task=task, n_tokens=config.n_tokens, subspace_dim=config.subspace_dim, bound=config.bound,
+                   projection_seed=config.projection_seed, batch_size=config.batch_size)  # fmt: skip
+
+    def sample_action(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, size=self.subspace_dim).astype(np.float32)
+
+    def default_prompt(self) -> torch.Tensor:
+        return self.soft_prompt(np.zeros(self.subspace_dim, dtype=np.float32))
+
     def soft_prompt(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The ``[n_tokens, hidden]`` soft prompt of subspace point ``z`` (clipped to [-1, 1])."""
+        import torch
+
         z_t = torch.as_tensor(np.asarray(z, dtype=np.float32)).clamp(-1.0, 1.0)
         if z_t.shape != (self.subspace_dim,):
             raise ConfigError(f"action must have shape ({self.subspace_dim},), got {tuple(z_t.shape)}")

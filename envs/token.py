@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
 
-from rlprompt.config import Config
-from rlprompt.envs.base import PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.config import Config, check_ranges
+from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
 from rlprompt.envs.vocab import build_vocabulary
 from rlprompt.errors import ConfigError
-from rlprompt.task import Task
+
+if TYPE_CHECKING:
+    from rlprompt.task import Task
+
+
+@dataclass
+class TokenEnvConfig(EnvConfig):
+    """``env`` section of the token env."""
+
+    kind: str = "token"
+    prompt_length: int = 5
+    """Words per prompt."""
+    vocab_top_k: int = 1000
+    """The action vocabulary is the task model's first k alphabetic whole words."""
+    vocab_regex: str | None = None
+    """Keep only vocabulary words matching this regex."""
+    fixed_length: bool = True
+    """Prompts have exactly ``prompt_length`` words; false adds a stop action."""
+    shaping: bool = False
+    """Reward every step by the change of the partial prompt's score (one evaluation per step)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, "env", at_least_one=("prompt_length", "vocab_top_k"))
 
 
 class TokenPromptEnv(PromptEnv):
@@ -27,6 +51,8 @@ class TokenPromptEnv(PromptEnv):
       (the rewards then sum to the final score; costs one prompt evaluation per step).
     """
 
+    kind = "token"
+    config_class = TokenEnvConfig
     _state_keys = ("_tokens", "_previous_score", "_stopped")
 
     def __init__(
@@ -58,6 +84,28 @@ class TokenPromptEnv(PromptEnv):
         self._tokens: list[int] = []
         self._previous_score = 0.0
         self._stopped = False
+
+    @classmethod
+    def from_config(cls, task: Task, config: TokenEnvConfig) -> TokenPromptEnv:
+        return cls(task=task, prompt_length=config.prompt_length, vocab_top_k=config.vocab_top_k,
+                   vocab_regex=config.vocab_regex, fixed_length=config.fixed_length, shaping=config.shaping,
+                   batch_size=config.batch_size)  # fmt: skip
+
+    @property
+    def episode_length(self) -> int:
+        return self.prompt_length
+
+    def sample_action(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, len(self.vocabulary)))  # never the stop action
+
+    def decode(self, choose: Chooser) -> str:
+        tokens: list[int] = []
+        while len(tokens) < self.prompt_length:
+            action = choose(self.observation_of(tokens), None)
+            if action == self.stop_action:
+                break
+            tokens.append(action)
+        return self.prompt_text(tokens)
 
     def prompt_text(self, token_ids: Sequence[int]) -> str:
         return " ".join(self.vocabulary[i] for i in token_ids)

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from rlprompt.envs.base import PromptEnv, make_task, score_requests
+from rlprompt.envs.base import PromptEnv, ScoreResult, make_task, score_requests
 from rlprompt.errors import ConfigError
 
 
@@ -48,6 +48,9 @@ class BatchedPromptVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._observations = create_empty_array(self.single_observation_space, self.num_envs)
+        self.scored: list[ScoreResult] = []
+        """Every prompt the last :meth:`step` scored (its actions', and resets' after episodes
+        ended), with rewards: what agents' prompt trackers record."""
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         seeds: Sequence[int | None]
@@ -90,6 +93,7 @@ class BatchedPromptVectorEnv(VectorEnv):
                 resets = sum(env.reset_scorings for i, env in enumerate(self.envs) if not resetting[i] and env.episode_over())
             budget.check("prompt_evals", len(requests) + resets)
         results = dict(zip(pending, score_requests(requests), strict=True)) if requests else {}
+        self.scored = []
 
         observations, infos = [], {}
         rewards = np.zeros(self.num_envs, dtype=np.float64)
@@ -98,12 +102,16 @@ class BatchedPromptVectorEnv(VectorEnv):
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 obs, info = env.reset()
+                self._record_reset_score(env)
             else:
+                if i in results:
+                    self.scored.append(results[i])
                 obs, reward, terminated, truncated, info = env._finish(results.get(i))
                 rewards[i], terminations[i], truncations[i] = reward, terminated, truncated
                 if self.autoreset_mode == AutoresetMode.SAME_STEP and (terminated or truncated):
                     final_obs, final_info = obs, info
                     obs, info = env.reset()
+                    self._record_reset_score(env)
                     info = {**info, "final_obs": final_obs, "final_info": final_info}
             observations.append(obs)
             infos = self._add_info(infos, info, i)
@@ -112,6 +120,10 @@ class BatchedPromptVectorEnv(VectorEnv):
         self._observations = concatenate(self.single_observation_space, observations, self._observations)
         obs_out = self._observations.copy() if hasattr(self._observations, "copy") else self._observations
         return obs_out, rewards, terminations, truncations, infos
+
+    def _record_reset_score(self, env: PromptEnv) -> None:
+        if env.reset_scorings and env._last_result is not None:
+            self.scored.append(env._last_result)
 
     def render(self) -> tuple[Any, ...] | None:
         return tuple(env.render() for env in self.envs)
@@ -142,13 +154,10 @@ def make_batched_vector_env(
     return BatchedPromptVectorEnv([env_cls(task=shared, **env_kwargs) for _ in range(num_envs)], autoreset_mode)
 
 
-def _vector_entry_point(env_path: str) -> Callable[..., BatchedPromptVectorEnv]:
+def vector_entry_point(env_class: type[PromptEnv]) -> Callable[..., BatchedPromptVectorEnv]:
     """A ``vector_entry_point`` for ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``."""
 
     def build(num_envs: int = 1, **kwargs: Any) -> BatchedPromptVectorEnv:
-        import importlib
-
-        module, name = env_path.split(":")
-        return make_batched_vector_env(getattr(importlib.import_module(module), name), num_envs, **kwargs)
+        return make_batched_vector_env(env_class, num_envs, **kwargs)
 
     return build

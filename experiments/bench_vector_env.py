@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from _bench_utils import record_batches, time_raw_encoder
 
-from rlprompt.config import Config, TaskModelConfig
+from rlprompt.config import Config
 from rlprompt.envs import TokenPromptEnv, make_batched_vector_env
 from rlprompt.task import Task
+from rlprompt.task_models import HFTaskModelConfig
 
 
 def _clear(task: Task) -> None:
@@ -62,7 +63,7 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batch_size = args.batch_size or (2048 if device == "cuda" else 256)
-    task = Task.from_config(Config(task_model=TaskModelConfig(cache_size=0, batch_size=batch_size)))
+    task = Task.from_config(Config(task_model=HFTaskModelConfig(cache_size=0, batch_size=batch_size)))
     rng = np.random.default_rng(0)
     rows = []
     print(

@@ -28,8 +28,8 @@ def main() -> int:
     from peft import PeftModel
     from transformers import AutoModel, AutoTokenizer
 
-    from rlprompt.experiment import load_run, run_prompt
     from rlprompt.export import export_run
+    from rlprompt.rundir import load_run, run_prompt
     from rlprompt.task import Task
     from rlprompt.task_models import mean_pool
     from rlprompt.task_models.loading import resolve_name_or_path
@@ -41,7 +41,7 @@ def main() -> int:
     if config.task_model.kind != "encoder" or "{prompt}" in "".join(config.verbalizers):
         print("this check recomputes encoder scores with fixed verbalizers only", file=sys.stderr)
         return 2
-    path = resolve_name_or_path(config.task_model.name_or_path)
+    path = resolve_name_or_path(config.task_model.name_or_path, config.task_model.kind)
     tokenizer = AutoTokenizer.from_pretrained(path)
     peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(path), str(adapter)).eval()
 
@@ -64,7 +64,7 @@ def main() -> int:
     print(f"max |logit diff|   : {(peft_logits - ours).abs().max().item():.2e}")
     print(f"test accuracy      : PEFT {(peft_logits.argmax(-1) == labels).float().mean().item():.4f}, "
           f"rlprompt {(ours.argmax(-1) == labels).float().mean().item():.4f}, "
-          f"best_prompt.json {best['metrics']['test']['accuracy']:.4f}")  # fmt: skip
+          f"best_prompt.json {best.metrics['test']['accuracy']:.4f}")  # fmt: skip
     return 0 if agree == 1.0 else 1
 
 

@@ -45,7 +45,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-REWARDS = {
+CANDIDATE_REWARDS = {
     "gold_log_prob": gold_log_prob,
     "accuracy": accuracy,
     "macro_f1": macro_f1,
@@ -86,7 +86,7 @@ def main() -> None:
         f"test accuracy over prompts: median {np.median(test_acc):.4f}, min {test_acc.min():.4f}, max {test_acc.max():.4f}"
     )
     result = {}
-    for name, fn in REWARDS.items():
+    for name, fn in CANDIDATE_REWARDS.items():
         values = fn(train_logits, labels).numpy()
         result[name] = spearman(values, test_acc)
         print(f"Spearman(train {name:<28}, test accuracy) = {result[name]:+.3f}")

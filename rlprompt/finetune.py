@@ -20,7 +20,6 @@ written with the adapter (or the full model) to the run directory:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -29,14 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlprompt.agents import Logger
-from rlprompt.config import Config, config_from_dict, save_config
+from rlprompt.config import Config, save_config
 from rlprompt.data import TaskData, load_task_data
 from rlprompt.errors import ConfigError, RLPromptError, first_line
 from rlprompt.experiment import seed_everything
-from rlprompt.io import atomic_write_json
+from rlprompt.logger import Logger
+from rlprompt.results import FinetuneResult, RunResult
+from rlprompt.rewards.classification import prediction_metrics
+from rlprompt.rundir import saved_config
 
 EVAL_SPLITS = ("dev", "test")
+RESULT = "finetune_result.json"
 
 
 # ---------------------------------------------------------------- the generation task
@@ -93,24 +95,6 @@ class AnswerTask:
         return out
 
 
-def label_metrics(predicted: list[int], gold: list[int], num_classes: int) -> dict[str, Any]:
-    """Accuracy, macro-F1 (an invalid answer counts as wrong), class counts and invalid answers."""
-    pred, true = np.asarray(predicted), np.asarray(gold)
-    f1s = []
-    for c in range(num_classes):
-        tp = int(((pred == c) & (true == c)).sum())
-        denom = int((pred == c).sum() + (true == c).sum())
-        if denom:
-            f1s.append(2 * tp / denom)
-    return {
-        "accuracy": float((pred == true).mean()) if len(true) else 0.0,
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
-        "n": int(len(true)),
-        "predicted_counts": [int((pred == c).sum()) for c in range(num_classes)],
-        "invalid": int((pred < 0).sum()),
-    }
-
-
 # ---------------------------------------------------------------- model loading
 
 
@@ -122,7 +106,7 @@ def load_policy(config: Config) -> tuple[Any, Any]:
     tm = config.task_model
     if tm.kind != "causal_lm":
         raise ConfigError(f"finetune trains a causal LM: set task_model.kind=causal_lm (got {tm.kind})")
-    tokenizer = load_tokenizer(tm.name_or_path)
+    tokenizer = load_tokenizer(tm.name_or_path, "causal_lm")
     # the task models' loader: clear errors for hub ids offline, missing heads, non-causal checkpoints
     model = load_model(tm.name_or_path, "causal_lm", pick_device(tm.device), torch.float32)
     model.requires_grad_(not config.finetune.lora)
@@ -154,14 +138,12 @@ def resolve_prompt(config: Config) -> str:
     if not p.is_file():
         raise ConfigError(f"finetune.prompt_file not found: {p}")
     try:
-        best = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"finetune.prompt_file {p} is not JSON: {exc}") from None
-    if not isinstance(best, dict) or "prompt" not in best:
-        raise ConfigError(f"finetune.prompt_file {p} is not a best_prompt.json (no 'prompt' key)")
-    if best.get("kind") == "soft" or best["prompt"] is None:
+        best = RunResult.load(p)
+    except RLPromptError as exc:
+        raise ConfigError(f"finetune.prompt_file: {exc}") from None
+    if best.kind == "soft" or best.prompt is None:
         raise ConfigError(f"finetune.prompt_file {p} holds a soft prompt; fine-tuning needs a discrete one")
-    return str(best["prompt"])
+    return best.prompt
 
 
 # ---------------------------------------------------------------- evaluation
@@ -187,7 +169,7 @@ def evaluate_greedy(model: Any, task: AnswerTask, splits: tuple[str, ...] = EVAL
     for split in splits:
         answers = greedy_answers(model, task.tokenizer, task.queries(split), ft.max_new_tokens, ft.eval_batch_size)
         predicted = [task.answer_class(a) for a in answers]
-        metrics[split] = label_metrics(predicted, task.labels(split), task.data.num_classes)
+        metrics[split] = prediction_metrics(predicted, task.labels(split), task.data.num_classes)
     return metrics
 
 
@@ -267,17 +249,19 @@ def _train_ppo(model: Any, task: AnswerTask, config: Config) -> list[dict[str, A
 # ---------------------------------------------------------------- the command
 
 
-def run_finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Evaluate, fine-tune, evaluate again and save; returns ``finetune_result.json``'s content."""
+def run_finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> FinetuneResult:
+    """Evaluate, fine-tune, evaluate again and save; returns what ``finetune_result.json`` holds."""
     return finetune(config, output_dir)[0]
 
 
-def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], Any]:
+def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> tuple[FinetuneResult, Any]:
     """:func:`run_finetune` that also returns the trained model (base + adapter in memory)."""
     ft = config.finetune
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
-    if (run_dir / "finetune_result.json").is_file():
+    if (run_dir / RESULT).is_file():
         raise ConfigError(f"{run_dir} already holds a finished fine-tuning run; choose another --output-dir")
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ConfigError(f"{run_dir} is not an empty directory; fine-tuning writes only into a new or empty one")
     prompt = resolve_prompt(config)
     data = load_task_data(config.data, num_classes=len(config.verbalizers))
     seed_everything(config.seed)
@@ -293,25 +277,25 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
         log = _train_trl(ft.method, model, task, config, run_dir)
     after = evaluate_greedy(model, task)
     saved = save_trained(model, tokenizer, run_dir, lora=ft.lora)
-    result = {
-        "run_dir": str(run_dir),
-        "method": ft.method,
-        "lora": ft.lora,
-        "prompt": prompt,
-        "task_model": f"{config.task_model.kind}:{config.task_model.name_or_path}",
-        "before": {"metrics": before},
-        "after": {"metrics": after},
-        "steps": ft.steps,
-        "answers_sampled": ft.steps * ft.batch_size * ft.num_generations,
-        "saved": saved,
-        "seed": config.seed,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-    }
+    result = FinetuneResult(
+        run_dir=str(run_dir),
+        method=ft.method,
+        lora=ft.lora,
+        prompt=prompt,
+        task_model=config.task_model.label,
+        before={"metrics": before},
+        after={"metrics": after},
+        steps=ft.steps,
+        answers_sampled=ft.steps * ft.batch_size * ft.num_generations,
+        saved=saved,
+        seed=config.seed,
+        wall_time_s=round(time.perf_counter() - started, 2),
+    )
     logger = Logger(run_dir, tensorboard=True, keep_iterations=0)  # metrics.csv + TensorBoard
     for row in log:
         logger.record(row, step=int(row["iteration"]))
     logger.close()
-    atomic_write_json(run_dir / "finetune_result.json", result)
+    result.save(run_dir / RESULT)
     return result, model
 
 
@@ -336,13 +320,13 @@ def load_finetuned(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, Config]:
     from rlprompt.task_models.loading import load_model
 
     run_dir = Path(run_dir)
-    if not (run_dir / "finetune_result.json").is_file():
-        raise RLPromptError(f"{run_dir} holds no finished fine-tuning run (no finetune_result.json)")
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-    result = json.loads((run_dir / "finetune_result.json").read_text(encoding="utf-8"))
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / result["saved"])
+    if not (run_dir / RESULT).is_file():
+        raise RLPromptError(f"{run_dir} holds no finished fine-tuning run (no {RESULT})")
+    config = saved_config(run_dir)
+    result = FinetuneResult.load(run_dir / RESULT)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / result.saved)
     tokenizer.padding_side = "left"
-    if result["saved"] == "adapter":
+    if result.saved == "adapter":
         from peft import PeftModel
 
         base = load_model(config.task_model.name_or_path, "causal_lm", torch.device("cpu"), torch.float32)
@@ -350,14 +334,3 @@ def load_finetuned(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, Config]:
     else:
         model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
     return model.eval(), tokenizer, config
-
-
-def format_finetune_summary(result: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
-    b, a = result["before"]["metrics"], result["after"]["metrics"]
-    lines = [f"method   : {result['method']} ({'LoRA' if result['lora'] else 'full fine-tuning'}) on "
-             f"{result['task_model']}, prompt {result['prompt']!r}, {result['steps']} steps"]  # fmt: skip
-    for split in EVAL_SPLITS:
-        lines.append(f"{split:<9}: greedy accuracy {b[split]['accuracy']:.4f} -> {a[split]['accuracy']:.4f}  "
-                     f"(invalid answers {b[split]['invalid']} -> {a[split]['invalid']} of {a[split]['n']})")  # fmt: skip
-    lines.append(f"saved    : {Path(run_dir) / result['saved']}  ({result['wall_time_s']} s)")
-    return "\n".join(lines)

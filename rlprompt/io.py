@@ -105,6 +105,11 @@ def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def cache_dir() -> Path:
+    """rlprompt's cache (converted models, response caches): ``$RLPROMPT_CACHE`` or ``~/.cache/rlprompt``."""
+    return Path(os.environ.get("RLPROMPT_CACHE", Path.home() / ".cache" / "rlprompt")).expanduser()
+
+
 def temp_path_for(path: str | os.PathLike[str]) -> Path:
     """A hidden temp name beside ``path`` that :func:`remove_stale_temp_files` recognises."""
     target = Path(path)

@@ -15,52 +15,14 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from rlprompt.config import PPOFinetuneConfig
 from rlprompt.errors import ConfigError
 from rlprompt.rl import gae, ppo_policy_loss, ppo_value_loss
-
-
-@dataclass
-class PPOFinetuneConfig:
-    """PPO-only settings (learning rate, temperature, KL coefficient and answer length are
-    shared with the other methods in ``finetune``)."""
-
-    clip_range: float = 0.2
-    """Clip range of the probability ratio in the surrogate objective."""
-    value_clip: float | None = 0.2
-    """Clip range of value updates around the rollout's values (None: unclipped)."""
-    vf_coef: float = 0.5
-    """Weight of the value loss."""
-    gamma: float = 1.0
-    """Discount over answer tokens."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    epochs: int = 4
-    """Optimisation passes over each rollout."""
-    minibatches: int = 2
-    """Minibatches per pass."""
-    whiten_advantages: bool = True
-    """Standardise advantages over the rollout."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip of each step."""
-
-    def __post_init__(self) -> None:
-        if self.clip_range <= 0:
-            raise ConfigError("finetune.ppo.clip_range must be > 0")
-        if self.value_clip is not None and self.value_clip <= 0:
-            raise ConfigError("finetune.ppo.value_clip must be > 0 or null")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ConfigError("finetune.ppo.gamma and gae_lambda must lie in [0, 1]")
-        if self.epochs < 1 or self.minibatches < 1:
-            raise ConfigError("finetune.ppo.epochs and minibatches must be >= 1")
-        if self.vf_coef < 0 or self.max_grad_norm <= 0:
-            raise ConfigError("finetune.ppo.vf_coef must be >= 0 and max_grad_norm > 0")
-
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(example_indices [B], answer_ids [B, T]) -> rewards [B]``."""

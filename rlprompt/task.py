@@ -188,7 +188,7 @@ def evaluate_prompt(
         prompt=prompt,
         split=split,
         forward_batches=task.task_model.stats.forward_batches - batches_before,
-        task_model=f"{config.task_model.kind}:{config.task_model.name_or_path}",
+        task_model=config.task_model.label,
         wall_time_s=round(time.perf_counter() - start, 3),
     )
     return metrics

@@ -14,8 +14,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from rlprompt.config import Config, TaskModelConfig, config_from_dict  # noqa: E402
+from rlprompt.config import Config, config_from_dict  # noqa: E402
 from rlprompt.data import demo_dir, load_file  # noqa: E402
+from rlprompt.task_models import HFTaskModelConfig as TaskModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst-2"

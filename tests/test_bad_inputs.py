@@ -249,7 +249,7 @@ def test_result_files_follow_the_umask(world, tmp_path):
 
 
 def _toy():
-    from rlprompt.toy import make_toy_task
+    from rlprompt.testing.toy import make_toy_task
 
     return make_toy_task(vocab_size=10, prompt_length=3)
 
@@ -282,7 +282,7 @@ def _api_cases():
         _toy().reward(["w00 w01 w02"], indices=[0, 99])
 
     def learn_negative():
-        AGENT_REGISTRY["ppo"][1](TokenPromptEnv(task=_toy(), prompt_length=2)).learn(total_prompt_evals=-1)
+        AGENT_REGISTRY["ppo"].agent_class(TokenPromptEnv(task=_toy(), prompt_length=2)).learn(total_prompt_evals=-1)
 
     return [
         ("task-from-int", lambda: Task.from_config(123), "Task.from_config needs a Config"),

@@ -25,7 +25,8 @@ from rlprompt.envs import (
     make_batched_vector_env,
 )
 from rlprompt.errors import ConfigError
-from rlprompt.toy import make_toy_task
+from rlprompt.registry import ENVS
+from rlprompt.testing.toy import make_toy_task
 
 TOY_KWARGS = {
     "rlprompt/TokenPrompt-v0": {"prompt_length": 3},
@@ -40,14 +41,19 @@ def toy_task():
     return make_toy_task(vocab_size=10, prompt_length=3, seed=0)
 
 
+REGISTERED_IDS = sorted(ENVS[kind].gym_id for kind in ENVS.names())
+
+
 def test_every_registered_id_is_covered():
     registered = {env_id for env_id in gym.registry if env_id.startswith("rlprompt/")}
-    assert registered == set(rlprompt.envs.ENV_IDS) == set(TOY_KWARGS)
+    assert registered == set(rlprompt.envs.ENV_IDS) == set(REGISTERED_IDS)
+    assert set(TOY_KWARGS) <= set(REGISTERED_IDS)
 
 
-@pytest.mark.parametrize("env_id", sorted(TOY_KWARGS))
+@pytest.mark.parametrize("env_id", REGISTERED_IDS)
 def test_env_checker_passes_without_warnings(env_id, toy_task):
-    env = gym.make(env_id, task=toy_task, render_mode="ansi", batch_size=8, **TOY_KWARGS[env_id])
+    """Every registered kind (a new one with its defaults, unless TOY_KWARGS sizes it down)."""
+    env = gym.make(env_id, task=toy_task, render_mode="ansi", batch_size=8, **TOY_KWARGS.get(env_id, {}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=False)
@@ -132,10 +138,12 @@ def test_token_env_variable_length_stop_action(toy_task):
 
 def test_vocabulary_from_tokenizers(minilm_task, tiny_clm_dir):
     from rlprompt.task_models.loading import load_tokenizer
+    from rlprompt.task_models.vocab import tokenizer_words
 
     words = build_vocabulary(minilm_task.task_model, top_k=300)
     assert "the" in words and not any(w.startswith("##") or w.startswith("[") for w in words)
-    bpe = type("M", (), {"tokenizer": load_tokenizer(str(tiny_clm_dir))})()
+    bpe_tokenizer = load_tokenizer(str(tiny_clm_dir))
+    bpe = type("M", (), {"words": lambda self: tokenizer_words(bpe_tokenizer)})()
     bpe_words = build_vocabulary(bpe, top_k=None)
     assert "great" in bpe_words and all("Ġ" not in w for w in bpe_words)
     assert (

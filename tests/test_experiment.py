@@ -82,20 +82,20 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
     for name in ("config.json", "metrics.csv", "best_prompt.json", "reward_curve.png", "checkpoint.safetensors"):
         assert (tmp_path / "a" / name).is_file(), name
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
-    assert first["kind"] == "discrete" and isinstance(first["prompt"], str)
-    assert first["token_ids"] and first["soft_prompt_path"] is None
+    assert first.kind == "discrete" and isinstance(first.prompt, str)
+    assert first.token_ids and first.soft_prompt_path is None
     for split in ("train", "dev", "test"):
-        assert 0.0 <= first["metrics"][split]["accuracy"] <= 1.0
-        assert 0.0 <= first["baseline"]["metrics"][split]["accuracy"] <= 1.0
-    assert first["baseline"]["prompt"] == "It was"
-    assert first["prompt_evals"] >= 48 and first["lm_calls"] > 0 and first["dev_lm_calls"] > 0
-    assert first["agent"] == "ppo" and first["task_model"] == "encoder:embedded" and first["seed"] == 0
+        assert 0.0 <= first.metrics[split]["accuracy"] <= 1.0
+        assert 0.0 <= first.baseline["metrics"][split]["accuracy"] <= 1.0
+    assert first.baseline["prompt"] == "It was"
+    assert first.prompt_evals >= 48 and first.lm_calls > 0 and first.dev_lm_calls > 0
+    assert first.agent == "ppo" and first.task_model == "encoder:embedded" and first.seed == 0
     # same seed -> byte-identical best_prompt.json apart from the timing
     a, b = (json.loads((tmp_path / d / "best_prompt.json").read_text()) for d in ("a", "b"))
     assert a.pop("wall_time_s") is not None and b.pop("wall_time_s") is not None
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert without_times(tmp_path / "a")[1] == without_times(tmp_path / "b")[1]
-    assert second["prompt"] == first["prompt"]
+    assert second.prompt == first.prompt
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["agent"]["name"] == "ppo" and "clip_range" in saved["agent"]  # resolved: every agent field
 
@@ -104,21 +104,22 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
 def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, small_data, name):
     from rlprompt.agents import AGENT_REGISTRY
 
-    kind = AGENT_REGISTRY[name][1].env_kinds[0]
-    env = {"kind": kind, "batch_size": 8, "n_tokens": 2, "subspace_dim": 4, "prompt_length": 3, "vocab_top_k": 50}
+    kind = AGENT_REGISTRY[name].env_kinds[0]
+    small = {"token": {"prompt_length": 3, "vocab_top_k": 50}, "soft": {"n_tokens": 2, "subspace_dim": 4}}
+    env = {"kind": kind, "batch_size": 8, **small.get(kind, {})}  # a kind's config holds only its own fields
     config_path = write_config(tmp_path / "run.yaml", small_data, env=env, agent={"name": name, "n_envs": 4},
                                budget={"prompt_evals": 16})  # fmt: skip
     result = run_experiment(load_config(config_path), tmp_path / name, progress=False)
-    assert result["kind"] == ("soft" if kind == "soft" else "discrete") and result["env"] == kind
-    assert result["prompt_evals"] >= 16 and 0 <= result["metrics"]["test"]["accuracy"] <= 1
+    assert result.kind == ("soft" if kind == "soft" else "discrete") and result.env == kind
+    assert result.prompt_evals >= 16 and 0 <= result.metrics["test"]["accuracy"] <= 1
     # a finished run's checkpoint reloads into a fresh agent with the same counters
     from rlprompt.agents import Agent
-    from rlprompt.experiment import build_env
+    from rlprompt.experiment import make_env
     from rlprompt.task import Task
 
     config = load_config(tmp_path / name / "config.json")
-    agent = Agent.load(tmp_path / name / "checkpoint.safetensors", build_env(Task.from_config(config), config))
-    assert (agent.prompt_evals, agent.lm_calls) == (result["prompt_evals"], result["lm_calls"])
+    agent = Agent.load(tmp_path / name / "checkpoint.safetensors", make_env(Task.from_config(config), config))
+    assert (agent.prompt_evals, agent.lm_calls) == (result.prompt_evals, result.lm_calls)
 
 
 def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
@@ -130,11 +131,11 @@ def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_d
 
     task = Task.from_config(load_config(config_path))
     rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
-    assert result["candidates"] in (5, 6)  # the greedy prompt + the top 5 by train reward (deduplicated)
-    assert result["dev_lm_calls"] == result["candidates"] * len(task.data.dev)
-    assert int(rows[-1]["lm_calls"]) == result["lm_calls"] <= result["prompt_evals"] * 8  # training cost only
-    assert task.evaluate(result["prompt"], "dev")["reward"] == pytest.approx(
-        result["metrics"]["dev"]["reward"], abs=1e-6
+    assert result.candidates in (5, 6)  # the greedy prompt + the top 5 by train reward (deduplicated)
+    assert result.dev_lm_calls == result.candidates * len(task.data.dev)
+    assert int(rows[-1]["lm_calls"]) == result.lm_calls <= result.prompt_evals * 8  # training cost only
+    assert task.evaluate(result.prompt, "dev")["reward"] == pytest.approx(
+        result.metrics["dev"]["reward"], abs=1e-6
     )
 
 
@@ -230,8 +231,8 @@ def test_rlprompt_paper_config_runs_with_tiny_stand_ins(tmp_path, tiny_mlm_dir, 
     ])  # fmt: skip
     assert config.task_model.kind == "masked_lm" and config.agent_name == "sql" and config.reward.name == "gap"
     result = run_experiment(config, tmp_path / "paper", progress=False)
-    assert result["kind"] == "discrete" and len(result["prompt"].split()) == 5
-    assert result["task_model"] == f"masked_lm:{tiny_mlm_dir}"
+    assert result.kind == "discrete" and len(result.prompt.split()) == 5
+    assert result.task_model == f"masked_lm:{tiny_mlm_dir}"
 
 
 # ------------------------------------------------------------------ eval --run and export
@@ -245,12 +246,12 @@ def test_eval_run_reproduces_and_measures_transfer(tmp_path, small_data, capsys)
         assert main(["eval", "--run", str(run_dir), "--split", split, "--json"]) == 0
         out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert out["reproduces"] is True and out["max_abs_diff"] <= 1e-5
-        assert out["metrics"]["predicted_counts"] == result["metrics"][split]["predicted_counts"]
-        assert out["metrics"]["accuracy"] == result["metrics"][split]["accuracy"]
+        assert out["metrics"]["predicted_counts"] == result.metrics[split]["predicted_counts"]
+        assert out["metrics"]["accuracy"] == result.metrics[split]["accuracy"]
     # transfer: the same prompt on another dataset (demo test set) through --set
     assert main(["eval", "--run", str(run_dir), "--set", f"data.dir={demo_dir()}", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["metrics"]["n"] == 200 and "reproduces" not in out and out["prompt"] == result["prompt"]
+    assert out["metrics"]["n"] == 200 and "reproduces" not in out and out["prompt"] == result.prompt
 
 
 def test_export_discrete_prompt_as_json_and_txt(tmp_path, small_data, capsys):
@@ -258,11 +259,11 @@ def test_export_discrete_prompt_as_json_and_txt(tmp_path, small_data, capsys):
     run_dir = tmp_path / "r"
     result = run_experiment(load_config(config_path), run_dir, progress=False)
     assert main(["export", str(run_dir), "--format", "txt", "--out", str(tmp_path / "p.txt")]) == 0
-    assert (tmp_path / "p.txt").read_text() == result["prompt"] + "\n"
+    assert (tmp_path / "p.txt").read_text() == result.prompt + "\n"
     assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "p.json")]) == 0
     exported = json.loads((tmp_path / "p.json").read_text())
-    assert exported["prompt"] == result["prompt"] and exported["token_ids"] == result["token_ids"]
-    assert exported["template"] == "{sentence} {prompt}" and exported["metrics"] == result["metrics"]
+    assert exported["prompt"] == result.prompt and exported["token_ids"] == result.token_ids
+    assert exported["template"] == "{sentence} {prompt}" and exported["metrics"] == result.metrics
     capsys.readouterr()
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(tmp_path / "adapter")]) == 2
     assert "discrete prompt" in capsys.readouterr().err
@@ -280,8 +281,8 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
                                agent={"name": "cma_es", "n_envs": 8}, budget={"prompt_evals": 32})  # fmt: skip
     run_dir = tmp_path / "soft"
     result = run_experiment(load_config(config_path), run_dir, progress=False)
-    assert result["kind"] == "soft" and result["prompt"] is None and result["token_ids"] is None
-    assert (run_dir / result["soft_prompt_path"]).is_file()
+    assert result.kind == "soft" and result.prompt is None and result.token_ids is None
+    assert (run_dir / result.soft_prompt_path).is_file()
     assert main(["eval", "--run", str(run_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reproduces"] is True
     assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "x.json")]) == 2
@@ -318,7 +319,7 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
     assert torch.allclose(peft_logits, ours, atol=1e-3)
     assert torch.equal(peft_logits.argmax(-1), ours.argmax(-1))
     accuracy = (peft_logits.argmax(-1) == task.labels("test")).float().mean().item()
-    assert accuracy == pytest.approx(result["metrics"]["test"]["accuracy"])
+    assert accuracy == pytest.approx(result.metrics["test"]["accuracy"])
 
 
 # ------------------------------------------------------------------ rlprompt bench

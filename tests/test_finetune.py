@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from rlprompt.cli import main
 from rlprompt.config import load_config
 from rlprompt.finetune import AnswerTask, evaluate_greedy, finetune, load_finetuned, resolve_prompt
-from rlprompt.toy_lm import SPECIALS, TOY_WORDS, toy_model_path
+from rlprompt.testing.toy_lm import SPECIALS, TOY_WORDS, toy_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "configs" / "finetune-tiny.yaml"
@@ -55,7 +55,7 @@ def test_toy_model_is_tiny_and_emits_no_label_word_before_training():
 def test_each_method_raises_greedy_dev_accuracy_and_trains_only_lora(tmp_path, method):
     config = load_config(TINY, [f"finetune.method={method}", "finetune.steps=40"])
     result, model = finetune(config, tmp_path / method)
-    before, after = result["before"]["metrics"], result["after"]["metrics"]
+    before, after = result.before["metrics"], result.after["metrics"]
     assert after["dev"]["accuracy"] - before["dev"]["accuracy"] >= 0.2, (before["dev"], after["dev"])
     assert after["dev"]["invalid"] < before["dev"]["invalid"]
     # LoRA B matrices start at zero: non-zero now means the adapter trained
@@ -73,7 +73,7 @@ def test_each_method_raises_greedy_dev_accuracy_and_trains_only_lora(tmp_path, m
     reloaded, tokenizer, saved_config = load_finetuned(tmp_path / method)
     from rlprompt.data import load_task_data
 
-    task = AnswerTask(saved_config, tokenizer, result["prompt"], load_task_data(saved_config.data, num_classes=2))
+    task = AnswerTask(saved_config, tokenizer, result.prompt, load_task_data(saved_config.data, num_classes=2))
     assert evaluate_greedy(reloaded, task) == after
     log = (tmp_path / method / "metrics.csv").read_text().splitlines()
     assert len(log) >= 2 and "reward" in log[0]
@@ -85,7 +85,7 @@ def test_full_finetuning_saves_a_reloadable_model(tmp_path):
     config = load_config(TINY, ["finetune.method=ppo", "finetune.lora=false", "finetune.steps=10",
                                 "finetune.learning_rate=1e-3"])  # fmt: skip
     result, model = finetune(config, tmp_path / "full")
-    assert result["saved"] == "model" and (tmp_path / "full" / "model" / "config.json").is_file()
+    assert result.saved == "model" and (tmp_path / "full" / "model" / "config.json").is_file()
     changed = any(not torch.equal(v, model.state_dict()[k]) for k, v in base_state().items())
     assert changed
     reloaded, _, _ = load_finetuned(tmp_path / "full")
@@ -94,11 +94,17 @@ def test_full_finetuning_saves_a_reloadable_model(tmp_path):
 
 
 def test_prompt_comes_from_a_best_prompt_json(tmp_path):
+    from rlprompt.results import RunResult
+
+    fields = dict(token_ids=None, soft_prompt_path=None, n_virtual_tokens=None, metrics={}, baseline={},
+                  train_reward=None, candidates=1, lm_calls=0, prompt_evals=0, env_steps=0, iterations=0,
+                  dev_lm_calls=0, eval_lm_calls=0, agent="ppo", env="edit", task_model="causal_lm:x", reward="accuracy",
+                  seed=0, rlprompt_version="0", wall_time_s=None)  # fmt: skip
     best = tmp_path / "best_prompt.json"
-    best.write_text(json.dumps({"kind": "discrete", "prompt": "it was", "metrics": {}}))
+    RunResult(kind="discrete", prompt="it was", **fields).save(best)
     config = load_config(TINY, [f"finetune.prompt_file={best}"])
     assert resolve_prompt(config) == "it was"
-    best.write_text(json.dumps({"kind": "soft", "prompt": None}))
+    RunResult(kind="soft", prompt=None, **fields).save(best)
     with pytest.raises(Exception, match="soft prompt"):
         resolve_prompt(config)
 
@@ -107,7 +113,7 @@ def test_prompt_comes_from_a_best_prompt_json(tmp_path):
     ("overrides", "message"),
     [
         (["task_model.kind=encoder", "task_model.name_or_path=embedded"], "finetune trains a causal LM"),
-        (["task_model.name_or_path=embedded"], "is a BertModel checkpoint, not a causal LM"),
+        (["task_model.name_or_path=embedded:minilm"], "is a BertModel checkpoint, not a causal LM"),
         (["verbalizers=[' negative', ' splendid']"], "verbalizer ' splendid' is not in the tokenizer's vocabulary"),
         (["finetune.prompt_file=/nonexistent/best_prompt.json"], "finetune.prompt_file not found"),
         (["finetune.method=dpo"], "config key 'finetune.method' must be one of"),

@@ -13,7 +13,7 @@ from rlprompt.ppo_finetune import PPOFinetuneConfig, PPOFinetuner
 def toy(tmp_path_factory, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlprompt.toy_lm import toy_model_path
+    from rlprompt.testing.toy_lm import toy_model_path
 
     monkeypatch.setenv("RLPROMPT_CACHE", str(tmp_path_factory.getbasetemp() / "rlprompt-cache"))
     path = toy_model_path()

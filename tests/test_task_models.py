@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import clm_config, mlm_config
-from rlprompt.config import Config, TaskModelConfig
+from rlprompt.config import Config
 from rlprompt.errors import ConfigError, ModelLoadError
 from rlprompt.task import Task
+from rlprompt.task_models import HFTaskModelConfig as TaskModelConfig
 from rlprompt.task_models import build_task_model
 
 TEXTS = ["a warm, funny film with wonderful performances", "i checked my watch four times", "not bad at all"]

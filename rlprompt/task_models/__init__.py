@@ -1,27 +1,31 @@
-"""Task models: turn (prompt, input) pairs into class logits.
+"""Task models: turn (prompt, input) pairs into class scores, batched, cached and counted.
 
-Use :func:`build_task_model` to get the implementation a :class:`~rlprompt.config.TaskModelConfig`
-names; models load once and every call batches all its (prompt, example) pairs.
+Importing this package registers the task-model kinds in :data:`rlprompt.registry.TASK_MODELS`
+(and imports no torch: implementations load when a model is built). :func:`build_task_model`
+builds the kind a config names; a new kind is one module with a
+:class:`~rlprompt.task_models.base.TaskModel` subclass and its config dataclass, plus one
+registration below (``tests/test_task_model_contract.py`` then checks it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rlprompt.config import TaskModelConfig
-from rlprompt.errors import DataError
-from rlprompt.task_models.base import HFTaskModel, Prompt, TaskModel, TaskModelStats
-from rlprompt.task_models.encoder import EncoderTaskModel, mean_pool
-from rlprompt.task_models.lm import CausalLMTaskModel, MaskedLMTaskModel
-from rlprompt.task_models.loading import embedded_model_path
+from rlprompt.registry import TASK_MODELS
+from rlprompt.task_models.config import EMBEDDED_MODEL, HFTaskModelConfig, TaskModelConfig, TaskModelSpec
 
-TASK_MODEL_CLASSES: dict[str, type[HFTaskModel]] = {
-    "encoder": EncoderTaskModel,
-    "encoder-tuned": EncoderTaskModel,
-    "masked_lm": MaskedLMTaskModel,
-    "causal_lm": CausalLMTaskModel,
-}
+if TYPE_CHECKING:
+    from rlprompt.task_models.base import TaskModel
+
+for _spec in (
+    TaskModelSpec("encoder", HFTaskModelConfig, "rlprompt.task_models.encoder:EncoderTaskModel", prompt_in_verbalizers=True),
+    TaskModelSpec("encoder-tuned", HFTaskModelConfig, "rlprompt.task_models.encoder:TunedEncoderTaskModel",
+                  prompt_in_verbalizers=True),
+    TaskModelSpec("masked_lm", HFTaskModelConfig, "rlprompt.task_models.lm:MaskedLMTaskModel", mask_slot=True),
+    TaskModelSpec("causal_lm", HFTaskModelConfig, "rlprompt.task_models.causal:CausalLMTaskModel"),
+):  # fmt: skip
+    TASK_MODELS.register(_spec.kind, _spec)
 
 
 def build_task_model(
@@ -34,31 +38,35 @@ def build_task_model(
     manual_prompt: str = "",
     model: Any = None,
     tokenizer: Any = None,
-) -> HFTaskModel:
-    """Load the task model ``config.kind`` names (``model``/``tokenizer`` may be given pre-built).
-
-    ``encoder-tuned`` fits its linear head here on ``train_texts``/``train_labels`` under the
-    manual prompt.
-    """
-    cls = TASK_MODEL_CLASSES[config.kind]
-    task_model = cls(config, template, verbalizers, model=model, tokenizer=tokenizer)
-    if config.kind == "encoder-tuned":
-        if train_texts is None or train_labels is None:
-            raise DataError("task_model.kind=encoder-tuned needs the train split to fit its head")
-        assert isinstance(task_model, EncoderTaskModel)
-        task_model.fit_head(train_texts, train_labels, manual_prompt)
-    return task_model
+) -> TaskModel:
+    """Build the task model ``config.kind`` names (``model``/``tokenizer`` may be given pre-built);
+    kinds that fit something (``encoder-tuned``'s head) use the train split and manual prompt."""
+    cls = TASK_MODELS[config.kind].model_class
+    return cls.from_config(config, template, verbalizers, train_texts=train_texts, train_labels=train_labels,
+                           manual_prompt=manual_prompt, model=model, tokenizer=tokenizer)  # fmt: skip
 
 
-__all__ = [
-    "CausalLMTaskModel",
-    "EncoderTaskModel",
-    "HFTaskModel",
-    "MaskedLMTaskModel",
-    "Prompt",
-    "TaskModel",
-    "TaskModelStats",
-    "build_task_model",
-    "embedded_model_path",
-    "mean_pool",
-]
+_LAZY = {
+    "TaskModel": "rlprompt.task_models.base",
+    "TaskModelStats": "rlprompt.task_models.base",
+    "Prompt": "rlprompt.task_models.base",
+    "prompt_key": "rlprompt.task_models.base",
+    "HFTaskModel": "rlprompt.task_models.hf",
+    "EncoderTaskModel": "rlprompt.task_models.encoder",
+    "TunedEncoderTaskModel": "rlprompt.task_models.encoder",
+    "mean_pool": "rlprompt.task_models.encoder",
+    "MaskedLMTaskModel": "rlprompt.task_models.lm",
+    "CausalLMTaskModel": "rlprompt.task_models.causal",
+    "embedded_model_path": "rlprompt.task_models.loading",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlprompt.task_models' has no attribute {name!r}")
+
+
+__all__ = ["EMBEDDED_MODEL", "HFTaskModelConfig", "TaskModelConfig", "TaskModelSpec", "build_task_model", *_LAZY]

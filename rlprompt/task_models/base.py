@@ -2,37 +2,40 @@
 
 A :class:`TaskModel` turns a batch of prompts (discrete text, or soft prompts given as input
 embeddings ``[n_tokens, hidden]``) and a list of input texts into class logits
-``[P, N, C]``. Rewards (``rlprompt.rewards``) normalise those logits over classes.
-
-:class:`HFTaskModel` holds what the Hugging Face implementations share: examples are
-tokenized once per template, prompts are spliced in with tensor operations, all
-(prompt, example) rows of a call are sorted by length and run in large batches under
-``torch.inference_mode``, and scores of repeated pairs come from a cache. Counters:
+``[P, N, C]``. Rewards (``rlprompt.rewards``) normalise those logits over classes. Counters
+(:class:`TaskModelStats`):
 
 * ``requested`` - (prompt, example) scorings asked for, cache hits included;
 * ``lm_calls`` - scorings actually computed (cache hits excluded);
 * ``cache_hits``, ``forward_batches`` (model forward passes), ``verbalizer_calls``.
+
+Capabilities are class attributes (``hf_auto_class``, ``peft_task_type``,
+``supports_soft_prompts``, ``supports_gradients``); ``tests/test_task_model_contract.py``
+checks every registered kind against them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import torch
 
 from rlprompt.budget import Budget
-from rlprompt.config import TaskModelConfig
-from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device, pick_dtype
-from rlprompt.task_models.sequences import TemplateLayout, pad_lists, splice
+from rlprompt.errors import ConfigError
 
 Prompt = Union[str, torch.Tensor]
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A hashable key of a prompt: its text, or a digest of a soft prompt's values."""
+    if isinstance(prompt, str):
+        return prompt
+    data = prompt.detach().float().contiguous().cpu().numpy().tobytes()
+    return "soft:" + hashlib.sha1(data).hexdigest()
 
 
 @dataclass
@@ -56,6 +59,19 @@ class TaskModel(ABC):
     stats: TaskModelStats
     budget: Budget | None = None
     """Charged the LM calls of each call before they run (set by ``Task.spending``)."""
+    hf_auto_class: ClassVar[str | None] = None
+    """The ``transformers`` auto class the model loads with (None: not a Hugging Face model)."""
+    peft_task_type: ClassVar[str | None] = None
+    """PEFT task type of an exported soft-prompt adapter (None: soft prompts cannot be exported)."""
+    supports_soft_prompts: ClassVar[bool] = True
+    """Scores soft prompts (``[n_tokens, hidden]`` embeddings) as well as text."""
+    supports_gradients: ClassVar[bool] = True
+    """``score_soft_with_grad`` works (white-box prompt tuning)."""
+
+    @classmethod
+    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> TaskModel:
+        """Build from a ``task_model`` config section (``kwargs``: data and pre-built parts some kinds use)."""
+        return cls(config, template, verbalizers, model=kwargs.get("model"), tokenizer=kwargs.get("tokenizer"))
 
     def charge_lm_calls(self, count: int) -> None:
         """Check ``count`` LM calls against the budget (raises BudgetExhausted), then count them."""
@@ -103,287 +119,13 @@ class TaskModel(ABC):
     def reset_stats(self) -> None:
         self.stats = TaskModelStats()
 
+    def words(self) -> list[str]:
+        """Whole words the model reads as single units, most common first: the default action
+        vocabulary of token-level envs."""
+        raise ConfigError(f"{type(self).__name__} has no word list: give the env a vocabulary")
 
-@dataclass
-class _Rows:
-    """Rows to run: per-row item index and prompt index into per-call tables."""
-
-    items: list[tuple[list[int], list[int]]]
-    row_item: torch.Tensor
-    row_prompt: torch.Tensor
+    def prompt_token_ids(self, prompt: str) -> list[int] | None:
+        """Token ids of a discrete prompt as the model reads it (None when it has no tokenizer)."""
+        return None
 
 
-class HFTaskModel(TaskModel):
-    """Shared machinery of the Hugging Face task models (see module docstring)."""
-
-    model_kind: str = "encoder"
-
-    def __init__(
-        self,
-        config: TaskModelConfig,
-        template: str,
-        verbalizers: Sequence[str],
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> None:
-        self.config = config
-        self.device = pick_device(config.device)
-        self.dtype = pick_dtype(config.dtype, self.device)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.name_or_path)
-        if model is None:
-            model = load_model(config.name_or_path, self.model_kind, self.device, self.dtype)
-        else:
-            model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-        self.model = model
-        self.template = template
-        self.verbalizers = list(verbalizers)
-        self.num_classes = len(self.verbalizers)
-        self.pad_id = self._pad_id()
-        self.input_layout = TemplateLayout(template, self.tokenizer, config.max_sentence_tokens)
-        if config.soft_prompt_position == "template" and not self.input_layout.has_prompt_slot:
-            raise ConfigError("task_model.soft_prompt_position=template needs '{prompt}' in the template")
-        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
-        self.stats = TaskModelStats()
-        self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
-
-    # ---------------------------------------------------------------- helpers
-
-    def _pad_id(self) -> int:
-        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
-            if candidate is not None:
-                return int(candidate)
-        return 0  # pragma: no cover
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[1])
-
-    @property
-    def embedding_std(self) -> float:
-        return float(self.model.get_input_embeddings().weight.float().std())
-
-    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
-        ids = (
-            self.input_layout.prompt_ids(prompt)
-            if self.input_layout.has_prompt_slot
-            else self.input_layout._ids(prompt)
-        )
-        if not ids:
-            raise ConfigError(f"prompt {prompt!r} has no tokens to embed")
-        with torch.inference_mode():
-            weight = self.model.get_input_embeddings().weight
-            return weight[torch.tensor(ids, device=weight.device)].detach().float().cpu().clone()
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def cache_state(self) -> dict[str, Any]:
-        """Stats plus the score cache in LRU order, stored compactly: each prompt key and text
-        once, pairs as index rows ``[M, 2]``, scores ``[M, C]``."""
-        state = super().cache_state()
-        keys = list(self._cache)
-        prompts = list(dict.fromkeys(k[0] for k in keys))
-        texts = list(dict.fromkeys(k[1] for k in keys))
-        prompt_index = {p: i for i, p in enumerate(prompts)}
-        text_index = {t: i for i, t in enumerate(texts)}
-        pairs = [[prompt_index[p], text_index[t]] for p, t in keys]
-        state["cache"] = {
-            "prompts": prompts,
-            "texts": texts,
-            "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
-            "values": torch.stack([self._cache[k] for k in keys]).cpu() if keys else torch.zeros(0, self.num_classes),
-        }
-        return state
-
-    def load_cache_state(self, state: dict[str, Any]) -> None:
-        super().load_cache_state(state)
-        cache = state["cache"]
-        prompts, texts = cache["prompts"], cache["texts"]
-        values = cache["values"].cpu()  # _score_pairs keeps cached logits on the CPU
-        self._cache = OrderedDict()
-        for (p, t), value in zip(cache["pairs"].tolist(), values, strict=True):
-            self._cache[(prompts[p], texts[t])] = value
-
-    @staticmethod
-    def _soft_key(soft: torch.Tensor) -> str:
-        data = soft.detach().float().contiguous().cpu().numpy().tobytes()
-        return "soft:" + hashlib.sha1(data).hexdigest()
-
-    def _normalise_prompts(self, prompts: Sequence[Prompt] | torch.Tensor) -> tuple[list[Any], list[str], bool]:
-        """-> (prompts, cache keys, is_soft). Soft prompts become float tensors ``[n, H]``."""
-        if isinstance(prompts, torch.Tensor):
-            if prompts.dim() == 2:
-                prompts = prompts.unsqueeze(0)
-            prompts = list(prompts)
-        prompts = list(prompts)
-        if not prompts:
-            raise RLPromptError("score() needs at least one prompt")
-        if all(isinstance(p, str) for p in prompts):
-            return prompts, list(prompts), False
-        if all(isinstance(p, torch.Tensor) for p in prompts):
-            n_tokens = {tuple(p.shape) for p in prompts}
-            if len(n_tokens) != 1:
-                raise RLPromptError(f"soft prompts in one call must share a shape, got {sorted(n_tokens)}")
-            shape = prompts[0].shape
-            if len(shape) != 2 or shape[1] != self.hidden_size:
-                raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(shape)}")
-            if not all(torch.isfinite(p).all() for p in prompts):
-                raise RLPromptError("soft prompt contains non-finite values")
-            return prompts, [self._soft_key(p) for p in prompts], True
-        raise RLPromptError("prompts must be all strings (discrete) or all tensors (soft), not a mix")
-
-    def _encode_items(
-        self, layout: TemplateLayout, texts: Sequence[str], soft: bool
-    ) -> list[tuple[list[int], list[int]]]:
-        items = layout.encode_texts(texts)
-        if soft and self.config.soft_prompt_position == "prefix":
-            # PEFT layout: virtual tokens before everything; the discrete slot stays empty.
-            return [([], pre + post) for pre, post in items]
-        return items
-
-    def _prompt_table(self, layout: TemplateLayout, prompts: list[Any], soft: bool) -> list[list[int]] | None:
-        return None if soft else [layout.prompt_ids(p) for p in prompts]
-
-    # ---------------------------------------------------------------- the row engine
-
-    def _run_rows(
-        self,
-        rows: _Rows,
-        prompt_ids: list[list[int]] | None,
-        soft_prompts: torch.Tensor | None,
-        grad: bool,
-        row_extra: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Forward every row (item + prompt spliced), sorted by length, in chunks.
-
-        Returns the concatenated per-row outputs of :meth:`_forward_rows` in row order.
-        """
-        device = self.device
-        pre, pre_len = pad_lists([i[0] for i in rows.items], self.pad_id, device)
-        post, post_len = pad_lists([i[1] for i in rows.items], self.pad_id, device)
-        if soft_prompts is not None:
-            n_tokens = soft_prompts.shape[1]
-            prompts_t = torch.full((soft_prompts.shape[0], n_tokens), self.pad_id, dtype=torch.long, device=device)
-            prompts_len = torch.full((soft_prompts.shape[0],), n_tokens, dtype=torch.long, device=device)
-        else:
-            assert prompt_ids is not None
-            prompts_t, prompts_len = pad_lists(prompt_ids, self.pad_id, device)
-        row_item = rows.row_item.to(device)
-        row_prompt = rows.row_prompt.to(device)
-        total = pre_len[row_item] + prompts_len[row_prompt] + post_len[row_item]
-        if self.max_positions is not None and int(total.max()) > self.max_positions:
-            raise RLPromptError(
-                f"an input is {int(total.max())} tokens, over the model's {self.max_positions} positions; "
-                "lower task_model.max_sentence_tokens or shorten the prompt"
-            )
-        order = torch.argsort(total, stable=True)
-        outputs: list[torch.Tensor] = []
-        context = contextlib.nullcontext() if grad else torch.inference_mode()
-        with context:
-            for start in range(0, len(order), self.config.batch_size):
-                idx = order[start : start + self.config.batch_size]
-                items, prompts = row_item[idx], row_prompt[idx]
-                batch = splice(
-                    pre[items], pre_len[items], prompts_t[prompts], prompts_len[prompts],
-                    post[items], post_len[items], self.pad_id,
-                )  # fmt: skip
-                embeds = None
-                if soft_prompts is not None:
-                    embeds = self.model.get_input_embeddings()(batch.input_ids)
-                    soft_rows = soft_prompts[prompts].to(device=device, dtype=embeds.dtype)
-                    embeds = embeds.masked_scatter(batch.slot_mask.unsqueeze(-1), soft_rows)
-                extra = row_extra[idx] if row_extra is not None else None
-                outputs.append(self._forward_rows(batch, embeds, extra))
-                self.stats.forward_batches += 1
-        out = torch.cat(outputs)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order), device=order.device)
-        return out[inverse]
-
-    @abstractmethod
-    def _forward_rows(self, batch: Any, inputs_embeds: torch.Tensor | None, extra: torch.Tensor | None) -> torch.Tensor:
-        """Per-row outputs for one spliced batch."""
-
-    @abstractmethod
-    def _compute(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
-    ) -> torch.Tensor:
-        """Logits ``[M, C]`` for ``pairs`` of (prompt index, text index)."""
-
-    # ---------------------------------------------------------------- public API
-
-    def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        prompt_list, keys, soft = self._normalise_prompts(prompts)
-        texts = list(texts)
-        if not texts:
-            raise RLPromptError("score() needs at least one text")
-        pairs = [(p, n) for p in range(len(prompt_list)) for n in range(len(texts))]
-        return self._score_pairs(prompt_list, keys, soft, pairs, texts).view(len(prompt_list), len(texts), -1)
-
-    def score_pairs(
-        self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]
-    ) -> list[torch.Tensor]:
-        prompt_list, keys, soft = self._normalise_prompts(prompts)
-        if len(texts_per_prompt) != len(prompt_list):
-            raise RLPromptError(f"{len(prompt_list)} prompts but {len(texts_per_prompt)} text lists")
-        if any(len(texts) == 0 for texts in texts_per_prompt):
-            raise RLPromptError("score_pairs() needs at least one text per prompt")
-        index: dict[str, int] = {}
-        pairs = [(p, index.setdefault(t, len(index))) for p, texts in enumerate(texts_per_prompt) for t in texts]
-        flat = self._score_pairs(prompt_list, keys, soft, pairs, list(index))
-        return list(flat.split([len(texts) for texts in texts_per_prompt]))
-
-    def _score_pairs(
-        self, prompts: list[Any], keys: list[str], soft: bool, pairs: list[tuple[int, int]], texts: list[str]
-    ) -> torch.Tensor:
-        """Logits ``[M, C]`` for (prompt index, text index) pairs: cache, dedupe, compute, count."""
-        out = torch.empty(len(pairs), self.num_classes)
-        use_cache = self.config.cache_size > 0
-        unique: dict[tuple[str, str], int] = {}  # identical pairs inside one call run once
-        firsts: list[tuple[int, int]] = []
-        slot_of_row: list[int] = []
-        missing_rows: list[int] = []
-        for row, (p, n) in enumerate(pairs):
-            key = (keys[p], texts[n])
-            hit = self._cache.get(key) if use_cache else None
-            if hit is not None:
-                out[row] = hit
-                continue
-            if key not in unique:
-                unique[key] = len(firsts)
-                firsts.append((p, n))
-            missing_rows.append(row)
-            slot_of_row.append(unique[key])
-        self.stats.requested += len(pairs)
-        self.stats.cache_hits += len(pairs) - len(missing_rows)
-        if firsts:
-            if self.budget is not None:
-                self.budget.check("lm_calls", len(firsts))
-            logits = self._compute(prompts, soft, firsts, texts, grad=False).float().cpu()
-            if not torch.isfinite(logits).all():
-                raise RLPromptError("the task model produced non-finite scores (NaN/inf); check the model and dtype")
-            self.charge_lm_calls(len(firsts))
-            out[torch.tensor(missing_rows, dtype=torch.long)] = logits[torch.tensor(slot_of_row, dtype=torch.long)]
-            if use_cache:
-                for key, slot in unique.items():
-                    self._cache[key] = logits[slot]
-                while len(self._cache) > self.config.cache_size:
-                    self._cache.popitem(last=False)
-        return out
-
-    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        if soft_prompt.dim() != 2 or soft_prompt.shape[1] != self.hidden_size:
-            raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(soft_prompt.shape)}")
-        texts = list(texts)
-        pairs = [(0, n) for n in range(len(texts))]
-        if self.budget is not None:
-            self.budget.check("lm_calls", len(texts))
-        logits = self._compute([soft_prompt], True, pairs, texts, grad=True)
-        self.stats.requested += len(texts)
-        self.charge_lm_calls(len(texts))
-        return logits.float()
-
-    @staticmethod
-    def _stack_soft(prompts: list[Any]) -> torch.Tensor:
-        return torch.stack([p.float() for p in prompts])

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from rlprompt.config import TaskModelConfig
 from rlprompt.errors import ConfigError, DataError
-from rlprompt.task_models.base import HFTaskModel, _Rows
+from rlprompt.task_models.config import HFTaskModelConfig
+from rlprompt.task_models.hf import HFTaskModel, _Rows
 from rlprompt.task_models.sequences import SplicedBatch, TemplateLayout
 
 _STATIC = "\0static"
@@ -37,10 +37,12 @@ class EncoderTaskModel(HFTaskModel):
     """Similarity (or linear-head) classification on top of a sentence encoder."""
 
     model_kind = "encoder"
+    hf_auto_class = "AutoModel"
+    peft_task_type = "FEATURE_EXTRACTION"
 
     def __init__(
         self,
-        config: TaskModelConfig,
+        config: HFTaskModelConfig,
         template: str,
         verbalizers: Sequence[str],
         *,
@@ -213,3 +215,19 @@ class EncoderTaskModel(HFTaskModel):
         head.requires_grad_(False)
         self.head = head
         self.clear_cache()
+
+
+class TunedEncoderTaskModel(EncoderTaskModel):
+    """The ``encoder-tuned`` kind: a logistic-regression head fitted once on the train split's
+    embeddings under the manual prompt, then frozen (its scores are the head's logits)."""
+
+    peft_task_type = None  # the fitted head is not part of a PEFT adapter
+
+    @classmethod
+    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> TunedEncoderTaskModel:
+        train_texts, train_labels = kwargs.get("train_texts"), kwargs.get("train_labels")
+        if train_texts is None or train_labels is None:
+            raise DataError("task_model.kind=encoder-tuned needs the train split to fit its head")
+        model = cls(config, template, verbalizers, model=kwargs.get("model"), tokenizer=kwargs.get("tokenizer"))
+        model.fit_head(train_texts, train_labels, kwargs.get("manual_prompt", ""))
+        return model

@@ -1,10 +1,8 @@
-"""Masked- and causal-LM task models: class logits = log-probs of verbalizer tokens.
+"""Language-model task models: class logits = log-probs of verbalizer tokens.
 
 * Masked LM (BERT, RoBERTa ...): the template holds ``{mask}``; the class score is the
   log-probability of the verbalizer token at the mask (RLPrompt's setup).
-* Causal LM (GPT-2, Llama ...): the class score is the next-token log-probability of the
-  verbalizer after the template; verbalizers of several tokens are scored by the sum of their
-  token log-probs (teacher-forced), one extra forward row per class.
+* Causal LM (GPT-2, Llama ...): :mod:`rlprompt.task_models.causal`, on the shared base here.
 
 The LM head runs only at the positions read (mask or last token), not over the whole
 sequence: the model's head modules are applied to gathered hidden states. A one-off probe at
@@ -18,16 +16,16 @@ from typing import Any
 
 import torch
 
-from rlprompt.config import TaskModelConfig
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.task_models.base import HFTaskModel, _Rows
+from rlprompt.task_models.config import HFTaskModelConfig
+from rlprompt.task_models.hf import HFTaskModel, _Rows
 from rlprompt.task_models.sequences import SplicedBatch
 
 
 class _LMTaskModel(HFTaskModel):
     def __init__(
         self,
-        config: TaskModelConfig,
+        config: HFTaskModelConfig,
         template: str,
         verbalizers: Sequence[str],
         *,
@@ -105,6 +103,8 @@ class MaskedLMTaskModel(_LMTaskModel):
     """Verbalizer log-probs at the ``{mask}`` position."""
 
     model_kind = "masked_lm"
+    hf_auto_class = "AutoModelForMaskedLM"
+    peft_task_type = "FEATURE_EXTRACTION"
 
     def _forward_rows(self, batch: SplicedBatch, inputs_embeds: torch.Tensor | None, extra: Any) -> torch.Tensor:
         is_mask = (batch.input_ids == self.tokenizer.mask_token_id) & ~batch.slot_mask & batch.attention_mask.bool()
@@ -122,48 +122,6 @@ class MaskedLMTaskModel(_LMTaskModel):
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
     ) -> torch.Tensor:
         return _run_pairs(self, prompts, soft, pairs, texts, grad)
-
-
-class CausalLMTaskModel(_LMTaskModel):
-    """Next-token verbalizer log-probs after the template (sum over tokens when several)."""
-
-    model_kind = "causal_lm"
-
-    def _forward_rows(self, batch: SplicedBatch, inputs_embeds: torch.Tensor | None, extra: Any) -> torch.Tensor:
-        if extra is None:  # single-token verbalizers: read the last position
-            positions = (batch.lengths - 1).unsqueeze(1)
-            return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][:, self._verbalizer_tensor]
-        # Multi-token: the row ends with the class's verbalizer tokens (teacher forcing).
-        width = max(len(ids) for ids in self.verbalizer_ids)
-        targets = torch.full((len(self.verbalizer_ids), width), -1, dtype=torch.long, device=batch.input_ids.device)
-        for c, ids in enumerate(self.verbalizer_ids):
-            targets[c, : len(ids)] = torch.tensor(ids, device=targets.device)
-        row_targets = targets[extra]  # [B, width]
-        n_tokens = (row_targets >= 0).sum(1)
-        offsets = torch.arange(width, device=targets.device)[None, :]
-        positions = (batch.lengths - n_tokens - 1)[:, None] + offsets
-        positions = torch.minimum(positions, (batch.lengths - 1)[:, None])
-        log_probs = self._vocab_log_probs(batch, inputs_embeds, positions)
-        picked = log_probs.gather(-1, row_targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        return (picked * (row_targets >= 0)).sum(1, keepdim=True)
-
-    def _compute(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
-    ) -> torch.Tensor:
-        if not self.multi_token:
-            return _run_pairs(self, prompts, soft, pairs, texts, grad)
-        used = sorted({n for _, n in pairs})
-        position = {n: i for i, n in enumerate(used)}
-        base_items = self._encode_items(self.input_layout, [texts[n] for n in used], soft)
-        items = [(pre, post + ids) for ids in self.verbalizer_ids for pre, post in base_items]
-        classes = self.num_classes
-        row_item = [c * len(base_items) + position[n] for _, n in pairs for c in range(classes)]
-        row_prompt = [p for p, _ in pairs for _ in range(classes)]
-        row_class = torch.tensor([c for _ in pairs for c in range(classes)], device=self.device)
-        rows = _Rows(items, torch.tensor(row_item), torch.tensor(row_prompt))
-        prompt_ids = None if soft else [self.input_layout.prompt_ids(p) for p in prompts]
-        out = self._run_rows(rows, prompt_ids, self._stack_soft(prompts) if soft else None, grad, row_class)
-        return out.view(len(pairs), classes)
 
 
 def _run_pairs(

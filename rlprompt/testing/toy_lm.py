@@ -1,8 +1,10 @@
 """A tiny causal LM and a toy sentiment task, built offline, for fine-tuning on any machine.
 
-``toy:causal-lm`` (accepted wherever a model name goes) resolves to a 2-layer GPT-2 with a
-word-level tokenizer of fewer than 64 tokens over :data:`TOY_WORDS`, randomly initialised
-from a fixed seed and saved once under ``$RLPROMPT_CACHE`` (default ``~/.cache/rlprompt``).
+:func:`build_toy_causal_lm` writes a 2-layer GPT-2 with a word-level tokenizer of fewer than
+64 tokens over :data:`TOY_WORDS`, randomly initialised from a fixed seed, as an ordinary model
+directory (``experiments/models/toy-causal-lm`` is one, made by
+``python -m rlprompt.testing.toy_lm experiments/models/toy-causal-lm``); tests get a cached
+copy from :func:`toy_model_path`.
 With so small a vocabulary a random model samples the label words ``negative``/``positive``
 often enough for RL to get a signal, which a 50k-token model would not. Weights start at
 std 0.1 (GPT-2 uses 0.02): with tied 64-wide embeddings that small, no LoRA update could
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-TOY_MODEL = "toy:causal-lm"
+from rlprompt.io import cache_dir
+
 POSITIVE = ["good", "great", "fun", "nice", "happy", "love"]
 NEGATIVE = ["bad", "awful", "dull", "sad", "boring", "hate"]
 FILLERS = ["the", "a", "movie", "film", "plot", "is", "and", "so", "very", "this", "story", "cast"]
@@ -31,16 +34,8 @@ SPECIALS = ["[PAD]", "[UNK]", "[EOS]"]
 _VERSION = "v2"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RLPROMPT_CACHE", Path.home() / ".cache" / "rlprompt")).expanduser()
-
-
-def toy_model_path(name: str = TOY_MODEL) -> Path:
-    """The directory of the toy model ``name``, built on first use (atomically)."""
-    from rlprompt.errors import ModelLoadError
-
-    if name != TOY_MODEL:
-        raise ModelLoadError(f"unknown toy model '{name}'; the one toy model is '{TOY_MODEL}'")
+def toy_model_path() -> Path:
+    """A cached directory of the toy model (under ``$RLPROMPT_CACHE``), built on first use (atomically)."""
     path = cache_dir() / f"toy-causal-lm-{_VERSION}"
     if not (path / "config.json").is_file():
         build_toy_causal_lm(path)
@@ -110,3 +105,9 @@ def write_toy_sentiment(directory: Path, seed: int = 0) -> Path:
         lines = ["sentence\tlabel"] + [f"{text}\t{label}" for text, label in rows]
         (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
+
+
+if __name__ == "__main__":  # python -m rlprompt.testing.toy_lm DIR
+    import sys
+
+    print(build_toy_causal_lm(Path(sys.argv[1])))

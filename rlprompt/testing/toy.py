@@ -55,6 +55,9 @@ class OverlapTaskModel(TaskModel):
         self._index = {w: i for i, w in enumerate(self.vocabulary)}
         self.target_embeddings = self.prompt_embeddings(" ".join(self.target))
 
+    def words(self) -> list[str]:
+        return list(self.vocabulary)
+
     @property
     def hidden_size(self) -> int:
         return int(self._embedding.shape[1])

@@ -1,4 +1,4 @@
-"""Task rewards: pure batch functions of class logits and gold labels.
+"""Classification rewards and metrics: pure batch functions of class logits and gold labels.
 
 Shapes: ``logits`` is ``[..., N, C]`` (any leading batch dims, typically prompts ``P``),
 ``labels`` is ``[N]`` of class indices. Every reward returns ``[...]`` (one value per
@@ -7,7 +7,8 @@ prompt). Logits are unnormalised class scores; rewards normalise them over the c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -97,14 +98,6 @@ def prediction_balance(logits: torch.Tensor) -> torch.Tensor:
     return entropy / torch.log(torch.tensor(float(num_classes)))
 
 
-REWARDS: dict[str, RewardFn] = {
-    "gold_log_prob": gold_log_prob,
-    "accuracy": accuracy,
-    "macro_f1": macro_f1,
-    "gap": gap,
-}
-
-
 def zscore(values: torch.Tensor, dim: int | None = None, eps: float = 1e-6) -> torch.Tensor:
     """Standardise over ``dim`` (all elements when None): the per-batch normalisation."""
     if dim is None:
@@ -131,26 +124,60 @@ def compute_reward(
     gap_incorrect: float = 180.0,
     balance_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The configured reward for each prompt: ``[..., N, C]`` logits -> ``[...]`` rewards."""
-    if name not in REWARDS:
-        raise RewardError(f"unknown reward '{name}'; choose from {sorted(REWARDS)}")
-    if name == "gap":
-        value = gap(logits, labels, gap_correct, gap_incorrect)
-    else:
-        value = REWARDS[name](logits, labels)
+    """The configured reward for each prompt: ``[..., N, C]`` logits -> ``[...]`` rewards.
+
+    ``name`` is a registered reward or a dotted path to a function ``(logits, labels) -> [...]``
+    (it may also take ``correct_scale`` / ``incorrect_scale``, the ``gap`` parameters)."""
+    import inspect
+
+    from rlprompt.errors import ConfigError
+    from rlprompt.registry import REWARDS
+
+    try:
+        fn = REWARDS[name]
+    except ConfigError as exc:
+        raise RewardError(str(exc)) from None
+    accepted = inspect.signature(fn).parameters
+    params = {k: v for k, v in (("correct_scale", gap_correct), ("incorrect_scale", gap_incorrect)) if k in accepted}
+    value = fn(logits, labels, **params)
+    if not isinstance(value, torch.Tensor) or value.shape != logits.shape[:-2]:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise RewardError(f"reward '{name}' must return one value per prompt {tuple(logits.shape[:-2])}, got {shape}")
     if balance_weight:
         value = value + balance_weight * prediction_balance(logits).to(value.device)
     return value
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def prediction_metrics(predicted: Sequence[int], gold: Sequence[int], num_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over classes present in gold or predictions), class counts and
+    ``invalid`` answers (predictions ``-1``: no class, counted wrong) of hard predictions."""
+    pred = torch.as_tensor(list(predicted), dtype=torch.long)
+    true = torch.as_tensor(list(gold), dtype=torch.long)
+    valid = pred >= 0
+    one_hot = torch.nn.functional.one_hot
+    pred_hot = one_hot(pred.clamp_min(0), num_classes).float() * valid[:, None]
+    gold_hot = one_hot(true, num_classes).float()
+    tp, denom = (pred_hot * gold_hot).sum(0), pred_hot.sum(0) + gold_hot.sum(0)
+    present = denom > 0
+    f1 = (2 * tp[present] / denom[present]).mean() if bool(present.any()) else torch.tensor(0.0)
+    return {
+        "accuracy": float((pred == true).float().mean()) if len(true) else 0.0,
+        "macro_f1": float(f1),
+        "n": int(len(true)),
+        "predicted_counts": [int(c) for c in pred_hot.sum(0)],
+        "invalid": int((~valid).sum()),
+    }
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy, macro-F1, gold log-prob and predicted-class counts for one prompt ``[N, C]``."""
     check_scores(logits, labels)
-    counts = torch.bincount(logits.argmax(-1).cpu(), minlength=logits.shape[-1])
+    metrics = prediction_metrics(logits.argmax(-1).cpu().tolist(), labels.cpu().tolist(), logits.shape[-1])
+    del metrics["invalid"]  # argmax always names a class
     return {
-        "accuracy": float(accuracy(logits, labels)),
+        "accuracy": metrics["accuracy"],
         "macro_f1": float(macro_f1(logits, labels)),
         "gold_log_prob": float(gold_log_prob(logits, labels)),
-        "n": int(labels.shape[0]),
-        "predicted_counts": [int(c) for c in counts],
+        "n": metrics["n"],
+        "predicted_counts": metrics["predicted_counts"],
     }

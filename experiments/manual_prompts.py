@@ -1,0 +1,80 @@
+"""Test accuracy of hand-written template / prompt / verbalizer triples on SST-2 with one task model.
+
+The model loads once; each triple is a task sharing it. Prints a markdown table (test accuracy
+on the full test split, dev accuracy on the 16-shot dev split, predicted-class counts) and
+writes it with a JSON copy.
+
+    python experiments/manual_prompts.py --out experiments/results/manual-prompts-smollm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRIPLES = [
+    ("{sentence} {prompt}", "It was", [" terrible", " great"]),
+    ("{sentence} {prompt}", "It was", [" bad", " good"]),
+    ("{sentence} {prompt}", "All in all, the movie was", [" terrible", " great"]),
+    ("{sentence} {prompt}", "In summary, the film was", [" bad", " good"]),
+    ("Review: {sentence}\n{prompt}", "Sentiment:", [" negative", " positive"]),
+    ("Review: {sentence}\n{prompt}", "The sentiment of this review is", [" negative", " positive"]),
+    ("Review: {sentence}\n{prompt}", "Did the reviewer like the movie? Answer:", [" No", " Yes"]),
+    ("{prompt}\nReview: {sentence}\nSentiment:", "Classify the sentiment of the movie review as positive or negative.",
+     [" negative", " positive"]),
+    ("{prompt}\nReview: {sentence}\nAnswer:", "Is this movie review positive or negative?", [" negative", " positive"]),
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded", help="task_model.name_or_path (causal LM)")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13"))
+    parser.add_argument("--out", default=None, help="directory for table.md and results.json")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rlprompt.config import config_from_dict
+    from rlprompt.task import Task
+
+    shared = None
+    rows = []
+    for template, prompt, verbalizers in TRIPLES:
+        config = config_from_dict({
+            "task_model": {"kind": "causal_lm", "name_or_path": args.model}, "data": {"dir": args.data_dir},
+            "template": template, "prompt": prompt, "verbalizers": verbalizers,
+        })  # fmt: skip
+        if shared is None:
+            shared = Task.from_config(config).task_model
+        task = Task.from_config(config, model=shared.model, tokenizer=shared.tokenizer)
+        start = time.perf_counter()
+        test, dev = task.evaluate(prompt, "test"), task.evaluate(prompt, "dev")
+        rows.append({"template": template, "prompt": prompt, "verbalizers": verbalizers,
+                     "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+                     "dev_accuracy": dev["accuracy"], "test_predicted_counts": test["predicted_counts"],
+                     "n_test": test["n"], "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+        print(f"{test['accuracy']:.4f} test, {dev['accuracy']:.4f} dev  {template!r} prompt={prompt!r} "
+              f"verbalizers={verbalizers} counts={test['predicted_counts']}", flush=True)
+    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", "",
+             "| template | prompt | verbalizers | test accuracy | test macro-F1 | dev accuracy | predicted per class (test) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: -r["test_accuracy"]):
+        template = r["template"].replace("\n", "\\n")
+        lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
+                     f"{r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | "
+                     f"{r['test_predicted_counts']} |")  # fmt: skip
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(table)
+        (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

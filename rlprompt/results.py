@@ -1,0 +1,129 @@
+"""Typed results: what ``rlprompt run`` writes to ``best_prompt.json`` and ``rlprompt finetune`` to
+``finetune_result.json``; every reader (bench, eval --run, export, finetune's prompt file)
+loads them through these classes, so a field is named in one place.
+
+Both carry a ``schema_version``. Version 1 files (written before the field existed, and
+without ``budget``) still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rlprompt.errors import RLPromptError
+from rlprompt.io import atomic_write_json, read_json
+
+SCHEMA_VERSION = 2
+SPLITS = ("train", "dev", "test")
+SplitMetrics = dict[str, Any]
+"""One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...)."""
+
+
+def _from_dict(cls: type, data: Any, path: Path, what: str) -> Any:
+    if not isinstance(data, dict):
+        raise RLPromptError(f"{path} is not {what} (not a JSON object)")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise RLPromptError(f"{path} has schema version {version!r}; this rlprompt reads up to {SCHEMA_VERSION}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # fmt: skip
+    missing = sorted(required - set(data))
+    if missing:
+        raise RLPromptError(f"{path} is not {what}: it lacks {', '.join(missing)}")
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class _Result:
+    """JSON round trip of a result dataclass (atomic writes; clear errors on reading)."""
+
+    what = "an rlprompt result"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Read a result file; a truncated or foreign file is one clear error."""
+        p = Path(path)
+        return _from_dict(cls, read_json(p, "result file"), p, cls.what)
+
+
+@dataclass
+class RunResult(_Result):
+    """The prompt a run found, its metrics and those of the manual prompt, and what it cost."""
+
+    what = "an rlprompt run result"
+
+    kind: Literal["discrete", "soft"]
+    """``discrete`` (text) or ``soft`` (embeddings in ``soft_prompt_path``)."""
+    prompt: str | None
+    """The prompt text (None for soft prompts)."""
+    token_ids: list[int] | None
+    """Its token ids in the task model's tokenizer (None for soft prompts or tokenizer-less models)."""
+    soft_prompt_path: str | None
+    """File of the soft prompt's ``prompt_embeddings`` ``[n, hidden]``, relative to the run directory."""
+    n_virtual_tokens: int | None
+    metrics: dict[str, SplitMetrics]
+    """Split -> metrics of the found prompt."""
+    baseline: dict[str, Any]
+    """``{"prompt": manual prompt, "metrics": {split: metrics}}``."""
+    train_reward: float | None
+    """Mean train reward of the found prompt over the minibatches it was scored on."""
+    candidates: int
+    """Prompts re-scored in dev selection (the greedy prompt and the top k)."""
+    lm_calls: int
+    prompt_evals: int
+    env_steps: int
+    iterations: int
+    dev_lm_calls: int
+    eval_lm_calls: int
+    agent: str
+    env: str
+    task_model: str
+    reward: str
+    seed: int
+    rlprompt_version: str
+    wall_time_s: float | None
+    budget: dict[str, int] = field(default_factory=dict)
+    """The training budgets the run was given (spent amounts are ``lm_calls``, ``prompt_evals``...)."""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("discrete", "soft"):
+            raise RLPromptError(f"run result kind must be 'discrete' or 'soft', got {self.kind!r}")
+
+    @property
+    def shown_prompt(self) -> str:
+        return repr(self.prompt) if self.kind == "discrete" else f"<soft prompt, {self.n_virtual_tokens} tokens>"
+
+
+@dataclass
+class FinetuneResult(_Result):
+    """Greedy metrics before and after RL fine-tuning, and where the trained weights are."""
+
+    what = "an rlprompt fine-tuning result"
+
+    run_dir: str
+    method: str
+    lora: bool
+    prompt: str
+    task_model: str
+    before: dict[str, Any]
+    """``{"metrics": {split: metrics}}`` of the untouched model."""
+    after: dict[str, Any]
+    """``{"metrics": {split: metrics}}`` after training."""
+    steps: int
+    answers_sampled: int
+    saved: str
+    """``adapter`` (LoRA) or ``model`` (full fine-tuning), relative to the run directory."""
+    seed: int
+    wall_time_s: float
+    schema_version: int = SCHEMA_VERSION

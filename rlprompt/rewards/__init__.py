@@ -1,0 +1,33 @@
+"""Rewards and metrics: pure batch functions, registered by name (torch is imported only when one runs).
+
+Rewards (:data:`rlprompt.registry.REWARDS`) score each prompt of a batch for training;
+metrics (:data:`rlprompt.registry.METRICS`) describe a prompt on a whole split. A config may
+also name a function of an installed module by dotted path (``mypkg.rewards:my_reward``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlprompt.registry import METRICS, REWARDS
+
+_CLASSIFICATION = "rlprompt.rewards.classification"
+for _name in ("gold_log_prob", "accuracy", "macro_f1", "gap"):
+    REWARDS.register(_name, f"{_CLASSIFICATION}:{_name}")
+for _name in ("accuracy", "macro_f1", "gold_log_prob"):
+    METRICS.register(_name, f"{_CLASSIFICATION}:{_name}")
+
+_LAZY = ("accuracy", "check_scores", "class_log_probs", "classification_metrics", "compute_reward", "gap",
+         "gold_log_prob", "macro_f1", "per_example_correct", "per_example_gap", "per_example_gold_log_prob",
+         "prediction_balance", "zscore", "zscore_per_input")  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_CLASSIFICATION), name)
+    raise AttributeError(f"module 'rlprompt.rewards' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
