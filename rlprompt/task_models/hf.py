@@ -20,7 +20,22 @@ from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats, prompt_key
 from rlprompt.task_models.config import HFTaskModelConfig
 from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device, pick_dtype
-from rlprompt.task_models.sequences import TemplateLayout, pad_lists, splice
+from rlprompt.task_models.sequences import TemplateLayout, input_key, pad_lists, splice
+
+
+def _index_pairs(inputs_per_prompt: Sequence[Sequence[Any]]) -> tuple[list[tuple[int, int]], list[Any]]:
+    """(prompt, input) index pairs over the distinct inputs of every prompt's list, and those inputs."""
+    index: dict[str, int] = {}
+    inputs: list[Any] = []
+    pairs = []
+    for p, items in enumerate(inputs_per_prompt):
+        for item in items:
+            key = input_key(item)
+            if key not in index:
+                index[key] = len(inputs)
+                inputs.append(item)
+            pairs.append((p, index[key]))
+    return pairs, inputs
 
 
 @dataclass
@@ -255,23 +270,28 @@ class HFTaskModel(TaskModel):
             raise RLPromptError(f"{len(prompt_list)} prompts but {len(texts_per_prompt)} text lists")
         if any(len(texts) == 0 for texts in texts_per_prompt):
             raise RLPromptError("score_pairs() needs at least one text per prompt")
-        index: dict[str, int] = {}
-        pairs = [(p, index.setdefault(t, len(index))) for p, texts in enumerate(texts_per_prompt) for t in texts]
-        flat = self._score_pairs(prompt_list, keys, soft, pairs, list(index))
+        pairs, texts = _index_pairs(texts_per_prompt)
+        flat = self._score_pairs(prompt_list, keys, soft, pairs, texts)
         return list(flat.split([len(texts) for texts in texts_per_prompt]))
 
     def _score_pairs(
-        self, prompts: list[Any], keys: list[str], soft: bool, pairs: list[tuple[int, int]], texts: list[str]
-    ) -> torch.Tensor:
-        """Logits ``[M, C]`` for (prompt index, text index) pairs: cache, dedupe, compute, count."""
-        out = torch.empty(len(pairs), self.num_classes)
+        self, prompts: list[Any], keys: list[str], soft: bool, pairs: list[tuple[int, int]], texts: list[Any],
+        compute: Any = None, width: int | None = None, namespace: str = "",
+    ) -> torch.Tensor:  # fmt: skip
+        """Scores ``[M, width]`` (class logits by default) of (prompt index, input index) pairs:
+        cached ones reused, duplicates computed once, the rest computed by ``compute`` (default
+        :meth:`_compute`) and counted as LM calls after the budget allows them. ``namespace``
+        separates cache entries of different kinds of score."""
+        compute = compute or self._compute
+        out = torch.empty(len(pairs), self.num_classes if width is None else width)
         use_cache = self.config.cache_size > 0
         unique: dict[tuple[str, str], int] = {}  # identical pairs inside one call run once
         firsts: list[tuple[int, int]] = []
         slot_of_row: list[int] = []
         missing_rows: list[int] = []
+        text_keys = [namespace + input_key(t) for t in texts]
         for row, (p, n) in enumerate(pairs):
-            key = (keys[p], texts[n])
+            key = (keys[p], text_keys[n])
             hit = self._cache.get(key) if use_cache else None
             if hit is not None:
                 out[row] = hit
@@ -286,7 +306,7 @@ class HFTaskModel(TaskModel):
         if firsts:
             if self.budget is not None:
                 self.budget.check("lm_calls", len(firsts))
-            logits = self._compute(prompts, soft, firsts, texts, grad=False).float().cpu()
+            logits = compute(prompts, soft, firsts, texts, grad=False).float().cpu().reshape(len(firsts), -1)
             if not torch.isfinite(logits).all():
                 raise RLPromptError("the task model produced non-finite scores (NaN/inf); check the model and dtype")
             self.charge_lm_calls(len(firsts))

@@ -1,8 +1,10 @@
 """Tokenize-once templates and tensor splicing of prompts into pre-tokenized inputs.
 
-A template such as ``"{sentence} {prompt}"`` becomes a :class:`TemplateLayout`: for each input
-text it yields the token ids *before* the prompt slot and *after* it (special tokens
-included). Texts are tokenized once and cached; prompts are tokenized once per layout.
+A template such as ``"{sentence} {prompt}"`` (or ``"{context}\nQuestion: {question}\n{prompt}"``,
+any named fields) becomes a :class:`TemplateLayout`: for each input (a text for the
+``sentence`` field, or a mapping of field values) it yields the token ids *before* the prompt
+slot and *after* it (special tokens included). Inputs are tokenized once and cached; prompts
+are tokenized once per layout.
 :func:`splice` then builds a padded batch for many (item, prompt) rows with tensor indexing,
 so no string is re-tokenized per prompt. Whitespace that precedes a placeholder in the
 template is tokenized together with the value (``" It was"``), which matches how BPE
@@ -11,16 +13,24 @@ tokenizers see the whole string.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import torch
 
 from rlprompt.errors import ConfigError
 
-_PLACEHOLDER = re.compile(r"(\{sentence\}|\{prompt\}|\{mask\})")
+_PLACEHOLDER = re.compile(r"(\{[A-Za-z_][A-Za-z0-9_]*\})")
+Example = Union[str, Mapping[str, str]]
+"""An input: a text (the ``sentence`` field) or a mapping of field values."""
+
+
+def input_key(example: Example) -> str:
+    """The cache key of an input: the text itself, or its fields as canonical JSON."""
+    return example if isinstance(example, str) else json.dumps(dict(example), sort_keys=True, ensure_ascii=False)
 
 
 def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -35,8 +45,9 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 @dataclass(frozen=True)
 class _Chunk:
-    kind: str  # "literal" | "sentence" | "prompt" | "mask"
+    kind: str  # "literal" | "field" | "prompt" | "mask"
     text: str = ""  # literal text, or the whitespace glued before a value
+    name: str = ""  # the field's name
 
 
 class TemplateLayout:
@@ -49,8 +60,9 @@ class TemplateLayout:
         self.frame = special_token_frame(tokenizer) if add_special_tokens else ([], [])
         chunks: list[_Chunk] = []
         for piece in _PLACEHOLDER.split(template):
-            if piece in ("{sentence}", "{prompt}", "{mask}"):
-                kind = piece[1:-1]
+            if _PLACEHOLDER.fullmatch(piece):
+                name = piece[1:-1]
+                kind = name if name in ("prompt", "mask") else "field"
                 glue = ""
                 if chunks and chunks[-1].kind == "literal" and kind != "mask":
                     literal = chunks.pop().text
@@ -62,10 +74,11 @@ class TemplateLayout:
                     literal = chunks.pop().text.rstrip()
                     if literal:
                         chunks.append(_Chunk("literal", literal))
-                chunks.append(_Chunk(kind, glue))
+                chunks.append(_Chunk(kind, glue, name if kind == "field" else ""))
             elif piece:
                 chunks.append(_Chunk("literal", piece))
         self.chunks = chunks
+        self.fields = list(dict.fromkeys(c.name for c in chunks if c.kind == "field"))
         self.has_prompt_slot = any(c.kind == "prompt" for c in chunks)
         self.prompt_glue = next((c.text for c in chunks if c.kind == "prompt"), "")
         self._literal_cache: dict[str, list[int]] = {}
@@ -80,21 +93,28 @@ class TemplateLayout:
             self._literal_cache[text] = self._ids(text)
         return self._literal_cache[text]
 
-    def encode_texts(self, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """(pre, post) ids around the prompt slot for each text; tokenizes only unseen texts."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+    def encode_texts(self, texts: Sequence[Example]) -> list[tuple[list[int], list[int]]]:
+        """(pre, post) ids around the prompt slot for each input; tokenizes only unseen inputs."""
+        keys = [input_key(t) for t in texts]
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._text_cache}
         if missing:
-            sentence_glue = next((c.text for c in self.chunks if c.kind == "sentence"), "")
-            encoded = (
-                self.tokenizer([sentence_glue + t for t in missing], add_special_tokens=False)["input_ids"]
-                if any(c.kind == "sentence" for c in self.chunks)
-                else [[] for _ in missing]
-            )
-            for text, sentence_ids in zip(missing, encoded, strict=True):
-                self._text_cache[text] = self._assemble(list(sentence_ids)[: self.max_sentence_tokens])
-        return [self._text_cache[t] for t in texts]
+            values = {name: [] for name in self.fields}
+            for text in missing.values():
+                fields = {"sentence": text} if isinstance(text, str) else text
+                for name in self.fields:
+                    if name not in fields:
+                        raise ConfigError(f"the template names '{{{name}}}', which the input lacks (fields: {sorted(fields)})")
+                    values[name].append(fields[name])
+            encoded = {}
+            for chunk in self.chunks:
+                if chunk.kind == "field" and chunk.name not in encoded:
+                    ids = self.tokenizer([chunk.text + v for v in values[chunk.name]], add_special_tokens=False)["input_ids"]
+                    encoded[chunk.name] = [list(i)[: self.max_sentence_tokens] for i in ids]
+            for row, key in enumerate(missing):
+                self._text_cache[key] = self._assemble({name: encoded[name][row] for name in encoded})
+        return [self._text_cache[k] for k in keys]
 
-    def _assemble(self, sentence_ids: list[int]) -> tuple[list[int], list[int]]:
+    def _assemble(self, field_ids: Mapping[str, list[int]]) -> tuple[list[int], list[int]]:
         before, after = self.frame
         pre: list[int] = list(before)
         post: list[int] = []
@@ -102,8 +122,8 @@ class TemplateLayout:
         for chunk in self.chunks:
             if chunk.kind == "literal":
                 target.extend(self._literal(chunk.text))
-            elif chunk.kind == "sentence":
-                target.extend(sentence_ids)
+            elif chunk.kind == "field":
+                target.extend(field_ids[chunk.name])
             elif chunk.kind == "mask":
                 if self.tokenizer.mask_token_id is None:
                     raise ConfigError("template has '{mask}' but the tokenizer has no mask token")
