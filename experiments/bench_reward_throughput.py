@@ -70,7 +70,7 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
-    config = Config(task_model=HFTaskModelConfig(kind="causal_lm", name_or_path="embedded", cache_size=0,
+    config = Config(task_model=HFTaskModelConfig(kind="causal_lm", name_or_path="embedded:smollm2", cache_size=0,
                                                  batch_size=batch_size),
                     data=DataConfig(dir=str(data_dir)), template="{sentence} {prompt}", prompt="It was",
                     verbalizers=[" terrible", " great"])  # fmt: skip

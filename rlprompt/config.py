@@ -599,6 +599,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A run directory's ``config.json`` in today's form. Runs written before each kind had its
+    own section (rlprompt 0.2.0) saved the ``task_model`` and ``env`` sections as the union of
+    every kind's fields; the fields that belong only to other kinds are dropped (they were
+    never read by the kind the run used). Anything else unknown stays, to be refused by name."""
+    out = dict(data)
+    for section, variant in (("task_model", TASK_MODEL_SECTION), ("env", ENV_SECTION)):
+        value = out.get(section)
+        if not isinstance(value, dict) or value.get(variant.key, variant.default) not in variant.registry:
+            continue
+        own = {f.name for f in dataclasses.fields(variant.config_class(value.get(variant.key, variant.default), section))}
+        others = {f.name for name in variant.registry.names() for f in dataclasses.fields(variant.registry[name].config_class)}
+        out[section] = {k: v for k, v in value.items() if k in own or k == variant.key or k not in others}
+    return out
+
+
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None, cls: type = Config) -> Any:
     """Build a config dataclass from a plain dict plus ``--set`` overrides."""
     if not isinstance(data, dict):

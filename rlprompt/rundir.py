@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlprompt.config import Config, config_from_dict, config_to_dict
+from rlprompt.config import Config, config_from_dict, config_to_dict, upgrade_saved_config
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import read_json, remove_stale_temp_files
 from rlprompt.results import RunResult
@@ -79,7 +79,7 @@ def saved_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     check_run_dir(run_dir, resume=True)
     data = read_json(run_dir / CONFIG, "run config")
     try:
-        return config_from_dict(data, overrides)
+        return config_from_dict(upgrade_saved_config(data) if isinstance(data, dict) else data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{run_dir / CONFIG}: {exc}") from None
 

@@ -12,7 +12,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+# The suite runs single-threaded; these two variables re-run it with more threads or under
+# deterministic algorithms, to check that no test depends on one machine's float trajectory.
+torch.set_num_threads(int(os.environ.get("RLPROMPT_TEST_THREADS", "1")))
+if os.environ.get("RLPROMPT_TEST_DETERMINISTIC") == "1":
+    torch.use_deterministic_algorithms(True)
 
 from rlprompt.config import Config, config_from_dict  # noqa: E402
 from rlprompt.data import demo_dir, load_file  # noqa: E402

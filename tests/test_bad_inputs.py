@@ -29,7 +29,7 @@ from rlprompt.errors import RLPromptError
 from rlprompt.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "experiments" / "configs" / "demo.yaml")
+DEMO = str(ROOT / "experiments" / "configs" / "demo-minilm.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +171,15 @@ CLI_CASES = [
 ]
 
 
+def record(case_id: str, message: str) -> None:
+    """With ``RLPROMPT_BAD_INPUT_TABLE=FILE``, append ``case | message`` to FILE (the table of
+    bad inputs and what each gives, for reports)."""
+    path = os.environ.get("RLPROMPT_BAD_INPUT_TABLE")
+    if path:
+        with open(path, "a", encoding="utf-8") as table:
+            table.write(f"| {case_id} | `{message.replace('|', '/')}` |\n")
+
+
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
 def test_cli_bad_input_is_one_line(case: Case, world, tmp_path, capsys):
     w = dict(world)
@@ -189,6 +198,7 @@ def test_cli_bad_input_is_one_line(case: Case, world, tmp_path, capsys):
     assert len(err) == 1, f"{case.id}: {err}"
     assert err[0].startswith("rlprompt: error:") and "Traceback" not in err[0]
     assert case.expect in err[0], f"{case.id}: {err[0]!r} does not name {case.expect!r}"
+    record(case.id, err[0])
     for name, digest in digests.items():
         assert tree_digest(w[name]) == digest, f"{case.id}: {name} was changed"
 
@@ -311,6 +321,7 @@ def test_api_bad_input_is_one_clear_error(name, call, expect):
         call()
     message = str(info.value)
     assert expect in message and "\n" not in message
+    record(name, f"{type(info.value).__name__}: {message}")
 
 
 def test_the_table_is_large_enough():

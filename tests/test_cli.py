@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, sst2_dir
 from rlprompt.cli import main
 
-DEMO = str(ROOT / "experiments" / "configs" / "demo.yaml")
+DEMO = str(ROOT / "experiments" / "configs" / "demo-minilm.yaml")
 SST2 = str(ROOT / "experiments" / "configs" / "sst2-minilm.yaml")
 
 

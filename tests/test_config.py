@@ -108,3 +108,28 @@ def test_agent_seed_follows_the_global_seed_unless_set():
     saved = json.loads(json.dumps(asdict(config_from_dict({"seed": 13}))))  # a run's config.json
     assert config_from_dict(saved, ["seed=21"]).agent_config().seed == 21
     assert config_from_dict({"seed": 13, "agent": {"name": "sql", "seed": 3}}).agent_config().seed == 3
+
+
+def test_run_directories_of_rlprompt_0_2_still_load(tmp_path):
+    """Runs saved before per-kind sections (every kind's fields in ``env``/``task_model``) load;
+    a key no kind has is still refused by name."""
+    import json
+    import shutil
+
+    import pytest
+    from conftest import ROOT
+
+    from rlprompt.errors import ConfigError
+    from rlprompt.rundir import saved_config
+
+    old = ROOT / "experiments" / "results" / "bench-sst2" / "runs" / "sst2" / "sql" / "b2000" / "seed13"
+    assert "bound" in json.loads((old / "config.json").read_text())["env"]  # the soft env's field, saved flat
+    config = saved_config(old)
+    assert config.env.kind == "token" and config.env.prompt_length == 5 and config.agent_name == "sql"
+    run = tmp_path / "run"
+    shutil.copytree(old, run, ignore=shutil.ignore_patterns("tensorboard"))
+    data = json.loads((run / "config.json").read_text())
+    data["env"]["bogus"] = 1
+    (run / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="unknown config key 'env.bogus'"):
+        saved_config(run)

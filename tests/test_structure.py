@@ -90,11 +90,11 @@ def test_configs_and_a_config_error_import_no_torch():
         "import sys\n"
         "import rlprompt, rlprompt.agents, rlprompt.envs, rlprompt.task_models, rlprompt.rewards\n"
         "from rlprompt.config import Config, config_to_dict, load_config\n"
-        "config = load_config('experiments/configs/demo.yaml', ['agent.name=sql', 'env.kind=token'])\n"
+        "config = load_config('experiments/configs/demo-minilm.yaml', ['agent.name=sql', 'env.kind=token'])\n"
         "assert config_to_dict(config)['agent']['name'] == 'sql'\n"
         "from rlprompt.cli import main\n"
-        "assert main(['run', 'experiments/configs/demo.yaml', '--set', 'agent.learning_rat=1']) == 2\n"
-        "assert main(['eval', '--config', 'experiments/configs/demo.yaml', '--set', 'env.kind=nope']) == 2\n"
+        "assert main(['run', 'experiments/configs/demo-minilm.yaml', '--set', 'agent.learning_rat=1']) == 2\n"
+        "assert main(['eval', '--config', 'experiments/configs/demo-minilm.yaml', '--set', 'env.kind=nope']) == 2\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -12,24 +12,14 @@ from typing import Any
 from rlprompt.registry import METRICS, REWARDS
 
 _CLASSIFICATION = "rlprompt.rewards.classification"
-_GENERATION = "rlprompt.rewards.generation"
 CLASSIFICATION_REWARDS = ("gold_log_prob", "accuracy", "macro_f1", "gap")
-"""Rewards of class logits and labels (``task: classification``)."""
+"""Rewards of class logits and labels."""
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "gold_log_prob")
-GENERATION_METRICS = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
-"""Metrics of greedy generations and references (``task: generation``)."""
-GENERATION_REWARDS = ("likelihood", *GENERATION_METRICS)
-"""``likelihood``: the teacher-forced mean token log-probability of the reference (one forward
-pass, no generation); the metrics: computed on greedy generations, at their cost."""
 
 for _name in CLASSIFICATION_REWARDS:
     REWARDS.register(_name, f"{_CLASSIFICATION}:{_name}")
 for _name in CLASSIFICATION_METRICS:
     METRICS.register(_name, f"{_CLASSIFICATION}:{_name}")
-for _name in GENERATION_METRICS:
-    METRICS.register(_name, f"{_GENERATION}:{_name}")
-    REWARDS.register(_name, f"{_GENERATION}:{_name}")
-REWARDS.register("likelihood", f"{_GENERATION}:likelihood_reward")
 
 _LAZY = ("accuracy", "check_scores", "class_log_probs", "classification_metrics", "compute_reward", "gap",
          "gold_log_prob", "macro_f1", "per_example_correct", "per_example_gap", "per_example_gold_log_prob",
