@@ -276,7 +276,8 @@ class Agent(ABC):
 
     def best_prompt(self, k: int | None = None, split: str = "dev") -> BestPrompt:
         """Re-score the greedy prompt and the top-k train prompts on ``split``; the best wins
-        (by the configured reward, then accuracy). Dev LM calls are reported, not budgeted."""
+        (``task.selection_key``: the reward, then accuracy, for classification; the main metric,
+        then the reward, for generation). Dev LM calls are reported, not budgeted."""
         candidates: list[tuple[Prompt, float | None]] = [(self.predict(deterministic=True), None)]
         seen = {prompt_key(candidates[0][0])}
         for record in self.tracker.top(k):
@@ -286,7 +287,7 @@ class Agent(ABC):
         before = self.task.task_model.stats.lm_calls
         with self.evaluating():
             scored = [(self.task.evaluate(p, split), p, r) for p, r in candidates]
-        metrics, prompt, train = max(scored, key=lambda item: (item[0]["reward"], item[0]["accuracy"]))
+        metrics, prompt, train = max(scored, key=lambda item: self.task.selection_key(item[0]))
         if train is None:
             record = self.tracker.records.get(prompt_key(prompt))
             train = record.mean_reward if record else None

@@ -98,6 +98,7 @@ class ScoreResult:
 
     reward: float
     accuracy: float
+    """The batch metric (``task.batch_metric``): accuracy for classification, the reward for generation."""
     scorings: int
     prompt: Any = None
     """The prompt that was scored (text or soft-prompt tensor): what agents' trackers record."""
@@ -270,7 +271,7 @@ class PromptEnv(gym.Env):
             "scorings": 0 if result is None else result.scorings,
         }
         if result is not None:
-            info["metrics"] = {"reward": result.reward, "accuracy": result.accuracy}
+            info["metrics"] = {"reward": result.reward, self.task.batch_metric: result.accuracy}
         info.update(extra)
         return info
 
@@ -284,5 +285,5 @@ class PromptEnv(gym.Env):
             return None
         text = f"prompt: {self.current_prompt_text()!r}"
         if self._last_result is not None:
-            text += f" | reward {self._last_result.reward:+.4f} | batch accuracy {self._last_result.accuracy:.3f}"
+            text += f" | reward {self._last_result.reward:+.4f} | batch {self.task.batch_metric} {self._last_result.accuracy:.3f}"
         return text + "\n"

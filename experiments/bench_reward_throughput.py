@@ -20,7 +20,20 @@ train examples per call (score cache off, prefix cache on):
   by length, right padded, batch 64, the LM head at the last position) on the same pairs;
 * their ratio (median over interleaved repeats) and the largest score difference.
 
-    python experiments/bench_reward_throughput.py [--case smollm2] [--data-dir ../shared/data/sst-2/16-13]
+``--case squad``, generation with SmolLM2 on SQuAD, the prompt after the passage and question
+(``"{context}\nQuestion: {question}\n{prompt}\nAnswer:"``), 16 prompts x 16 train questions:
+
+* likelihood reward: reference log-likelihood scorings/s through
+  ``CausalGenerationModel.log_likelihood`` (steady state: the passages' key/value caches were
+  computed by an earlier call) against a plain batched HF forward of the full sequences
+  (passage, question, prompt, answer, newline; sorted by length, right padded) reading the
+  answer tokens' log-probs, on the same (prompt, question, answer) rows; their ratio;
+* generation: generated tokens/s of ``CausalGenerationModel.generate`` (greedy, stop at a
+  newline, 24 new tokens at most) against ``model.generate`` on the same inputs (left padded,
+  greedy, ``stop_strings=["\n"]``), 4 prompts x 16 questions; their ratio and whether the
+  texts agree.
+
+    python experiments/bench_reward_throughput.py [--case smollm2|squad] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -167,10 +180,176 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     return result
 
 
+DEFAULT_DATA = str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13")
+SQUAD_TEMPLATE = "{context}\nQuestion: {question}\n{prompt}\nAnswer:"
+
+
+def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
+    """The ``--case squad`` measurement (see the module docstring)."""
+    import numpy as np
+
+    from rlprompt.config import config_from_dict
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch_size = args.batch_size or (256 if device.type == "cuda" else 16)
+    config = config_from_dict({
+        "task": "generation", "template": SQUAD_TEMPLATE, "prompt": "Answer briefly.",
+        "task_model": {"kind": "causal_lm", "name_or_path": "embedded:smollm2", "cache_size": 0,
+                       "batch_size": batch_size, "max_sentence_tokens": 384},
+        "data": {"dir": str(data_dir), "input_fields": ["context", "question"]},
+        "generation": {"max_new_tokens": 24, "stop": ["\n"], "metrics": ["f1"], "batch_size": batch_size},
+    })  # fmt: skip
+    task = Task.from_config(config)
+    tm = task.task_model
+    model = tm.model
+    rng = np.random.default_rng(0)
+    from rlprompt.envs import build_vocabulary
+
+    vocabulary = build_vocabulary(tm, top_k=1000)
+    examples = task.data.train.examples[: args.examples]
+    references = task.data.train.references[: args.examples]
+
+    def fresh_prompts(n: int) -> list[str]:
+        return [" ".join(rng.choice(vocabulary, size=5)) for _ in range(n)]
+
+    def full_ids(prompt: str, example: dict) -> list[int]:
+        pre, post = tm.input_layout.encode_texts([example])[0]
+        return pre + tm.input_layout.prompt_ids(prompt) + post
+
+    def plain_likelihood(prompts: list[str]) -> tuple[float, torch.Tensor]:
+        rows = [(p, n, tuple(tm.reference_ids(ref))) for p in range(len(prompts)) for n in range(len(examples))
+                for ref in references[n]]  # fmt: skip
+        encoded = [full_ids(prompts[p], examples[n]) + list(ref) for p, n, ref in rows]  # tokenized before timing
+        order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
+        sync(device)
+        start = time.perf_counter()
+        means = torch.empty(len(rows))
+        with torch.inference_mode():
+            for first in range(0, len(order), batch_size):
+                chunk = order[first : first + batch_size]
+                width = max(len(encoded[i]) for i in chunk)
+                ids = torch.full((len(chunk), width), tm.pad_id, dtype=torch.long)
+                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                for b, i in enumerate(chunk):
+                    ids[b, : len(encoded[i])], mask[b, : len(encoded[i])] = torch.tensor(encoded[i]), 1
+                log_probs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+                for b, i in enumerate(chunk):
+                    ref, end = rows[i][2], len(encoded[i])
+                    positions = torch.arange(end - len(ref) - 1, end - 1, device=device)
+                    means[i] = log_probs[b, positions, torch.tensor(ref, device=device)].mean().cpu()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        best = torch.full((len(prompts), len(examples)), -torch.inf)
+        for (p, n, _), value in zip(rows, means, strict=True):
+            best[p, n] = max(best[p, n], value)
+        return elapsed, best
+
+    def framework_likelihood(prompts: list[str]) -> tuple[float, torch.Tensor]:
+        sync(device)
+        start = time.perf_counter()
+        values = tm.log_likelihood(prompts, [examples] * len(prompts), [references] * len(prompts))
+        sync(device)
+        return time.perf_counter() - start, torch.stack(values)
+
+    cold_s, _ = framework_likelihood(fresh_prompts(args.prompts))
+    framework_s, plain_s, diffs = [], [], []
+    for _ in range(args.repeats):
+        prompts = fresh_prompts(args.prompts)
+        f, ours = framework_likelihood(prompts)
+        p, theirs = plain_likelihood(prompts)
+        framework_s.append(f)
+        plain_s.append(p)
+        diffs.append(float((ours - theirs).abs().max()))
+    scorings = args.prompts * len(examples)
+    ratios = [p / f for f, p in zip(framework_s, plain_s, strict=True)]
+
+    gen_prompts = fresh_prompts(4)
+    inputs = [full_ids(p, e) for p in gen_prompts for e in examples]
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+
+    def plain_generate() -> tuple[float, list[str], int]:
+        texts: list[str] = [""] * len(inputs)
+        tokens = 0
+        sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for first in range(0, len(order), batch_size):
+                chunk = order[first : first + batch_size]
+                width = max(len(inputs[i]) for i in chunk)
+                ids = torch.full((len(chunk), width), tm.pad_id, dtype=torch.long)
+                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                for b, i in enumerate(chunk):
+                    ids[b, width - len(inputs[i]) :], mask[b, width - len(inputs[i]) :] = torch.tensor(inputs[i]), 1
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=24,
+                                     do_sample=False, stop_strings=["\n"], tokenizer=tm.tokenizer,
+                                     pad_token_id=tm.pad_id)  # fmt: skip
+                for b, i in enumerate(chunk):
+                    new = [t for t in out[b, width:].tolist() if t != tm.pad_id]
+                    tokens += len(new)
+                    texts[i] = tm.tokenizer.decode(new, skip_special_tokens=True).split("\n")[0].strip()
+        sync(device)
+        return time.perf_counter() - start, texts, tokens
+
+    def framework_generate() -> tuple[float, list[str], int]:
+        tm.clear_cache()
+        before = tm.stats.generated_tokens
+        sync(device)
+        start = time.perf_counter()
+        outputs = tm.generate(gen_prompts, [examples] * len(gen_prompts))
+        sync(device)
+        return time.perf_counter() - start, [t for row in outputs for t in row], tm.stats.generated_tokens - before
+
+    gen_ratios, agree = [], 0.0
+    ours_tps, theirs_tps = [], []
+    for _ in range(max(1, args.repeats // 2)):
+        f_s, ours_texts, ours_tokens = framework_generate()
+        p_s, plain_texts, plain_tokens = plain_generate()
+        ours_tps.append(ours_tokens / f_s)
+        theirs_tps.append(plain_tokens / p_s)
+        gen_ratios.append(ours_tps[-1] / theirs_tps[-1])
+        agree = sum(a == b for a, b in zip(ours_texts, plain_texts, strict=True)) / len(inputs)
+    result = {
+        "case": "squad",
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "dtype": str(tm.dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "prompts": args.prompts,
+        "examples": len(examples),
+        "likelihood_scorings_per_call": scorings,
+        "framework_likelihood_scorings_per_s": scorings / statistics.median(framework_s),
+        "framework_cold_likelihood_scorings_per_s": scorings / cold_s,
+        "plain_likelihood_scorings_per_s": scorings / statistics.median(plain_s),
+        "ratio_likelihood_framework_over_plain": statistics.median(ratios),
+        "max_abs_likelihood_diff": max(diffs),
+        "generation_rows": len(inputs),
+        "framework_generated_tokens_per_s": statistics.median(ours_tps),
+        "plain_generate_tokens_per_s": statistics.median(theirs_tps),
+        "ratio_generation_framework_over_generate": statistics.median(gen_ratios),
+        "generated_texts_identical": agree,
+    }
+    print(f"SmolLM2-135M-Instruct, SQuAD, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, "
+          f"batch {batch_size}")  # fmt: skip
+    print(f"likelihood reward: {args.prompts} fresh 5-word prompts x {len(examples)} train questions = {scorings} "
+          f"scorings per call, template {SQUAD_TEMPLATE!r}, median of {args.repeats} interleaved repeats")  # fmt: skip
+    print(f"framework (log_likelihood, passages' KV cached): {result['framework_likelihood_scorings_per_s']:.1f} "
+          f"scorings/s   (first call, prefixes computed: {result['framework_cold_likelihood_scorings_per_s']:.1f})")  # fmt: skip
+    print(f"plain batched HF forward of the full sequences:  {result['plain_likelihood_scorings_per_s']:.1f} scorings/s")
+    print(f"ratio framework / plain: {result['ratio_likelihood_framework_over_plain']:.2f}  "
+          f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    print(f"largest |likelihood difference|: {result['max_abs_likelihood_diff']:.1e}")
+    print(f"generation: 4 prompts x {len(examples)} questions, greedy, <= 24 new tokens, stop at newline")
+    print(f"framework generate: {result['framework_generated_tokens_per_s']:.1f} tokens/s   "
+          f"model.generate: {result['plain_generate_tokens_per_s']:.1f} tokens/s   "
+          f"ratio {result['ratio_generation_framework_over_generate']:.2f}  "
+          f"(identical texts: {agree:.0%})")  # fmt: skip
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["minilm", "smollm2"], default="minilm")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13"))
+    parser.add_argument("--case", choices=["minilm", "smollm2", "squad"], default="minilm")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--examples", type=int, default=None, help="sentences per timed call (512 minilm, 16 smollm2)")
     parser.add_argument("--prompts", type=int, default=None, help="prompts per timed call (4 minilm, 16 smollm2)")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per forward (default: 64 cpu, 1024 cuda)")
@@ -179,6 +358,16 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.case == "squad":
+        data_dir = Path(args.data_dir) if args.data_dir != DEFAULT_DATA else ROOT.parent / "shared" / "data" / "squad" / "32-13"
+        if not (data_dir / "train.jsonl").is_file():
+            sys.exit(f"SQuAD data not found at {data_dir}; pass --data-dir")
+        args.examples, args.prompts = args.examples or 16, args.prompts or 16
+        result = squad_case(args, data_dir)
+        if args.json_out:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        return
     data_dir = Path(args.data_dir)
     if not (data_dir / "test.tsv").is_file():
         sys.exit(f"SST-2 data not found at {data_dir}; pass --data-dir")

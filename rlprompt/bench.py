@@ -129,6 +129,7 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     from rlprompt.experiment import run_experiment  # torch and the models: only once every cell is valid
     from rlprompt.reporting import format_summary
 
+    loaded: dict[str, tuple[Any, Any, Any]] = {}
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.key
         if (cell_dir / BEST_PROMPT).is_file():
@@ -138,10 +139,36 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         if not resume and clear_unstarted_run(cell_dir):
             echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
-        result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress)
+        task = cell_task(configs[cell.key], loaded)
+        result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress, task=task)
         echo(format_summary(result, cell_dir))
         write_results(out, cells, command)
     return write_results(out, cells, command)
+
+
+def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
+    """The cell's task, on the model, tokenizer and prefix key/value cache of an earlier cell
+    with the same ``task_model`` section (models load once per bench). Sharing the prefix cache
+    changes no result (a prefix's values do not depend on when it was computed); the score
+    cache, which decides LM-call counts, stays each cell's own."""
+    import json
+
+    from rlprompt.config import config_to_dict
+    from rlprompt.experiment import seed_everything
+    from rlprompt.task import Task
+
+    key = json.dumps(config_to_dict(config.task_model), sort_keys=True)
+    seed_everything(config.seed)
+    if key not in loaded:
+        task = Task.from_config(config)
+        tm = task.task_model
+        loaded[key] = (getattr(tm, "model", None), getattr(tm, "tokenizer", None), getattr(tm, "prefix_cache", None))
+        return task
+    model, tokenizer, prefix_cache = loaded[key]
+    task = Task.from_config(config, model=model, tokenizer=tokenizer)
+    if prefix_cache is not None and hasattr(task.task_model, "prefix_cache"):
+        task.task_model.prefix_cache = prefix_cache
+    return task
 
 
 def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any]) -> None:
@@ -169,43 +196,69 @@ def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any])
 CSV_FIELDS = ["task", "agent", "budget", "seed", "agent_name", "env", "kind", "prompt", "test_accuracy",
               "dev_accuracy", "train_accuracy", "test_macro_f1", "dev_reward", "manual_test_accuracy",
               "manual_dev_accuracy", "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+"""Columns of a classification bench's ``results.csv``."""
 
 
-def _rows(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
+def csv_fields(metric_names: list[str]) -> list[str]:
+    """Columns of ``results.csv``: :data:`CSV_FIELDS` for classification; for generation, per
+    metric the test/dev/train values of the found prompt and the manual prompt's test/dev."""
+    if metric_names[0] == "accuracy":
+        return list(CSV_FIELDS)
+    per_metric = [f"{where}_{m}" for m in metric_names
+                  for where in ("test", "dev", "train", "manual_test", "manual_dev")]  # fmt: skip
+    return [*CSV_FIELDS[:8], *per_metric, "test_likelihood", "manual_test_likelihood", "dev_reward",
+            "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+
+
+def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per finished cell, and the metric names (the main one first)."""
     rows = []
+    names: list[str] = ["accuracy", "macro_f1", "gold_log_prob"]
     for cell in cells:
         path = out / "runs" / cell.key / BEST_PROMPT
         if not path.is_file():
             continue
         best = RunResult.load(path)
+        names = best.metric_names
         m, base = best.metrics, best.baseline["metrics"]
-        rows.append({
+        row = {
             "task": cell.task, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
             "seed": cell.seed, "agent_name": best.agent, "env": best.env, "kind": best.kind,
             "prompt": best.prompt if best.kind == "discrete" else "<soft>",
-            "test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
-            "train_accuracy": m["train"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
-            "dev_reward": m["dev"]["reward"], "manual_test_accuracy": base["test"]["accuracy"],
-            "manual_dev_accuracy": base["dev"]["accuracy"], "lm_calls": best.lm_calls,
+            "dev_reward": m["dev"]["reward"], "lm_calls": best.lm_calls,
             "prompt_evals": best.prompt_evals, "dev_lm_calls": best.dev_lm_calls,
             "wall_time_s": best.wall_time_s,
-        })  # fmt: skip
-    return rows
+        }  # fmt: skip
+        if best.task == "classification":
+            row.update({"test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
+                        "train_accuracy": m["train"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
+                        "manual_test_accuracy": base["test"]["accuracy"],
+                        "manual_dev_accuracy": base["dev"]["accuracy"]})  # fmt: skip
+        else:
+            for name in names:
+                row.update({f"test_{name}": m["test"][name], f"dev_{name}": m["dev"][name],
+                            f"train_{name}": m["train"][name], f"manual_test_{name}": base["test"][name],
+                            f"manual_dev_{name}": base["dev"][name]})  # fmt: skip
+            row.update(test_likelihood=m["test"]["likelihood"], manual_test_likelihood=base["test"]["likelihood"])
+        rows.append(row)
+    return rows, names
 
 
 def write_results(out: Path, cells: list[Cell], command: str = "") -> list[dict[str, Any]]:
     """``results.csv``, ``results.md`` and ``curves.png`` from the finished cells."""
-    rows = _rows(out, cells)
+    rows, names = _rows(out, cells)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=csv_fields(names), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
     header = f"Command: `{command}`\n\n" if command else ""
     from rlprompt.reporting import bench_table, plot_curves_over_seeds
 
-    atomic_write_text(out / "results.md", header + bench_table(rows))
+    shown = [names[0]] if names[0] == "accuracy" else names
+    tables = "\n".join(bench_table(rows, metric, heading=len(shown) > 1) for metric in shown)
+    atomic_write_text(out / "results.md", header + tables)
     if rows:
         several_budgets = len({c.budget for c in cells}) > 1
         panels: dict[str, dict[str, list[Path]]] = {}

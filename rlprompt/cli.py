@@ -37,19 +37,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.task import evaluate_prompt  # torch and the model: only once the config is valid
 
     result = evaluate_prompt(config, args.prompt, args.split)
-    counts = "/".join(str(c) for c in result["predicted_counts"])
     print(f"task model : {result['task_model']}")
     print(f"prompt     : {result['prompt']!r}")
-    print(
-        f"{args.split:<11}: accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  "
-        f"gold log-prob {result['gold_log_prob']:.4f}  (n={result['n']}, predicted per class {counts})"
-    )
+    print(f"{args.split:<11}: {_metrics_line(result)}")
+    for output in result.get("outputs", []):
+        print(f"output     : {output!r}")
     print(
         f"cost       : {result['lm_calls']} LM calls in {result['forward_batches']} forward batches, {result['wall_time_s']:.2f} s"
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def _metrics_line(m: dict) -> str:
+    """One line of a split's metrics: classification's accuracy/macro-F1/gold log-prob, or a
+    generation task's metrics and reference likelihood."""
+    if "accuracy" in m:
+        counts = f", predicted per class {'/'.join(str(c) for c in m['predicted_counts'])}" if "predicted_counts" in m else ""
+        return (f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  "
+                f"(n={m['n']}{counts})")  # fmt: skip
+    skip = {"reward", "n", "likelihood", "outputs", "lm_calls", "generated_tokens", "prompt", "split", "task_model",
+            "wall_time_s", "forward_batches"}  # fmt: skip
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in skip and isinstance(v, float))
+    return f"{shown}  likelihood {m['likelihood']:.4f}  (n={m['n']})"
 
 
 def _eval_run(args: argparse.Namespace) -> int:
@@ -67,9 +78,7 @@ def _eval_run(args: argparse.Namespace) -> int:
         + (f"  (overrides: {' '.join(result['overrides'])})" if result["overrides"] else "")
     )
     print(f"prompt     : {shown}")
-    print(
-        f"{args.split:<11}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  (n={m['n']})"
-    )
+    print(f"{args.split:<11}: {_metrics_line(m)}")
     if "reproduces" in result:
         verdict = (
             f"reproduces best_prompt.json (largest deviation {result['max_abs_diff']:.1e})"

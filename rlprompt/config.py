@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from rlprompt.errors import ConfigError
-from rlprompt.registry import AGENTS, ENVS, REWARDS, TASK_MODELS, Registry
+from rlprompt.registry import AGENTS, ENVS, GENERATION_METRICS, REWARDS, TASK_MODELS, Registry
 
 DEFAULT_AGENT = "ppo"
 DEFAULT_TASK_MODEL = "encoder"
@@ -118,6 +118,12 @@ class DataConfig:
     """Sample k examples per class from train and from dev (seeded by ``seed``)."""
     seed: int = 0
     """Seed of the few-shot sampler."""
+    reference_field: str | None = None
+    """Generation tasks: the field holding the reference output(s) (a string or a list of
+    accepted strings); found among ``answers``/``targets``/``target``/``reference`` when not set."""
+    input_fields: list[str] | None = None
+    """Generation tasks: the input fields the template must place (each exactly where it
+    wants); null: whatever fields the template names."""
     empty_text: Literal["keep", "skip", "error"] = "keep"
     """Rows whose text is empty: ``keep`` them (scored as the template without a sentence, as
     RLPrompt does; a warning gives the count and rows), ``skip`` them (with a warning), or
@@ -137,10 +143,13 @@ class DataConfig:
 class RewardConfig:
     """The task reward that scores a prompt on a batch of examples."""
 
-    name: str = "gold_log_prob"
-    """A registered reward (``gold_log_prob``: mean log-probability of the gold class;
-    ``accuracy``; ``macro_f1``; ``gap``: RLPrompt's piecewise probability-gap reward) or a dotted
-    path to a batch reward function of an installed module (``mypkg.rewards:my_reward``)."""
+    name: str | None = None
+    """Classification: a registered reward (``gold_log_prob``, the default: mean log-probability
+    of the gold class; ``accuracy``; ``macro_f1``; ``gap``: RLPrompt's piecewise probability-gap
+    reward) or a dotted path to a batch reward function (``mypkg.rewards:my_reward``).
+    Generation: ``likelihood`` (the default: mean per-token log-probability of the reference,
+    teacher forced, max over references) or a generation metric (``f1``, ``exact_match``,
+    ``rouge1``, ``rouge2``, ``rougeL``, ``bleu``, ``chrf``) computed on greedy generations."""
     gap_correct: float = 200.0
     """``gap``: multiplier when the gold class wins."""
     gap_incorrect: float = 180.0
@@ -150,13 +159,57 @@ class RewardConfig:
     penalises prompts that push every prediction into one class."""
 
     def __post_init__(self) -> None:
-        if self.name not in REWARDS:
+        known = self.name is None or self.name in REWARDS or self.name in GENERATION_REWARDS
+        if not known and self.name not in GENERATION_METRICS:
             if "." not in self.name and ":" not in self.name:
-                raise ConfigError(f"reward.name '{self.name}' is unknown; choose one of {REWARDS.names()} "
+                names = sorted({*REWARDS.names(), *GENERATION_REWARDS, *GENERATION_METRICS.names()})
+                raise ConfigError(f"reward.name '{self.name}' is unknown; choose one of {names} "
                                   "or a dotted path to a reward function (package.module:function)")  # fmt: skip
             REWARDS.check(self.name)
         if self.balance_weight < 0:
             raise ConfigError("reward.balance_weight must be >= 0")
+
+
+GENERATION_REWARDS = ("likelihood",)
+"""Generation rewards computed by the task model itself (every generation metric is a reward too)."""
+
+
+@dataclass
+class GenerationConfig:
+    """Generation tasks (``task: generation``): how the LM reads the prompt, how it generates,
+    and what the outputs are scored with."""
+
+    max_new_tokens: int = 32
+    """Longest greedy generation, in tokens."""
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+    """Generation ends at the first of these strings (which is cut off) or at the end-of-text token."""
+    chat: Literal["none", "user", "system"] = "none"
+    """``none``: the template is the raw text the LM continues; ``user``: the template is the
+    user message of the tokenizer's chat template and the reply is generated; ``system``: the
+    prompt is the system message and the template (without ``{prompt}``) the user message."""
+    metrics: list[str] = field(default_factory=lambda: ["exact_match", "f1", "rougeL"])
+    """Metrics of greedy generations reported on every split; the first is the task's main
+    metric (bench tables, dev selection of the best prompt)."""
+    reference_prefix: str | None = None
+    """Text between the template's end and the reference when scoring its likelihood; null:
+    a space without a chat template (``"Answer:" + " Paris"``), nothing with one."""
+    score_stop: bool = True
+    """Score the end of the answer too: the likelihood reward includes the first stop string
+    (the end-of-turn token with a chat template) after the reference, so prompts that make the
+    LM stop where the reference stops earn more, as greedy generation and its metrics need."""
+    batch_size: int = 16
+    """(prompt, example) rows per generation batch."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "generation", at_least_one=("max_new_tokens", "batch_size"))
+        if any(not s for s in self.stop):
+            raise ConfigError("generation.stop holds an empty string (it would stop before the first token)")
+        if not self.metrics:
+            raise ConfigError("generation.metrics needs at least one metric")
+        for name in self.metrics:
+            GENERATION_METRICS.check(name)
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ConfigError(f"generation.metrics names a metric twice: {self.metrics}")
 
 
 @dataclass
@@ -297,18 +350,25 @@ class Config:
     """A prompt-optimization experiment: task model, data, template, verbalizers, reward, and
     the env, agent, budget and output of ``rlprompt run``."""
 
+    task: Literal["classification", "generation"] = "classification"
+    """The task family: ``classification`` (class verbalizers scored by the LM) or
+    ``generation`` (outputs generated and compared with references; see ``generation``)."""
     task_model: Annotated[Any, TASK_MODEL_SECTION] = field(default_factory=lambda: TASK_MODEL_SECTION.resolve({}, "task_model"))
     """Which model scores prompts: ``kind`` (a registered task-model kind: ``encoder``,
     ``encoder-tuned``, ``masked_lm``, ``causal_lm`` ...) and that kind's fields."""
     data: DataConfig = field(default_factory=DataConfig)
     template: str = "{sentence} {prompt}"
-    """Input template with ``{sentence}``, ``{prompt}`` and (masked LMs) ``{mask}``."""
+    """Input template with ``{sentence}``, ``{prompt}`` and (masked LMs) ``{mask}``; generation
+    tasks name their input fields (``{context}``, ``{question}``, ``{source}`` ...)."""
     prompt: str = "It was"
     """The manual prompt: the baseline everywhere and the edit env's start."""
-    verbalizers: list[str] = field(default_factory=lambda: ["{prompt} terrible.", "{prompt} great."])
-    """One per class, in class-index order. Encoders embed them (``{prompt}`` allowed);
-    masked/causal LMs score their tokens (write a leading space for BPE tokenizers)."""
+    verbalizers: list[str] | None = None
+    """Classification: one per class, in class-index order (default ``["{prompt} terrible.",
+    "{prompt} great."]``). Encoders embed them (``{prompt}`` allowed); masked/causal LMs score
+    their tokens (write a leading space for BPE tokenizers). Generation tasks have none."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Generation tasks only: generation, chat template and metrics."""
     env: Annotated[Any, ENV_SECTION] = field(default_factory=lambda: {"kind": "auto"})
     """``kind`` (``token``, ``selection``, ``edit``, ``soft``, or ``auto``: the agent's main
     kind) and that env kind's fields."""
@@ -323,7 +383,53 @@ class Config:
     """Global seed (torch, the agent and the envs' first reset)."""
 
     def __post_init__(self) -> None:
+        if self.task == "generation":
+            self._check_generation()
+        else:
+            self._check_classification()
+        self.env = self._resolve_env(self.env)
+
+    def _check_generation(self) -> None:
         spec = TASK_MODELS[self.task_model.kind]
+        if self.verbalizers:
+            raise ConfigError("verbalizers are for classification tasks; a generation task scores references "
+                              "(remove 'verbalizers' or set task: classification)")  # fmt: skip
+        self.verbalizers = []
+        if spec.generation_entry_point is None:
+            kinds = [k for k in TASK_MODELS.names() if TASK_MODELS[k].generation_entry_point is not None]
+            raise ConfigError(f"task_model.kind={self.task_model.kind} cannot generate text; "
+                              f"generation tasks need one of {kinds}")  # fmt: skip
+        names = [m.group(1) for m in _PLACEHOLDER.finditer(self.template)]
+        if "mask" in names:
+            raise ConfigError("'{mask}' in template is only for masked-LM classification")
+        prompts = names.count("prompt")
+        wanted = 0 if self.generation.chat == "system" else 1
+        if prompts != wanted:
+            where = ("the system message holds the prompt (generation.chat=system): remove '{prompt}' from template"
+                     if wanted == 0 else "template must contain '{prompt}' exactly once (where the prompt goes)")  # fmt: skip
+            raise ConfigError(f"{where}, got {self.template!r}")
+        if not [n for n in names if n != "prompt"]:
+            raise ConfigError(f"template names no input field ('{{context}}', '{{source}}' ...), got {self.template!r}")
+        reward = self.reward.name
+        if reward is None:
+            self.reward.name = "likelihood"
+        elif reward in REWARDS and reward not in GENERATION_METRICS:
+            raise ConfigError(f"reward '{reward}' scores class predictions; a generation task takes 'likelihood' "
+                              f"or a generation metric ({GENERATION_METRICS.names()})")  # fmt: skip
+        elif reward not in GENERATION_REWARDS and reward not in GENERATION_METRICS:
+            raise ConfigError(f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
+                              f"({GENERATION_METRICS.names()})")  # fmt: skip
+
+    def _check_classification(self) -> None:
+        spec = TASK_MODELS[self.task_model.kind]
+        if self.verbalizers is None:
+            self.verbalizers = ["{prompt} terrible.", "{prompt} great."]
+        reward = self.reward.name
+        if reward is None:
+            self.reward.name = "gold_log_prob"
+        elif reward in GENERATION_REWARDS or (reward in GENERATION_METRICS and reward not in REWARDS):
+            raise ConfigError(f"reward '{reward}' scores generated text; this is a classification task "
+                              f"(set task: generation, or pick one of {REWARDS.names()})")  # fmt: skip
         check_placeholders("template", self.template, ("sentence", "prompt", "mask"))
         if "{sentence}" not in self.template:
             raise ConfigError("template must contain '{sentence}'")
@@ -347,7 +453,6 @@ class Config:
                 raise ConfigError(f"verbalizers[{i}] is empty ({verbalizer!r}): each class needs words to score")
         if not spec.prompt_in_verbalizers and any("{prompt}" in v for v in self.verbalizers):
             raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
-        self.env = self._resolve_env(self.env)
 
     def _resolve_env(self, env: Any) -> Any:
         """``env.kind: auto`` becomes the agent's main kind; the agent must run on the kind."""

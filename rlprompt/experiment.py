@@ -50,7 +50,8 @@ from rlprompt.rundir import (
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
 
-METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts")
+METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "likelihood", "outputs")
+"""What a split's metrics keep besides a generation task's configured metrics."""
 
 
 def seed_everything(seed: int) -> None:
@@ -59,9 +60,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def slim_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def slim_metrics(metrics: dict[str, Any], task: Task | None = None) -> dict[str, Any]:
     """The reproducible part of :meth:`Task.evaluate`'s result (no costs, no timings)."""
-    return {key: metrics[key] for key in METRIC_KEYS if key in metrics}
+    keys = [*(task.metric_names if task is not None else ()), *METRIC_KEYS]
+    return {key: metrics[key] for key in dict.fromkeys(keys) if key in metrics}
 
 
 def budget_limits(config: Config) -> dict[str, int | None]:
@@ -170,8 +172,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
     with agent.evaluating():
         best = agent.best_prompt()
         before = task.task_model.stats.lm_calls
-        metrics = {split: slim_metrics(task.evaluate(best.prompt, split)) for split in SPLITS}
-        baseline = {split: slim_metrics(task.evaluate(config.prompt, split)) for split in SPLITS}
+        metrics = {split: slim_metrics(task.evaluate(best.prompt, split), task) for split in SPLITS}
+        baseline = {split: slim_metrics(task.evaluate(config.prompt, split), task) for split in SPLITS}
         eval_lm_calls = task.task_model.stats.lm_calls - before
     soft = not isinstance(best.prompt, str)
     result = RunResult(
@@ -198,6 +200,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         seed=config.seed,
         rlprompt_version=__version__,
         wall_time_s=None,
+        task=config.task,
+        metric_names=task.metric_names,
     )
     return result, best.prompt
 
@@ -215,10 +219,11 @@ def evaluate_run(
             f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
             "soft prompts transfer only between models with the same embedding size"
         )
-    metrics = slim_metrics(task.evaluate(prompt, split))
+    metrics = slim_metrics(task.evaluate(prompt, split), task)
     recorded = best.metrics.get(split)
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
-                              "task_model": config.task_model.label, "metrics": metrics,
+                              "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
+                              "metric_names": task.metric_names,
                               "overrides": list(overrides or [])}  # fmt: skip
     if not overrides and recorded is not None:
         result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)

@@ -87,11 +87,14 @@ def export_run(
         atomic_write_text(out, str(best.prompt) + "\n")
         return out
     if fmt == "json":
+        family = ({"verbalizers": config.verbalizers} if config.task == "classification"
+                  else {"generation": config_to_dict(config.generation)})  # fmt: skip
         atomic_write_json(out, {
             "prompt": best.prompt,
             "token_ids": best.token_ids,
+            "task": config.task,
             "template": config.template,
-            "verbalizers": config.verbalizers,
+            **family,
             "task_model": config_to_dict(config.task_model),
             "metrics": best.metrics,
             "baseline": best.baseline,

@@ -257,6 +257,9 @@ def run_finetune(config: Config, output_dir: str | os.PathLike[str] | None = Non
 def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> tuple[FinetuneResult, Any]:
     """:func:`run_finetune` that also returns the trained model (base + adapter in memory)."""
     ft = config.finetune
+    if config.task != "classification":
+        raise ConfigError("rlprompt finetune trains answers to classification tasks (verbalizers as the answers); "
+                          f"this config has task: {config.task}")  # fmt: skip
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
     if (run_dir / RESULT).is_file():
         raise ConfigError(f"{run_dir} already holds a finished fine-tuning run; choose another --output-dir")

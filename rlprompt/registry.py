@@ -132,3 +132,6 @@ REWARDS: Registry[Any] = Registry("reward", provider="rlprompt.rewards", dotted_
 """``reward.name`` -> a batch reward function (or a dotted path to one)."""
 METRICS: Registry[Any] = Registry("metric", provider="rlprompt.rewards", dotted_paths=True)
 """Evaluation metric name -> a metric function (or a dotted path to one)."""
+GENERATION_METRICS: Registry[Any] = Registry("generation metric", provider="rlprompt.rewards", dotted_paths=True)
+"""Generation metric name -> ``fn(predictions, references) -> float``, the metric of a set of
+greedy generations against their references (a dotted path to such a function also works)."""

@@ -97,14 +97,16 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
 
-def bench_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> str:
+def bench_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", heading: bool = False) -> str:
     """Markdown: per task, the manual prompt and each (agent, budget) with mean ± std over seeds
-    of test and dev ``metric``, train LM calls and the per-seed test values."""
+    of test and dev ``metric``, train LM calls and the per-seed test values (``heading``: the
+    metric named in the section title, for one table per metric)."""
     lines: list[str] = []
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         seeds = sorted({r["seed"] for r in task_rows})
-        lines += [f"### {task}", "", f"Mean ± std over seeds {seeds} (cells finished: {len(task_rows)}).", "",
+        title = f"### {task}: {metric}" if heading else f"### {task}"
+        lines += [title, "", f"Mean ± std over seeds {seeds} (cells finished: {len(task_rows)}).", "",
                   f"| agent | env | budget (prompt evals) | test {metric} | dev {metric} | train LM calls | seeds | "
                   f"per-seed test {metric} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         manual = {r["seed"]: r[f"manual_test_{metric}"] for r in task_rows}
@@ -136,9 +138,10 @@ def _budget_text(budget: Mapping[str, int]) -> str:
     return ", ".join(f"{v} {names.get(k, k)}" for k, v in budget.items()) or "none"
 
 
-def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: str = "accuracy") -> str:
-    """The lines ``rlprompt run`` prints at the end."""
+def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: str | None = None) -> str:
+    """The lines ``rlprompt run`` prints at the end (``metric``: the run's main one by default)."""
     base, best = result.baseline, result.metrics
+    metric = metric or result.primary_metric
     return "\n".join([
         f"agent        : {result.agent} on the {result.env} env, task model {result.task_model}, seed {result.seed}",
         f"manual prompt: {base['prompt']!r:<40} test {metric} {base['metrics']['test'][metric]:.4f}  "

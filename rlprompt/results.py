@@ -20,7 +20,8 @@ from rlprompt.io import atomic_write_json, read_json
 SCHEMA_VERSION = 2
 SPLITS = ("train", "dev", "test")
 SplitMetrics = dict[str, Any]
-"""One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...)."""
+"""One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...;
+a generation task's metrics, likelihood, reward, n and the first outputs)."""
 
 
 def _from_dict(cls: type, data: Any, path: Path, what: str) -> Any:
@@ -94,7 +95,15 @@ class RunResult(_Result):
     wall_time_s: float | None
     budget: dict[str, int] = field(default_factory=dict)
     """The training budgets the run was given (spent amounts are ``lm_calls``, ``prompt_evals``...)."""
+    task: str = "classification"
+    """The task family (``classification`` or ``generation``)."""
+    metric_names: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1", "gold_log_prob"])
+    """The metrics in ``metrics``, the main one first (accuracy; a generation task's first metric)."""
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metric_names[0]
 
     def __post_init__(self) -> None:
         if self.kind not in ("discrete", "soft"):

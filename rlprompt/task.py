@@ -44,13 +44,18 @@ class Task:
     def from_config(
         cls, config: Config | dict[str, Any] | str | os.PathLike[str], *, model: Any = None, tokenizer: Any = None
     ) -> Task:
-        """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path)."""
+        """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path);
+        a generation config gives a :class:`~rlprompt.generation_task.GenerationTask`."""
         if isinstance(config, dict):
             config = config_from_dict(config)
         elif isinstance(config, (str, Path)):
             config = load_config(config)
         elif not isinstance(config, Config):
             raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
+        if config.task == "generation":
+            from rlprompt.generation_task import GenerationTask
+
+            return GenerationTask.from_config(config, model=model, tokenizer=tokenizer)
         data = load_task_data(config.data, num_classes=len(config.verbalizers))
         task_model = build_task_model(
             config.task_model,
@@ -64,9 +69,26 @@ class Task:
         )
         return cls(config, data, task_model)
 
+    batch_metric = "accuracy"
+    """What the second value of :meth:`score_requests` is (envs report it per step)."""
+
     @property
     def num_classes(self) -> int:
         return self.data.num_classes
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Metrics :meth:`evaluate` reports (besides the reward)."""
+        return ["accuracy", "macro_f1", "gold_log_prob"]
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric results tables lead with."""
+        return "accuracy"
+
+    def selection_key(self, metrics: dict[str, Any]) -> tuple[float, ...]:
+        """How dev selection ranks prompts: the configured reward, then accuracy."""
+        return (float(metrics["reward"]), float(metrics["accuracy"]))
 
     @contextlib.contextmanager
     def spending(self, budget: Budget | None) -> Iterator[None]:

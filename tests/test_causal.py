@@ -5,7 +5,6 @@ in the slow tier), GGUF loading and its errors, and SmolLM2 itself (slow tier: f
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -120,18 +119,6 @@ def test_missing_smollm2_wheel_says_how_to_install_it(monkeypatch):
 
 
 # ------------------------------------------------------------------ SmolLM2 (slow tier)
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir():
-    from rlprompt.task_models.loading import embedded_smollm2_path
-
-    try:
-        return str(embedded_smollm2_path())
-    except ModelLoadError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"SmolLM2 must be installed in CI: {exc}")
-        pytest.skip(str(exc))
 
 
 @pytest.mark.slow

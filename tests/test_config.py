@@ -35,7 +35,8 @@ def test_unknown_key_is_named_with_a_suggestion():
         ({"template": "{prompt}"}, "must contain '{sentence}'"),
         ({"template": "{sentence} {mask}"}, "only for task_model.kind=masked_lm"),
         ({"task_model": {"kind": "masked_lm"}}, "exactly one '{mask}'"),
-        ({"reward": {"name": "bleu"}}, "reward.name 'bleu' is unknown"),
+        ({"reward": {"name": "blue"}}, "reward.name 'blue' is unknown"),
+        ({"reward": {"name": "bleu"}}, "reward 'bleu' scores generated text; this is a classification task"),
         ({"data": {"dir": "a", "hf_name": "b"}}, "exclusive"),
         ({"task_model": "encoder"}, "must be a mapping"),
         ({"reward": {"gap_correct": True}}, "must be a number"),
@@ -117,8 +118,8 @@ def test_run_directories_of_rlprompt_0_2_still_load(tmp_path):
     import shutil
 
     import pytest
-    from conftest import ROOT
 
+    from conftest import ROOT
     from rlprompt.errors import ConfigError
     from rlprompt.rundir import saved_config
 

@@ -255,8 +255,8 @@ def demo_dir() -> Path:
     return Path(str(resources.files("rlprompt.data") / "demo"))
 
 
-def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
-    """Load splits through ``datasets.load_dataset`` (a hub name, or a local path/builder)."""
+def load_hf_dataset(config: DataConfig) -> Any:
+    """``datasets.load_dataset(data.hf_name, data.hf_config)`` with one clear error on failure."""
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
@@ -264,24 +264,36 @@ def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
     name = config.hf_name
     assert name is not None
     try:
-        loaded = datasets.load_dataset(name, config.hf_config)
+        return datasets.load_dataset(name, config.hf_config)
     except FileNotFoundError as exc:
         raise DataError(f"dataset '{name}' not found: {exc}") from None
     except (ConnectionError, OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
         why = " (the Hugging Face hub is offline: give a local path)" if offline else ""
         raise DataError(f"could not load dataset '{name}'{why}: {first_line(exc)}") from None
+
+
+def get_hf_split(loaded: Any, config: DataConfig, hf_split: str) -> Any:
+    """One split of a loaded dataset (an error naming the splits it has otherwise)."""
+    if hf_split not in loaded:
+        raise DataError(f"dataset '{config.hf_name}' has no split '{hf_split}' (has {list(loaded)}); set data.hf_splits")
+    return loaded[hf_split]
+
+
+def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
+    """Load splits through ``datasets.load_dataset`` (a hub name, or a local path/builder)."""
+    loaded = load_hf_dataset(config)
+    name = config.hf_name
     out = {}
     for split, hf_split in config.hf_splits.items():
-        if hf_split not in loaded:
-            raise DataError(f"dataset '{name}' has no split '{hf_split}' (has {list(loaded)}); set data.hf_splits")
-        features = loaded[hf_split].features
+        split_data = get_hf_split(loaded, config, hf_split)
+        features = split_data.features
         names = config.label_names
         label_feature = features.get(config.label_column)
         if names is None and label_feature is not None and hasattr(label_feature, "names"):
             names = list(label_feature.names)
         out[split] = dataset_from_records(
-            loaded[hf_split].to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names,
+            split_data.to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names,
             config.empty_text,
         )  # fmt: skip
     return out

@@ -1,7 +1,9 @@
 """Rewards and metrics: pure batch functions, registered by name (torch is imported only when one runs).
 
 Rewards (:data:`rlprompt.registry.REWARDS`) score each prompt of a batch for training;
-metrics (:data:`rlprompt.registry.METRICS`) describe a prompt on a whole split. A config may
+metrics (:data:`rlprompt.registry.METRICS`) describe a prompt on a whole split. Generation
+metrics (:data:`rlprompt.registry.GENERATION_METRICS`: SQuAD EM/F1, ROUGE, BLEU, chrF) score
+greedy generations against references, for evaluation and, at their cost, as rewards. A config may
 also name a function of an installed module by dotted path (``mypkg.rewards:my_reward``).
 """
 
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlprompt.registry import METRICS, REWARDS
+from rlprompt.registry import GENERATION_METRICS, METRICS, REWARDS
 
 _CLASSIFICATION = "rlprompt.rewards.classification"
+_GENERATION = "rlprompt.rewards.generation"
 CLASSIFICATION_REWARDS = ("gold_log_prob", "accuracy", "macro_f1", "gap")
 """Rewards of class logits and labels."""
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "gold_log_prob")
@@ -20,6 +23,10 @@ for _name in CLASSIFICATION_REWARDS:
     REWARDS.register(_name, f"{_CLASSIFICATION}:{_name}")
 for _name in CLASSIFICATION_METRICS:
     METRICS.register(_name, f"{_CLASSIFICATION}:{_name}")
+GENERATION_METRIC_NAMES = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+"""Metrics of greedy generations against references (``task: generation``), rewards too."""
+for _name in GENERATION_METRIC_NAMES:
+    GENERATION_METRICS.register(_name, f"{_GENERATION}:{_name}")
 
 _LAZY = ("accuracy", "check_scores", "class_log_probs", "classification_metrics", "compute_reward", "gap",
          "gold_log_prob", "macro_f1", "per_example_correct", "per_example_gap", "per_example_gold_log_prob",

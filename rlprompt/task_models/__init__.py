@@ -23,7 +23,8 @@ for _spec in (
     TaskModelSpec("encoder-tuned", HFTaskModelConfig, "rlprompt.task_models.encoder:TunedEncoderTaskModel",
                   prompt_in_verbalizers=True),
     TaskModelSpec("masked_lm", HFTaskModelConfig, "rlprompt.task_models.lm:MaskedLMTaskModel", mask_slot=True),
-    TaskModelSpec("causal_lm", HFTaskModelConfig, "rlprompt.task_models.causal:CausalLMTaskModel"),
+    TaskModelSpec("causal_lm", HFTaskModelConfig, "rlprompt.task_models.causal:CausalLMTaskModel",
+                  generation_entry_point="rlprompt.task_models.generation:CausalGenerationModel"),
 ):  # fmt: skip
     TASK_MODELS.register(_spec.kind, _spec)
 
@@ -57,6 +58,7 @@ _LAZY = {
     "mean_pool": "rlprompt.task_models.encoder",
     "MaskedLMTaskModel": "rlprompt.task_models.lm",
     "CausalLMTaskModel": "rlprompt.task_models.causal",
+    "CausalGenerationModel": "rlprompt.task_models.generation",
     "embedded_model_path": "rlprompt.task_models.loading",
 }
 

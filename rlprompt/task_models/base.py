@@ -7,7 +7,8 @@ embeddings ``[n_tokens, hidden]``) and a list of input texts into class logits
 
 * ``requested`` - (prompt, example) scorings asked for, cache hits included;
 * ``lm_calls`` - scorings actually computed (cache hits excluded);
-* ``cache_hits``, ``forward_batches`` (model forward passes), ``verbalizer_calls``.
+* ``cache_hits``, ``forward_batches`` (model forward passes), ``verbalizer_calls``;
+* ``generated_tokens`` - tokens generated (generation tasks' greedy outputs).
 
 Capabilities are class attributes (``hf_auto_class``, ``peft_task_type``,
 ``supports_soft_prompts``, ``supports_gradients``); ``tests/test_task_model_contract.py``
@@ -47,6 +48,7 @@ class TaskModelStats:
     cache_hits: int = 0
     forward_batches: int = 0
     verbalizer_calls: int = 0
+    generated_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

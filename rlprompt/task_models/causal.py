@@ -17,7 +17,7 @@ falling back to the full forward where a model's cache does not support it); gra
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from rlprompt.task_models.config import HFTaskModelConfig
 from rlprompt.task_models.hf import _Rows
 from rlprompt.task_models.kv import Prefix, PrefixCache, compute_prefix, continue_from
 from rlprompt.task_models.lm import _LMTaskModel, _run_pairs
-from rlprompt.task_models.sequences import SplicedBatch, pad_lists, splice
+from rlprompt.task_models.sequences import SplicedBatch, TemplateLayout, pad_lists, splice
 
 
 class CausalLMTaskModel(_LMTaskModel):
@@ -57,56 +57,78 @@ class CausalLMTaskModel(_LMTaskModel):
         if extra is None:  # single-token verbalizers: read the last position
             positions = (batch.lengths - 1).unsqueeze(1)
             return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][:, self._verbalizer_tensor]
-        # Multi-token: the row ends with the class's verbalizer tokens (teacher forcing).
-        row_targets = self._targets()[extra]  # [B, width]
+        # The row ends with its target tokens ``extra`` [B, width] (-1 padded): teacher forcing.
+        row_targets = extra
         n_tokens = (row_targets >= 0).sum(1)
         offsets = torch.arange(row_targets.shape[1], device=row_targets.device)[None, :]
         positions = (batch.lengths - n_tokens - 1)[:, None] + offsets
         positions = torch.minimum(positions, (batch.lengths - 1)[:, None])
         return self._summed_target_log_probs(self._vocab_log_probs(batch, inputs_embeds, positions), row_targets)
 
-    def _targets(self) -> torch.Tensor:
-        """``[C, width]`` verbalizer ids per class, padded with -1."""
-        width = max(len(ids) for ids in self.verbalizer_ids)
-        targets = torch.full((len(self.verbalizer_ids), width), -1, dtype=torch.long, device=self.device)
-        for c, ids in enumerate(self.verbalizer_ids):
-            targets[c, : len(ids)] = torch.tensor(ids, device=self.device)
-        return targets
+    def _padded_targets(self, targets: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[R, width]`` target ids per row, padded with -1."""
+        width = max(len(ids) for ids in targets)
+        out = torch.full((len(targets), width), -1, dtype=torch.long, device=self.device)
+        for r, ids in enumerate(targets):
+            out[r, : len(ids)] = torch.tensor(list(ids), dtype=torch.long, device=self.device)
+        return out
 
     @staticmethod
     def _summed_target_log_probs(log_probs: torch.Tensor, row_targets: torch.Tensor) -> torch.Tensor:
         picked = log_probs.gather(-1, row_targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         return (picked * (row_targets >= 0)).sum(1, keepdim=True)
 
-    def _compute_full(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
-    ) -> torch.Tensor:
+    def _class_rows(self, pairs: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[list[int]] | None]:
+        """The rows that score ``pairs``: one per pair (single-token verbalizers, read together),
+        or one per (pair, class) ending with that class's verbalizer tokens."""
         if not self.multi_token:
-            return _run_pairs(self, prompts, soft, pairs, texts, grad)
-        used = sorted({n for _, n in pairs})
-        position = {n: i for i, n in enumerate(used)}
-        base_items = self._encode_items(self.input_layout, [texts[n] for n in used], soft)
-        items = [(pre, post + ids) for ids in self.verbalizer_ids for pre, post in base_items]
-        classes = self.num_classes
-        row_item = [c * len(base_items) + position[n] for _, n in pairs for c in range(classes)]
-        row_prompt = [p for p, _ in pairs for _ in range(classes)]
-        row_class = torch.tensor([c for _ in pairs for c in range(classes)], device=self.device)
-        rows = _Rows(items, torch.tensor(row_item), torch.tensor(row_prompt))
-        prompt_ids = None if soft else [self.input_layout.prompt_ids(p) for p in prompts]
-        out = self._run_rows(rows, prompt_ids, self._stack_soft(prompts) if soft else None, grad, row_class)
-        return out.view(len(pairs), classes)
-
-    # ------------------------------------------------------------ the prefix-cached path
+            return pairs, None
+        rows = [pair for pair in pairs for _ in self.verbalizer_ids]
+        return rows, [list(ids) for _ in pairs for ids in self.verbalizer_ids]
 
     def _compute(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
     ) -> torch.Tensor:
+        rows, targets = self._class_rows(pairs)
         if grad or not self.prefix_caching:
-            return self._compute_full(prompts, soft, pairs, texts, grad)
-        return self._compute_cached(prompts, soft, pairs, texts)
+            out = self._full_rows(prompts, soft, rows, texts, targets, grad)
+        else:
+            out = self._cached_rows(prompts, soft, rows, texts, targets)
+        return out.view(len(pairs), self.num_classes)
+
+    # ------------------------------------------------------------ the full forward
+
+    def _full_rows(
+        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any],
+        targets: list[list[int]] | None, grad: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        """Full forwards of (prompt, input) ``pairs``: the verbalizer log-probs ``[R, C]`` after
+        each (``targets`` None), or each row's summed teacher-forced log-prob of ``targets[r]``
+        placed after the template ``[R, 1]``."""
+        if targets is None:
+            return _run_pairs(self, prompts, soft, pairs, texts, grad)
+        used = sorted({n for _, n in pairs})
+        position = {n: i for i, n in enumerate(used)}
+        base_items = self._encode_items(self.input_layout, [texts[n] for n in used], soft)
+        items: list[tuple[list[int], list[int]]] = []
+        item_of: dict[tuple[int, tuple[int, ...]], int] = {}
+        row_item = []
+        for (_, n), ids in zip(pairs, targets, strict=True):
+            key = (n, tuple(ids))
+            if key not in item_of:
+                item_of[key] = len(items)
+                pre, post = base_items[position[n]]
+                items.append((pre, post + list(ids)))
+            row_item.append(item_of[key])
+        rows = _Rows(items, torch.tensor(row_item), torch.tensor([p for p, _ in pairs]))
+        prompt_ids = None if soft else [self.input_layout.prompt_ids(p) for p in prompts]
+        return self._run_rows(rows, prompt_ids, self._stack_soft(prompts) if soft else None, grad,
+                              self._padded_targets(targets))  # fmt: skip
+
+    # ------------------------------------------------------------ the prefix-cached path
 
     def _split_rows(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str]
+        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any]
     ) -> list[tuple[Hashable, list[int], Any, list[int], Any]]:
         """Per pair: (prefix key, prefix ids, prefix soft prompt or None, continuation ids before
         the prompt slot's end, continuation soft prompt or None), with the split that lets rows share."""
@@ -125,72 +147,68 @@ class CausalLMTaskModel(_LMTaskModel):
                 out.append((("text", tuple(pre)), list(pre), None, list(post), p))
         return out
 
-    def _compute_cached(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str]
-    ) -> torch.Tensor:
+    def _cached_rows(
+        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any],
+        targets: list[list[int]] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """As :meth:`_full_rows` (same scores), computing each shared prefix once: rows whose
+        prefix at least one other row reads continue from its cached keys and values."""
         splits = self._split_rows(prompts, soft, pairs, texts)
-        classes: list[int | None] = list(range(self.num_classes)) if self.multi_token else [None]
-        rows = [(i, c) for i in range(len(pairs)) for c in classes]
-        uses = Counter(splits[i][0] for i, _ in rows)
+        uses = Counter(split[0] for split in splits)
 
         def shared(i: int) -> bool:  # a prefix read once gains nothing from a cache; an empty one has none
             return uses[splits[i][0]] >= 2 and (bool(splits[i][1]) or splits[i][2] is not None)
 
-        cached_rows = [r for r in rows if shared(r[0])]
-        single = [r for r in rows if not shared(r[0])]
-        out = torch.empty(len(pairs), self.num_classes, device=self.device)
+        cached_rows = [i for i in range(len(pairs)) if shared(i)]
+        single = [i for i in range(len(pairs)) if not shared(i)]
+        out = torch.empty(len(pairs), 1 if targets is not None else self.num_classes, device=self.device)
         if single:
-            pair_ids = sorted({i for i, _ in single})
-            full = self._compute_full(prompts, soft, [pairs[i] for i in pair_ids], texts, grad=False)
-            out[torch.tensor(pair_ids, device=self.device)] = full.to(out.device)
+            full = self._full_rows(prompts, soft, [pairs[i] for i in single], texts,
+                                   None if targets is None else [targets[i] for i in single], grad=False)  # fmt: skip
+            out[torch.tensor(single, device=self.device)] = full.to(out.device)
         if cached_rows:
-            keys = {splits[i][0] for i, _ in cached_rows}
             with torch.inference_mode():
-                for key in sorted(keys, key=repr):
-                    if key not in self.prefix_cache:
-                        self.prefix_cache.misses += 1
-                        i = next(i for i, _ in cached_rows if splits[i][0] == key)
-                        _, ids, prefix_soft, _, _ = splits[i]
-                        soft_rows = prefix_soft.float() if prefix_soft is not None else None
-                        entry = compute_prefix(self.model.base_model, self.model, ids, soft_rows, soft_at=len(key[1]))
-                        self.prefix_cache.put(key, entry, keep=keys)
-                        self.stats.forward_batches += 1
-                    else:
-                        self.prefix_cache.hits += 1
-                prefixes = {key: self.prefix_cache.get(key) for key in keys}
-                values = self._run_continuations(prompts, soft, splits, cached_rows, prefixes)
-            for (i, c), value in zip(cached_rows, values, strict=True):
-                if c is None:
-                    out[i] = value
-                else:
-                    out[i, c] = value[0]
+                prefixes = self._prefixes(splits, cached_rows)
+                values = self._run_continuations(prompts, soft, splits, cached_rows, prefixes, targets)
+            for i, value in zip(cached_rows, values, strict=True):
+                out[i] = value
         return out
 
-    def _run_continuations(
-        self,
-        prompts: list[Any],
-        soft: bool,
-        splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-        rows: list[tuple[int, int | None]],
-        prefixes: dict[Hashable, Prefix | None],
-    ) -> list[torch.Tensor]:
-        """Continuation forwards of ``rows`` (sorted by length, in chunks) on their prefixes:
-        per row the verbalizer log-probs ``[C]`` or, for one class of multi-token verbalizers, ``[1]``."""
+    def _prefixes(self, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
+                  rows: list[int]) -> dict[Hashable, Prefix | None]:  # fmt: skip
+        """The cached prefix of every row in ``rows``, computing (one forward each) those not cached."""
+        keys = {splits[i][0] for i in rows}
+        for key in sorted(keys, key=repr):
+            if key not in self.prefix_cache:
+                self.prefix_cache.misses += 1
+                i = next(i for i in rows if splits[i][0] == key)
+                _, ids, prefix_soft, _, _ = splits[i]
+                soft_rows = prefix_soft.float() if prefix_soft is not None else None
+                entry = compute_prefix(self.model.base_model, self.model, ids, soft_rows, soft_at=len(key[1]))
+                self.prefix_cache.put(key, entry, keep=keys)
+                self.stats.forward_batches += 1
+            else:
+                self.prefix_cache.hits += 1
+        return {key: self.prefix_cache.get(key) for key in keys}
+
+    def _continuation_batches(
+        self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
+        rows: list[int], prefixes: dict[Hashable, Prefix | None], tails: list[list[int]],
+        batch_size: int | None = None,
+    ) -> Iterator[tuple[list[int], SplicedBatch, list[Prefix], torch.Tensor | None]]:  # fmt: skip
+        """Batches of ``rows`` (sorted by length, ``batch_size`` each, the config's by default): per batch the row
+        positions, the continuation (prompt slot, what follows it, ``tails[r]``), each row's
+        prefix and the soft rows of the slot (or None)."""
         device = self.device
         layout = self.input_layout
-        empty: list[int] = []
         conts = []
-        for i, c in rows:
+        for r, i in enumerate(rows):
             _, _, _, post, prompt_index = splits[i]
-            verb = self.verbalizer_ids[c] if c is not None else empty
-            if prompt_index is None:
-                conts.append((empty, empty, post + verb))
-            else:
-                slot = empty if soft else list(layout.prompt_ids(prompts[prompt_index]))
-                conts.append((empty, slot, post + verb))
+            slot = [] if (prompt_index is None or soft) else list(layout.prompt_ids(prompts[prompt_index]))
+            conts.append((slot, post + list(tails[r])))
         soft_width = prompts[0].shape[0] if soft else 0
         lengths = []
-        for (i, _), (_, slot, rest) in zip(rows, conts, strict=True):
+        for i, (slot, rest) in zip(rows, conts, strict=True):
             prompt_len = soft_width if (soft and splits[i][4] is not None) else len(slot)
             prefix = prefixes[splits[i][0]]
             assert prefix is not None
@@ -199,33 +217,43 @@ class CausalLMTaskModel(_LMTaskModel):
             raise RLPromptError(f"an input is {max(lengths)} tokens, over the model's {self.max_positions} positions; "
                                 "lower task_model.max_sentence_tokens or shorten the prompt")  # fmt: skip
         order = sorted(range(len(rows)), key=lambda r: lengths[r])
-        results: list[torch.Tensor | None] = [None] * len(rows)
-        targets = self._targets()
-        for start in range(0, len(order), self.config.batch_size):
-            chunk = order[start : start + self.config.batch_size]
-            slot_soft = soft and splits[rows[chunk[0]][0]][4] is not None
-            slots = [conts[r][1] for r in chunk]
+        batch_size = batch_size or self.config.batch_size
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            slot_soft = soft and splits[rows[chunk[0]]][4] is not None
             if slot_soft:
                 slots_t = torch.full((len(chunk), soft_width), self.pad_id, dtype=torch.long, device=device)
                 slot_len = torch.full((len(chunk),), soft_width, dtype=torch.long, device=device)
             else:
-                slots_t, slot_len = pad_lists(slots, self.pad_id, device)
-            rest_t, rest_len = pad_lists([conts[r][2] for r in chunk], self.pad_id, device)
+                slots_t, slot_len = pad_lists([conts[r][0] for r in chunk], self.pad_id, device)
+            rest_t, rest_len = pad_lists([conts[r][1] for r in chunk], self.pad_id, device)
             none_t, none_len = pad_lists([[] for _ in chunk], self.pad_id, device)
             batch = splice(none_t, none_len, slots_t, slot_len, rest_t, rest_len, self.pad_id)
             soft_rows = None
             if slot_soft:
-                soft_rows = torch.stack([prompts[splits[rows[r][0]][4]].float() for r in chunk]).to(device)
-            hidden = continue_from(self.model.base_model, self.model, [prefixes[splits[rows[r][0]][0]] for r in chunk],
-                                   batch.input_ids, batch.lengths, soft_rows, batch.slot_mask if slot_soft else None)  # fmt: skip
+                soft_rows = torch.stack([prompts[splits[rows[r]][4]].float() for r in chunk]).to(device)
+            yield chunk, batch, [prefixes[splits[rows[r]][0]] for r in chunk], soft_rows  # type: ignore[misc]
+
+    def _run_continuations(
+        self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
+        rows: list[int], prefixes: dict[Hashable, Prefix | None], targets: list[list[int]] | None,
+    ) -> list[torch.Tensor]:  # fmt: skip
+        """Continuation forwards of ``rows`` on their prefixes: per row the verbalizer log-probs
+        ``[C]`` (``targets`` None) or the summed log-prob of its targets ``[1]``."""
+        device = self.device
+        tails = [[] for _ in rows] if targets is None else [targets[i] for i in rows]
+        results: list[torch.Tensor | None] = [None] * len(rows)
+        for chunk, batch, chunk_prefixes, soft_rows in self._continuation_batches(prompts, soft, splits, rows,
+                                                                                  prefixes, tails):  # fmt: skip
+            hidden = continue_from(self.model.base_model, self.model, chunk_prefixes, batch.input_ids, batch.lengths,
+                                   soft_rows, batch.slot_mask if soft_rows is not None else None)  # fmt: skip
             self.stats.forward_batches += 1
             index = torch.arange(len(chunk), device=device)[:, None]
-            classes = [rows[r][1] for r in chunk]
-            if classes[0] is None:  # one token per verbalizer: the state after the whole continuation
+            if targets is None:  # one token per verbalizer: the state after the whole continuation
                 last = self._apply_head(hidden[index[:, 0], batch.lengths]).float()
                 values = torch.log_softmax(last, -1)[:, self._verbalizer_tensor]
-            else:  # the class's verbalizer tokens end the continuation: the states before each of them
-                row_targets = targets[torch.tensor(classes, device=device)]
+            else:  # the row's targets end the continuation: the states before each of them
+                row_targets = self._padded_targets([tails[r] for r in chunk])
                 n_tokens = (row_targets >= 0).sum(1)
                 positions = (batch.lengths - n_tokens)[:, None] + torch.arange(row_targets.shape[1], device=device)[None, :]
                 positions = torch.minimum(positions, batch.lengths[:, None])
@@ -237,20 +265,32 @@ class CausalLMTaskModel(_LMTaskModel):
 
     def _probe_prefix_cache(self) -> bool:
         """Whether scores through cached prefixes equal the full forward's on a probe (else the
-        model's cache layout is one :func:`continue_from` does not handle: use the full forward)."""
+        model's cache layout is one :func:`continue_from` does not handle: use the full forward).
+        The probe has its own template (both layouts) and checks verbalizer and target rows."""
         texts = ["a short probe sentence", "another probe"]
         probe = ["it was", "so"]
+        pairs = [(p, n) for p in range(2) for n in range(2)]
+        target = list(self.tokenizer(" yes it is", add_special_tokens=False)["input_ids"])
+        checks: list[tuple[list[tuple[int, int]], list[list[int]] | None]] = [(pairs, [target] * len(pairs))]
+        if self.num_classes:
+            checks.append(self._class_rows(pairs))
+        saved = self.input_layout
+        agree = True
         try:
             with torch.inference_mode():
-                pairs = [(p, n) for p in range(2) for n in range(2)]
-                cached = self._compute_cached(probe, False, pairs, texts)
-                full = self._compute_full(probe, False, pairs, texts, grad=False)
+                for template in ("{sentence} {prompt}", "{prompt} {sentence}"):
+                    self.input_layout = TemplateLayout(template, self.tokenizer, saved.max_sentence_tokens)
+                    for rows, targets in checks:
+                        cached = self._cached_rows(probe, False, rows, texts, targets)
+                        full = self._full_rows(probe, False, rows, texts, targets, grad=False)
+                        agree = agree and bool(torch.allclose(cached.float().cpu(), full.float().cpu(), atol=1e-3, rtol=1e-3))
         except (RuntimeError, TypeError, ValueError, AttributeError, IndexError):
             return False
         finally:
+            self.input_layout = saved
             self.prefix_cache.clear()
             self.stats.forward_batches = 0
-        return bool(torch.allclose(cached.float().cpu(), full.float().cpu(), atol=1e-3, rtol=1e-3))
+        return agree
 
     def clear_cache(self) -> None:
         super().clear_cache()

@@ -33,10 +33,17 @@ class TaskModelSpec:
     """The template must hold exactly one ``{mask}`` (masked LMs)."""
     prompt_in_verbalizers: bool = False
     """Verbalizers may contain ``{prompt}`` (encoders embed whole verbalizer sentences)."""
+    generation_entry_point: str | None = None
+    """``"module:Class"`` of the model generation tasks use with this kind (None: it cannot
+    generate; ``task: generation`` is refused)."""
 
     @property
     def model_class(self) -> Any:
         return import_object(self.entry_point)
+
+    @property
+    def generation_class(self) -> Any:
+        return None if self.generation_entry_point is None else import_object(self.generation_entry_point)
 
 
 @dataclass

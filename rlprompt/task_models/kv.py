@@ -117,10 +117,14 @@ def continue_from(
     lengths: torch.Tensor,
     soft: torch.Tensor | None = None,
     slot: torch.Tensor | None = None,
-) -> torch.Tensor:
+    return_cache: bool = False,
+) -> Any:
     """Hidden states ``[B, 1 + C, hidden]`` of continuations ``ids`` ``[B, C]`` (right-padded,
     real lengths ``lengths``) on top of ``prefixes``: position ``t`` holds the state that
-    predicts continuation token ``t`` (position 0 is the prefix's last state)."""
+    predicts continuation token ``t`` (position 0 is the prefix's last state).
+
+    ``return_cache=True`` also returns the key/value cache of prefixes and continuations and
+    its attention mask ``[B, longest prefix + C]``: what decoding goes on from."""
     from transformers import DynamicCache
 
     device = ids.device
@@ -141,4 +145,5 @@ def continue_from(
     hidden = base_model(**inputs, attention_mask=attention.long(), position_ids=positions, past_key_values=cache,
                         use_cache=True).last_hidden_state  # fmt: skip
     lasts = torch.stack([p.last_hidden for p in prefixes]).to(hidden.dtype)
-    return torch.cat([lasts[:, None, :], hidden], dim=1)
+    states = torch.cat([lasts[:, None, :], hidden], dim=1)
+    return (states, cache, attention.long()) if return_cache else states

@@ -1,0 +1,174 @@
+"""Generation tasks (``task: generation``): prompts scored by how well the LM produces references.
+
+A :class:`GenerationTask` is what a :class:`~rlprompt.task.Task` is for classification, with
+the same interface to envs and agents (``score_requests``, ``reward``, ``evaluate``,
+``spending``), so every env kind and agent runs on it unchanged. Its training reward is
+
+* ``likelihood`` (default): the mean per-token log-probability of the reference given input
+  and prompt, teacher forced, the best over an example's references, averaged over the
+  minibatch - the objective sum log P(y | x, p), one forward per pair and no generation; or
+* a generation metric (``f1``, ``exact_match``, ``rougeL``, ``bleu``, ``chrf`` ...) of greedy
+  generations on the minibatch, at the cost of generating.
+
+:meth:`GenerationTask.evaluate` reports every configured metric on greedy generations of a
+whole split, with the likelihood; the first metric of ``generation.metrics`` is the main one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlprompt.config import Config
+from rlprompt.data.generation import GenerationTaskData, load_generation_data
+from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
+from rlprompt.task import Task
+from rlprompt.task_models.base import Prompt
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SAMPLE_OUTPUTS = 3
+"""Greedy outputs kept in a split's metrics (the first examples'), to show what a prompt does."""
+
+
+def template_fields(config: Config) -> list[str]:
+    """The input fields the config's template names (``{prompt}`` excluded), in order."""
+    names = _PLACEHOLDER.findall(config.template)
+    return list(dict.fromkeys(n for n in names if n != "prompt"))
+
+
+@dataclass
+class GenerationTask(Task):
+    """Data with references + a generating task model + a likelihood or metric reward."""
+
+    @classmethod
+    def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:  # type: ignore[override]
+        config = _as_config(config)
+        if config.task != "generation":
+            raise ConfigError(f"GenerationTask needs task: generation, got task: {config.task}")
+        data = load_generation_data(config.data, template_fields(config))
+        spec = TASK_MODELS[config.task_model.kind]
+        if spec.generation_entry_point is None:  # pragma: no cover - refused by the config already
+            raise ConfigError(f"task_model.kind={config.task_model.kind} cannot generate text")
+        task_model = spec.generation_class.from_config(config.task_model, config.template, [],
+                                                       generation=config.generation, model=model, tokenizer=tokenizer)  # fmt: skip
+        for split in ("train", "dev", "test"):
+            dataset = data.split(split)
+            task_model.check_references(dataset.examples, dataset.references, dataset.source)
+        task = cls(config, data, task_model)  # type: ignore[arg-type]
+        task.batch_metric = config.reward.name
+        return task
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.config.generation.metrics)
+
+    @property
+    def primary_metric(self) -> str:
+        return self.config.generation.metrics[0]
+
+    def selection_key(self, metrics: dict[str, Any]) -> tuple[float, ...]:
+        """How dev selection ranks prompts: the main metric, then the reward."""
+        return (float(metrics[self.primary_metric]), float(metrics["reward"]))
+
+    def labels(self, split: str) -> torch.Tensor:
+        raise RLPromptError("a generation task has references, not labels")
+
+    def logits(self, prompts: Any, split: str = "train", indices: Any = None) -> torch.Tensor:
+        raise RLPromptError("a generation task has no class logits: use reward() or evaluate()")
+
+    # ------------------------------------------------------------ training rewards
+
+    def _batches(self, split: str, indices: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[list[Any]], list[list[list[str]]]]:
+        dataset = self.data.split(split)
+        checked = [self._checked_indices(split, idx) for idx in indices]
+        examples = [[dataset.examples[i] for i in idx] for idx in checked]
+        references = [[dataset.references[i] for i in idx] for idx in checked]
+        return examples, references
+
+    def _rewards(self, prompts: Any, examples: list[list[Any]], references: list[list[list[str]]]) -> torch.Tensor:
+        name = self.config.reward.name
+        if name == "likelihood":
+            values = self.task_model.log_likelihood(prompts, examples, references)
+            return torch.stack([v.mean() for v in values])
+        outputs = self.task_model.generate(prompts, examples)
+        metric = GENERATION_METRICS[name]
+        return torch.tensor([float(metric(out, refs)) for out, refs in zip(outputs, references, strict=True)])
+
+    def reward(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[int] | np.ndarray | None = None,
+               split: str = "train") -> torch.Tensor:  # fmt: skip
+        """The configured reward ``[P]`` of each prompt on ``indices`` of ``split`` (all by default)."""
+        prompt_list = _prompt_list(prompts)
+        if indices is None:
+            indices = np.arange(len(self.data.split(split)))
+        if self.budget is not None:
+            self.budget.check("prompt_evals", len(prompt_list))
+        examples, references = self._batches(split, [indices] * len(prompt_list))
+        rewards = self._rewards(prompt_list, examples, references)
+        self.charge_prompt_evals(len(prompt_list))
+        return rewards
+
+    def score_requests(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[Sequence[int] | np.ndarray],
+                       split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Reward of prompt ``i`` on its own examples ``indices[i]`` (twice: the batch metric a
+        classification task reports as accuracy is the reward itself here)."""
+        prompt_list = _prompt_list(prompts)
+        if self.budget is not None:
+            self.budget.check("prompt_evals", len(indices))
+        examples, references = self._batches(split, indices)
+        rewards = self._rewards(prompt_list, examples, references)
+        self.charge_prompt_evals(len(indices))
+        return rewards, rewards.clone()
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
+        """Every configured metric of greedy generations on ``split``, the mean reference
+        likelihood, the reward, the size and a few outputs."""
+        dataset = self.data.split(split)
+        before = self.task_model.stats.lm_calls
+        tokens_before = self.task_model.stats.generated_tokens
+        examples, references = list(dataset.examples), list(dataset.references)
+        likelihood = float(self.task_model.log_likelihood([prompt], [examples], [references])[0].mean())
+        outputs = self.task_model.generate([prompt], [examples])[0]
+        metrics: dict[str, Any] = {name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names}
+        metrics["likelihood"] = likelihood
+        reward = self.config.reward.name
+        metrics["reward"] = likelihood if reward == "likelihood" else float(GENERATION_METRICS[reward](outputs, references))
+        metrics["n"] = len(dataset)
+        metrics["outputs"] = outputs[:SAMPLE_OUTPUTS]
+        metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        metrics["generated_tokens"] = self.task_model.stats.generated_tokens - tokens_before
+        return metrics
+
+
+def _prompt_list(prompts: Sequence[Prompt] | torch.Tensor) -> list[Prompt]:
+    if isinstance(prompts, torch.Tensor):
+        return list(prompts.unsqueeze(0) if prompts.dim() == 2 else prompts)
+    return list(prompts)
+
+
+def _as_config(config: Any) -> Config:
+    from pathlib import Path
+
+    from rlprompt.config import config_from_dict, load_config
+
+    if isinstance(config, dict):
+        return config_from_dict(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if not isinstance(config, Config):
+        raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
+    return config
+
+
+__all__ = ["GenerationTask", "GenerationTaskData", "template_fields"]

@@ -1,0 +1,254 @@
+"""Generation tasks: metrics against hand-computed values and the reference implementations,
+cached == uncached likelihoods, greedy generation == ``model.generate``, every env kind on a
+generation task, run / eval --run / export end to end (tiny GPT-2), and SmolLM2 (slow tier).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+from rlprompt.config import config_from_dict
+from rlprompt.errors import ConfigError, DataError, RLPromptError
+from rlprompt.rewards import generation as gm
+from rlprompt.task import Task
+
+ROWS = [
+    {"id": str(i), "context": f"the film number {i} was {word} and the cast was {other}",
+     "question": f"how was film {i} ?", "answers": [word, f"very {word}"]}
+    for i, (word, other) in enumerate([("great", "bored"), ("terrible", "funny"), ("funny", "great"),
+                                       ("bad", "wonderful"), ("wonderful", "bad"), ("boring", "warm")])
+]  # fmt: skip
+TEMPLATES = {"prompt-after-input": "{context} {question} {prompt} answer:", "prompt-first": "{prompt} {context} {question} answer:"}
+
+
+def write_qa(directory: Path, rows: list[dict] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows or ROWS))
+    return directory
+
+
+def gen_config(model_dir: Path, data_dir: Path, template: str = TEMPLATES["prompt-after-input"], **extra):
+    data = {"task": "generation",
+            "task_model": {"kind": "causal_lm", "name_or_path": str(model_dir), "cache_size": 0, "device": "cpu"},
+            "data": {"dir": str(data_dir)}, "template": template, "prompt": "it was",
+            "generation": {"max_new_tokens": 4, "metrics": ["f1", "exact_match", "rougeL", "chrf"]}}  # fmt: skip
+    for key, value in extra.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return config_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def qa_dir(tmp_path_factory) -> Path:
+    return write_qa(tmp_path_factory.mktemp("qa"))
+
+
+@pytest.fixture(scope="module")
+def qa_task(tiny_clm_dir, qa_dir):
+    return Task.from_config(gen_config(tiny_clm_dir, qa_dir))
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_squad_metrics_match_hand_computed_values():
+    # official normalisation: case, punctuation and articles do not count
+    assert gm.normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert gm.exact_match(["the Belgrade"], [["Belgrade"]]) == 1.0
+    assert gm.exact_match(["Belgrade, Serbia"], [["Belgrade"]]) == 0.0
+    # F1 "sent to belgrade" vs "belgrade": precision 1/3, recall 1 -> 0.5; best reference counts
+    assert gm.f1(["sent to Belgrade"], [["Belgrade"]]) == pytest.approx(0.5)
+    assert gm.f1(["sent to Belgrade"], [["Paris", "to Belgrade"]]) == pytest.approx(0.8)
+    assert gm.f1(["a b", "x"], [["a b"], ["y"]]) == pytest.approx(0.5)  # mean over examples
+
+
+def test_rouge_and_sacrebleu_metrics_match_the_reference_implementations():
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    predictions = ["the cat sat on the mat", "a quick brown dog"]
+    references = [["the cat is on the mat", "a cat sat there"], ["the quick brown fox"]]
+    scorer = rouge_scorer.RougeScorer(["rougeL", "rouge1"], use_stemmer=True)
+    expected = sum(max(scorer.score(r, p)["rougeL"].fmeasure for r in refs) for p, refs in zip(predictions, references, strict=True)) / 2
+    assert gm.rougeL(predictions, references) == pytest.approx(expected)
+    # hand-computed ROUGE-1 of one pair: 5 of 6 unigrams shared both ways -> F = 5/6
+    assert gm.rouge1(["the cat sat on the mat"], [["the cat is on the mat"]]) == pytest.approx(5 / 6)
+    streams = [[references[0][0], references[1][0]], [references[0][1], references[1][0]]]
+    assert gm.chrf(predictions, references) == pytest.approx(sacrebleu.corpus_chrf(predictions, streams).score)
+    assert gm.bleu(predictions, references) == pytest.approx(sacrebleu.corpus_bleu(predictions, streams).score)
+    assert gm.chrf(["same text"], [["same text"]]) == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------ the task model
+
+
+@pytest.mark.parametrize("layout", list(TEMPLATES))
+def test_cached_likelihoods_equal_the_full_forward(tiny_clm_dir, qa_dir, layout):
+    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, TEMPLATES[layout]))
+    model = task.task_model
+    assert model.prefix_caching
+    examples, references = task.data.train.examples, task.data.train.references
+    for prompts in (["it was", "so good"], ["so good", "the answer is"]):  # the second call reuses prefixes
+        cached = model.log_likelihood(prompts, [examples, examples[:3]], [references, references[:3]])
+        model.prefix_caching = False
+        full = model.log_likelihood(prompts, [examples, examples[:3]], [references, references[:3]])
+        model.prefix_caching = True
+        assert all((a - b).abs().max() < 1e-4 for a, b in zip(cached, full, strict=True))
+    assert model.prefix_cache.hits > 0
+    soft = model.prompt_embeddings("it was")[None].repeat(2, 1, 1)
+    soft[1] += 0.1
+    cached = model.log_likelihood(soft, [examples, examples], [references, references])
+    model.prefix_caching = False
+    full = model.log_likelihood(soft, [examples, examples], [references, references])
+    model.prefix_caching = True
+    assert all((a - b).abs().max() < 1e-4 for a, b in zip(cached, full, strict=True))
+
+
+def test_likelihood_is_the_mean_token_log_prob_of_the_best_reference(qa_task):
+    model = qa_task.task_model
+    example, refs = qa_task.data.train.examples[0], qa_task.data.train.references[0]
+    pre, post = model.input_layout.encode_texts([example])[0]
+    values = []
+    for ref in refs:
+        target = model.reference_ids(ref)
+        ids = torch.tensor([pre + model.input_layout.prompt_ids("it was") + post + target])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model.model(ids).logits[0].float(), -1)
+        positions = range(ids.shape[1] - len(target) - 1, ids.shape[1] - 1)
+        values.append(sum(float(log_probs[p, t]) for p, t in zip(positions, target, strict=True)) / len(target))
+    ours = float(model.log_likelihood(["it was"], [[example]], [[refs]])[0][0])
+    assert ours == pytest.approx(max(values), abs=1e-4)
+    assert model.reference_ids(refs[0])[-len(model.stop_suffix):] == model.stop_suffix  # the newline ends it
+
+
+@pytest.mark.parametrize("layout", list(TEMPLATES))
+def test_greedy_generation_equals_model_generate_and_is_deterministic(tiny_clm_dir, qa_dir, layout):
+    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, TEMPLATES[layout], generation={"stop": ["zzz"]}))
+    model = task.task_model
+    examples = task.data.train.examples
+    ours = model.generate(["it was", "so good"], [examples, examples[:2]])
+    for prompt, outputs in zip(["it was", "so good"], ours, strict=True):
+        for example, output in zip(examples, outputs, strict=False):
+            pre, post = model.input_layout.encode_texts([example])[0]
+            ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
+            reference = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                             do_sample=False, pad_token_id=model.pad_id)  # fmt: skip
+            assert output == model.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    model.clear_cache()
+    model.prefix_caching = False  # the left-padded path gives the same outputs
+    assert model.generate(["it was", "so good"], [examples, examples[:2]]) == ours
+    assert model.stats.generated_tokens > 0
+
+
+def test_generation_stops_at_stop_strings_and_remembers_outputs(tiny_clm_dir, qa_dir):
+    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, task_model={"cache_size": 100}))
+    model = task.task_model
+    examples = task.data.train.examples[:2]
+    full = model.generate(["it was"], [examples])[0]
+    first_char = full[0][1] if len(full[0]) > 1 else full[0][0]
+    model.clear_cache()
+    model.generation.stop = [first_char]
+    try:
+        cut = model.generate(["it was"], [examples])[0]
+    finally:
+        model.generation.stop = ["\n"]
+    assert first_char not in cut[0] and full[0].startswith(cut[0])
+    calls = model.stats.lm_calls
+    model.generate(["it was"], [examples])  # remembered: no new LM call
+    assert model.stats.lm_calls == calls and model.stats.cache_hits >= 2
+
+
+# ------------------------------------------------------------------ envs, agents, runs
+
+
+@pytest.mark.parametrize("kind", ["token", "selection", "edit", "soft"])
+def test_every_env_kind_runs_on_a_generation_task(qa_task, kind):
+    from gymnasium.utils.env_checker import check_env
+
+    from rlprompt.envs import build_env
+    from rlprompt.registry import ENVS
+
+    fields = {"token": {"prompt_length": 2, "vocab_top_k": 20},
+              "selection": {"candidates": ["it was", "the answer is", "so"]}}.get(kind, {})  # fmt: skip
+    env = build_env(qa_task, ENVS[kind].config_class(kind=kind, batch_size=3, **fields))
+    check_env(env, skip_render_check=True)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    rewards = [info.get("metrics", {}).get("reward")]
+    assert all(r is None or math.isfinite(r) for r in rewards)
+    assert isinstance(env.unwrapped, gym.Env)
+
+
+def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path):
+    from rlprompt.experiment import evaluate_run, run_experiment
+    from rlprompt.export import export_run
+    from rlprompt.results import RunResult
+
+    candidates = tmp_path / "candidates.txt"
+    candidates.write_text("it was\nthe answer is\nso\n")
+    config = gen_config(tiny_clm_dir, qa_dir, agent={"name": "random_search"}, env={"kind": "selection",
+                        "batch_size": 3, "candidates": str(candidates)},
+                        budget={"prompt_evals": 6}, output={"plot": False, "tensorboard": False})  # fmt: skip
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    saved = RunResult.load(tmp_path / "run" / "best_prompt.json")
+    assert saved.task == "generation" and saved.primary_metric == "f1"
+    for split in ("train", "dev", "test"):
+        assert set(saved.metrics[split]) >= {"f1", "exact_match", "rougeL", "chrf", "likelihood", "reward", "outputs"}
+        assert set(saved.baseline["metrics"][split]) >= {"f1", "likelihood"}
+    assert result.prompt in ("it was", "the answer is", "so")
+    check = evaluate_run(tmp_path / "run", "test")
+    assert check["reproduces"], check
+    moved = evaluate_run(tmp_path / "run", "dev", [f"data.dir={write_qa(tmp_path / 'other', ROWS[:3])}"])
+    assert moved["metrics"]["n"] == 3
+    exported = json.loads(Path(export_run(tmp_path / "run", "json", tmp_path / "export.json")).read_text())
+    assert exported["prompt"] == result.prompt and exported["task"] == "generation"
+    assert exported["generation"]["metrics"][0] == "f1" and "verbalizers" not in exported
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"rows": [ROWS[0], {"context": "c", "question": "q"}]}, DataError, "row 2 has no reference field 'answers'"),
+        ({"rows": [{"context": "c", "question": "q"}]}, DataError, "cannot tell which field holds the references"),
+        ({"rows": [{"context": "c", "question": "q", "answers": [""]}]}, DataError, "empty reference"),
+        ({"template": "{context} {title} {prompt} answer:"}, DataError, "no field 'title'"),
+        ({"data": {"input_fields": ["context", "question"]}}, DataError, "does not place input field(s) ['question']"),
+        ({"rows": [{"context": "c", "question": "q", "answers": ["word " * 300]}]}, DataError, "over the model's 256 positions"),
+        ({"generation": {"metrics": ["f2"]}}, ConfigError, "unknown generation metric 'f2'"),
+        ({"reward": {"name": "accuracy"}}, ConfigError, "scores class predictions"),
+        ({"verbalizers": [" bad", " good"]}, ConfigError, "verbalizers are for classification"),
+        ({"task_model": {"kind": "encoder"}}, ConfigError, "cannot generate text"),
+        ({"template": "{context} {question} answer:"}, ConfigError, "'{prompt}' exactly once"),
+    ],
+    ids=["no-reference-field", "no-reference-field-at-all", "empty-reference", "template-names-missing-field", "template-misses-input-field",
+         "reference-over-context", "unknown-metric", "classification-reward", "verbalizers", "encoder", "no-prompt"],
+)  # fmt: skip
+def test_bad_generation_inputs_give_one_clear_error(tiny_clm_dir, tmp_path, change, error, message):
+    change = dict(change)
+    data_dir = write_qa(tmp_path / "data", change.pop("rows", None))
+    template = change.pop("template", "{context} {prompt} answer:")
+    with pytest.raises(error) as caught:
+        Task.from_config(gen_config(tiny_clm_dir, data_dir, template, **change))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("reward", ["f1", "likelihood", "bleu"])
+def test_generation_rewards_are_refused_for_classification(reward):
+    with pytest.raises(ConfigError, match="scores generated text"):
+        config_from_dict({"reward": {"name": reward}})
+
+
+def test_generation_task_refuses_class_scores(qa_task):
+    with pytest.raises(RLPromptError, match="no class logits"):
+        qa_task.logits(["it was"])
+    with pytest.raises(RLPromptError, match="for classification"):
+        qa_task.task_model.score_soft_with_grad(torch.zeros(2, 32), ["x"])
