@@ -49,6 +49,8 @@ class AgentSpec:
     """Env kinds it runs on; the first is its main kind (``env.kind: auto``)."""
     is_baseline: bool = False
     """Random search: the baseline the learning agents are measured against."""
+    needs_gradients: bool = False
+    """Trains through the task model's gradients (class logits): classification tasks only."""
 
     @property
     def agent_class(self) -> Any:
@@ -56,12 +58,12 @@ class AgentSpec:
 
 
 def register_agent(
-    name: str, *, agent: str, env_kinds: tuple[str, ...], is_baseline: bool = False
+    name: str, *, agent: str, env_kinds: tuple[str, ...], is_baseline: bool = False, needs_gradients: bool = False
 ) -> Callable[[C], C]:
     """Decorator of an agent's config dataclass: ``@register_agent("ppo", agent="pkg.mod:PPO", env_kinds=(...))``."""
 
     def decorate(config_class: C) -> C:
-        spec = AgentSpec(name, config_class, agent, tuple(env_kinds), is_baseline)
+        spec = AgentSpec(name, config_class, agent, tuple(env_kinds), is_baseline, needs_gradients)
         AGENTS.register(name, spec)
         config_class.agent_spec = spec  # type: ignore[attr-defined]
         return config_class

@@ -8,7 +8,8 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("prompt_tuning", agent="rlprompt.agents.prompt_tuning:PromptTuning", env_kinds=("soft",))
+@register_agent("prompt_tuning", agent="rlprompt.agents.prompt_tuning:PromptTuning", env_kinds=("soft",),
+                needs_gradients=True)
 @dataclass
 class PromptTuningAgentConfig(AgentConfig):
     learning_rate: float = 0.05

@@ -125,6 +125,9 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     cells = cells_of(bench)
     command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
+    kinds = {(c.task, tuple(c.generation.metrics) if c.task == "generation" else ()) for c in configs.values()}
+    if len(kinds) > 1:
+        raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
     check_cells_unchanged(out, cells, configs)
     from rlprompt.experiment import run_experiment  # torch and the models: only once every cell is valid
     from rlprompt.reporting import format_summary
@@ -160,6 +163,7 @@ def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
     key = json.dumps(config_to_dict(config.task_model), sort_keys=True)
     seed_everything(config.seed)
     if key not in loaded:
+        loaded.clear()  # cells run task by task: an earlier model is not needed again
         task = Task.from_config(config)
         tm = task.task_model
         loaded[key] = (getattr(tm, "model", None), getattr(tm, "tokenizer", None), getattr(tm, "prefix_cache", None))

@@ -410,6 +410,11 @@ class Config:
             raise ConfigError(f"{where}, got {self.template!r}")
         if not [n for n in names if n != "prompt"]:
             raise ConfigError(f"template names no input field ('{{context}}', '{{source}}' ...), got {self.template!r}")
+        if self.generation.chat == "system" and getattr(self.task_model, "soft_prompt_position", None) == "template":
+            raise ConfigError("task_model.soft_prompt_position=template places soft prompts at '{prompt}', which "
+                              "generation.chat=system moves into the system message; use soft_prompt_position=prefix")  # fmt: skip
+        if AGENTS[self.agent_name].needs_gradients:
+            raise ConfigError(f"agent '{self.agent_name}' trains through class logits: classification tasks only")
         reward = self.reward.name
         if reward is None:
             self.reward.name = "likelihood"
@@ -417,8 +422,11 @@ class Config:
             raise ConfigError(f"reward '{reward}' scores class predictions; a generation task takes 'likelihood' "
                               f"or a generation metric ({GENERATION_METRICS.names()})")  # fmt: skip
         elif reward not in GENERATION_REWARDS and reward not in GENERATION_METRICS:
-            raise ConfigError(f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
-                              f"({GENERATION_METRICS.names()})")  # fmt: skip
+            if "." in reward or ":" in reward:
+                GENERATION_METRICS.check(reward)  # a metric function of an installed module
+            else:
+                raise ConfigError(f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
+                                  f"({GENERATION_METRICS.names()})")  # fmt: skip
 
     def _check_classification(self) -> None:
         spec = TASK_MODELS[self.task_model.kind]

@@ -119,6 +119,7 @@ def run_experiment(
     # directory is touched: a failed start leaves no file behind.
     seed_everything(config.seed)
     task = task or Task.from_config(config)
+    seed_everything(config.seed)  # the same trajectory whether the task was built here or given (a bench cell)
     env = make_env(task, config)
     checkpoint = run_dir / CHECKPOINT
     resuming = resume and checkpoint.is_file()

@@ -30,6 +30,7 @@ from rlprompt.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "experiments" / "configs" / "demo-minilm.yaml")
+SQUAD = str(ROOT / "experiments" / "configs" / "squad-smollm2.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,16 @@ CLI_CASES = [
     Case("reward-name", lambda w: ["eval", "-c", DEMO, *S("reward.name=blue")], "reward.name 'blue' is unknown"),
     Case("generation-metric-for-classification", lambda w: ["eval", "-c", DEMO, *S("reward.name=bleu")],
          "reward 'bleu' scores generated text; this is a classification task"),
+    Case("generation-on-an-encoder", lambda w: ["eval", "-c", SQUAD, *S("task_model.kind=encoder")],
+         "task_model.kind=encoder cannot generate text"),
+    Case("generation-metric-unknown", lambda w: ["eval", "-c", SQUAD, *S("generation.metrics=[f1, rouge3]")],
+         "unknown generation metric 'rouge3'"),
+    Case("generation-with-verbalizers", lambda w: ["eval", "-c", SQUAD, *S("verbalizers=[' a', ' b']")],
+         "verbalizers are for classification tasks"),
+    Case("generation-class-reward", lambda w: ["eval", "-c", SQUAD, *S("reward.name=gold_log_prob")],
+         "reward 'gold_log_prob' scores class predictions"),
+    Case("generation-empty-stop", lambda w: ["eval", "-c", SQUAD, *S("generation.stop=['']")],
+         "generation.stop holds an empty string"),
     Case("hf-split", lambda w: ["eval", "-c", DEMO, *S("data.hf_splits.validation=dev")], "data.hf_splits has unknown split"),
     Case("section-scalar", lambda w: ["eval", "-c", DEMO, *S("task_model=3")], "task_model' must be a mapping"),
     Case("dotted-key", lambda w: ["eval", "-c", DEMO, *S("data..dir=x")], "is not a dotted key"),

@@ -59,14 +59,28 @@ def test_prefix_cached_scores_equal_the_full_forward(tiny_clm_dir, layout, verba
     assert_cached_equals_full(cached, plain, tolerance=1e-5)
 
 
-def test_prefix_cache_is_bounded_and_keeps_what_a_call_reads(tiny_clm_dir):
-    cached, plain = _pair(str(tiny_clm_dir), LAYOUTS["prompt-after-input"], VERBALIZERS["single-token"],
-                          prefix_cache_mb=0.001)  # fmt: skip
-    scores = cached.score(["it was", "so"], TEXTS)
-    assert torch.allclose(scores, plain.score(["it was", "so"], TEXTS), atol=1e-5)
-    assert len(cached.prefix_cache) == len(TEXTS)  # over the bound, but the call read them all
-    cached.score(["a", "b"], ["one more text", "and another"])
-    assert len(cached.prefix_cache) == 2  # the older prefixes were evicted, the call's own kept
+def test_prefix_cache_keeps_to_its_bound_batch_by_batch(tiny_clm_dir):
+    """Prefixes are fetched per continuation batch: a bound smaller than one call's prefixes
+    still gives the full forward's scores, and the cache ends within its bound."""
+    for bound_mb, kept in ((0.001, 0), (64.0, len(TEXTS))):
+        cached, plain = _pair(str(tiny_clm_dir), LAYOUTS["prompt-after-input"], VERBALIZERS["single-token"],
+                              prefix_cache_mb=bound_mb, batch_size=2)  # fmt: skip
+        scores = cached.score(["it was", "so"], TEXTS)
+        assert torch.allclose(scores, plain.score(["it was", "so"], TEXTS), atol=1e-5)
+        assert cached.prefix_cache.bytes <= cached.prefix_cache.max_bytes and len(cached.prefix_cache) == kept
+        misses = cached.prefix_cache.misses
+        cached.score(["a", "b"], TEXTS)
+        assert (cached.prefix_cache.misses == misses) == (kept == len(TEXTS))  # a large bound reuses every prefix
+
+
+def test_prefix_cache_keys_name_the_exact_prefix(tiny_clm_dir):
+    """Two templates whose prompt-first prefixes differ only in the whitespace before {prompt}
+    share a cache (as bench cells do) without reading each other's prefixes."""
+    first, plain_first = _pair(str(tiny_clm_dir), "Review:\n{prompt} {sentence} It was", VERBALIZERS["single-token"])
+    second, plain_second = _pair(str(tiny_clm_dir), "Review: {prompt} {sentence} It was", VERBALIZERS["single-token"])
+    second.prefix_cache = first.prefix_cache
+    first.score(["it was", "so"], TEXTS)
+    assert torch.allclose(second.score(["it was", "so"], TEXTS), plain_second.score(["it was", "so"], TEXTS), atol=1e-5)
 
 
 # ------------------------------------------------------------------ GGUF loading and its errors

@@ -146,6 +146,22 @@ def test_greedy_generation_equals_model_generate_and_is_deterministic(tiny_clm_d
     assert model.stats.generated_tokens > 0
 
 
+def test_generation_with_an_empty_continuation_and_dict_answers(tiny_clm_dir, tmp_path):
+    """A template ending in {prompt} with the empty prompt leaves nothing after the cached
+    prefix: those rows are prefilled whole (same outputs). Answers in the Hugging Face squad
+    layout ({"text": [...]}) load as references."""
+    rows = [{**r, "answers": {"text": r["answers"], "answer_start": [0] * len(r["answers"])}} for r in ROWS]
+    task = Task.from_config(gen_config(tiny_clm_dir, write_qa(tmp_path / "qa", rows), "{context} {question} {prompt}",
+                                       prompt=""))  # fmt: skip
+    assert task.data.train.references[0] == ROWS[0]["answers"]
+    model = task.task_model
+    examples = task.data.train.examples
+    cached = model.generate(["", "so"], [examples, examples])
+    model.clear_cache()
+    model.prefix_caching = False
+    assert model.generate(["", "so"], [examples, examples]) == cached
+
+
 def test_generation_stops_at_stop_strings_and_remembers_outputs(tiny_clm_dir, qa_dir):
     task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, task_model={"cache_size": 100}))
     model = task.task_model
@@ -228,9 +244,12 @@ def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path
         ({"verbalizers": [" bad", " good"]}, ConfigError, "verbalizers are for classification"),
         ({"task_model": {"kind": "encoder"}}, ConfigError, "cannot generate text"),
         ({"template": "{context} {question} answer:"}, ConfigError, "'{prompt}' exactly once"),
+        ({"generation": {"max_new_tokens": 250}}, DataError, "generation.max_new_tokens=250 more, over the model's 256"),
+        ({"agent": {"name": "prompt_tuning"}}, ConfigError, "agent 'prompt_tuning' trains through class logits"),
     ],
     ids=["no-reference-field", "no-reference-field-at-all", "empty-reference", "template-names-missing-field", "template-misses-input-field",
-         "reference-over-context", "unknown-metric", "classification-reward", "verbalizers", "encoder", "no-prompt"],
+         "reference-over-context", "unknown-metric", "classification-reward", "verbalizers", "encoder", "no-prompt",
+         "generation-over-context", "gradient-agent"],
 )  # fmt: skip
 def test_bad_generation_inputs_give_one_clear_error(tiny_clm_dir, tmp_path, change, error, message):
     change = dict(change)
@@ -239,6 +258,18 @@ def test_bad_generation_inputs_give_one_clear_error(tiny_clm_dir, tmp_path, chan
     with pytest.raises(error) as caught:
         Task.from_config(gen_config(tiny_clm_dir, data_dir, template, **change))
     assert message in str(caught.value)
+
+
+def test_a_bench_mixing_task_families_is_refused(tmp_path):
+    from rlprompt.bench import run_bench
+
+    (tmp_path / "bench.yaml").write_text(
+        "base: null\nagents: {random_search: null}\nseeds: [0]\n"
+        f"tasks: {{sst2: [], qa: [task=generation, verbalizers=null, 'template={{context}} {{prompt}}', "
+        f"task_model.kind=causal_lm]}}\noutput_dir: {tmp_path / 'out'}\n"
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="one task family"):
+        run_bench(tmp_path / "bench.yaml")
 
 
 @pytest.mark.parametrize("reward", ["f1", "likelihood", "bleu"])
@@ -252,3 +283,53 @@ def test_generation_task_refuses_class_scores(qa_task):
         qa_task.logits(["it was"])
     with pytest.raises(RLPromptError, match="for classification"):
         qa_task.task_model.score_soft_with_grad(torch.zeros(2, 32), ["x"])
+
+
+# ------------------------------------------------------------------ SmolLM2 (slow tier)
+
+
+def _squad_config(smollm2_dir: str, **generation):
+    from conftest import shared_data_dir
+
+    return config_from_dict({
+        "task": "generation", "template": "{context}\nQuestion: {question}\n{prompt}\nAnswer:",
+        "prompt": "Answer the question with a few words copied from the text.",
+        "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
+        "data": {"dir": str(shared_data_dir("squad", 13)), "input_fields": ["context", "question"]},
+        "generation": {"max_new_tokens": 16, "metrics": ["f1", "exact_match"], **generation},
+    })  # fmt: skip
+
+
+@pytest.mark.slow
+def test_smollm2_likelihood_ranks_a_prompt_stating_the_answer_first(smollm2_dir):
+    """On the first 8 train questions, a prompt stating each answer vs one that does not:
+    measured batch rewards (mean likelihood) -2.114 vs -2.423, stated higher on 5 of 8 (a 135M
+    model copies a hint only part of the time)."""
+    task = Task.from_config(_squad_config(smollm2_dir))
+    model = task.task_model
+    stated, unstated = [], []
+    for example, refs in list(zip(task.data.train.examples, task.data.train.references, strict=True))[:8]:
+        stated.append(float(model.log_likelihood([f"Hint: the answer is {refs[0]}."], [[example]], [[refs]])[0][0]))
+        unstated.append(float(model.log_likelihood(["Hint: the answer is in the text."], [[example]], [[refs]])[0][0]))
+    assert sum(stated) / 8 > sum(unstated) / 8 + 0.1, (stated, unstated)
+    assert sum(a > b for a, b in zip(stated, unstated, strict=True)) >= 5
+
+
+@pytest.mark.slow
+def test_smollm2_generation_equals_model_generate_with_and_without_chat(smollm2_dir):
+    task = Task.from_config(_squad_config(smollm2_dir, stop=["\n"]))
+    model = task.task_model
+    examples = task.data.train.examples[:4]
+    prompt = "Answer briefly."
+    ours = model.generate([prompt], [examples])[0]
+    for example, output in zip(examples, ours, strict=True):
+        pre, post = model.input_layout.encode_texts([example])[0]
+        ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
+        out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
+                                   pad_token_id=model.pad_id)  # fmt: skip
+        text = model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+        assert output == text
+    chat = Task.from_config(_squad_config(smollm2_dir, chat="user")).task_model
+    assert "<|im_start|>user" in chat.template and chat.template.endswith("<|im_start|>assistant\n")
+    answers = chat.generate([prompt], [examples])[0]
+    assert all(answers) and chat.stop_suffix == [chat.tokenizer.eos_token_id]

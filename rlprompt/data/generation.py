@@ -69,6 +69,8 @@ def generation_dataset_from_records(
             raise DataError(f"{where} has no reference field '{reference_field}' (fields: {sorted(row)}); "
                             "set data.reference_field")  # fmt: skip
         raw = row[reference_field]
+        if isinstance(raw, dict) and "text" in raw:  # the Hugging Face squad layout: {"text": [...], "answer_start": [...]}
+            raw = raw["text"]
         refs = [raw] if isinstance(raw, str) else raw
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
             raise DataError(f"{where}: reference field '{reference_field}' must be a string or a list of strings")

@@ -131,7 +131,9 @@ class CausalLMTaskModel(_LMTaskModel):
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any]
     ) -> list[tuple[Hashable, list[int], Any, list[int], Any]]:
         """Per pair: (prefix key, prefix ids, prefix soft prompt or None, continuation ids before
-        the prompt slot's end, continuation soft prompt or None), with the split that lets rows share."""
+        the prompt slot's end, continuation soft prompt or None), with the split that lets rows share.
+        A key names exactly what the prefix holds (its ids, and a soft prompt's values and place),
+        so a cache shared by task models of different templates never confuses two prefixes."""
         layout = self.input_layout
         used = sorted({n for _, n in pairs})
         position = {n: i for i, n in enumerate(used)}
@@ -141,11 +143,27 @@ class CausalLMTaskModel(_LMTaskModel):
         for p, n in pairs:
             pre, post = items[position[n]]
             if prompt_first:  # the prompt (and what precedes it) is shared by the examples
-                ids = list(pre) + ([] if soft else list(layout.prompt_ids(prompts[p])))
-                out.append((("prompt", tuple(pre), prompt_key(prompts[p])), ids, prompts[p] if soft else None, list(post), None))
+                if soft:
+                    key: Hashable = ("soft-prompt", tuple(pre), prompt_key(prompts[p]), len(pre))
+                    out.append((key, list(pre), prompts[p], list(post), None))
+                else:
+                    ids = list(pre) + list(layout.prompt_ids(prompts[p]))
+                    out.append((("ids", tuple(ids)), ids, None, list(post), None))
             else:  # the example is shared by the prompts; the prompt starts the continuation
-                out.append((("text", tuple(pre)), list(pre), None, list(post), p))
+                out.append((("ids", tuple(pre)), list(pre), None, list(post), p))
         return out
+
+    def _continuation_length(self, prompts: list[Any], soft: bool, split: tuple[Any, ...]) -> int:
+        """Tokens a row runs on top of its prefix (its targets excluded)."""
+        _, _, _, post, prompt_index = split
+        if prompt_index is None:
+            return len(post)
+        slot = prompts[0].shape[0] if soft else len(self.input_layout.prompt_ids(prompts[prompt_index]))
+        return slot + len(post)
+
+    def _cacheable(self, prompts: list[Any], soft: bool, split: tuple[Any, ...], tail: int) -> bool:
+        """A row can continue from a cached prefix when the prefix and the continuation are both non-empty."""
+        return (bool(split[1]) or split[2] is not None) and self._continuation_length(prompts, soft, split) + tail > 0
 
     def _cached_rows(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any],
@@ -157,7 +175,8 @@ class CausalLMTaskModel(_LMTaskModel):
         uses = Counter(split[0] for split in splits)
 
         def shared(i: int) -> bool:  # a prefix read once gains nothing from a cache; an empty one has none
-            return uses[splits[i][0]] >= 2 and (bool(splits[i][1]) or splits[i][2] is not None)
+            tail = 0 if targets is None else len(targets[i])
+            return uses[splits[i][0]] >= 2 and self._cacheable(prompts, soft, splits[i], tail)
 
         cached_rows = [i for i in range(len(pairs)) if shared(i)]
         single = [i for i in range(len(pairs)) if not shared(i)]
@@ -168,15 +187,15 @@ class CausalLMTaskModel(_LMTaskModel):
             out[torch.tensor(single, device=self.device)] = full.to(out.device)
         if cached_rows:
             with torch.inference_mode():
-                prefixes = self._prefixes(splits, cached_rows)
-                values = self._run_continuations(prompts, soft, splits, cached_rows, prefixes, targets)
+                values = self._run_continuations(prompts, soft, splits, cached_rows, targets)
             for i, value in zip(cached_rows, values, strict=True):
                 out[i] = value
         return out
 
     def _prefixes(self, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-                  rows: list[int]) -> dict[Hashable, Prefix | None]:  # fmt: skip
-        """The cached prefix of every row in ``rows``, computing (one forward each) those not cached."""
+                  rows: list[int]) -> dict[Hashable, Prefix]:  # fmt: skip
+        """The cached prefix of every row in ``rows``, computing (one forward each) those not
+        cached; the cache then keeps within its bound except for what these rows read."""
         keys = {splits[i][0] for i in rows}
         for key in sorted(keys, key=repr):
             if key not in self.prefix_cache:
@@ -184,21 +203,23 @@ class CausalLMTaskModel(_LMTaskModel):
                 i = next(i for i in rows if splits[i][0] == key)
                 _, ids, prefix_soft, _, _ = splits[i]
                 soft_rows = prefix_soft.float() if prefix_soft is not None else None
-                entry = compute_prefix(self.model.base_model, self.model, ids, soft_rows, soft_at=len(key[1]))
+                entry = compute_prefix(self.model.base_model, self.model, ids, soft_rows, soft_at=len(ids))
                 self.prefix_cache.put(key, entry, keep=keys)
                 self.stats.forward_batches += 1
             else:
                 self.prefix_cache.hits += 1
-        return {key: self.prefix_cache.get(key) for key in keys}
+        found = {key: self.prefix_cache.get(key) for key in keys}
+        return found  # type: ignore[return-value]
 
     def _continuation_batches(
         self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-        rows: list[int], prefixes: dict[Hashable, Prefix | None], tails: list[list[int]],
-        batch_size: int | None = None,
+        rows: list[int], tails: list[list[int]], batch_size: int | None = None, reserve: int = 0,
     ) -> Iterator[tuple[list[int], SplicedBatch, list[Prefix], torch.Tensor | None]]:  # fmt: skip
-        """Batches of ``rows`` (sorted by length, ``batch_size`` each, the config's by default): per batch the row
-        positions, the continuation (prompt slot, what follows it, ``tails[r]``), each row's
-        prefix and the soft rows of the slot (or None)."""
+        """Batches of ``rows`` (sorted by length, ``batch_size`` each, the config's by default):
+        per batch the row positions, the continuation (prompt slot, what follows it, ``tails[r]``),
+        each row's prefix (computed or taken from the cache batch by batch, so the cache keeps to
+        its bound) and the soft rows of the slot (or None). ``reserve``: positions kept free
+        after each row (tokens to be generated); rows over the model's positions are one error."""
         device = self.device
         layout = self.input_layout
         conts = []
@@ -210,13 +231,13 @@ class CausalLMTaskModel(_LMTaskModel):
         lengths = []
         for i, (slot, rest) in zip(rows, conts, strict=True):
             prompt_len = soft_width if (soft and splits[i][4] is not None) else len(slot)
-            prefix = prefixes[splits[i][0]]
-            assert prefix is not None
-            lengths.append(prefix.length + prompt_len + len(rest))
-        if self.max_positions is not None and max(lengths) > self.max_positions:
-            raise RLPromptError(f"an input is {max(lengths)} tokens, over the model's {self.max_positions} positions; "
-                                "lower task_model.max_sentence_tokens or shorten the prompt")  # fmt: skip
-        order = sorted(range(len(rows)), key=lambda r: lengths[r])
+            prefix_len = len(splits[i][1]) + (soft_width if splits[i][2] is not None else 0)
+            lengths.append(prefix_len + prompt_len + len(rest))
+        if self.max_positions is not None and max(lengths) + reserve > self.max_positions:
+            grow = f" and may grow by {reserve}" if reserve else ""
+            raise RLPromptError(f"an input is {max(lengths)} tokens{grow}, over the model's {self.max_positions} "
+                                "positions; lower task_model.max_sentence_tokens or shorten the prompt")  # fmt: skip
+        order = sorted(range(len(rows)), key=lambda r: (lengths[r], repr(splits[rows[r]][0])))
         batch_size = batch_size or self.config.batch_size
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -232,19 +253,20 @@ class CausalLMTaskModel(_LMTaskModel):
             soft_rows = None
             if slot_soft:
                 soft_rows = torch.stack([prompts[splits[rows[r]][4]].float() for r in chunk]).to(device)
-            yield chunk, batch, [prefixes[splits[rows[r]][0]] for r in chunk], soft_rows  # type: ignore[misc]
+            prefixes = self._prefixes(splits, [rows[r] for r in chunk])
+            yield chunk, batch, [prefixes[splits[rows[r]][0]] for r in chunk], soft_rows
+        self.prefix_cache.shrink()
 
     def _run_continuations(
         self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-        rows: list[int], prefixes: dict[Hashable, Prefix | None], targets: list[list[int]] | None,
+        rows: list[int], targets: list[list[int]] | None,
     ) -> list[torch.Tensor]:  # fmt: skip
         """Continuation forwards of ``rows`` on their prefixes: per row the verbalizer log-probs
         ``[C]`` (``targets`` None) or the summed log-prob of its targets ``[1]``."""
         device = self.device
         tails = [[] for _ in rows] if targets is None else [targets[i] for i in rows]
         results: list[torch.Tensor | None] = [None] * len(rows)
-        for chunk, batch, chunk_prefixes, soft_rows in self._continuation_batches(prompts, soft, splits, rows,
-                                                                                  prefixes, tails):  # fmt: skip
+        for chunk, batch, chunk_prefixes, soft_rows in self._continuation_batches(prompts, soft, splits, rows, tails):
             hidden = continue_from(self.model.base_model, self.model, chunk_prefixes, batch.input_ids, batch.lengths,
                                    soft_rows, batch.slot_mask if soft_rows is not None else None)  # fmt: skip
             self.stats.forward_batches += 1

@@ -115,14 +115,20 @@ class CausalGenerationModel(CausalLMTaskModel):
         return self._reference_cache[reference]
 
     def check_references(self, examples: Sequence[Example], references: Sequence[Sequence[str]], source: str) -> None:
-        """One clear error for a reference that cannot fit the model's context with its input."""
+        """One clear error for an input that cannot fit the model's context with its reference,
+        or with ``max_new_tokens`` generated after it (the prompt not counted)."""
         if self.max_positions is None:
             return
         items = self.input_layout.encode_texts(list(examples))
         for row, ((pre, post), refs) in enumerate(zip(items, references, strict=True), start=1):
+            if len(pre) + len(post) + self.generation.max_new_tokens > self.max_positions:
+                raise DataError(f"{source} example {row}: the input takes {len(pre) + len(post)} tokens and "
+                                f"generation.max_new_tokens={self.generation.max_new_tokens} more, over the model's "
+                                f"{self.max_positions} positions; lower task_model.max_sentence_tokens or "
+                                "generation.max_new_tokens")  # fmt: skip
             for ref in refs:
                 total = len(pre) + len(post) + len(self.reference_ids(ref))
-                if total >= self.max_positions:
+                if total > self.max_positions:
                     raise DataError(f"{source} example {row}: input and reference take {total} tokens, over the "
                                     f"model's {self.max_positions} positions (a reference of {len(ref)} characters); "
                                     "shorten it or lower task_model.max_sentence_tokens")  # fmt: skip
@@ -216,18 +222,21 @@ class CausalGenerationModel(CausalLMTaskModel):
     def _generate_pairs(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], items: Sequence[Any]
     ) -> list[tuple[str, int]]:
-        """(text, generated tokens) of each (prompt, input) pair, in batches of similar length."""
+        """(text, generated tokens) of each (prompt, input) pair, in batches of similar length:
+        rows with a prefix and a continuation continue from the prefix's cached keys and
+        values, the others are prefilled whole (left padded)."""
         splits = self._split_rows(prompts, soft, pairs, items)
-        cached = self.prefix_caching and all(bool(s[1]) or s[2] is not None for s in splits)
+        rows = list(range(len(pairs)))
+        cached = [r for r in rows if self.prefix_caching and self._cacheable(prompts, soft, splits[r], 0)]
+        whole = [r for r in rows if r not in set(cached)]
         results: list[tuple[str, int] | None] = [None] * len(pairs)
         batch_size = self.generation.batch_size
+        reserve = self.generation.max_new_tokens
         with torch.inference_mode():
             if cached:
-                rows = list(range(len(pairs)))
-                prefixes = self._prefixes(splits, rows)
-                tails: list[list[int]] = [[] for _ in rows]
+                tails: list[list[int]] = [[] for _ in cached]
                 for chunk, batch, chunk_prefixes, soft_rows in self._continuation_batches(
-                    prompts, soft, splits, rows, prefixes, tails, batch_size
+                    prompts, soft, splits, cached, tails, batch_size, reserve=reserve
                 ):
                     states, cache, attention = continue_from(
                         self.model.base_model, self.model, chunk_prefixes, batch.input_ids, batch.lengths, soft_rows,
@@ -239,18 +248,32 @@ class CausalGenerationModel(CausalLMTaskModel):
                     prefix_lengths = torch.tensor([p.length for p in chunk_prefixes], device=self.device)
                     texts = self._decode(first, cache, attention, prefix_lengths + batch.lengths)
                     for r, text in zip(chunk, texts, strict=True):
-                        results[r] = text
-            else:
-                for chunk, ids, attention, embeds in self._left_padded_batches(prompts, soft, pairs, items, batch_size):
+                        results[cached[r]] = text
+            if whole:
+                for chunk, ids, attention, embeds in self._left_padded_batches(
+                    prompts, soft, [pairs[r] for r in whole], items, batch_size
+                ):
                     positions = (attention.cumsum(1) - 1).clamp_min(0)
                     inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
-                    out = self.model.base_model(**inputs, attention_mask=attention, position_ids=positions, use_cache=True)
-                    self.stats.forward_batches += 1
-                    first = self._apply_head(out.last_hidden_state[:, -1]).float()
-                    texts = self._decode(first, out.past_key_values, attention, attention.sum(1))
+                    first, cache = self._step(inputs, attention, positions)
+                    texts = self._decode(first, cache, attention, attention.sum(1))
                     for r, text in zip(chunk, texts, strict=True):
-                        results[r] = text
+                        results[whole[r]] = text
         return results  # type: ignore[return-value]
+
+    def _step(self, inputs: dict[str, torch.Tensor], attention: torch.Tensor, positions: torch.Tensor,
+              cache: Any = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        """One forward with the key/value cache: the logits after the last position ``[B, V]``
+        and the grown cache (the LM head only at that position when the model allows it)."""
+        kwargs = {**inputs, "attention_mask": attention, "position_ids": positions, "use_cache": True}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        self.stats.forward_batches += 1
+        if self._use_head_shortcut:
+            out = self.model.base_model(**kwargs)
+            return self._apply_head(out.last_hidden_state[:, -1]).float(), out.past_key_values
+        out = self.model(**kwargs)
+        return out.logits[:, -1].float(), out.past_key_values
 
     def _left_padded_batches(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], items: Sequence[Any], batch_size: int
@@ -316,11 +339,8 @@ class CausalGenerationModel(CausalLMTaskModel):
             if all(t is not None for t in texts) or step == self.generation.max_new_tokens - 1:
                 break
             attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)], 1)
-            out = self.model.base_model(input_ids=tokens[:, None], attention_mask=attention,
-                                        position_ids=positions[:, None], past_key_values=cache, use_cache=True)  # fmt: skip
+            logits, cache = self._step({"input_ids": tokens[:, None]}, attention, positions[:, None], cache)
             positions = positions + 1
-            cache = out.past_key_values
-            logits = self._apply_head(out.last_hidden_state[:, -1]).float()
         self.stats.generated_tokens += sum(len(g) for g in generated)
         return [
             ((self.tokenizer.decode(generated[b], skip_special_tokens=True) if texts[b] is None else texts[b]).strip(),

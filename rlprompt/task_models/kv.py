@@ -77,6 +77,13 @@ class PrefixCache:
             if old not in keep:
                 self.bytes -= self._entries.pop(old).nbytes
 
+    def shrink(self) -> None:
+        """Evict least recently used entries until the cache fits its bound (after a call whose
+        rows needed more than the bound at once)."""
+        while self._entries and self.bytes > self.max_bytes:
+            _, entry = self._entries.popitem(last=False)
+            self.bytes -= entry.nbytes
+
     def clear(self) -> None:
         self._entries.clear()
         self.bytes = 0
