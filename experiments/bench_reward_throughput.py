@@ -26,8 +26,9 @@ train examples per call (score cache off, prefix cache on):
 * likelihood reward: reference log-likelihood scorings/s through
   ``CausalGenerationModel.log_likelihood`` (steady state: the passages' key/value caches were
   computed by an earlier call) against a plain batched HF forward of the full sequences
-  (passage, question, prompt, answer, newline; sorted by length, right padded) reading the
-  answer tokens' log-probs, on the same (prompt, question, answer) rows; their ratio;
+  (passage, question, prompt, answer, newline; sorted by length, right padded; the LM head
+  applied only at the answer positions) reading the answer tokens' log-probs, on the same
+  (prompt, question, answer) rows; their ratio;
 * generation: generated tokens/s of ``CausalGenerationModel.generate`` (greedy, stop at a
   newline, 24 new tokens at most) against ``model.generate`` on the same inputs (left padded,
   greedy, ``stop_strings=["\n"]``), 4 prompts x 16 questions; their ratio and whether the
@@ -232,11 +233,12 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
                 mask = torch.zeros(len(chunk), width, dtype=torch.long)
                 for b, i in enumerate(chunk):
                     ids[b, : len(encoded[i])], mask[b, : len(encoded[i])] = torch.tensor(encoded[i]), 1
-                log_probs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-                for b, i in enumerate(chunk):
+                hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                for b, i in enumerate(chunk):  # the LM head only where the answer is read
                     ref, end = rows[i][2], len(encoded[i])
                     positions = torch.arange(end - len(ref) - 1, end - 1, device=device)
-                    means[i] = log_probs[b, positions, torch.tensor(ref, device=device)].mean().cpu()
+                    log_probs = torch.log_softmax(model.lm_head(hidden[b, positions]).float(), -1)
+                    means[i] = log_probs[torch.arange(len(ref), device=device), torch.tensor(ref, device=device)].mean().cpu()
         sync(device)
         elapsed = time.perf_counter() - start
         best = torch.full((len(prompts), len(examples)), -torch.inf)

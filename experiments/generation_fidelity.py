@@ -11,7 +11,7 @@ and prints the Spearman rank correlation between them (and with the dev metric, 
 
     python experiments/generation_fidelity.py experiments/configs/squad-smollm2.yaml \\
         --candidates experiments/configs/candidates/squad-instructions.txt --random 20 --test-n 100 \\
-        --json-out experiments/results/generation_fidelity_squad.json
+        --set task_model.prefix_cache_mb=4000 --json-out experiments/results/generation_fidelity_squad.json
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=20, help="random 5-word prompts added")
     parser.add_argument("--test-n", type=int, default=100, help="test examples generated per prompt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides (e.g. task_model.prefix_cache_mb=4000 to keep every passage cached)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,7 +64,7 @@ def main() -> None:
     from rlprompt.task import Task
 
     started = time.perf_counter()
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     task = Task.from_config(config)
     tm = task.task_model
     written = [line.strip() for line in Path(args.candidates).read_text().splitlines() if line.strip()]
@@ -88,6 +90,7 @@ def main() -> None:
     written_rows = [r for r in rows if r["hand_written"]]
     result = {
         "config": args.config,
+        "overrides": args.overrides,
         "task_model": config.task_model.label,
         "metric": metric_name,
         "prompts": len(rows),
