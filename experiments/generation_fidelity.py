@@ -24,25 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def ranks(values: list[float]) -> np.ndarray:
-    """Ranks with ties averaged (as Spearman's rho needs)."""
-    array = np.asarray(values, dtype=float)
-    order = array.argsort(kind="stable")
-    out = np.empty(len(array))
-    out[order] = np.arange(len(array), dtype=float)
-    for value in np.unique(array):
-        tied = array == value
-        out[tied] = out[tied].mean()
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+from reward_fidelity import spearman  # the same rank correlation as the classification fidelity study
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ needs is one clear :class:`~rlprompt.errors.DataError` naming the file, row and 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,17 +41,8 @@ class GenerationDataset:
     def __len__(self) -> int:
         return len(self.examples)
 
-    @property
-    def keys(self) -> list[str]:
-        """One string per example (its fields as canonical JSON): how caches name an example."""
-        return [example_key(e) for e in self.examples]
-
     def subset(self, indices: Sequence[int]) -> GenerationDataset:
         return GenerationDataset([self.examples[i] for i in indices], [self.references[i] for i in indices], self.source)
-
-
-def example_key(example: dict[str, str]) -> str:
-    return json.dumps(example, sort_keys=True, ensure_ascii=False)
 
 
 def generation_dataset_from_records(
