@@ -28,7 +28,7 @@ from rlprompt.config import Config
 from rlprompt.data.generation import GenerationTaskData, load_generation_data
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
-from rlprompt.task import Task
+from rlprompt.task import Task, as_config
 from rlprompt.task_models.base import Prompt
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -48,7 +48,7 @@ class GenerationTask(Task):
 
     @classmethod
     def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:  # type: ignore[override]
-        config = _as_config(config)
+        config = as_config(config)
         if config.task != "generation":
             raise ConfigError(f"GenerationTask needs task: generation, got task: {config.task}")
         data = load_generation_data(config.data, template_fields(config))
@@ -155,20 +155,6 @@ def _prompt_list(prompts: Sequence[Prompt] | torch.Tensor) -> list[Prompt]:
     if isinstance(prompts, torch.Tensor):
         return list(prompts.unsqueeze(0) if prompts.dim() == 2 else prompts)
     return list(prompts)
-
-
-def _as_config(config: Any) -> Config:
-    from pathlib import Path
-
-    from rlprompt.config import config_from_dict, load_config
-
-    if isinstance(config, dict):
-        return config_from_dict(config)
-    if isinstance(config, (str, Path)):
-        return load_config(config)
-    if not isinstance(config, Config):
-        raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
-    return config
 
 
 __all__ = ["GenerationTask", "GenerationTaskData", "template_fields"]

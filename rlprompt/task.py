@@ -27,6 +27,17 @@ from rlprompt.rewards import accuracy, classification_metrics, compute_reward
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
 
+def as_config(config: Config | dict[str, Any] | str | os.PathLike[str]) -> Config:
+    """A Config from a Config, a dict of sections or a YAML path (one clear error otherwise)."""
+    if isinstance(config, dict):
+        return config_from_dict(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if not isinstance(config, Config):
+        raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
+    return config
+
+
 @dataclass
 class Task:
     """Data + task model + reward of one config; models load once, calls batch."""
@@ -46,12 +57,7 @@ class Task:
     ) -> Task:
         """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path);
         a generation config gives a :class:`~rlprompt.generation_task.GenerationTask`."""
-        if isinstance(config, dict):
-            config = config_from_dict(config)
-        elif isinstance(config, (str, Path)):
-            config = load_config(config)
-        elif not isinstance(config, Config):
-            raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
+        config = as_config(config)
         if config.task == "generation":
             from rlprompt.generation_task import GenerationTask
 

@@ -9,7 +9,6 @@ import json
 import math
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 import torch
 
@@ -195,10 +194,13 @@ def test_every_env_kind_runs_on_a_generation_task(qa_task, kind):
     env = build_env(qa_task, ENVS[kind].config_class(kind=kind, batch_size=3, **fields))
     check_env(env, skip_render_check=True)
     env.reset(seed=0)
-    _, reward, _, _, info = env.step(env.action_space.sample())
-    rewards = [info.get("metrics", {}).get("reward")]
-    assert all(r is None or math.isfinite(r) for r in rewards)
-    assert isinstance(env.unwrapped, gym.Env)
+    done, info, reward = False, {}, 0.0
+    while not done:  # to the end of an episode, where the prompt is scored
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        done = terminated or truncated
+    metrics = info["metrics"]
+    assert math.isfinite(reward) and math.isfinite(metrics["reward"]) and metrics["reward"] < 0  # a log-likelihood
+    assert metrics["likelihood"] == metrics["reward"] and qa_task.batch_metric == "likelihood"
 
 
 def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path):

@@ -313,6 +313,24 @@ def few_shot_sample(dataset: ClassificationDataset, k: int, seed: int) -> Classi
     return dataset.subset([chosen[i] for i in order])
 
 
+def split_paths(config: DataConfig) -> dict[str, str]:
+    """The train/dev/test files a ``data`` section names: explicit files, else those found in
+    ``data.dir``, else the built-in demo set."""
+    directory = Path(config.dir) if config.dir is not None else None
+    explicit = {"train": config.train, "dev": config.dev, "test": config.test}
+    if directory is None and not any(explicit.values()):
+        directory = demo_dir()
+    paths = {}
+    for split in SPLITS:
+        path = explicit[split]
+        if path is None:
+            if directory is None:
+                raise DataError(f"no {split} data: set data.{split} or data.dir")
+            path = str(find_split_file(directory, split))
+        paths[split] = path
+    return paths
+
+
 def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
     kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names,
@@ -321,16 +339,7 @@ def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     if config.hf_name is not None:
         splits = load_hf_splits(config)
     else:
-        directory = Path(config.dir) if config.dir is not None else None
-        explicit = {"train": config.train, "dev": config.dev, "test": config.test}
-        if directory is None and not any(explicit.values()):
-            directory = demo_dir()
-        for split in SPLITS:
-            path = explicit[split]
-            if path is None:
-                if directory is None:
-                    raise DataError(f"no {split} data: set data.{split} or data.dir")
-                path = str(find_split_file(directory, split))
+        for split, path in split_paths(config).items():
             splits[split] = load_file(path, **kwargs)
     if config.label_names is not None and len(config.label_names) != num_classes:
         raise DataError(f"data.label_names has {len(config.label_names)} names but there are {num_classes} verbalizers")

@@ -124,7 +124,7 @@ class GenerationTaskData:
 def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskData:
     """Train/dev/test of a generation task (``config`` is the ``data`` section); ``fields`` are
     the input fields the template names, checked against ``data.input_fields`` and every row."""
-    from rlprompt.data import _read_rows, demo_dir, find_split_file, get_hf_split, load_hf_dataset
+    from rlprompt.data import _read_rows, get_hf_split, load_hf_dataset, split_paths
 
     fields = list(fields)
     if config.input_fields is not None:
@@ -142,16 +142,7 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
         for split, hf_name in config.hf_splits.items():
             raw[split] = (f"{config.hf_name}[{hf_name}]", get_hf_split(loaded, config, hf_name).to_list(), 1)
     else:
-        explicit = {"train": config.train, "dev": config.dev, "test": config.test}
-        directory = Path(config.dir) if config.dir is not None else None
-        if directory is None and not any(explicit.values()):
-            directory = demo_dir()
-        for split in SPLITS:
-            path = explicit[split]
-            if path is None:
-                if directory is None:
-                    raise DataError(f"no {split} data: set data.{split} or data.dir")
-                path = str(find_split_file(directory, split))
+        for split, path in split_paths(config).items():
             p = Path(path)
             raw[split] = (str(p), _read_rows(p), 1 if p.suffix.lower() == ".jsonl" else 2)
     missing_splits = [s for s in SPLITS if s not in raw]
