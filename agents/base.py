@@ -28,7 +28,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from rlprompt.agents.config import AgentConfig, AgentSpec
-from rlprompt.budget import Budget, BudgetExhausted
+from rlprompt.budget import API_KEYS, Budget, BudgetExhausted
 from rlprompt.callbacks import Callback
 from rlprompt.checkpoint import load_checkpoint, save_checkpoint
 from rlprompt.config import config_from_dict
@@ -108,9 +108,12 @@ class Agent(ABC):
         self.iterations = 0
         self.prompt_evals = 0
         self.lm_calls = 0
+        self.api_spent: dict[str, float] = dict.fromkeys(API_KEYS, 0)
+        """Served models' requests, tokens and money spent by ``learn()`` (see ``API_KEYS``)."""
         self.env_steps = 0
         self._in_learn = False
         self._budget: Budget | None = None
+        self._start_api: dict[str, float] = dict.fromkeys(API_KEYS, 0)
         self._obs: Any = None
         self.checkpoint_extra: dict[str, Any] | None = None
         self._setup()
@@ -159,19 +162,34 @@ class Agent(ABC):
 
     # ---------------------------------------------------------- the loop
 
-    def spent(self) -> dict[str, int]:
+    @property
+    def served(self) -> bool:
+        """The task model is reached over an API (requests, tokens and money are counted)."""
+        return bool(getattr(self.task.task_model, "served", False))
+
+    def spent(self) -> dict[str, float]:
         """Budgets spent so far: inside ``learn()`` up to now, outside it what ``learn()`` spent
-        (evaluations made after training, such as dev selection, are not training cost)."""
+        (evaluations made after training, such as dev selection, are not training cost).
+        Served models add ``requests``, ``tokens`` and ``cost``."""
         if self._in_learn:
             return self._spent()
-        return {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.env_steps}
+        spent: dict[str, float] = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.env_steps}
+        return {**spent, **self.api_spent} if self.served else spent
 
-    def _spent(self) -> dict[str, int]:
-        return {
+    def _api_usage(self) -> dict[str, float]:
+        stats = self.task.task_model.stats
+        return {"requests": stats.requests, "tokens": stats.prompt_tokens + stats.completion_tokens, "cost": stats.cost}
+
+    def _spent(self) -> dict[str, float]:
+        spent: dict[str, float] = {
             "prompt_evals": self.task.prompt_evals - self._start_prompt_evals + self.prompt_evals,
             "lm_calls": self.task.task_model.stats.lm_calls - self._start_lm_calls + self.lm_calls,
             "steps": self.env_steps,
         }
+        if self.served:
+            usage = self._api_usage()
+            spent.update({k: usage[k] - self._start_api[k] + self.api_spent[k] for k in API_KEYS})
+        return spent
 
     def learn(
         self,
@@ -179,6 +197,10 @@ class Agent(ABC):
         total_lm_calls: int | None = None,
         total_steps: int | None = None,
         callbacks: Sequence[Callback] = (),
+        *,
+        total_requests: int | None = None,
+        total_tokens: int | None = None,
+        total_cost: float | None = None,
     ) -> Agent:
         """Train until a budget is spent (budgets count from the agent's creation, across
         ``learn`` calls and reloads) or a callback stops it.
@@ -186,16 +208,24 @@ class Agent(ABC):
         Budgets are hard caps: costs are charged before they are spent, and the iteration
         that would cross a budget stops there, without its update (see ``rlprompt.budget``).
         """
-        limits = {"prompt_evals": total_prompt_evals, "lm_calls": total_lm_calls, "steps": total_steps}
+        limits: dict[str, float | None] = {"prompt_evals": total_prompt_evals, "lm_calls": total_lm_calls,
+                                           "steps": total_steps, "requests": total_requests, "tokens": total_tokens,
+                                           "cost": total_cost}  # fmt: skip
         if all(v is None for v in limits.values()):
             raise ConfigError("learn() needs a budget: total_prompt_evals, total_lm_calls or total_steps")
         for key, value in limits.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"learn(): total_{key} must be a positive integer, got {value!r}")
+            whole = key != "cost"
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
+                                      or value <= 0):  # fmt: skip
+                raise ConfigError(f"learn(): total_{key} must be a positive {'integer' if whole else 'number'}, got {value!r}")
+            if value is not None and key in API_KEYS and not self.served:
+                raise ConfigError(f"a {key} budget needs a served task model (task_model.kind: openai)")
+        limits = {k: v for k, v in limits.items() if v is not None or k not in API_KEYS}
         already = self.spent()
         self._budget = Budget({k: None if v is None else v - already[k] for k, v in limits.items()})
         self._start_prompt_evals = self.task.prompt_evals
         self._start_lm_calls = self.task.task_model.stats.lm_calls
+        self._start_api = self._api_usage()
         self._in_learn = True
         try:
             with self.task.spending(self._budget):
@@ -205,13 +235,16 @@ class Agent(ABC):
             self._in_learn = False
             self._budget = None
             self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
+            if self.served:
+                self.api_spent = {k: spent[k] for k in API_KEYS}
             self._start_prompt_evals = self.task.prompt_evals
             self._start_lm_calls = self.task.task_model.stats.lm_calls
+            self._start_api = self._api_usage()
         for callback in callbacks:
             callback.on_end(self)
         return self
 
-    def _train(self, limits: dict[str, int | None], callbacks: Sequence[Callback]) -> None:
+    def _train(self, limits: dict[str, float | None], callbacks: Sequence[Callback]) -> None:
         def exhausted() -> bool:
             spent = self._spent()
             return any(limit is not None and spent[key] >= limit for key, limit in limits.items())
@@ -265,6 +298,7 @@ class Agent(ABC):
         outermost = not getattr(self, "_evaluating", False)
         self._evaluating = True
         before = self.task.task_model.stats.lm_calls
+        api_before = self._api_usage()
         try:
             with self.task.spending(None):
                 yield
@@ -273,6 +307,8 @@ class Agent(ABC):
                 self._evaluating = False
                 if self._in_learn:
                     self._start_lm_calls += self.task.task_model.stats.lm_calls - before
+                    api_after = self._api_usage()
+                    self._start_api = {k: self._start_api[k] + api_after[k] - api_before[k] for k in API_KEYS}
 
     def best_prompt(self, k: int | None = None, split: str = "dev") -> BestPrompt:
         """Re-score the greedy prompt and the top-k train prompts on ``split``; the best wins
@@ -317,6 +353,7 @@ class Agent(ABC):
                 "prompt_evals": spent["prompt_evals"],
                 "lm_calls": spent["lm_calls"],
                 "env_steps": self.env_steps,
+                "api": {k: spent.get(k, 0) for k in API_KEYS},
             },  # fmt: skip
             "obs": self._obs,
             "spaces": [repr(self.env.observation_space), repr(self.env.action_space)],
@@ -357,6 +394,7 @@ class Agent(ABC):
             agent.iterations = counters["iterations"]
             agent.prompt_evals = counters["prompt_evals"]
             agent.lm_calls = counters["lm_calls"]
+            agent.api_spent = {k: counters.get("api", {}).get(k, 0) for k in API_KEYS}
             agent.env_steps = counters["env_steps"]
             agent._obs = payload["obs"]
             agent.checkpoint_extra = payload.get("extra")

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 BUDGET_KEYS = ("prompt_evals", "lm_calls", "steps", "requests", "tokens", "cost")
+API_KEYS = ("requests", "tokens", "cost")
+"""The budgets only served task models spend (see ``rlprompt.task_models.openai_api``)."""
 
 
 class BudgetExhausted(Exception):

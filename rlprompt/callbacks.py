@@ -74,8 +74,13 @@ class ProgressBar(Callback):
         best = agent.tracker.best()
         spent = agent.spent()
         fraction = min(1.0, max(spent[k] / v for k, v in self.limits.items() if v))
+        calls = f"{spent['lm_calls']}"
+        if "requests" in spent:  # a served model: what it cost so far
+            calls += f" | requests {int(spent['requests'])} tokens {int(spent['tokens'])}"
+            if self.limits.get("cost") or spent["cost"]:
+                calls += f" cost {spent['cost']:.4f}"
         self._progress.update(self._task, completed=int(1000 * fraction),
-                              best=f"{best.mean_reward:+.4f}" if best else "-", lm_calls=spent["lm_calls"])  # fmt: skip
+                              best=f"{best.mean_reward:+.4f}" if best else "-", lm_calls=calls)  # fmt: skip
 
     def on_step(self, agent: Agent) -> bool:
         self._update(agent)

@@ -128,8 +128,13 @@ class DataConfig:
     """Rows whose text is empty: ``keep`` them (scored as the template without a sentence, as
     RLPrompt does; a warning gives the count and rows), ``skip`` them (with a warning), or
     refuse the file (``error``)."""
+    test_limit: int | None = None
+    """Evaluate on the first N test examples only (null: all). For served models, where each
+    example is a paid request, and quick checks; results name the test size (``n``)."""
 
     def __post_init__(self) -> None:
+        if self.test_limit is not None and self.test_limit < 1:
+            raise ConfigError(f"data.test_limit must be >= 1 (or null), got {self.test_limit}")
         if self.dir is not None and self.hf_name is not None:
             raise ConfigError("data.dir and data.hf_name are exclusive: give one source")
         if self.few_shot_k is not None and self.few_shot_k < 1:
@@ -223,13 +228,24 @@ class BudgetConfig:
     """Task-model scorings of (prompt, example) pairs actually computed (cache hits are free)."""
     steps: int | None = None
     """Environment steps over all env copies."""
+    requests: int | None = None
+    """Served models (``task_model.kind: openai``): API requests (answers from the response
+    cache count too, so a run stops at the same point whether its cache was warm or cold)."""
+    tokens: int | None = None
+    """Served models: prompt + completion tokens, from the answers' ``usage``."""
+    cost: float | None = None
+    """Served models: money, from the token counts and ``task_model.price_*_per_1m``."""
 
     def __post_init__(self) -> None:
-        if self.prompt_evals is None and self.lm_calls is None and self.steps is None:
+        values = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.steps,
+                  "requests": self.requests, "tokens": self.tokens, "cost": self.cost}  # fmt: skip
+        if all(value is None for value in values.values()):
             self.prompt_evals = 1000
-        values = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.steps}
         for name, value in values.items():
-            if value is not None and value < 1:
+            if name == "cost":
+                if value is not None and not value > 0:
+                    raise ConfigError(f"budget.cost must be > 0 (or null), got {value}")
+            elif value is not None and value < 1:
                 raise ConfigError(f"budget.{name} must be >= 1 (or null), got {value}")
 
 
@@ -388,6 +404,16 @@ class Config:
         else:
             self._check_classification()
         self.env = self._resolve_env(self.env)
+        self._check_served_budgets()
+
+    def _check_served_budgets(self) -> None:
+        served = [k for k in ("requests", "tokens", "cost") if getattr(self.budget, k) is not None]
+        if served and not hasattr(self.task_model, "base_url"):
+            raise ConfigError(f"budget.{served[0]} counts API usage: it needs a served model (task_model.kind: openai), "
+                              f"not task_model.kind={self.task_model.kind}")  # fmt: skip
+        if self.budget.cost is not None and not getattr(self.task_model, "priced", False):
+            raise ConfigError("budget.cost needs prices: set task_model.price_prompt_per_1m and/or "
+                              "task_model.price_completion_per_1m")  # fmt: skip
 
     def _check_generation(self) -> None:
         spec = TASK_MODELS[self.task_model.kind]

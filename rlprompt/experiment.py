@@ -50,7 +50,8 @@ from rlprompt.rundir import (
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
 
-METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "likelihood", "outputs")
+METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "invalid", "likelihood",
+               "outputs")
 """What a split's metrics keep besides a generation task's configured metrics."""
 
 
@@ -66,9 +67,10 @@ def slim_metrics(metrics: dict[str, Any], task: Task | None = None) -> dict[str,
     return {key: metrics[key] for key in dict.fromkeys(keys) if key in metrics}
 
 
-def budget_limits(config: Config) -> dict[str, int | None]:
+def budget_limits(config: Config) -> dict[str, float | None]:
     b = config.budget
-    return {"prompt_evals": b.prompt_evals, "lm_calls": b.lm_calls, "steps": b.steps}
+    return {"prompt_evals": b.prompt_evals, "lm_calls": b.lm_calls, "steps": b.steps, "requests": b.requests,
+            "tokens": b.tokens, "cost": b.cost}  # fmt: skip
 
 
 def make_env(task: Task, config: Config) -> PromptEnv:
@@ -147,7 +149,8 @@ def run_experiment(
     if show and config.output.progress:
         callbacks.append(ProgressBar(limits, title))
     try:
-        agent.learn(limits["prompt_evals"], limits["lm_calls"], limits["steps"], callbacks=callbacks)
+        agent.learn(limits["prompt_evals"], limits["lm_calls"], limits["steps"], callbacks=callbacks,
+                    total_requests=limits["requests"], total_tokens=limits["tokens"], total_cost=limits["cost"])  # fmt: skip
         save_run_checkpoint(agent, checkpoint)
     finally:
         logger.close()
@@ -203,8 +206,21 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         wall_time_s=None,
         task=config.task,
         metric_names=task.metric_names,
+        api=api_usage(agent, task),
     )
     return result, best.prompt
+
+
+def api_usage(agent: Agent, task: Task) -> dict[str, Any] | None:
+    """What a served model's run sent and spent (None for local models)."""
+    model = task.task_model
+    if not model.served:
+        return None
+    stats = model.stats.as_dict()
+    total = {k: stats[k] for k in ("requests", "requests_cached", "prompt_tokens", "completion_tokens", "cost",
+                                   "retries", "invalid_answers")}  # fmt: skip
+    training = {k: v for k, v in agent.spent().items() if k in ("requests", "tokens", "cost")}
+    return {"scoring": getattr(model, "scoring", None), "training": training, "total": total}
 
 
 def evaluate_run(

@@ -151,8 +151,22 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
         f"cost         : {result.lm_calls} LM calls for {result.prompt_evals} prompt evaluations in training "
         f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for dev selection, "
         f"{result.eval_lm_calls} for evaluation; {result.wall_time_s} s",
+        *_api_lines(result),
         f"results      : {run_dir}",
     ])  # fmt: skip
+
+
+def _api_lines(result: RunResult) -> list[str]:
+    """A served model's scoring mode and usage (training, and the whole run)."""
+    if not result.api:
+        return []
+    train, total = result.api["training"], result.api["total"]
+    money = f", cost {total['cost']:.4f} (training {train.get('cost', 0):.4f})" if total.get("cost") else ""
+    return [f"API          : scoring={result.api['scoring']}; {total['requests']} requests "
+            f"({total['requests_cached']} from the response cache, {total['retries']} retries), "
+            f"{total['prompt_tokens'] + total['completion_tokens']} tokens{money}; training "
+            f"{int(train.get('requests', 0))} requests, {int(train.get('tokens', 0))} tokens"
+            + (f"; {total['invalid_answers']} invalid answers" if total.get("invalid_answers") else "")]  # fmt: skip
 
 
 def format_finetune_summary(result: FinetuneResult, splits: Sequence[str] = ("dev", "test")) -> str:

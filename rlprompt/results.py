@@ -93,12 +93,17 @@ class RunResult(_Result):
     seed: int
     rlprompt_version: str
     wall_time_s: float | None
-    budget: dict[str, int] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)
     """The training budgets the run was given (spent amounts are ``lm_calls``, ``prompt_evals``...)."""
     task: str = "classification"
     """The task family (``classification`` or ``generation``)."""
     metric_names: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1", "gold_log_prob"])
     """The metrics in ``metrics``, the main one first (accuracy; a generation task's first metric)."""
+    api: dict[str, Any] | None = None
+    """Served models: ``scoring`` (the mode used: logprobs, echo or generation), ``training``
+    (requests, tokens, cost spent by training) and ``total`` (all requests of the run with dev
+    selection and evaluation, ``requests_cached`` of them read from the response cache, prompt and
+    completion tokens, cost, retries, invalid answers)."""
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -173,3 +173,25 @@ def minilm_template_task(minilm_task):
     tm = minilm_task.task_model
     cfg = Config(task_model=TaskModelConfig(soft_prompt_position="template"))
     return Task.from_config(cfg, model=tm.model, tokenizer=tm.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_openai_server(tiny_clm_dir):
+    """The tiny GPT-2 behind a local OpenAI-compatible server with log-probs (bounded: 127.0.0.1,
+    at most 50,000 requests, shut down after 20 minutes or at the end of the session)."""
+    from rlprompt.testing.openai_server import OpenAICompatibleServer
+
+    with OpenAICompatibleServer(tiny_clm_dir, model_name="tiny-gpt2", max_requests=50_000, lifetime_s=1200) as server:
+        yield server
+
+
+def openai_config(base_url: str, **task_model) -> Config:
+    """``clm_config``'s task on a served model (no API key, no disk cache unless given)."""
+    return config_from_dict(
+        {
+            "task_model": {"kind": "openai", "base_url": base_url, "model": "tiny-gpt2", "api_key_env": None,
+                           "scoring": "logprobs", "top_logprobs": 2000, "response_cache": None, **task_model},
+            "template": "{prompt} {sentence} It was",
+            "verbalizers": [" bad", " good"],
+        }
+    )  # fmt: skip

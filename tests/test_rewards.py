@@ -32,13 +32,14 @@ LABELS = torch.tensor([0, 1, 0])
 
 
 def test_accuracy_by_hand():
-    # prompt 0: argmax [0, 1, 0] (tie -> first) -> all correct; prompt 1: always class 1 -> 1/3.
-    assert accuracy(LOGITS, LABELS).tolist() == pytest.approx([1.0, 1 / 3])
+    # prompt 0: [0, 1, tie]: a tie is no answer and counts as wrong -> 2/3; prompt 1: always class 1 -> 1/3.
+    assert accuracy(LOGITS, LABELS).tolist() == pytest.approx([2 / 3, 1 / 3])
 
 
 def test_macro_f1_by_hand():
+    # prompt 0: the tie predicts nothing: F1_0 = 2*1/(1+2) = 2/3, F1_1 = 1 -> 5/6
     # prompt 1: class 0 never predicted -> F1_0 = 0; class 1: tp=1, fp=2 -> F1 = 2/(3+1) = 0.5
-    assert macro_f1(LOGITS, LABELS).tolist() == pytest.approx([1.0, 0.25])
+    assert macro_f1(LOGITS, LABELS).tolist() == pytest.approx([5 / 6, 0.25])
 
 
 def test_gold_log_prob_by_hand():

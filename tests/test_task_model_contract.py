@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import clm_config, mlm_config
+from conftest import clm_config, mlm_config, openai_config
 from rlprompt.budget import Budget, BudgetExhausted
 from rlprompt.config import Config, config_from_dict
 from rlprompt.registry import TASK_MODELS
@@ -28,12 +28,13 @@ FIXTURES = {
     "encoder-tuned": lambda d: _encoder(d["mlm"], "encoder-tuned"),
     "masked_lm": lambda d: mlm_config(d["mlm"]),
     "causal_lm": lambda d: clm_config(d["clm"]),
+    "openai": lambda d: openai_config(d["openai"].base_url),
 }
 
 
 @pytest.fixture(scope="module")
-def built(tiny_mlm_dir, tiny_clm_dir):
-    dirs = {"mlm": tiny_mlm_dir, "clm": tiny_clm_dir}
+def built(tiny_mlm_dir, tiny_clm_dir, tiny_openai_server):
+    dirs = {"mlm": tiny_mlm_dir, "clm": tiny_clm_dir, "openai": tiny_openai_server}
     cache: dict[str, Task] = {}
 
     def get(kind: str) -> Task:

@@ -352,6 +352,8 @@ def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     if config.few_shot_k is not None:
         splits["train"] = few_shot_sample(splits["train"], config.few_shot_k, config.seed)
         splits["dev"] = few_shot_sample(splits["dev"], config.few_shot_k, config.seed + 1)
+    if config.test_limit is not None and config.test_limit < len(splits["test"]):
+        splits["test"] = splits["test"].subset(range(config.test_limit))
     return TaskData(splits["train"], splits["dev"], splits["test"], num_classes, config.label_names)
 
 

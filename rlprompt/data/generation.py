@@ -159,6 +159,8 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
     if config.few_shot_k is not None:
         for offset, split in enumerate(("train", "dev")):
             splits[split] = sample_examples(splits[split], config.few_shot_k, config.seed + offset)
+    if config.test_limit is not None and config.test_limit < len(splits["test"]):
+        splits["test"] = splits["test"].subset(range(config.test_limit))
     return GenerationTaskData(splits["train"], splits["dev"], splits["test"], reference_field, tuple(fields))
 
 

@@ -39,9 +39,19 @@ def _gold(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, index).squeeze(-1)
 
 
+def hard_predictions(logits: torch.Tensor) -> torch.Tensor:
+    """``[..., N]`` arg-max classes, ``-1`` where the top score is tied: a tie is no answer (a
+    served model's answer that matches no verbalizer scores every class alike)."""
+    predicted = logits.argmax(-1)
+    if logits.shape[-1] > 1:
+        top2 = logits.topk(2, dim=-1).values
+        predicted = torch.where(top2[..., 0] > top2[..., 1], predicted, torch.full_like(predicted, -1))
+    return predicted
+
+
 def per_example_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[..., N]`` 1.0 where the arg-max class is the gold one."""
-    return (logits.argmax(-1) == labels.to(logits.device)).float()
+    """``[..., N]`` 1.0 where the predicted class is the gold one (ties count as wrong)."""
+    return (hard_predictions(logits) == labels.to(logits.device)).float()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,7 +63,8 @@ def macro_f1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Macro-averaged F1 over the classes present in gold or predictions."""
     check_scores(logits, labels)
     num_classes = logits.shape[-1]
-    pred = torch.nn.functional.one_hot(logits.argmax(-1), num_classes).float()
+    predicted = hard_predictions(logits)
+    pred = torch.nn.functional.one_hot(predicted.clamp_min(0), num_classes).float() * (predicted >= 0).unsqueeze(-1)
     gold = torch.nn.functional.one_hot(labels.to(logits.device), num_classes).float().expand_as(pred)
     tp = (pred * gold).sum(-2)
     denom = pred.sum(-2) + gold.sum(-2)
@@ -172,12 +183,14 @@ def prediction_metrics(predicted: Sequence[int], gold: Sequence[int], num_classe
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy, macro-F1, gold log-prob and predicted-class counts for one prompt ``[N, C]``."""
     check_scores(logits, labels)
-    metrics = prediction_metrics(logits.argmax(-1).cpu().tolist(), labels.cpu().tolist(), logits.shape[-1])
-    del metrics["invalid"]  # argmax always names a class
-    return {
+    metrics = prediction_metrics(hard_predictions(logits).cpu().tolist(), labels.cpu().tolist(), logits.shape[-1])
+    out = {
         "accuracy": metrics["accuracy"],
         "macro_f1": float(macro_f1(logits, labels)),
         "gold_log_prob": float(gold_log_prob(logits, labels)),
         "n": metrics["n"],
         "predicted_counts": metrics["predicted_counts"],
     }
+    if metrics["invalid"]:
+        out["invalid"] = metrics["invalid"]  # tied scores: no answer (served models' unmatched answers)
+    return out

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlprompt.registry import TASK_MODELS
-from rlprompt.task_models.config import EMBEDDED_MODEL, HFTaskModelConfig, TaskModelConfig, TaskModelSpec
+from rlprompt.task_models.config import (
+    EMBEDDED_MODEL,
+    HFTaskModelConfig,
+    OpenAITaskModelConfig,
+    TaskModelConfig,
+    TaskModelSpec,
+)
 
 if TYPE_CHECKING:
     from rlprompt.task_models.base import TaskModel
@@ -25,6 +31,8 @@ for _spec in (
     TaskModelSpec("masked_lm", HFTaskModelConfig, "rlprompt.task_models.lm:MaskedLMTaskModel", mask_slot=True),
     TaskModelSpec("causal_lm", HFTaskModelConfig, "rlprompt.task_models.causal:CausalLMTaskModel",
                   generation_entry_point="rlprompt.task_models.generation:CausalGenerationModel"),
+    TaskModelSpec("openai", OpenAITaskModelConfig, "rlprompt.task_models.openai_api:OpenAITaskModel",
+                  generation_entry_point="rlprompt.task_models.openai_api:OpenAIGenerationModel"),
 ):  # fmt: skip
     TASK_MODELS.register(_spec.kind, _spec)
 
@@ -60,6 +68,7 @@ _LAZY = {
     "CausalLMTaskModel": "rlprompt.task_models.causal",
     "CausalGenerationModel": "rlprompt.task_models.generation",
     "embedded_model_path": "rlprompt.task_models.loading",
+    "OpenAITaskModel": "rlprompt.task_models.openai_api",
 }
 
 
@@ -71,4 +80,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rlprompt.task_models' has no attribute {name!r}")
 
 
-__all__ = ["EMBEDDED_MODEL", "HFTaskModelConfig", "TaskModelConfig", "TaskModelSpec", "build_task_model", *_LAZY]
+__all__ = ["EMBEDDED_MODEL", "HFTaskModelConfig", "OpenAITaskModelConfig", "TaskModelConfig", "TaskModelSpec", "build_task_model", *_LAZY]

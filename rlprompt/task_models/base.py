@@ -8,7 +8,11 @@ embeddings ``[n_tokens, hidden]``) and a list of input texts into class logits
 * ``requested`` - (prompt, example) scorings asked for, cache hits included;
 * ``lm_calls`` - scorings actually computed (cache hits excluded);
 * ``cache_hits``, ``forward_batches`` (model forward passes), ``verbalizer_calls``;
-* ``generated_tokens`` - tokens generated (generation tasks' greedy outputs).
+* ``generated_tokens`` - tokens generated (generation tasks' greedy outputs);
+* served models (``rlprompt.task_models.openai_api``): ``requests`` (answers used, those read
+  from the disk cache included), ``requests_cached`` (of those, read from the cache: not paid),
+  ``prompt_tokens``, ``completion_tokens`` and ``cost`` (from the answers' usage), ``retries``,
+  ``invalid_answers`` (generated answers that matched no verbalizer).
 
 Capabilities are class attributes (``hf_auto_class``, ``peft_task_type``,
 ``supports_soft_prompts``, ``supports_gradients``); ``tests/test_task_model_contract.py``
@@ -49,8 +53,15 @@ class TaskModelStats:
     forward_batches: int = 0
     verbalizer_calls: int = 0
     generated_tokens: int = 0
+    requests: int = 0
+    requests_cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    retries: int = 0
+    invalid_answers: int = 0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
 
@@ -69,6 +80,8 @@ class TaskModel(ABC):
     """Scores soft prompts (``[n_tokens, hidden]`` embeddings) as well as text."""
     supports_gradients: ClassVar[bool] = True
     """``score_soft_with_grad`` works (white-box prompt tuning)."""
+    served: ClassVar[bool] = False
+    """Reached over an API: requests, tokens and money are counted and can be budgeted."""
 
     @classmethod
     def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> TaskModel:

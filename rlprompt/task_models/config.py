@@ -8,6 +8,7 @@ its config dataclass (the fields of the ``task_model`` section), the implementat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,3 +110,94 @@ class HFTaskModelConfig(TaskModelConfig):
     @property
     def label(self) -> str:
         return f"{self.kind}:{self.name_or_path}"
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class OpenAITaskModelConfig(TaskModelConfig):
+    """A model behind an OpenAI-compatible HTTP API (the ``openai`` kind): a hosted API, vLLM,
+    llama.cpp's server, Ollama or ``transformers serve``. The API key is read from an
+    environment variable, never from a config or a run directory."""
+
+    kind: Literal["openai"] = "openai"
+    """``openai``: any server speaking the OpenAI completions/chat wire format."""
+    base_url: str = ""
+    """The API root, e.g. ``http://127.0.0.1:8000/v1`` (vLLM, transformers serve),
+    ``http://localhost:11434/v1`` (Ollama), ``https://api.openai.com/v1``."""
+    model: str = ""
+    """The model name the server knows."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key (null: the server needs none)."""
+    endpoint: Literal["completions", "chat"] = "completions"
+    """``completions`` (``/completions``: the template's text is the prompt; echo and lists of
+    prompts where the server has them) or ``chat`` (``/chat/completions``: the text is one user
+    message, after ``system_prompt`` when given)."""
+    system_prompt: str | None = None
+    """``chat``: a system message sent before the user message."""
+    scoring: Literal["auto", "logprobs", "echo", "generation"] = "auto"
+    """Classification: ``logprobs`` reads the verbalizers from the next token's top log-probs (one
+    request per pair); ``echo`` scores each verbalizer as a continuation (completions with
+    ``echo``; exact for multi-token verbalizers, one prompt per class); ``generation`` maps the
+    generated text to a class (unmatched answers are counted as invalid); ``auto`` asks for
+    logprobs and falls back to ``generation`` when the server has none. Generation tasks: their
+    likelihood reward needs ``echo`` (or ``auto`` on a server with echo); generation metrics need none."""
+    top_logprobs: int = 20
+    """``logprobs`` scoring: alternatives asked for per token (OpenAI allows up to 20)."""
+    max_tokens: int = 8
+    """``generation`` scoring of classification: tokens generated before matching a verbalizer."""
+    temperature: float = 0.0
+    """Sampling temperature (0: greedy, reproducible where the server is deterministic)."""
+    timeout_s: float = 60.0
+    """Seconds to wait for one answer."""
+    connect_timeout_s: float = 5.0
+    """Seconds to wait for a connection (an unreachable ``base_url`` fails this fast)."""
+    max_retries: int = 6
+    """Retries of a request after a 429, 5xx, timeout or dropped connection (exponential backoff
+    with jitter, ``Retry-After`` honoured); then the run stops with a clear error, resumable."""
+    backoff_s: float = 0.5
+    """First retry delay; it doubles per retry (with up to 50 % random jitter), at most ``max_backoff_s``."""
+    max_backoff_s: float = 30.0
+    """Longest delay between two tries."""
+    max_concurrency: int = 8
+    """Requests in flight at once."""
+    prompts_per_request: int = 1
+    """``completions``: texts sent together as one request's prompt list (servers that accept
+    lists: OpenAI, vLLM); 1 sends one text per request."""
+    price_prompt_per_1m: float = 0.0
+    """Money per million prompt tokens (0: cost not tracked)."""
+    price_completion_per_1m: float = 0.0
+    """Money per million completion tokens."""
+    response_cache: str | None = "auto"
+    """SQLite file of answers keyed by (base_url, endpoint, request body): a repeated request is
+    free across runs and resumes. ``auto``: ``$RLPROMPT_CACHE/api-responses.sqlite``; null: off."""
+    tokenizer: str | None = None
+    """Optional local Hugging Face tokenizer (id or directory) of the served model: gives token
+    envs their word vocabulary. Without it a built-in English word list is used."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"task_model.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
+                              f"got {self.base_url!r}")  # fmt: skip
+        if not self.model:
+            raise ConfigError("task_model.model must name the served model (GET <base_url>/models lists them)")
+        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+            raise ConfigError("task_model.api_key_env must be the NAME of an environment variable holding the key "
+                              "(e.g. OPENAI_API_KEY), never the key itself")  # fmt: skip
+        if self.scoring == "echo" and self.endpoint == "chat":
+            raise ConfigError("task_model.scoring=echo needs endpoint: completions (chat endpoints do not echo)")
+        if self.prompts_per_request > 1 and self.endpoint == "chat":
+            raise ConfigError("task_model.prompts_per_request > 1 needs endpoint: completions (chat takes one conversation)")
+        check_ranges(self, "task_model", positive=("timeout_s", "connect_timeout_s", "backoff_s", "max_backoff_s"),
+                     non_negative=("max_retries", "price_prompt_per_1m", "price_completion_per_1m", "temperature"),
+                     at_least_one=("top_logprobs", "max_tokens", "max_concurrency", "prompts_per_request"))  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.model}@{self.base_url}"
+
+    @property
+    def priced(self) -> bool:
+        return self.price_prompt_per_1m > 0 or self.price_completion_per_1m > 0

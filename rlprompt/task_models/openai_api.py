@@ -1,0 +1,670 @@
+"""Task models behind an OpenAI-compatible HTTP API: hosted APIs, vLLM, llama.cpp, Ollama, ``transformers serve``.
+
+:class:`ApiClient` sends request bodies through the official ``openai`` client (async, at most
+``max_concurrency`` in flight), reads repeated requests from the on-disk
+:class:`~rlprompt.task_models.response_cache.ResponseCache`, retries 429/5xx/timeouts/dropped
+connections with exponential backoff and jitter (``Retry-After`` honoured), and counts requests,
+tokens (from each answer's ``usage``) and money. Budgets in ``requests`` are charged before a
+batch is sent; ``tokens`` and ``cost``, known only from the answers, are checked before and
+recorded after (so they can be exceeded by at most one batch).
+
+Counts are *logical*: a request answered from the disk cache counts as it would have been paid
+(``requests_cached`` says how many were free), so a run stops at the same point, with the same
+results, whether its cache was cold, warm or restored by a resume.
+
+:class:`OpenAITaskModel` scores classification prompts in one of three modes (``scoring``):
+next-token ``logprobs`` of the verbalizers, ``echo`` (each verbalizer's continuation log-prob)
+or ``generation`` (the generated text matched to a verbalizer; unmatched answers score a tie,
+which the metrics count as wrong, and are counted in ``invalid_answers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.io import cache_dir
+from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats
+from rlprompt.task_models.config import OpenAITaskModelConfig
+from rlprompt.task_models.response_cache import ResponseCache, request_key
+from rlprompt.task_models.sequences import Example, input_key
+
+_PLACEHOLDER = re.compile(r"(\s*)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+INVALID_SCORE = 0.0
+"""Every class's score on an answer that matches no verbalizer: a tie, counted as wrong."""
+MISSING_MARGIN = math.log(2.0)
+"""A verbalizer absent from the listed top log-probs scores the smallest listed value minus
+this (its probability is below every listed one)."""
+
+
+class ApiError(RLPromptError):
+    """The server could not be used (after retries where retrying makes sense)."""
+
+
+class LogprobsUnavailable(ApiError):
+    """The server does not return the log-probabilities the scoring mode needs."""
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Fill a template's placeholders; whitespace before an empty value goes with it (as the
+    tokenized layouts of local models drop it)."""
+
+    def fill(match: re.Match[str]) -> str:
+        value = values.get(match.group(2))
+        if value is None:
+            return match.group(0)
+        return match.group(1) + value if value else ""
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+def match_verbalizer(answer: str, verbalizers: Sequence[str]) -> int | None:
+    """The class whose verbalizer the answer starts with (case, spaces and punctuation aside;
+    the longest wins); else the one class whose verbalizer occurs in it as whole words (a chat
+    model's "The review is positive."); else None (an invalid answer)."""
+    text = _normal(answer)
+    words = [_normal(v) for v in verbalizers]
+    best, best_len = None, 0
+    for index, word in enumerate(words):
+        if word and (text == word or text.startswith(word + " ")) and len(word) > best_len:
+            best, best_len = index, len(word)
+    if best is not None:
+        return best
+    padded = f" {text} "
+    found = [i for i, word in enumerate(words) if word and f" {word} " in padded]
+    found = [i for i in found if not any(j != i and words[i] in words[j] and j in found for j in found)]
+    return found[0] if len(found) == 1 else None
+
+
+def verbalizer_scores(top: dict[str, float], verbalizers: Sequence[str]) -> list[float]:
+    """Class scores from one token's top log-probs: a verbalizer's exact token, else the tokens
+    equal to it up to case and spaces (probabilities summed), else below every listed value."""
+    floor = min(top.values()) - MISSING_MARGIN if top else -100.0
+    scores = []
+    for verbalizer in verbalizers:
+        exact = [v for t, v in top.items() if t == verbalizer]
+        loose = exact or [v for t, v in top.items() if t.strip() and t.strip().lower() == verbalizer.strip().lower()]
+        scores.append(float(torch.logsumexp(torch.tensor(loose), 0)) if loose else floor)
+    return scores
+
+
+class ApiClient:
+    """Concurrent, cached, retried, counted requests to one OpenAI-compatible server."""
+
+    def __init__(self, config: OpenAITaskModelConfig, stats: TaskModelStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.budget: Any = None
+        key = None
+        if config.api_key_env is not None:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise ConfigError(f"the API key variable {config.api_key_env} is not set: export {config.api_key_env}=... "
+                                  "(or set task_model.api_key_env: null for a server that needs no key)")  # fmt: skip
+        self._api_key = key or "no-key"
+        path = config.response_cache
+        if path == "auto":
+            path = str(cache_dir() / "api-responses.sqlite")
+        self.cache = ResponseCache(path) if path else None
+        self._reached = False
+        self._jitter = random.Random(0)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="rlprompt-api")
+        self._thread.start()
+        self._client: Any = None
+
+    # ------------------------------------------------------------ public
+
+    def request(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answers (JSON dicts) of ``bodies`` in order: cached ones read, the others sent
+        concurrently, each cached as it arrives. Charges and records the budget (see module)."""
+        if not bodies:
+            return []
+        if self.budget is not None:
+            self.budget.check("tokens")
+            self.budget.check("cost")
+            self.budget.charge("requests", len(bodies))
+        keys = [request_key(self.config.base_url, self.config.endpoint, dict(b)) for b in bodies]
+        answers: list[dict[str, Any] | None] = [self.cache.get(k) if self.cache else None for k in keys]
+        missing = [i for i, a in enumerate(answers) if a is None]
+        self.stats.requests_cached += len(bodies) - len(missing)
+        if missing:
+            future: Future[list[Any]] = asyncio.run_coroutine_threadsafe(
+                self._send_all([bodies[i] for i in missing], [keys[i] for i in missing]), self._loop
+            )
+            sent = future.result()
+            failures = [r for r in sent if isinstance(r, BaseException)]
+            for i, result in zip(missing, sent, strict=True):
+                if not isinstance(result, BaseException):
+                    answers[i] = result
+            if failures:
+                self._count([a for a in answers if a is not None])
+                raise failures[0]
+        self._count(answers)  # type: ignore[arg-type]
+        return answers  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            if self._client is not None:
+                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self.cache is not None:
+            self.cache.close()
+
+    def models(self) -> list[str]:
+        """The model names the server lists (empty when it lists none)."""
+        return asyncio.run_coroutine_threadsafe(self._models(), self._loop).result()
+
+    async def _models(self) -> list[str]:
+        try:
+            page = await self._openai().models.list()
+            return [m.id for m in page.data]
+        except Exception:  # noqa: BLE001 - only used to enrich an error message
+            return []
+
+    # ------------------------------------------------------------ internals
+
+    def _count(self, answers: Sequence[dict[str, Any]]) -> None:
+        prompt_tokens = completion_tokens = 0
+        for answer in answers:
+            usage = answer.get("usage") or {}
+            prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            completion_tokens += int(usage.get("completion_tokens") or 0)
+        cost = (prompt_tokens * self.config.price_prompt_per_1m + completion_tokens * self.config.price_completion_per_1m) / 1e6
+        self.stats.requests += len(answers)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        self.stats.cost += cost
+        if self.budget is not None:
+            self.budget.record("tokens", prompt_tokens + completion_tokens)
+            self.budget.record("cost", cost)
+
+    def _openai(self) -> Any:
+        if self._client is None:
+            import openai
+
+            timeout = openai.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+            self._client = openai.AsyncOpenAI(base_url=self.config.base_url, api_key=self._api_key,
+                                              timeout=timeout, max_retries=0)  # fmt: skip
+        return self._client
+
+    async def _send_all(self, bodies: list[dict[str, Any]], keys: list[str]) -> list[Any]:
+        limit = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(body: dict[str, Any], key: str) -> Any:
+            async with limit:
+                answer = await self._send(body)
+            if self.cache is not None:
+                self.cache.put(key, answer)
+            return answer
+
+        if not self._reached:  # the first contact alone: a wrong URL or key fails once, fast
+            first = await asyncio.gather(one(bodies[0], keys[0]), return_exceptions=True)
+            if isinstance(first[0], BaseException):
+                return first + [first[0]] * (len(bodies) - 1)
+            rest = await asyncio.gather(*(one(b, k) for b, k in zip(bodies[1:], keys[1:], strict=True)),
+                                        return_exceptions=True)  # fmt: skip
+            return first + list(rest)
+        return list(await asyncio.gather(*(one(b, k) for b, k in zip(bodies, keys, strict=True)), return_exceptions=True))
+
+    async def _send(self, body: dict[str, Any]) -> dict[str, Any]:
+        import openai
+
+        client = self._openai()
+        config = self.config
+        where = f"{config.base_url} ({config.endpoint})"
+        for attempt in range(config.max_retries + 1):
+            try:
+                if config.endpoint == "chat":
+                    response = await client.chat.completions.create(**body)
+                else:
+                    response = await client.completions.create(**body)
+                self._reached = True
+                return response.model_dump(mode="json")
+            except openai.AuthenticationError as exc:
+                raise ApiError(f"{where} refused the API key from ${config.api_key_env or '(none)'} "
+                               f"(401: {_message(exc)})") from None  # fmt: skip
+            except openai.PermissionDeniedError as exc:
+                raise ApiError(f"{where} denied access (403: {_message(exc)})") from None
+            except openai.NotFoundError as exc:
+                self._reached = True
+                names = await self._models()
+                known = f"; the server lists {names}" if names else ""
+                raise ApiError(f"{where} answered 404 for model '{config.model}': {_message(exc)}{known}") from None
+            except openai.BadRequestError as exc:
+                self._reached = True
+                if _asks_logprobs(body):
+                    raise LogprobsUnavailable(f"{where} rejected a request for log-probabilities ({_message(exc)}): "
+                                              "use task_model.scoring: generation (or auto)") from None  # fmt: skip
+                raise ApiError(f"{where} rejected the request (400: {_message(exc)})") from None
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                if not self._reached and _could_not_connect(exc):
+                    raise ApiError(f"cannot reach {config.base_url}: {_message(exc)} (is the server running?)") from None
+                if attempt == config.max_retries:
+                    raise ApiError(f"{where} failed {attempt + 1} times in a row, last: {_message(exc)}; the run "
+                                   "stopped with a resumable checkpoint (answers so far are cached)") from None  # fmt: skip
+                self.stats.retries += 1
+                await asyncio.sleep(self._delay(attempt, exc))
+            except openai.APIStatusError as exc:
+                raise ApiError(f"{where} answered {exc.status_code}: {_message(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delay(self, attempt: int, exc: Exception) -> float:
+        response = getattr(exc, "response", None)
+        retry_after = None if response is None else response.headers.get("retry-after")
+        if retry_after is not None:
+            try:
+                return min(float(retry_after), self.config.max_backoff_s)
+            except ValueError:
+                pass
+        base = min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s)
+        return base * (1.0 + 0.5 * self._jitter.random())
+
+
+def _message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _could_not_connect(exc: BaseException) -> bool:
+    """No connection could be opened at all (refused, unknown host), as opposed to one dropped or
+    timed out: the cause chain holds a connect error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or type(seen).__name__ == "ConnectError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _asks_logprobs(body: dict[str, Any]) -> bool:
+    return body.get("logprobs") not in (None, False) or bool(body.get("echo"))
+
+
+class OpenAITaskModel(TaskModel):
+    """Classification on a served model: class scores from log-probs, echo or generated text."""
+
+    supports_soft_prompts = False
+    supports_gradients = False
+    served = True
+
+    def __init__(self, config: OpenAITaskModelConfig, template: str, verbalizers: Sequence[str]) -> None:
+        self.config = config
+        self.template = template
+        self.verbalizers = list(verbalizers)
+        self.num_classes = len(self.verbalizers)
+        self.stats = TaskModelStats()
+        self.client = ApiClient(config, self.stats)
+        self.scoring = config.scoring
+        """The mode in use: ``auto`` until the first request settles it."""
+        self._memo: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._words: list[str] | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> OpenAITaskModel:
+        return cls(config, template, verbalizers)
+
+    # ------------------------------------------------------------ TaskModel
+
+    @property
+    def hidden_size(self) -> int:
+        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
+
+    @property
+    def embedding_std(self) -> float:
+        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
+
+    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
+        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
+
+    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        raise RLPromptError("a served model takes text only: soft prompts need a local model")
+
+    def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        rows = self.score_pairs(prompts, [texts] * len(prompts))
+        return torch.stack(rows) if rows else torch.zeros(0, len(texts), self.num_classes)
+
+    def score_pairs(self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        prompt_list = _text_prompts(prompts)
+        keys = [("cls", p, t) for p, texts in zip(prompt_list, texts_per_prompt, strict=True) for t in texts]
+        values = self._memoized(keys, lambda todo: self._compute([(k[1], k[2]) for k in todo]), self._requests_for)
+        out, start = [], 0
+        for texts in texts_per_prompt:
+            rows = values[start : start + len(texts)]
+            out.append(torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, self.num_classes))
+            start += len(texts)
+        return out
+
+    def _memoized(self, keys: list[tuple[str, ...]], compute: Any, requests_for: Any) -> list[Any]:
+        """Values of ``keys``: remembered ones reused (free), the others computed once each, after
+        every budget is checked (``requests_for(n)``: requests that ``n`` new values take)."""
+        self.stats.requested += len(keys)
+        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        self.stats.cache_hits += len(keys) - len(todo)
+        fresh: dict[tuple[str, ...], Any] = {}
+        if todo:
+            if self.budget is not None:  # every budget checked before any is charged
+                self.budget.check("requests", requests_for(len(todo)))
+                self.budget.check("tokens")
+                self.budget.check("cost")
+            self.charge_lm_calls(len(todo))
+            self.client.budget = self.budget
+            fresh = dict(zip(todo, compute(todo), strict=True))
+        out = [fresh[k] if k in fresh else self._memo[k] for k in keys]
+        for key in keys:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+        if self.config.cache_size:
+            self._memo.update(fresh)
+            while len(self._memo) > self.config.cache_size:
+                self._memo.popitem(last=False)
+        return out
+
+    def _requests_for(self, pairs: int) -> int:
+        scoring = "logprobs" if self.scoring == "auto" else self.scoring
+        texts = pairs * (self.num_classes if scoring == "echo" else 1)
+        size = 1 if self.config.endpoint == "chat" else self.config.prompts_per_request
+        return -(-texts // size)
+
+    def clear_cache(self) -> None:
+        self._memo.clear()
+
+    def cache_state(self) -> dict[str, Any]:
+        """Counters, remembered answers (JSON values) and the scoring mode: a resumed run scores
+        and counts exactly as the uninterrupted one."""
+        return {"stats": self.stats.as_dict(), "memo": [[list(k), v] for k, v in self._memo.items()],
+                "scoring": self.scoring}  # fmt: skip
+
+    def load_cache_state(self, state: dict[str, Any]) -> None:
+        restored = TaskModelStats(**state["stats"])
+        for name, value in restored.as_dict().items():
+            setattr(self.stats, name, value)  # the client shares this object
+        self._memo = OrderedDict((tuple(k), v) for k, v in state.get("memo", []))
+        self.scoring = state.get("scoring", self.scoring)
+
+    def reset_stats(self) -> None:
+        for name, value in TaskModelStats().as_dict().items():
+            setattr(self.stats, name, value)
+
+    def words(self) -> list[str]:
+        if self._words is None:
+            if self.config.tokenizer:
+                from transformers import AutoTokenizer
+
+                from rlprompt.task_models.vocab import tokenizer_words
+
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"task_model.tokenizer: cannot load '{self.config.tokenizer}' ({exc})") from None
+                self._words = tokenizer_words(tokenizer)
+            else:
+                from rlprompt.task_models.words import ENGLISH_WORDS
+
+                self._words = list(ENGLISH_WORDS)
+        return self._words
+
+    # ------------------------------------------------------------ requests
+
+    def text(self, prompt: str, sentence: str) -> str:
+        return render(self.template, {"prompt": prompt, "sentence": sentence})
+
+    def _body(self, text: str, *, max_tokens: int, logprobs: bool, system: str | None = None,
+              stop: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+        config = self.config
+        body: dict[str, Any] = {"model": config.model, "max_tokens": max_tokens, "temperature": config.temperature}
+        if stop:
+            body["stop"] = list(stop)
+        if config.endpoint == "chat":
+            system = system if system is not None else config.system_prompt
+            messages = [{"role": "system", "content": system}] if system else []
+            body["messages"] = [*messages, {"role": "user", "content": text}]
+            if logprobs:
+                body.update(logprobs=True, top_logprobs=config.top_logprobs)
+        else:
+            body["prompt"] = text
+            if logprobs:
+                body["logprobs"] = config.top_logprobs
+        return body
+
+    def _echo_body(self, text: str) -> dict[str, Any]:
+        return {"model": self.config.model, "prompt": text, "max_tokens": 1, "temperature": self.config.temperature,
+                "logprobs": 0, "echo": True}  # fmt: skip
+
+    def _requests(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One answer's first choice per body; completions bodies are grouped into prompt lists
+        of ``prompts_per_request`` (each cached as one request)."""
+        size = self.config.prompts_per_request
+        if size == 1 or self.config.endpoint == "chat":
+            return [a["choices"][0] for a in self.client.request(bodies)]
+        grouped = []
+        for start in range(0, len(bodies), size):
+            chunk = bodies[start : start + size]
+            grouped.append({**chunk[0], "prompt": [b["prompt"] for b in chunk]})
+        choices: list[dict[str, Any]] = []
+        for body, answer in zip(grouped, self.client.request(grouped), strict=True):
+            ordered = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+            if len(ordered) != len(body["prompt"]):
+                raise ApiError(f"{self.config.base_url} answered {len(ordered)} choices for {len(body['prompt'])} "
+                               "prompts: set task_model.prompts_per_request: 1 for this server")  # fmt: skip
+            choices.extend(ordered)
+        return choices
+
+    # ------------------------------------------------------------ classification scoring
+
+    def _compute(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
+        texts = [self.text(p, s) for p, s in pairs]
+        if self.scoring == "auto":
+            try:
+                first = self._by_logprobs(texts[:1])
+            except LogprobsUnavailable:
+                self.scoring = "generation"
+            else:
+                self.scoring = "logprobs"
+                return first + (self._by_logprobs(texts[1:]) if len(texts) > 1 else [])
+        if self.scoring == "logprobs":
+            return self._by_logprobs(texts)
+        if self.scoring == "echo":
+            return self._by_echo(texts)
+        return self._by_generation(texts)
+
+    def _by_logprobs(self, texts: list[str]) -> list[list[float]]:
+        choices = self._requests([self._body(t, max_tokens=1, logprobs=True) for t in texts])
+        return [verbalizer_scores(self._first_top(c), self.verbalizers) for c in choices]
+
+    def _first_top(self, choice: dict[str, Any]) -> dict[str, float]:
+        logprobs = choice.get("logprobs") or {}
+        if self.config.endpoint == "chat":
+            content = logprobs.get("content") or []
+            if content and content[0].get("top_logprobs"):
+                return {t["token"]: float(t["logprob"]) for t in content[0]["top_logprobs"]}
+        else:
+            tops = logprobs.get("top_logprobs") or []
+            if tops and tops[0]:
+                return {str(k): float(v) for k, v in tops[0].items()}
+        raise LogprobsUnavailable(f"{self.config.base_url} answered without top log-probabilities: use "
+                                  "task_model.scoring: generation (or auto)")  # fmt: skip
+
+    def _by_echo(self, texts: list[str]) -> list[list[float]]:
+        spans = [(t, v) for t in texts for v in self.verbalizers]
+        choices = self._requests([self._echo_body(t + v) for t, v in spans])
+        scores = [continuation_log_prob(c, len(t), len(t + v))[0] for (t, v), c in zip(spans, choices, strict=True)]
+        return [scores[i * self.num_classes : (i + 1) * self.num_classes] for i in range(len(texts))]
+
+    def _by_generation(self, texts: list[str]) -> list[list[float]]:
+        choices = self._requests([self._body(t, max_tokens=self.config.max_tokens, logprobs=False) for t in texts])
+        out = []
+        for choice in choices:
+            index = match_verbalizer(_choice_text(choice), self.verbalizers)
+            if index is None:
+                self.stats.invalid_answers += 1
+                out.append([INVALID_SCORE] * self.num_classes)
+            else:
+                row = [-math.log(1e4)] * self.num_classes
+                row[index] = 0.0
+                out.append(row)
+        return out
+
+
+class OpenAIGenerationModel(OpenAITaskModel):
+    """Generation tasks on a served model: reference likelihoods through ``echo`` (where the
+    server has it) and greedy generations scored by the task's metrics."""
+
+    def __init__(self, config: OpenAITaskModelConfig, template: str, generation: Any) -> None:
+        super().__init__(config, template, [])
+        self.generation = generation
+        if generation.chat == "system" and config.endpoint != "chat":
+            raise ConfigError("generation.chat=system puts the prompt in a system message: it needs "
+                              "task_model.endpoint: chat")  # fmt: skip
+        if generation.chat == "user" and config.endpoint != "chat":
+            raise ConfigError("generation.chat=user sends the template as a chat message: set task_model.endpoint: chat")
+        prefix = generation.reference_prefix
+        self.reference_prefix = (" " if config.endpoint == "completions" else "") if prefix is None else prefix
+
+    @classmethod
+    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> OpenAIGenerationModel:
+        return cls(config, template, kwargs["generation"])
+
+    def score_pairs(self, prompts: Any, texts_per_prompt: Any) -> list[torch.Tensor]:
+        raise RLPromptError("a generation task has no class scores: use log_likelihood() or generate()")
+
+    def check_references(self, examples: Sequence[Example], references: Sequence[Sequence[str]], source: str) -> None:
+        """The server's context length is unknown here: it answers an over-long request with a clear 400."""
+
+    def render_example(self, prompt: str, example: Example) -> tuple[str, str | None]:
+        """(user text, system message) of one (prompt, input)."""
+        values = {"sentence": example} if isinstance(example, str) else dict(example)
+        if self.generation.chat == "system":
+            return render(self.template, values), prompt
+        return render(self.template, {**values, "prompt": prompt}), None
+
+    def log_likelihood(self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]],
+                       references_per_prompt: Sequence[Sequence[Sequence[str]]]) -> list[torch.Tensor]:  # fmt: skip
+        """Per prompt ``i``, ``[n_i]`` mean token log-probs of each example's best reference (echo)."""
+        if self.config.endpoint == "chat" or self.scoring in ("logprobs", "generation"):
+            raise ConfigError("the likelihood reward needs echoed log-probs (task_model.endpoint: completions, "
+                              "scoring: echo or auto on a server with echo); use a generation metric as the "
+                              "reward (reward.name: f1, rougeL ...) on this server")  # fmt: skip
+        prompt_list = _text_prompts(prompts)
+        keys, owners = [], []
+        for p, examples, references in zip(prompt_list, examples_per_prompt, references_per_prompt, strict=True):
+            for example, refs in zip(examples, references, strict=True):
+                keys.append(("ll", p, input_key(example), json.dumps(list(refs))))
+                owners.append(example)
+        by_key = dict(zip(keys, owners, strict=True))
+        values = self._memoized(keys, lambda todo: self._likelihoods([(k[1], by_key[k], json.loads(k[3])) for k in todo]),
+                                lambda n: n)  # fmt: skip
+        out, start = [], 0
+        for examples in examples_per_prompt:
+            out.append(torch.tensor(values[start : start + len(examples)], dtype=torch.float32))
+            start += len(examples)
+        return out
+
+    def _likelihoods(self, rows: list[tuple[str, Example, list[str]]]) -> list[float]:
+        stop = self.generation.stop[0] if self.generation.score_stop and self.generation.stop else ""
+        spans, owner = [], []
+        for index, (prompt, example, refs) in enumerate(rows):
+            text, _ = self.render_example(prompt, example)
+            for ref in refs:
+                continuation = self.reference_prefix + ref + stop
+                spans.append((text, continuation))
+                owner.append(index)
+        try:
+            choices = self._requests([self._echo_body(t + c) for t, c in spans])
+        except LogprobsUnavailable:
+            raise
+        if self.scoring == "auto":
+            self.scoring = "echo"
+        best = [-math.inf] * len(rows)
+        for (text, continuation), choice, index in zip(spans, choices, owner, strict=True):
+            total, count = continuation_log_prob(choice, len(text), len(text + continuation))
+            best[index] = max(best[index], total / count)
+        return best
+
+    def generate(self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]]) -> list[list[str]]:
+        """Greedy outputs of every prompt on its examples (stop strings cut off, whitespace stripped)."""
+        prompt_list = _text_prompts(prompts)
+        keys, owners = [], []
+        for p, examples in zip(prompt_list, examples_per_prompt, strict=True):
+            for example in examples:
+                keys.append(("gen", p, input_key(example)))
+                owners.append(example)
+        by_key = dict(zip(keys, owners, strict=True))
+        values = self._memoized(keys, lambda todo: self._generations([(k[1], by_key[k]) for k in todo]), lambda n: n)
+        out, start = [], 0
+        for examples in examples_per_prompt:
+            out.append(list(values[start : start + len(examples)]))
+            start += len(examples)
+        return out
+
+    def _generations(self, rows: list[tuple[str, Example]]) -> list[str]:
+        bodies = []
+        for prompt, example in rows:
+            text, system = self.render_example(prompt, example)
+            bodies.append(self._body(text, max_tokens=self.generation.max_new_tokens, logprobs=False, system=system,
+                                     stop=self.generation.stop))  # fmt: skip
+        before = self.stats.completion_tokens
+        choices = self._requests(bodies)
+        self.stats.generated_tokens += self.stats.completion_tokens - before
+        outputs = []
+        for choice in choices:
+            answer = _choice_text(choice)
+            for stop in self.generation.stop:  # servers that ignore ``stop`` are cut here
+                if stop in answer:
+                    answer = answer[: answer.index(stop)]
+            outputs.append(answer.strip())
+        return outputs
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    text = choice.get("text")
+    if text is None:
+        text = (choice.get("message") or {}).get("content")
+    return text or ""
+
+
+def _text_prompts(prompts: Sequence[Prompt] | torch.Tensor) -> list[str]:
+    if isinstance(prompts, torch.Tensor) or any(not isinstance(p, str) for p in prompts):
+        raise RLPromptError("a served model takes text only: soft prompts need a local model")
+    return list(prompts)  # type: ignore[arg-type]
+
+
+def continuation_log_prob(choice: dict[str, Any], start: int, end: int) -> tuple[float, int]:
+    """Sum and count of the echoed log-probs of the tokens overlapping characters ``[start, end)``."""
+    logprobs = choice.get("logprobs") or {}
+    offsets, tokens, values = logprobs.get("text_offset"), logprobs.get("tokens"), logprobs.get("token_logprobs")
+    if not offsets or not tokens or values is None:
+        raise LogprobsUnavailable("the server answered an echo request without token log-probabilities: "
+                                  "use task_model.scoring: logprobs or generation (or a generation metric reward)")  # fmt: skip
+    total, count = 0.0, 0
+    for offset, token, value in zip(offsets, tokens, values, strict=False):
+        if offset < end and offset + len(token) > start and value is not None:
+            total += float(value)
+            count += 1
+    if not count:
+        raise LogprobsUnavailable("the echoed tokens do not cover the scored text: the server's echo is unusable here")
+    return total, count
