@@ -22,7 +22,7 @@ import torch
 from rlprompt.budget import Budget
 from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.data import ClassificationDataset, TaskData, load_task_data
-from rlprompt.errors import ConfigError, DataError
+from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.rewards import accuracy, classification_metrics, compute_reward
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
@@ -149,9 +149,19 @@ class Task:
         if self.budget is not None:
             self.budget.check("prompt_evals", count)
         logits = self.logits(prompts, split, indices)
+        self._check_reward_fits_scores()
         labels = self.labels(split) if indices is None else self.labels(split)[torch.tensor(indices, dtype=torch.long)]
         self.charge_prompt_evals(logits.shape[0])
         return self._reward_of(logits, labels)
+
+    def _check_reward_fits_scores(self) -> None:
+        """A model whose scores are hard answers (a served model without log-probs) gives no
+        class probabilities: probability rewards would rank an unanswered example (a tie) above
+        a wrong answer, so only ``accuracy`` trains on it."""
+        if not getattr(self.task_model, "scores_are_probabilities", True) and self.config.reward.name != "accuracy":
+            raise RLPromptError(f"the task model scores by generated answers (no log-probabilities), which give no "
+                                f"class probabilities for reward '{self.config.reward.name}': set reward.name: "
+                                "accuracy, or serve the model where log-probs are returned")  # fmt: skip
 
     def _reward_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         r = self.config.reward
@@ -180,6 +190,7 @@ class Task:
             self.budget.check("prompt_evals", len(indices))
         texts = [[dataset.texts[i] for i in idx] for idx in indices]
         logits = self.task_model.score_pairs(prompts, texts)
+        self._check_reward_fits_scores()
         labels = self.labels(split)
         rewards, accuracies = [], []
         for idx, row in zip(indices, logits, strict=True):

@@ -178,10 +178,10 @@ def minilm_template_task(minilm_task):
 @pytest.fixture(scope="session")
 def tiny_openai_server(tiny_clm_dir):
     """The tiny GPT-2 behind a local OpenAI-compatible server with log-probs (bounded: 127.0.0.1,
-    at most 50,000 requests, shut down after 20 minutes or at the end of the session)."""
+    at most 50,000 requests, shut down after an hour or at the end of the session)."""
     from rlprompt.testing.openai_server import OpenAICompatibleServer
 
-    with OpenAICompatibleServer(tiny_clm_dir, model_name="tiny-gpt2", max_requests=50_000, lifetime_s=1200) as server:
+    with OpenAICompatibleServer(tiny_clm_dir, model_name="tiny-gpt2", max_requests=50_000, lifetime_s=3600) as server:
         yield server
 
 

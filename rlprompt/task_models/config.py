@@ -147,8 +147,12 @@ class OpenAITaskModelConfig(TaskModelConfig):
     """``logprobs`` scoring: alternatives asked for per token (OpenAI allows up to 20)."""
     max_tokens: int = 8
     """``generation`` scoring of classification: tokens generated before matching a verbalizer."""
-    temperature: float = 0.0
-    """Sampling temperature (0: greedy, reproducible where the server is deterministic)."""
+    temperature: float | None = 0.0
+    """Sampling temperature (0: greedy, reproducible where the server is deterministic; null:
+    not sent, for models that refuse it)."""
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """How the token limit is named in requests (OpenAI's newer chat models want
+    ``max_completion_tokens``; most servers take ``max_tokens``)."""
     timeout_s: float = 60.0
     """Seconds to wait for one answer."""
     connect_timeout_s: float = 5.0

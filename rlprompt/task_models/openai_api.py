@@ -26,7 +26,9 @@ import math
 import os
 import random
 import re
+import sqlite3
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -88,18 +90,27 @@ def match_verbalizer(answer: str, verbalizers: Sequence[str]) -> int | None:
         return best
     padded = f" {text} "
     found = [i for i, word in enumerate(words) if word and f" {word} " in padded]
-    found = [i for i in found if not any(j != i and words[i] in words[j] and j in found for j in found)]
+    found = [i for i in found if not any(j != i and f" {words[i]} " in f" {words[j]} " for j in found)]
     return found[0] if len(found) == 1 else None
 
 
 def verbalizer_scores(top: dict[str, float], verbalizers: Sequence[str]) -> list[float]:
-    """Class scores from one token's top log-probs: a verbalizer's exact token, else the tokens
-    equal to it up to case and spaces (probabilities summed), else below every listed value."""
+    """Class scores from one token's top log-probs, by one rule for every class: each
+    verbalizer's exact token when every verbalizer has one listed; otherwise, for each, the
+    tokens equal to it up to case and spaces (probabilities summed); a verbalizer with none
+    listed scores below every listed value."""
     floor = min(top.values()) - MISSING_MARGIN if top else -100.0
+
+    def key(token: str) -> str:
+        return token.strip().lower()
+
+    exact = all(v in top for v in verbalizers)
     scores = []
     for verbalizer in verbalizers:
-        exact = [v for t, v in top.items() if t == verbalizer]
-        loose = exact or [v for t, v in top.items() if t.strip() and t.strip().lower() == verbalizer.strip().lower()]
+        if exact:
+            scores.append(float(top[verbalizer]))
+            continue
+        loose = [v for t, v in top.items() if t.strip() and key(t) == key(verbalizer)]
         scores.append(float(torch.logsumexp(torch.tensor(loose), 0)) if loose else floor)
     return scores
 
@@ -123,6 +134,7 @@ class ApiClient:
             path = str(cache_dir() / "api-responses.sqlite")
         self.cache = ResponseCache(path) if path else None
         self._reached = False
+        self._warned_cache = False
         self._jitter = random.Random(0)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="rlprompt-api")
@@ -145,18 +157,24 @@ class ApiClient:
         missing = [i for i, a in enumerate(answers) if a is None]
         self.stats.requests_cached += len(bodies) - len(missing)
         if missing:
+            if not self._thread.is_alive():
+                raise ApiError("the API client was closed")
             future: Future[list[Any]] = asyncio.run_coroutine_threadsafe(
                 self._send_all([bodies[i] for i in missing], [keys[i] for i in missing]), self._loop
             )
-            sent = future.result()
+            try:
+                sent = future.result()
+            except BaseException:  # Ctrl-C: stop sending (answers that arrived are cached)
+                future.cancel()
+                raise
             failures = [r for r in sent if isinstance(r, BaseException)]
             for i, result in zip(missing, sent, strict=True):
                 if not isinstance(result, BaseException):
                     answers[i] = result
             if failures:
-                self._count([a for a in answers if a is not None])
+                self._count([a for a in answers if a is not None], len(bodies))
                 raise failures[0]
-        self._count(answers)  # type: ignore[arg-type]
+        self._count(answers, len(bodies))  # type: ignore[arg-type]
         return answers  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -180,14 +198,15 @@ class ApiClient:
 
     # ------------------------------------------------------------ internals
 
-    def _count(self, answers: Sequence[dict[str, Any]]) -> None:
+    def _count(self, answers: Sequence[dict[str, Any]], requests: int) -> None:
+        """Record ``requests`` requests (as charged: failed ones too) and the answers' usage."""
         prompt_tokens = completion_tokens = 0
         for answer in answers:
             usage = answer.get("usage") or {}
             prompt_tokens += int(usage.get("prompt_tokens") or 0)
             completion_tokens += int(usage.get("completion_tokens") or 0)
         cost = (prompt_tokens * self.config.price_prompt_per_1m + completion_tokens * self.config.price_completion_per_1m) / 1e6
-        self.stats.requests += len(answers)
+        self.stats.requests += requests
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
         self.stats.cost += cost
@@ -211,7 +230,12 @@ class ApiClient:
             async with limit:
                 answer = await self._send(body)
             if self.cache is not None:
-                self.cache.put(key, answer)
+                try:
+                    await asyncio.to_thread(self.cache.put, key, answer)
+                except sqlite3.Error as exc:  # the answer is kept for this run; only its caching failed
+                    if not self._warned_cache:
+                        self._warned_cache = True
+                        warnings.warn(f"response cache {self.cache.path}: {exc}; answers are not cached", stacklevel=1)
             return answer
 
         if not self._reached:  # the first contact alone: a wrong URL or key fails once, fast
@@ -245,15 +269,26 @@ class ApiClient:
             except openai.NotFoundError as exc:
                 self._reached = True
                 names = await self._models()
-                known = f"; the server lists {names}" if names else ""
+                known = (f"; the server lists {names}" if names else
+                         "; check base_url (most servers want the /v1 suffix) and the model name")  # fmt: skip
                 raise ApiError(f"{where} answered 404 for model '{config.model}': {_message(exc)}{known}") from None
             except openai.BadRequestError as exc:
                 self._reached = True
-                if _asks_logprobs(body):
-                    raise LogprobsUnavailable(f"{where} rejected a request for log-probabilities ({_message(exc)}): "
+                message = _message(exc)
+                if _asks_logprobs(body) and re.search(r"logprob|echo", message, re.IGNORECASE):
+                    raise LogprobsUnavailable(f"{where} rejected a request for log-probabilities ({message}): "
                                               "use task_model.scoring: generation (or auto)") from None  # fmt: skip
-                raise ApiError(f"{where} rejected the request (400: {_message(exc)})") from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                raise ApiError(f"{where} rejected the request (400: {message})") from None
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
+                    raise ApiError(f"{where} answered {exc.status_code}: {_message(exc)}") from None
+                if attempt == config.max_retries:
+                    raise ApiError(f"{where} failed {attempt + 1} times in a row, last: {exc.status_code} "
+                                   f"{_message(exc)}; the run stopped with a resumable checkpoint (answers so far "
+                                   "are cached)") from None  # fmt: skip
+                self.stats.retries += 1
+                await asyncio.sleep(self._delay(attempt, exc))
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 if not self._reached and _could_not_connect(exc):
                     raise ApiError(f"cannot reach {config.base_url}: {_message(exc)} (is the server running?)") from None
                 if attempt == config.max_retries:
@@ -261,8 +296,8 @@ class ApiClient:
                                    "stopped with a resumable checkpoint (answers so far are cached)") from None  # fmt: skip
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, exc))
-            except openai.APIStatusError as exc:
-                raise ApiError(f"{where} answered {exc.status_code}: {_message(exc)}") from None
+            except openai.APIError as exc:  # a malformed answer, or another failure of the client
+                raise ApiError(f"{where}: {type(exc).__name__}: {_message(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _delay(self, attempt: int, exc: Exception) -> float:
@@ -273,8 +308,8 @@ class ApiClient:
                 return min(float(retry_after), self.config.max_backoff_s)
             except ValueError:
                 pass
-        base = min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s)
-        return base * (1.0 + 0.5 * self._jitter.random())
+        base = self.config.backoff_s * 2**attempt * (1.0 + 0.5 * self._jitter.random())
+        return min(base, self.config.max_backoff_s)
 
 
 def _message(exc: Exception) -> str:
@@ -323,10 +358,19 @@ class OpenAITaskModel(TaskModel):
         """The mode in use: ``auto`` until the first request settles it."""
         self._memo: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._words: list[str] | None = None
+        self._multi_word = any(len(v.split()) > 1 for v in self.verbalizers)
+        if self._multi_word and config.scoring == "logprobs":
+            raise ConfigError(f"task_model.scoring=logprobs reads one next token, but verbalizers {self.verbalizers} "
+                              "have several words: use scoring: echo (exact), generation or auto")  # fmt: skip
 
     @classmethod
     def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> OpenAITaskModel:
         return cls(config, template, verbalizers)
+
+    @property
+    def scores_are_probabilities(self) -> bool:
+        """False once scoring settled on generated answers (hard, one-hot-like scores)."""
+        return self.scoring != "generation"
 
     # ------------------------------------------------------------ TaskModel
 
@@ -351,7 +395,8 @@ class OpenAITaskModel(TaskModel):
     def score_pairs(self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         prompt_list = _text_prompts(prompts)
         keys = [("cls", p, t) for p, texts in zip(prompt_list, texts_per_prompt, strict=True) for t in texts]
-        values = self._memoized(keys, lambda todo: self._compute([(k[1], k[2]) for k in todo]), self._requests_for)
+        values = self._memoized(keys, lambda todo: self._compute([(k[1], k[2]) for k in todo]),
+                                lambda todo: self._requests_for(len(todo)))  # fmt: skip
         out, start = [], 0
         for texts in texts_per_prompt:
             rows = values[start : start + len(texts)]
@@ -361,14 +406,14 @@ class OpenAITaskModel(TaskModel):
 
     def _memoized(self, keys: list[tuple[str, ...]], compute: Any, requests_for: Any) -> list[Any]:
         """Values of ``keys``: remembered ones reused (free), the others computed once each, after
-        every budget is checked (``requests_for(n)``: requests that ``n`` new values take)."""
+        every budget is checked (``requests_for(todo)``: the requests the new keys take)."""
         self.stats.requested += len(keys)
         todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
         self.stats.cache_hits += len(keys) - len(todo)
         fresh: dict[tuple[str, ...], Any] = {}
         if todo:
             if self.budget is not None:  # every budget checked before any is charged
-                self.budget.check("requests", requests_for(len(todo)))
+                self.budget.check("requests", requests_for(todo))
                 self.budget.check("tokens")
                 self.budget.check("cost")
             self.charge_lm_calls(len(todo))
@@ -384,11 +429,16 @@ class OpenAITaskModel(TaskModel):
                 self._memo.popitem(last=False)
         return out
 
-    def _requests_for(self, pairs: int) -> int:
-        scoring = "logprobs" if self.scoring == "auto" else self.scoring
-        texts = pairs * (self.num_classes if scoring == "echo" else 1)
+    def _grouped(self, texts: int) -> int:
+        """Requests that ``texts`` texts take (lists of ``prompts_per_request`` on completions)."""
         size = 1 if self.config.endpoint == "chat" else self.config.prompts_per_request
         return -(-texts // size)
+
+    def _requests_for(self, pairs: int) -> int:
+        if self.scoring == "auto":  # one probe, then the rest in the mode it settles on (at most echo's count)
+            per_pair = self.num_classes if self._multi_word else 1
+            return 1 + self._grouped(max(pairs - 1, 0) * per_pair) if pairs else 0
+        return self._grouped(pairs * (self.num_classes if self.scoring == "echo" else 1))
 
     def clear_cache(self) -> None:
         self._memo.clear()
@@ -436,7 +486,9 @@ class OpenAITaskModel(TaskModel):
     def _body(self, text: str, *, max_tokens: int, logprobs: bool, system: str | None = None,
               stop: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
         config = self.config
-        body: dict[str, Any] = {"model": config.model, "max_tokens": max_tokens, "temperature": config.temperature}
+        body: dict[str, Any] = {"model": config.model, config.max_tokens_param: max_tokens}
+        if config.temperature is not None:
+            body["temperature"] = config.temperature
         if stop:
             body["stop"] = list(stop)
         if config.endpoint == "chat":
@@ -452,22 +504,25 @@ class OpenAITaskModel(TaskModel):
         return body
 
     def _echo_body(self, text: str) -> dict[str, Any]:
-        return {"model": self.config.model, "prompt": text, "max_tokens": 1, "temperature": self.config.temperature,
-                "logprobs": 0, "echo": True}  # fmt: skip
+        body = {"model": self.config.model, "prompt": text, "max_tokens": 1, "logprobs": 0, "echo": True}
+        if self.config.temperature is not None:
+            body["temperature"] = self.config.temperature
+        return body
 
     def _requests(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One answer's first choice per body; completions bodies are grouped into prompt lists
         of ``prompts_per_request`` (each cached as one request)."""
         size = self.config.prompts_per_request
         if size == 1 or self.config.endpoint == "chat":
-            return [a["choices"][0] for a in self.client.request(bodies)]
+            return [_first_choice(a, self.config.base_url) for a in self.client.request(bodies)]
         grouped = []
         for start in range(0, len(bodies), size):
             chunk = bodies[start : start + size]
             grouped.append({**chunk[0], "prompt": [b["prompt"] for b in chunk]})
         choices: list[dict[str, Any]] = []
         for body, answer in zip(grouped, self.client.request(grouped), strict=True):
-            ordered = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+            _first_choice(answer, self.config.base_url)
+            ordered = sorted(answer["choices"], key=lambda c: c.get("index") or 0)
             if len(ordered) != len(body["prompt"]):
                 raise ApiError(f"{self.config.base_url} answered {len(ordered)} choices for {len(body['prompt'])} "
                                "prompts: set task_model.prompts_per_request: 1 for this server")  # fmt: skip
@@ -479,13 +534,14 @@ class OpenAITaskModel(TaskModel):
     def _compute(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
         texts = [self.text(p, s) for p, s in pairs]
         if self.scoring == "auto":
+            mode, method = ("echo", self._by_echo) if self._multi_word else ("logprobs", self._by_logprobs)
             try:
-                first = self._by_logprobs(texts[:1])
+                first = method(texts[:1])
             except LogprobsUnavailable:
                 self.scoring = "generation"
             else:
-                self.scoring = "logprobs"
-                return first + (self._by_logprobs(texts[1:]) if len(texts) > 1 else [])
+                self.scoring = mode
+                return first + (method(texts[1:]) if len(texts) > 1 else [])
         if self.scoring == "logprobs":
             return self._by_logprobs(texts)
         if self.scoring == "echo":
@@ -494,18 +550,26 @@ class OpenAITaskModel(TaskModel):
 
     def _by_logprobs(self, texts: list[str]) -> list[list[float]]:
         choices = self._requests([self._body(t, max_tokens=1, logprobs=True) for t in texts])
-        return [verbalizer_scores(self._first_top(c), self.verbalizers) for c in choices]
+        out = []
+        for choice in choices:
+            top = self._first_top(choice)
+            scores = verbalizer_scores(top, self.verbalizers)
+            if all(x == scores[0] for x in scores):  # no verbalizer among the listed tokens: no answer
+                self.stats.invalid_answers += 1
+            out.append(scores)
+        return out
 
     def _first_top(self, choice: dict[str, Any]) -> dict[str, float]:
         logprobs = choice.get("logprobs") or {}
         if self.config.endpoint == "chat":
             content = logprobs.get("content") or []
-            if content and content[0].get("top_logprobs"):
-                return {t["token"]: float(t["logprob"]) for t in content[0]["top_logprobs"]}
+            if content and isinstance(content[0], dict) and content[0].get("top_logprobs"):
+                return {str(t["token"]): float(t["logprob"]) for t in content[0]["top_logprobs"]
+                        if isinstance(t, dict) and t.get("logprob") is not None}  # fmt: skip
         else:
             tops = logprobs.get("top_logprobs") or []
-            if tops and tops[0]:
-                return {str(k): float(v) for k, v in tops[0].items()}
+            if tops and isinstance(tops[0], dict) and tops[0]:
+                return {str(k): float(v) for k, v in tops[0].items() if v is not None}
         raise LogprobsUnavailable(f"{self.config.base_url} answered without top log-probabilities: use "
                                   "task_model.scoring: generation (or auto)")  # fmt: skip
 
@@ -577,7 +641,7 @@ class OpenAIGenerationModel(OpenAITaskModel):
                 owners.append(example)
         by_key = dict(zip(keys, owners, strict=True))
         values = self._memoized(keys, lambda todo: self._likelihoods([(k[1], by_key[k], json.loads(k[3])) for k in todo]),
-                                lambda n: n)  # fmt: skip
+                                lambda todo: self._grouped(sum(len(json.loads(k[3])) for k in todo)))  # fmt: skip
         out, start = [], 0
         for examples in examples_per_prompt:
             out.append(torch.tensor(values[start : start + len(examples)], dtype=torch.float32))
@@ -593,10 +657,7 @@ class OpenAIGenerationModel(OpenAITaskModel):
                 continuation = self.reference_prefix + ref + stop
                 spans.append((text, continuation))
                 owner.append(index)
-        try:
-            choices = self._requests([self._echo_body(t + c) for t, c in spans])
-        except LogprobsUnavailable:
-            raise
+        choices = self._requests([self._echo_body(t + c) for t, c in spans])
         if self.scoring == "auto":
             self.scoring = "echo"
         best = [-math.inf] * len(rows)
@@ -614,7 +675,8 @@ class OpenAIGenerationModel(OpenAITaskModel):
                 keys.append(("gen", p, input_key(example)))
                 owners.append(example)
         by_key = dict(zip(keys, owners, strict=True))
-        values = self._memoized(keys, lambda todo: self._generations([(k[1], by_key[k]) for k in todo]), lambda n: n)
+        values = self._memoized(keys, lambda todo: self._generations([(k[1], by_key[k]) for k in todo]),
+                                lambda todo: self._grouped(len(todo)))  # fmt: skip
         out, start = [], 0
         for examples in examples_per_prompt:
             out.append(list(values[start : start + len(examples)]))
@@ -638,6 +700,14 @@ class OpenAIGenerationModel(OpenAITaskModel):
                     answer = answer[: answer.index(stop)]
             outputs.append(answer.strip())
         return outputs
+
+
+def _first_choice(answer: Any, base_url: str) -> dict[str, Any]:
+    """The first choice of an answer, or one clear error for an answer without any."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        raise ApiError(f"{base_url} answered without choices: {str(answer)[:200]}")
+    return choices[0]
 
 
 def _choice_text(choice: dict[str, Any]) -> str:

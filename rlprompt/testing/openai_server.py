@@ -68,6 +68,8 @@ class OpenAICompatibleServer:
         self.requests_seen = 0
         self.answered = 0
         self.bodies: list[dict[str, Any]] = []
+        """Request bodies answered, in order (with ``answers``, what a test can check counts against)."""
+        self.answers: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
@@ -233,6 +235,7 @@ def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     owner: OpenAICompatibleServer
     protocol_version = "HTTP/1.1"
+    timeout = 10  # an idle keep-alive connection is closed: no handler thread outlives the server long
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -299,16 +302,21 @@ class _Handler(BaseHTTPRequestHandler):
         if wants_logprobs and not owner.logprobs:
             self._send(400, _error("logprobs are not supported by this server", "invalid_request_error"))
             return
-        if route.endswith("/chat/completions"):  # requests are computed concurrently, as a real server does
-            payload = owner.chat(body)
-        elif route.endswith("/completions"):
-            payload = owner.completions(body)
-        else:
-            payload = None
+        try:  # requests are computed concurrently, as a real server does
+            if route.endswith("/chat/completions"):
+                payload = owner.chat(body)
+            elif route.endswith("/completions"):
+                payload = owner.completions(body)
+            else:
+                payload = None
+        except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not drop the connection
+            self._send(500, _error(f"{type(exc).__name__}: {exc}", "server_error"))
+            return
         if payload is not None:
             with owner._lock:
                 owner.answered += 1
                 owner.bodies.append(body)
+                owner.answers.append(payload)
         if payload is None:
             self._send(404, _error(f"no route {self.path}", "invalid_request_error"))
         else:
