@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlprompt.config import load_config
-from rlprompt.errors import ConfigError
+from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import atomic_write_text
 from rlprompt.results import RunResult
 from rlprompt.rundir import BEST_PROMPT, CHECKPOINT, METRICS, clear_unstarted_run, resolve_resume_config
@@ -59,8 +59,15 @@ class BenchConfig:
     """Directory of the cells and the result tables (relative to the working directory)."""
     add_random_search: bool = True
     """Add a ``random_search`` agent (equal budget) when the grid has none."""
+    num_cpus: float = 1
+    """CPUs per cell: its torch threads (on every backend, so results agree across backends)
+    and what a Ray worker asks for."""
+    num_gpus: float = 0
+    """GPUs per cell a Ray worker asks for (fractions share a GPU)."""
 
     def __post_init__(self) -> None:
+        if self.num_cpus < 1 or self.num_gpus < 0:
+            raise ConfigError(f"bench num_cpus must be >= 1 and num_gpus >= 0, got {self.num_cpus} / {self.num_gpus}")
         if not self.agents or not self.tasks or not self.seeds:
             raise ConfigError("bench needs at least one agent, one task and one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -117,8 +124,19 @@ def cells_of(bench: BenchConfig) -> list[Cell]:
 
 
 def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, progress: bool | None = None,
-              echo: Any = print) -> list[dict[str, Any]]:  # fmt: skip
-    """Run every unfinished cell, then (and after each cell) rewrite the result tables."""
+              echo: Any = print, *, backend: str = "local", workers: int = 1,
+              address: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run every unfinished cell, then (and after each cell) rewrite the result tables.
+
+    ``backend="local"`` runs cells here (``workers`` 1) or in ``workers`` local processes;
+    ``"ray"`` runs them on Ray actors (a local Ray, or the cluster at ``address``). A cell that
+    fails is reported and the others go on; the failures are one error at the end."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown bench backend '{backend}': local or ray")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if address and backend != "ray":
+        raise ConfigError("--address is for --backend ray")
     bench, root = load_bench(path, overrides)
     base = (root / bench.base) if bench.base else None
     out = Path(bench.output_dir)
@@ -129,10 +147,10 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     if len(kinds) > 1:
         raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
     check_cells_unchanged(out, cells, configs)
-    from rlprompt.experiment import run_experiment  # torch and the models: only once every cell is valid
-    from rlprompt.reporting import format_summary
+    from rlprompt.config import config_to_dict
+    from rlprompt.scaleout import CellJob, run_in_process, run_in_processes, run_on_ray
 
-    loaded: dict[str, tuple[Any, Any, Any]] = {}
+    jobs = []
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.key
         if (cell_dir / BEST_PROMPT).is_file():
@@ -141,12 +159,31 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         resume = (cell_dir / CHECKPOINT).is_file()
         if not resume and clear_unstarted_run(cell_dir):
             echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
-        echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'running'}")
-        task = cell_task(configs[cell.key], loaded)
-        result = run_experiment(configs[cell.key], cell_dir, resume=resume, progress=progress, task=task)
-        echo(format_summary(result, cell_dir))
+        echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'queued'}")
+        jobs.append(CellJob(cell.key, config_to_dict(configs[cell.key]), str(cell_dir), resume, int(bench.num_cpus),
+                            progress=progress if backend == "local" and workers == 1 else False))
+    if backend == "ray":
+        outcomes = run_on_ray(jobs, workers=workers if workers > 1 else None, address=address,
+                              num_cpus=bench.num_cpus, num_gpus=bench.num_gpus)  # fmt: skip
+    elif workers > 1:
+        outcomes = run_in_processes(jobs, workers)
+    else:
+        outcomes = run_in_process(jobs)
+    failed = []
+    for outcome in outcomes:
+        if outcome.error is None:
+            echo(f"{outcome.key} finished ({outcome.wall_s} s on {outcome.worker}"
+                 f"{', model loaded' if outcome.loaded_model else ', model reused'})")  # fmt: skip
+            echo(outcome.summary)
+        else:
+            failed.append(f"{outcome.key}: {outcome.error}")
+            echo(f"{outcome.key} FAILED: {outcome.error}")
         write_results(out, cells, command)
-    return write_results(out, cells, command)
+    rows = write_results(out, cells, command)
+    if failed:
+        raise RLPromptError(f"{len(failed)} bench cell(s) failed (the others finished; rerun to retry them): "
+                            + "; ".join(failed[:3]))  # fmt: skip
+    return rows
 
 
 def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:

@@ -122,7 +122,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rlprompt.bench import run_bench
 
-    rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None)
+    rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None,
+                     backend=args.backend, workers=args.workers, address=args.address)  # fmt: skip
     print(f"{len(rows)} cells finished")
     return 0
 
@@ -171,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("bench", help="YAML bench file (see experiments/configs/bench-sst2.yaml)")
     _add_overrides(p_bench, "seeds=[13]")
     p_bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_bench.add_argument("--backend", choices=["local", "ray"], default="local",
+                         help="local: this machine (cells here, or in --workers processes); ray: Ray actors")
+    p_bench.add_argument("--workers", type=int, default=1,
+                         help="cells run at once (local processes, or Ray workers; ray default: as the CPUs allow)")
+    p_bench.add_argument("--address", default=None, help="--backend ray: join the Ray cluster at this address")
     p_bench.set_defaults(func=_cmd_bench)
 
     p_ft = sub.add_parser("finetune", help="RL fine-tuning of a causal LM on the task reward (grpo, rloo, ppo)")
