@@ -128,3 +128,47 @@ def test_backend_errors_are_one_line(tmp_path, reference, capsys):
     assert "--workers must be >= 1" in capsys.readouterr().err
     assert main(["bench", str(bench), "--address", "10.0.0.1:6379"]) == 2
     assert "--address is for --backend ray" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ data-parallel scoring
+
+
+@pytest.mark.parametrize("kind", ["causal_lm", "masked_lm", "encoder"])
+def test_data_parallel_scores_equal_single_device_ones(kind, tiny_clm_dir, tiny_mlm_dir):
+    """Two replicas (two CPU 'devices') run the same batches a single device runs: equal scores."""
+    import torch
+
+    from conftest import clm_config, mlm_config
+    from rlprompt.config import config_from_dict
+    from rlprompt.task import Task
+
+    def build(**task_model):
+        if kind == "causal_lm":
+            return Task.from_config(clm_config(tiny_clm_dir, batch_size=3, prefix_cache_mb=0, **task_model))
+        if kind == "masked_lm":
+            return Task.from_config(mlm_config(tiny_mlm_dir, batch_size=3, **task_model))
+        return Task.from_config(config_from_dict({
+            "task_model": {"kind": "encoder", "name_or_path": str(tiny_mlm_dir), "batch_size": 3, **task_model},
+            "verbalizers": ["{prompt} terrible .", "{prompt} great ."]}))  # fmt: skip
+
+    texts = ["a warm , funny film", "i checked my watch four times", "not bad at all", "it was great .",
+             "the plot is thin", "a bold and moving story", "dull"]  # fmt: skip
+    prompts = ["it was", "honestly", "", "the movie is"]
+    single, parallel = build().task_model, build(devices=["cpu", "cpu"]).task_model
+    assert len(parallel.replicas) == 2 and parallel.replicas[1][1] is not parallel.model
+    want, got = single.score(prompts, texts), parallel.score(prompts, texts)
+    assert torch.equal(want, got)
+    assert parallel.stats.forward_batches == single.stats.forward_batches
+
+
+def test_data_parallel_causal_scores_match_the_prefix_cached_ones(tiny_clm_dir):
+    import torch
+
+    from conftest import clm_config
+    from rlprompt.task import Task
+
+    texts = ["a warm , funny film", "i checked my watch four times", "not bad at all", "it was great ."]
+    cached = Task.from_config(clm_config(tiny_clm_dir)).task_model
+    parallel = Task.from_config(clm_config(tiny_clm_dir, devices=["cpu", "cpu"])).task_model
+    assert not parallel.prefix_caching  # single-device speed path
+    assert torch.allclose(cached.score(["it was", "so"], texts), parallel.score(["it was", "so"], texts), atol=1e-4)

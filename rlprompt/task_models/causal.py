@@ -49,14 +49,15 @@ class CausalLMTaskModel(_LMTaskModel):
     ) -> None:
         super().__init__(config, template, verbalizers, model=model, tokenizer=tokenizer)
         self.prefix_cache = PrefixCache(int(config.prefix_cache_mb * 2**20))
-        self.prefix_caching = self._use_head_shortcut and config.prefix_cache_mb > 0 and self._probe_prefix_cache()
+        self.prefix_caching = (self._use_head_shortcut and config.prefix_cache_mb > 0 and len(self.replicas) == 1
+                               and self._probe_prefix_cache())  # fmt: skip
 
     # ------------------------------------------------------------ the full forward
 
     def _forward_rows(self, batch: SplicedBatch, inputs_embeds: torch.Tensor | None, extra: Any) -> torch.Tensor:
         if extra is None:  # single-token verbalizers: read the last position
             positions = (batch.lengths - 1).unsqueeze(1)
-            return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][:, self._verbalizer_tensor]
+            return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][:, self._verbalizer_tensor.to(positions.device)]
         # The row ends with its target tokens ``extra`` [B, width] (-1 padded): teacher forcing.
         row_targets = extra
         n_tokens = (row_targets >= 0).sum(1)

@@ -99,9 +99,18 @@ class HFTaskModelConfig(TaskModelConfig):
     """``causal_lm``: memory for the key/value caches of shared prefixes (an example read by
     many prompts, or a prompt read by many examples), least recently used evicted; 0 turns
     prefix caching off."""
+    devices: list[str] | None = None
+    """Data-parallel scoring over several devices (``[cuda:0, cuda:1]``): the model is copied to
+    each and the batches of a call are spread over them, the same batches a single device would
+    run, so scores are identical. Overrides ``device`` (the first is the main one); prefix
+    caching is single-device (off with several devices); soft-prompt gradients use the first."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.devices is not None:
+            if len(self.devices) < 2:
+                raise ConfigError(f"task_model.devices lists the devices to spread batches over (2 or more), got {self.devices}")
+            self.device = self.devices[0]
         if self.batch_size < 1:
             raise ConfigError(f"task_model.batch_size must be >= 1, got {self.batch_size}")
         check_ranges(self, "task_model", at_least_one=("max_sentence_tokens",), positive=("scale",),

@@ -8,9 +8,11 @@ Examples are tokenized once per template, prompts are spliced in with tensor ope
 from __future__ import annotations
 
 import contextlib
+import copy
+import threading
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats, prompt_key
 from rlprompt.task_models.config import HFTaskModelConfig
 from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device, pick_dtype
-from rlprompt.task_models.sequences import TemplateLayout, input_key, pad_lists, splice
+from rlprompt.task_models.sequences import SplicedBatch, TemplateLayout, input_key, pad_lists, splice
 
 
 def _index_pairs(inputs_per_prompt: Sequence[Sequence[Any]]) -> tuple[list[tuple[int, int]], list[Any]]:
@@ -80,8 +82,63 @@ class HFTaskModel(TaskModel):
         if config.soft_prompt_position == "template" and not self.input_layout.has_prompt_slot:
             raise ConfigError("task_model.soft_prompt_position=template needs '{prompt}' in the template")
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.replicas: list[tuple[torch.device, Any]] = [(self.device, self.model)]
+        """(device, model) per device of ``task_model.devices``; the first is the main model."""
+        for name in (config.devices or [])[1:]:
+            device = pick_device(name)
+            self.replicas.append((device, copy.deepcopy(self.model).to(device=device)))
         self.stats = TaskModelStats()
         self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+
+    # ---------------------------------------------------------------- replicas
+
+    @property
+    def model(self) -> Any:
+        """The model this thread computes with: a replica inside a data-parallel batch, else the main one."""
+        return getattr(self._thread_local, "model", None) or self._main_model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._main_model = value
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self._thread_local, "device", None) or self._main_device
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self._main_device = value
+
+    @property
+    def _thread_local(self) -> threading.local:
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self.__dict__["_local"] = threading.local()
+        return local
+
+    def _on_replicas(self, jobs: list[Callable[[], torch.Tensor]]) -> list[torch.Tensor]:
+        """Run batch ``jobs`` spread over the replicas (job i on replica i mod R, in its own
+        thread), each output moved to the main device, in job order."""
+        if len(self.replicas) == 1:
+            return [job() for job in jobs]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run_share(replica: int) -> list[tuple[int, torch.Tensor]]:
+            device, model = self.replicas[replica]
+            self._thread_local.model, self._thread_local.device = model, device
+            try:
+                with torch.inference_mode():
+                    return [(i, jobs[i]().to(self._main_device)) for i in range(replica, len(jobs), len(self.replicas))]
+            finally:
+                self._thread_local.model = self._thread_local.device = None
+
+        with ThreadPoolExecutor(len(self.replicas)) as pool:
+            shares = list(pool.map(run_share, range(len(self.replicas))))
+        out: list[torch.Tensor | None] = [None] * len(jobs)
+        for share in shares:
+            for i, value in share:
+                out[i] = value
+        return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- helpers
 
@@ -219,24 +276,34 @@ class HFTaskModel(TaskModel):
                 "lower task_model.max_sentence_tokens or shorten the prompt"
             )
         order = torch.argsort(total, stable=True)
-        outputs: list[torch.Tensor] = []
         context = contextlib.nullcontext() if grad else torch.inference_mode()
+
+        def forward(idx: torch.Tensor) -> torch.Tensor:
+            """One batch, on the device (and model) of the calling thread."""
+            dev = self.device
+            items, prompts = row_item[idx], row_prompt[idx]
+            batch = splice(
+                pre[items], pre_len[items], prompts_t[prompts], prompts_len[prompts],
+                post[items], post_len[items], self.pad_id,
+            )  # fmt: skip
+            if dev != device:
+                batch = SplicedBatch(*(t.to(dev) for t in (batch.input_ids, batch.attention_mask, batch.slot_mask,
+                                                           batch.lengths)))  # fmt: skip
+            embeds = None
+            if soft_prompts is not None:
+                embeds = self.model.get_input_embeddings()(batch.input_ids)
+                soft_rows = soft_prompts[prompts].to(device=dev, dtype=embeds.dtype)
+                embeds = embeds.masked_scatter(batch.slot_mask.unsqueeze(-1), soft_rows)
+            extra = row_extra[idx].to(dev) if row_extra is not None else None
+            return self._forward_rows(batch, embeds, extra)
+
+        chunks = [order[start : start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)]
         with context:
-            for start in range(0, len(order), self.config.batch_size):
-                idx = order[start : start + self.config.batch_size]
-                items, prompts = row_item[idx], row_prompt[idx]
-                batch = splice(
-                    pre[items], pre_len[items], prompts_t[prompts], prompts_len[prompts],
-                    post[items], post_len[items], self.pad_id,
-                )  # fmt: skip
-                embeds = None
-                if soft_prompts is not None:
-                    embeds = self.model.get_input_embeddings()(batch.input_ids)
-                    soft_rows = soft_prompts[prompts].to(device=device, dtype=embeds.dtype)
-                    embeds = embeds.masked_scatter(batch.slot_mask.unsqueeze(-1), soft_rows)
-                extra = row_extra[idx] if row_extra is not None else None
-                outputs.append(self._forward_rows(batch, embeds, extra))
-                self.stats.forward_batches += 1
+            if grad:
+                outputs = [forward(idx) for idx in chunks]
+            else:
+                outputs = self._on_replicas([lambda idx=idx: forward(idx) for idx in chunks])
+        self.stats.forward_batches += len(chunks)
         out = torch.cat(outputs)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)

@@ -58,12 +58,14 @@ class _LMTaskModel(HFTaskModel):
         if not self.multi_token and len(set(firsts)) != len(firsts):
             raise ConfigError(f"verbalizers {self.verbalizers} map to the same token")
         self._verbalizer_tensor = torch.tensor(firsts, device=self.device)
-        self._head_modules = [
-            module
-            for module in self.model.children()
-            if module is not self.model.base_model and not isinstance(module, torch.nn.modules.loss._Loss)
-        ]
         self._use_head_shortcut = self._probe_head_shortcut()
+
+    @property
+    def _head_modules(self) -> list[torch.nn.Module]:
+        """The LM head of the model in use (a replica's own, in data-parallel batches)."""
+        model = self.model
+        return [module for module in model.children()
+                if module is not model.base_model and not isinstance(module, torch.nn.modules.loss._Loss)]  # fmt: skip
 
     def _probe_head_shortcut(self) -> bool:
         ids = self.tokenizer("a short probe sentence", add_special_tokens=True)["input_ids"][:8]
@@ -116,7 +118,7 @@ class MaskedLMTaskModel(_LMTaskModel):
             )
         positions = is_mask.float().argmax(1, keepdim=True)
         log_probs = self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0]
-        return log_probs[:, self._verbalizer_tensor]
+        return log_probs[:, self._verbalizer_tensor.to(log_probs.device)]
 
     def _compute(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool
