@@ -160,8 +160,9 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         if not resume and clear_unstarted_run(cell_dir):
             echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'queued'}")
-        jobs.append(CellJob(cell.key, config_to_dict(configs[cell.key]), str(cell_dir), resume, int(bench.num_cpus),
-                            progress=progress if backend == "local" and workers == 1 else False))
+        jobs.append(CellJob(cell.key, config_to_dict(configs[cell.key]), str(cell_dir.resolve()), resume, int(bench.num_cpus),
+                            progress=progress if backend == "local" and workers == 1 else False,
+                            lock=str((out / ".locks" / (cell.key.replace("/", "__") + ".lock")).resolve())))
     if backend == "ray":
         outcomes = run_on_ray(jobs, workers=workers if workers > 1 else None, address=address,
                               num_cpus=bench.num_cpus, num_gpus=bench.num_gpus)  # fmt: skip
@@ -171,6 +172,9 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         outcomes = run_in_process(jobs)
     failed = []
     for outcome in outcomes:
+        if outcome.error is None and not (out / "runs" / outcome.key / BEST_PROMPT).is_file():
+            outcome.error = (f"the worker {outcome.worker} finished it, but {out / 'runs' / outcome.key} has no "
+                             f"{BEST_PROMPT} here: workers need the driver's file system (a shared one on a cluster)")  # fmt: skip
         if outcome.error is None:
             echo(f"{outcome.key} finished ({outcome.wall_s} s on {outcome.worker}"
                  f"{', model loaded' if outcome.loaded_model else ', model reused'})")  # fmt: skip

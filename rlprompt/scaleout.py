@@ -18,11 +18,14 @@ itself, so a grid gives the same results on every backend (tested).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlprompt.errors import RLPromptError, first_line
@@ -43,6 +46,8 @@ class CellJob:
     """The driver's working directory: relative paths in the config start there."""
     progress: bool | None = False
     """Progress bar (``None``: on a terminal); only cells run in the driver's process show one."""
+    lock: str | None = None
+    """A file locked while the cell runs (the bench keeps them in ``<output_dir>/.locks``)."""
 
 
 @dataclass
@@ -80,19 +85,45 @@ class CellWorker:
 
         started = time.perf_counter()
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        if os.getcwd() != job.cwd:
-            os.chdir(job.cwd)
-        torch.set_num_threads(job.threads)
+        threads = torch.get_num_threads()
         try:
+            if os.getcwd() != job.cwd:
+                os.chdir(job.cwd)
+            torch.set_num_threads(job.threads)
             config = config_from_dict(job.config)
             loads = json.dumps(config_to_dict(config.task_model), sort_keys=True) not in self.loaded
-            task = cell_task(config, self.loaded)
-            result = run_experiment(config, job.cell_dir, resume=job.resume, progress=job.progress, task=task)
+            with cell_lock(job.lock, job.cell_dir):
+                task = cell_task(config, self.loaded)
+                result = run_experiment(config, job.cell_dir, resume=job.resume, progress=job.progress, task=task)
             return CellOutcome(job.key, format_summary(result, job.cell_dir), None, loads, worker,
                                round(time.perf_counter() - started, 2))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a failed cell is reported; the other cells go on
             return CellOutcome(job.key, None, f"{type(exc).__name__}: {first_line(exc)}", False, worker,
                                round(time.perf_counter() - started, 2))  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def cell_lock(lock: str | None, cell_dir: str) -> Iterator[None]:
+    """An exclusive lock (on the file ``lock``) for the time a worker runs a cell: a cell still
+    running in a worker of a killed driver is not run a second time beside it."""
+    import fcntl
+
+    if lock is None:
+        yield
+        return
+    Path(lock).parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RLPromptError(f"{cell_dir} is being run by another process (a worker of an earlier bench?); "
+                                "wait for it or stop it, then rerun") from None  # fmt: skip
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_in_process(jobs: Sequence[CellJob], worker: CellWorker | None = None) -> Iterator[CellOutcome]:
@@ -107,9 +138,21 @@ def run_in_process(jobs: Sequence[CellJob], worker: CellWorker | None = None) ->
 _PROCESS_WORKER: CellWorker | None = None  # the worker of a pool process (one per process, not the driver's)
 
 
-def _start_process_worker() -> None:
+def _start_process_worker(parent: int) -> None:
+    """A pool process: its own worker; Ctrl-C is the driver's to handle; it exits if the driver dies."""
     global _PROCESS_WORKER
+    import signal
+    import threading
+
     _PROCESS_WORKER = CellWorker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # the driver is gone: stop instead of writing a cell it will run again
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_in_worker_process(job: CellJob) -> CellOutcome:
@@ -118,22 +161,45 @@ def _run_in_worker_process(job: CellJob) -> CellOutcome:
 
 
 def run_in_processes(jobs: Sequence[CellJob], workers: int) -> Iterator[CellOutcome]:
-    """Cells on ``workers`` local processes (spawned: no state inherited), as they finish."""
+    """Cells on ``workers`` local processes (spawned: no state inherited), as they finish. If a
+    worker dies (killed, out of memory) the pool is restarted and its unfinished cells are given
+    one more try; a cell whose worker dies twice is reported failed."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_process_worker) as pool:
-        futures = {pool.submit(_run_in_worker_process, job): job for job in jobs}
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = futures.pop(future)
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    yield CellOutcome(job.key, error="its worker process died (killed, or out of memory)")
+    todo, tries = list(jobs), dict.fromkeys((job.key for job in jobs), 0)
+    while todo:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_process_worker,
+                                   initargs=(os.getpid(),))  # fmt: skip
+        finished = False
+        try:
+            futures = {pool.submit(_run_in_worker_process, job): job for job in todo}
+            todo = []
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = futures.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        tries[job.key] += 1
+                        if tries[job.key] < 2:
+                            todo.append(job)
+                        else:
+                            yield CellOutcome(job.key, error="its worker process died twice (killed, or out of memory)")
+                    except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
+                        yield CellOutcome(job.key, error=f"{type(exc).__name__}: {first_line(exc)}")
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:  # Ctrl-C or an error in the driver: queued cells are dropped, workers stopped
+                processes = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes:
+                    process.terminate()
 
 
 # ---------------------------------------------------------------- Ray
@@ -150,19 +216,26 @@ def run_on_ray(jobs: Sequence[CellJob], *, workers: int | None, address: str | N
         raise RLPromptError("--backend ray needs Ray: pip install ray") from None
     started_here = not ray.is_initialized()
     if started_here:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            options["address"] = address
-        else:
-            options["num_cpus"] = max(int(num_cpus * (workers or 1)), 1)
-            options["num_gpus"] = int(num_gpus * (workers or 1))
+        # without an address a fresh local Ray starts (never a cluster found by chance); it
+        # detects the machine's CPUs and GPUs unless --workers sizes it
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+                                   "address": address or "local"}  # fmt: skip
+        if not address and workers:
+            options["num_cpus"] = max(math.ceil(num_cpus * workers), 1)
+            options["num_gpus"] = math.ceil(num_gpus * workers)
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RLPromptError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first_line(exc)}") from None
     try:
-        total = ray.cluster_resources().get("CPU", 1.0)
-        count = workers or max(int(total // max(num_cpus, 1e-9)), 1)
+        resources = ray.cluster_resources()
+        for name, wanted in (("CPU", num_cpus), ("GPU", num_gpus)):
+            if wanted and resources.get(name, 0.0) < wanted:
+                raise RLPromptError(f"a bench cell asks for {wanted:g} {name}(s) (num_{name.lower()}s) but the Ray "
+                                    f"cluster has {resources.get(name, 0.0):g}")  # fmt: skip
+        count = workers or max(int(resources.get("CPU", 1.0) // num_cpus), 1)
+        if num_gpus:
+            count = min(count, max(int(resources.get("GPU", 0.0) // num_gpus), 1))
         count = max(1, min(count, len(jobs)))
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(CellWorker)
         actors = [remote.remote() for _ in range(count)]

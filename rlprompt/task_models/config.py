@@ -110,6 +110,9 @@ class HFTaskModelConfig(TaskModelConfig):
         if self.devices is not None:
             if len(self.devices) < 2:
                 raise ConfigError(f"task_model.devices lists the devices to spread batches over (2 or more), got {self.devices}")
+            if len({d.split(":")[0] for d in self.devices}) > 1:
+                raise ConfigError(f"task_model.devices must be of one type (all cuda, or all cpu) so that every "
+                                  f"replica computes alike, got {self.devices}")  # fmt: skip
             self.device = self.devices[0]
         if self.batch_size < 1:
             raise ConfigError(f"task_model.batch_size must be >= 1, got {self.batch_size}")

@@ -95,7 +95,8 @@ class HFTaskModel(TaskModel):
     @property
     def model(self) -> Any:
         """The model this thread computes with: a replica inside a data-parallel batch, else the main one."""
-        return getattr(self._thread_local, "model", None) or self._main_model
+        model = getattr(self._thread_local, "model", None)
+        return self._main_model if model is None else model
 
     @model.setter
     def model(self, value: Any) -> None:
@@ -103,7 +104,8 @@ class HFTaskModel(TaskModel):
 
     @property
     def device(self) -> torch.device:
-        return getattr(self._thread_local, "device", None) or self._main_device
+        device = getattr(self._thread_local, "device", None)
+        return self._main_device if device is None else device
 
     @device.setter
     def device(self, value: torch.device) -> None:
@@ -127,7 +129,8 @@ class HFTaskModel(TaskModel):
             device, model = self.replicas[replica]
             self._thread_local.model, self._thread_local.device = model, device
             try:
-                with torch.inference_mode():
+                on_gpu = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+                with torch.inference_mode(), on_gpu:
                     return [(i, jobs[i]().to(self._main_device)) for i in range(replica, len(jobs), len(self.replicas))]
             finally:
                 self._thread_local.model = self._thread_local.device = None
