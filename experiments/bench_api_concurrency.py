@@ -40,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["transformers", "own"], default="transformers")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="own server: delay added to every answer")
+    parser.add_argument("--continuous-batching", action="store_true",
+                        help="transformers serve: batch concurrent requests (its --continuous-batching)")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
@@ -59,7 +61,8 @@ def main() -> None:
     port = free_port()
     serving, own = None, None
     if args.server == "transformers":
-        serving = transformers_serve(model_dir, port)
+        serving = transformers_serve(model_dir, port,
+                                     extra_args=["--continuous-batching"] if args.continuous_batching else [])
         serving.__enter__()
         model_name, scoring, threads = model_dir, "generation", "transformers serve defaults"
     else:
@@ -98,7 +101,8 @@ def main() -> None:
                 rates[level].append(len(prompts) * len(texts) / (time.perf_counter() - started))
         medians = {level: statistics.median(values) for level, values in rates.items()}
         result = {
-            "server": "transformers serve" if args.server == "transformers" else "rlprompt test server",
+            "server": ("transformers serve" + (" --continuous-batching" if args.continuous_batching else "")
+                       if args.server == "transformers" else "rlprompt test server"),
             "model": "SmolLM2-135M-Instruct",
             "scoring": model.scoring,
             "latency_ms_added": args.latency_ms,

@@ -324,7 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.0) -> Iterator[str]:
+def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.0,
+                       extra_args: Sequence[str] = ()) -> Iterator[str]:
     """``transformers serve DIR`` on 127.0.0.1:``port`` (the model pinned, so requests name it by
     ``model_dir``); yields the base URL once it answers a completion, and stops it on exit."""
     import os
@@ -333,7 +334,7 @@ def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.
     import urllib.request
 
     exe = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     try:
