@@ -25,7 +25,7 @@ LAYERS = [
     # 4: agents and their training loop's callbacks
     ["rlprompt.agents", "rlprompt.callbacks"],
     # 5: experiments, reports and the command line
-    ["rlprompt.rundir", "rlprompt.reporting", "rlprompt.experiment", "rlprompt.bench", "rlprompt.export",
+    ["rlprompt.rundir", "rlprompt.reporting", "rlprompt.experiment", "rlprompt.bench", "rlprompt.scaleout", "rlprompt.export",
      "rlprompt.ppo_finetune", "rlprompt.finetune", "rlprompt.cli"],
 ]  # fmt: skip
 PACKAGE_DIRS = {"rlprompt": ROOT / "rlprompt", "rlprompt.envs": ROOT / "envs", "rlprompt.agents": ROOT / "agents"}
