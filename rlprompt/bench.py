@@ -190,18 +190,24 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     return rows
 
 
+def model_key(config: Any) -> str:
+    """What cells must share to share a loaded model: their whole ``task_model`` section."""
+    import json
+
+    from rlprompt.config import config_to_dict
+
+    return json.dumps(config_to_dict(config.task_model), sort_keys=True)
+
+
 def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
     """The cell's task, on the model, tokenizer and prefix key/value cache of an earlier cell
     with the same ``task_model`` section (models load once per bench). Sharing the prefix cache
     changes no result (a prefix's values do not depend on when it was computed); the score
     cache, which decides LM-call counts, stays each cell's own."""
-    import json
-
-    from rlprompt.config import config_to_dict
     from rlprompt.experiment import seed_everything
     from rlprompt.task import Task
 
-    key = json.dumps(config_to_dict(config.task_model), sort_keys=True)
+    key = model_key(config)
     seed_everything(config.seed)
     if key not in loaded:
         loaded.clear()  # cells run task by task: an earlier model is not needed again

@@ -73,13 +73,12 @@ class CellWorker:
         self.loaded: dict[str, tuple[Any, Any, Any]] = {}
 
     def run(self, job: CellJob) -> CellOutcome:
-        import json
         import socket
 
         import torch
 
-        from rlprompt.bench import cell_task
-        from rlprompt.config import config_from_dict, config_to_dict
+        from rlprompt.bench import cell_task, model_key
+        from rlprompt.config import config_from_dict
         from rlprompt.experiment import run_experiment
         from rlprompt.reporting import format_summary
 
@@ -91,7 +90,7 @@ class CellWorker:
                 os.chdir(job.cwd)
             torch.set_num_threads(job.threads)
             config = config_from_dict(job.config)
-            loads = json.dumps(config_to_dict(config.task_model), sort_keys=True) not in self.loaded
+            loads = model_key(config) not in self.loaded
             with cell_lock(job.lock, job.cell_dir):
                 task = cell_task(config, self.loaded)
                 result = run_experiment(config, job.cell_dir, resume=job.resume, progress=job.progress, task=task)

@@ -195,3 +195,14 @@ def openai_config(base_url: str, **task_model) -> Config:
             "verbalizers": [" bad", " good"],
         }
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """The demo train/dev splits with a 40-example test split (fast evaluation)."""
+    path = tmp_path_factory.mktemp("small-data")
+    for split in ("train", "dev"):
+        (path / f"{split}.tsv").write_text((demo_dir() / f"{split}.tsv").read_text())
+    lines = (demo_dir() / "test.tsv").read_text().splitlines()
+    (path / "test.tsv").write_text("\n".join(lines[:41]) + "\n")
+    return path

@@ -15,18 +15,6 @@ import pytest
 import yaml
 from test_experiment import ROOT, cli, results_without_times, without_times, write_config
 
-from rlprompt.data import demo_dir
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("scaleout-data")
-    for split in ("train", "dev"):
-        (path / f"{split}.tsv").write_text((demo_dir() / f"{split}.tsv").read_text())
-    lines = (demo_dir() / "test.tsv").read_text().splitlines()
-    (path / "test.tsv").write_text("\n".join(lines[:41]) + "\n")
-    return path
-
 
 def write_grid(directory: Path, config_path: Path, **extra) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
