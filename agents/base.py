@@ -3,8 +3,8 @@
 An :class:`Agent` learns on a prompt env (or a batched vector env of copies sharing one task)
 until a budget of prompt evaluations, LM calls or env steps is spent; ``predict()`` returns
 its greedy prompt without spending evaluations; ``best_prompt()`` re-scores the greedy prompt
-and the top prompts seen during training on the dev split and returns the best (dev
-selection, as in RLPrompt's paper); ``save``/``load`` keep the whole state (networks,
+and the top prompts seen during training (plus any given ones, e.g. the manual prompt) on
+whole splits and returns the best (RLPrompt's dev selection, on train + dev by default); ``save``/``load`` keep the whole state (networks,
 optimizers, buffers, RNGs, search state, counters) so a killed run resumes exactly.
 
 Each algorithm lives in one file of this package, its update loop readable top to bottom in
@@ -43,14 +43,35 @@ from rlprompt.tracker import PromptRecord, PromptTracker
 
 @dataclass
 class BestPrompt:
-    """The dev-selected prompt with its scores and the cost of selecting it."""
+    """The selected prompt with its scores and the cost of selecting it."""
 
     prompt: Prompt
     text: str | None
     train_reward: float | None
-    dev: dict[str, Any]
+    """Its mean train reward over the minibatches training scored it on (None: never scored)."""
+    scores: dict[str, Any]
+    """Its metrics on the selection splits, pooled (example-weighted means)."""
     dev_lm_calls: int
+    """LM calls of the selection (named for RLPrompt's dev selection)."""
     candidates: int
+    extra_won: bool = False
+    """One of the ``extra`` prompts (the manual prompt) won: nothing training found beat it."""
+
+
+def pool_split_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics of several splits as one set of examples: each numeric metric's example-weighted
+    mean (exact for means over examples: accuracy, rewards, EM, F1, ROUGE; an approximation for
+    corpus-level BLEU/chrF), ``n`` summed."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    total = sum(int(part["n"]) for part in parts)
+    pooled: dict[str, Any] = {"n": total}
+    for key, value in parts[0].items():
+        numeric = [part.get(key) for part in parts]
+        if key == "n" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in numeric):
+            continue
+        pooled[key] = sum(float(v) * int(part["n"]) for v, part in zip(numeric, parts, strict=True)) / max(total, 1)
+    return pooled
 
 
 # ------------------------------------------------------------------ the base class
@@ -157,7 +178,7 @@ class Agent(ABC):
         self._obs = obs
         self.env_steps += self.vec_env.num_envs
         for result in self.vec_env.scored:
-            self.tracker.add(result.prompt, result.reward)
+            self.tracker.add(result.prompt, result.reward, result.gain)
         return obs, rewards, terminated, truncated, infos
 
     # ---------------------------------------------------------- the loop
@@ -310,25 +331,31 @@ class Agent(ABC):
                     api_after = self._api_usage()
                     self._start_api = {k: self._start_api[k] + api_after[k] - api_before[k] for k in API_KEYS}
 
-    def best_prompt(self, k: int | None = None, split: str = "dev") -> BestPrompt:
-        """Re-score the greedy prompt and the top-k train prompts on ``split``; the best wins
-        (``task.selection_key``: the reward, then accuracy, for classification; the main metric,
-        then the reward, for generation). Dev LM calls are reported, not budgeted."""
-        candidates: list[tuple[Prompt, float | None]] = [(self.predict(deterministic=True), None)]
-        seen = {prompt_key(candidates[0][0])}
-        for record in self.tracker.top(k):
-            if prompt_key(record.prompt) not in seen:
-                seen.add(prompt_key(record.prompt))
-                candidates.append((record.prompt, record.mean_reward))
+    def best_prompt(
+        self, k: int | None = None, splits: Sequence[str] = ("dev",), extra: Sequence[Prompt] = ()
+    ) -> BestPrompt:
+        """Re-score the greedy prompt, the top-k train prompts and the ``extra`` ones on ``splits``
+        (pooled); the best wins (``task.selection_key``: the reward, then accuracy, for
+        classification; the main metric, then the reward, for generation; the earlier candidate on
+        a tie, so an extra prompt wins only by scoring higher). LM calls are reported, not budgeted."""
+        candidates: list[tuple[Prompt, float | None]] = []
+        seen: set[str] = set()
+        extra_keys = {prompt_key(p) for p in extra}
+        found = [self.predict(deterministic=True)] + [record.prompt for record in self.tracker.top(k)]
+        for prompt in [*found, *extra]:
+            if prompt_key(prompt) not in seen:
+                seen.add(prompt_key(prompt))
+                record = self.tracker.records.get(prompt_key(prompt))
+                candidates.append((prompt, record.mean_reward if record else None))
+        # the manual prompt, met again by training, still counts as the manual prompt (listed last)
+        candidates.sort(key=lambda c: prompt_key(c[0]) in extra_keys)
         before = self.task.task_model.stats.lm_calls
         with self.evaluating():
-            scored = [(self.task.evaluate(p, split), p, r) for p, r in candidates]
-        metrics, prompt, train = max(scored, key=lambda item: self.task.selection_key(item[0]))
-        if train is None:
-            record = self.tracker.records.get(prompt_key(prompt))
-            train = record.mean_reward if record else None
-        return BestPrompt(prompt, self.prompt_text(prompt), train, metrics,
-                          self.task.task_model.stats.lm_calls - before, len(candidates))  # fmt: skip
+            scored = [(pool_split_metrics([self.task.evaluate(p, s) for s in splits]), p, r) for p, r in candidates]
+        best = max(range(len(scored)), key=lambda i: (self.task.selection_key(scored[i][0]), -i))
+        metrics, prompt, train = scored[best]
+        return BestPrompt(prompt, self.prompt_text(prompt), train, metrics, self.task.task_model.stats.lm_calls - before,
+                          len(candidates), prompt_key(prompt) in extra_keys)  # fmt: skip
 
     # ---------------------------------------------------------- persistence
 
@@ -345,7 +372,8 @@ class Agent(ABC):
             "torch_rng": self.torch_rng.get_state(),
             "envs": [env.get_state() for env in self.vec_env.envs],
             "tracker": {
-                "records": {k: (r.prompt, r.total_reward, r.count) for k, r in self.tracker.records.items()},
+                "records": {k: (r.prompt, r.total_reward, r.count, r.total_gain, r.gain_count)
+                            for k, r in self.tracker.records.items()},
                 "evaluations": self.tracker.evaluations,
             },  # fmt: skip
             "counters": {
@@ -388,7 +416,7 @@ class Agent(ABC):
             for env_, state in zip(agent.vec_env.envs, payload["envs"], strict=True):
                 env_.set_state(state)
             records = payload["tracker"]["records"]
-            agent.tracker.records = {k: PromptRecord(p, t, c) for k, (p, t, c) in records.items()}
+            agent.tracker.records = {k: PromptRecord(*fields) for k, fields in records.items()}  # 3 fields: no gains
             agent.tracker.evaluations = payload["tracker"]["evaluations"]
             counters = payload["counters"]
             agent.iterations = counters["iterations"]

@@ -102,6 +102,8 @@ class ScoreResult:
     scorings: int
     prompt: Any = None
     """The prompt that was scored (text or soft-prompt tensor): what agents' trackers record."""
+    gain: float | None = None
+    """The reward minus the manual prompt's on the same examples (``selection.paired``; else None)."""
 
 
 def _is_soft(prompt: Any) -> bool:
@@ -117,12 +119,14 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
         groups.setdefault(key, []).append(i)
     for members in groups.values():
         first = requests[members[0]]
-        rewards, accuracies = first.task.score_requests(
-            [requests[i].prompt for i in members], [requests[i].indices for i in members], first.split
-        )
-        for i, reward, acc in zip(members, rewards.tolist(), accuracies.tolist(), strict=True):
+        indices = [requests[i].indices for i in members]
+        rewards, accuracies = first.task.score_requests([requests[i].prompt for i in members], indices, first.split)
+        # the manual prompt on the same examples, in the env's own task (a selection env's variants share it)
+        references = (first.budget_task or first.task).reference_rewards(indices, first.split)
+        gains = [None] * len(members) if references is None else (rewards - references).tolist()
+        for i, reward, acc, gain in zip(members, rewards.tolist(), accuracies.tolist(), gains, strict=True):
             request = requests[i]
-            results[i] = ScoreResult(float(reward), float(acc), int(len(request.indices)), request.prompt)
+            results[i] = ScoreResult(float(reward), float(acc), int(len(request.indices)), request.prompt, gain)
             if request.budget_task is not None and request.budget_task is not first.task:
                 request.budget_task.prompt_evals += 1
     return results  # type: ignore[return-value]

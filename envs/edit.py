@@ -25,14 +25,29 @@ class EditEnvConfig(EnvConfig):
     kind: str = "edit"
     pool_size: int = 50
     """Words that insert/replace edits draw from (the task model's most common whole words)."""
-    max_units: int = 8
-    """Longest prompt, in words."""
+    max_units: int | None = None
+    """Longest prompt, in words; null: the start prompt's words plus 3, at least 8 (so a long
+    instruction can still grow)."""
     max_edits: int = 5
     """Edits per episode."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
+
+    @staticmethod
+    def upgrade_saved(section: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        """Runs saved when ``max_units`` defaulted to 8 stored it; where null now builds the same
+        env (the start prompt has at most 5 words) it reads as null, so they compare equal."""
+        prompt = config.get("prompt")
+        if isinstance(prompt, str) and section.get("max_units") == default_max_units(prompt):
+            return {**section, "max_units": None}
+        return section
+
+
+def default_max_units(start_prompt: str) -> int:
+    """``max_units: null``: room for the start prompt and 3 more words, at least 8."""
+    return max(8, len(start_prompt.split()) + 3)
 
 Edit = tuple[str, int, int]  # (operation, position, pool index or second position)
 
@@ -76,16 +91,17 @@ class PromptEditEnv(PromptEnv):
         start_prompt: str | None = None,
         pool: Sequence[str] | None = None,
         pool_size: int = 50,
-        max_units: int = 8,
+        max_units: int | None = None,
         max_edits: int = 5,
         batch_size: int | None = 16,
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        self.start_prompt = self.task.config.prompt if start_prompt is None else start_prompt
+        max_units = default_max_units(self.start_prompt) if max_units is None else max_units
         if max_units < 1 or max_edits < 1:
             raise ConfigError(f"max_units and max_edits must be >= 1, got {max_units} and {max_edits}")
-        self.start_prompt = self.task.config.prompt if start_prompt is None else start_prompt
         start_units = self.start_prompt.split()
         if len(start_units) > max_units:
             raise ConfigError(f"start prompt has {len(start_units)} words, more than max_units={max_units}")

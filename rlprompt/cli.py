@@ -119,6 +119,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from rlprompt.experiment import reselect_run
+    from rlprompt.reporting import format_summary
+
+    previous, result = reselect_run(args.run_dir, args.overrides)
+    metric = result.primary_metric
+    print(f"before       : {previous.shown_prompt} (selected on {'+'.join(previous.selected_on)}) "
+          f"test {metric} {previous.metrics['test'][metric]:.4f}")  # fmt: skip
+    print(format_summary(result, args.run_dir))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rlprompt.bench import run_bench
 
@@ -178,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="cells run at once (local processes, or Ray workers; ray default: as the CPUs allow)")
     p_bench.add_argument("--address", default=None, help="--backend ray: join the Ray cluster at this address")
     p_bench.set_defaults(func=_cmd_bench)
+
+    p_select = sub.add_parser(
+        "select", help="select a finished run's prompt again (another selection section), without training again"
+    )
+    p_select.add_argument("run_dir")
+    _add_overrides(p_select, "selection.splits=[dev] --set selection.include_manual=false")
+    p_select.set_defaults(func=_cmd_select)
 
     p_ft = sub.add_parser("finetune", help="RL fine-tuning of a causal LM on the task reward (grpo, rloo, ppo)")
     p_ft.add_argument("config", help="YAML config with a finetune section (see experiments/configs/finetune-tiny.yaml)")

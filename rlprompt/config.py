@@ -249,6 +249,52 @@ class BudgetConfig:
                 raise ConfigError(f"budget.{name} must be >= 1 (or null), got {value}")
 
 
+SELECTION_SPLITS = ("train", "dev")
+
+
+@dataclass
+class SelectionConfig:
+    """How a run picks the prompt it reports once training ends. Training rewards are means
+    over minibatches (a prompt may have been scored once, on ``env.batch_size`` examples), so the
+    best of them are partly luck; the candidates (the agent's greedy prompt and the ``agent.top_k``
+    best by mean train reward) are re-scored on whole splits, outside the training budget."""
+
+    splits: list[str] = field(default_factory=lambda: ["train", "dev"])
+    """Splits the candidates are scored on, pooled as one set of examples (example-weighted
+    means): ``train`` and/or ``dev``, never ``test``. The few-shot dev split alone (32 examples
+    on SST-2 16-shot) cannot tell apart prompts a few points apart; train + dev halves that noise."""
+    include_manual: bool = True
+    """The config's ``prompt`` competes with the found ones: a run reports another prompt only
+    when it beats the manual one on the selection splits (``manual_kept`` in best_prompt.json says
+    when none did). Text prompts only: a soft-prompt run keeps its own."""
+
+    paired: bool = False
+    """Rank the prompts training scored (for the ``top_k`` candidates, random search's choice and
+    the logged best reward) by their mean gain over the manual prompt on the same minibatches
+    rather than by their mean reward: a paired comparison, in which a minibatch's difficulty
+    cancels. It pays where examples differ in difficulty more than prompts differ on them; on
+    SmolLM2 SST-2 (gold log-prob, minibatches of 8) they do not: one evaluation's noise went from
+    sd 0.124 to 0.104 (seed 13) and 0.107 to 0.108 (seed 21), so it is off by default
+    (``experiments/candidate_pool.py`` measures both on a run). The manual prompt is then scored
+    on every minibatch too: LM calls on its first sight of an example only, no prompt evaluations."""
+
+    def __post_init__(self) -> None:
+        if not self.splits:
+            raise ConfigError("selection.splits needs at least one split (train and/or dev)")
+        for split in self.splits:
+            if split == "test":
+                raise ConfigError("selection.splits must not include test: the reported test metrics would then "
+                                  "be selected on, not held out (use train and/or dev)")  # fmt: skip
+            if split not in SELECTION_SPLITS:
+                raise ConfigError(f"selection.splits: unknown split {split!r} (train and/or dev)")
+        if len(set(self.splits)) != len(self.splits):
+            raise ConfigError(f"selection.splits names a split twice: {self.splits}")
+
+
+LEGACY_SELECTION = {"splits": ["dev"], "include_manual": False, "paired": False}
+"""What runs saved before ``selection`` existed did: the dev split alone, found prompts only."""
+
+
 @dataclass
 class OutputConfig:
     """Where and how a run writes its results."""
@@ -393,6 +439,8 @@ class Config:
     prompt_tuning, random_search) and that agent's config fields; its ``seed`` follows the
     global seed unless set."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    """How the reported prompt is chosen among the candidates once training ends."""
     output: OutputConfig = field(default_factory=OutputConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0
@@ -404,7 +452,16 @@ class Config:
         else:
             self._check_classification()
         self.env = self._resolve_env(self.env)
+        self._check_edit_start()
         self._check_served_budgets()
+
+    def _check_edit_start(self) -> None:
+        """The edit env starts from the manual prompt, one unit per word: it must fit ``max_units``."""
+        max_units = getattr(self.env, "max_units", None)
+        words = len(self.prompt.split())
+        if self.env_kind() == "edit" and max_units is not None and words > max_units:
+            raise ConfigError(f"the edit env starts from the prompt ({words} words: {self.prompt!r}), more than "
+                              f"env.max_units={max_units}: set env.max_units to at least {words}")  # fmt: skip
 
     def _check_served_budgets(self) -> None:
         served = [k for k in ("requests", "tokens", "cost") if getattr(self.budget, k) is not None]
@@ -742,15 +799,20 @@ def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
     """A run directory's ``config.json`` in today's form. Runs written before each kind had its
     own section (rlprompt 0.2.0) saved the ``task_model`` and ``env`` sections as the union of
     every kind's fields; the fields that belong only to other kinds are dropped (they were
-    never read by the kind the run used). Anything else unknown stays, to be refused by name."""
+    never read by the kind the run used). Runs saved before the ``selection`` section get the
+    selection they ran with (:data:`LEGACY_SELECTION`). Anything else unknown stays, to be refused by name."""
     out = dict(data)
+    out.setdefault("selection", dict(LEGACY_SELECTION))  # saved before the selection section: dev only
     for section, variant in (("task_model", TASK_MODEL_SECTION), ("env", ENV_SECTION)):
         value = out.get(section)
         if not isinstance(value, dict) or value.get(variant.key, variant.default) not in variant.registry:
             continue
-        own = {f.name for f in dataclasses.fields(variant.config_class(value.get(variant.key, variant.default), section))}
+        config_class = variant.config_class(value.get(variant.key, variant.default), section)
+        own = {f.name for f in dataclasses.fields(config_class)}
         others = {f.name for name in variant.registry.names() for f in dataclasses.fields(variant.registry[name].config_class)}
         out[section] = {k: v for k, v in value.items() if k in own or k == variant.key or k not in others}
+        if hasattr(config_class, "upgrade_saved"):  # a kind whose defaults became computed ones
+            out[section] = config_class.upgrade_saved(out[section], out)
     return out
 
 

@@ -2,9 +2,11 @@
 
 :func:`run_experiment` builds the task (data + task model + reward), the env and the agent a
 :class:`~rlprompt.config.Config` describes, trains under the config's budget with resumable
-checkpoints, selects the best prompt on dev (the greedy prompt and the top k seen, re-scored
-outside the budget), scores it and the manual prompt on train/dev/test and writes the run
-directory (:mod:`rlprompt.rundir`); its result is a :class:`~rlprompt.results.RunResult`.
+checkpoints, selects the best prompt (the greedy prompt, the top k seen and the manual prompt,
+re-scored on train + dev outside the budget: ``config.selection``), scores it and the manual
+prompt on train/dev/test and writes the run directory (:mod:`rlprompt.rundir`); its result is a
+:class:`~rlprompt.results.RunResult`. :func:`reselect_run` re-runs the selection of a finished
+run under another ``selection`` section from its checkpoint, without training again.
 
 Same config and seed on CPU gives a byte-identical ``best_prompt.json`` apart from
 ``wall_time_s``; a killed run resumed with ``resume=True`` ends with the same files as an
@@ -28,9 +30,9 @@ from rlprompt import __version__
 from rlprompt.agents import AGENT_REGISTRY
 from rlprompt.agents.base import Agent
 from rlprompt.callbacks import Callback, ProgressBar
-from rlprompt.config import Config, save_config
+from rlprompt.config import Config, config_to_dict, save_config
 from rlprompt.envs import PromptEnv, build_env
-from rlprompt.errors import RLPromptError
+from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import remove_stale_temp_files, temp_path_for
 from rlprompt.logger import Logger
 from rlprompt.reporting import plot_reward_curve
@@ -43,6 +45,7 @@ from rlprompt.rundir import (
     SOFT_PROMPT,
     check_run_dir,
     default_run_dir,
+    diff_keys,
     load_run,
     resolve_resume_config,
     run_prompt,
@@ -158,6 +161,14 @@ def run_experiment(
     result, best_prompt = select_and_evaluate(agent, task, config)
     # time of this session plus that of killed ones up to their checkpoints (via the rows' time_s)
     result.wall_time_s = round(max(logger.elapsed(), time.perf_counter() - started), 2)
+    if config.output.plot:
+        plot_reward_curve(logger.rows, run_dir / REWARD_CURVE, title=title)
+    write_result(run_dir, result, best_prompt)
+    return result
+
+
+def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt) -> None:
+    """The soft prompt's file (soft runs), then ``best_prompt.json``: each written atomically."""
     if result.kind == "soft":
         from safetensors.torch import save_file
 
@@ -165,16 +176,47 @@ def run_experiment(
         save_file({"prompt_embeddings": best_prompt.detach().float().cpu().contiguous()}, str(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, run_dir / SOFT_PROMPT)
-    if config.output.plot:
-        plot_reward_curve(logger.rows, run_dir / REWARD_CURVE, title=title)
     result.save(run_dir / BEST_PROMPT)
-    return result
+
+
+def reselect_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[RunResult, RunResult]:
+    """Select a finished run's prompt again from its checkpoint, under ``overrides`` of the
+    ``selection`` section (nothing else may change: training is not repeated), and rewrite its
+    ``config.json`` and ``best_prompt.json``. Returns (previous result, new result); wall time
+    adds this selection's. Killed half-way, running it again with the same overrides repairs it."""
+    run_dir = Path(run_dir)
+    previous_config, previous = load_run(run_dir)
+    config, _ = load_run(run_dir, overrides)
+    a, b = config_to_dict(previous_config), config_to_dict(config)
+    changed = [key for key in diff_keys(a, b) if not key.startswith(("selection.", "output."))]
+    if changed:
+        raise ConfigError(f"rlprompt select changes only selection.* (and output.*): {changed} would need training "
+                          "again (start a new run)")  # fmt: skip
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.is_file():
+        raise RLPromptError(f"{run_dir} has no {CHECKPOINT}: its candidates are gone, it cannot be selected again")
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    task = Task.from_config(config)
+    agent = Agent.load(checkpoint, make_env(task, config))
+    try:
+        task.task_model.load_cache_state((agent.checkpoint_extra or {})["task_model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RLPromptError(f"checkpoint {checkpoint} holds no usable task-model state ({exc})") from None
+    result, best_prompt = select_and_evaluate(agent, task, config)
+    result.wall_time_s = round((previous.wall_time_s or 0.0) + time.perf_counter() - started, 2)
+    save_config(config, run_dir / CONFIG)
+    write_result(run_dir, result, best_prompt)
+    return previous, result
 
 
 def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunResult, Prompt]:
-    """Dev selection, then train/dev/test metrics of the chosen and the manual prompt."""
+    """Selection (``config.selection``), then train/dev/test metrics of the chosen and the manual prompt."""
+    selection = config.selection
+    text_prompts = config.env_kind() != "soft"
+    extra = [config.prompt] if selection.include_manual and text_prompts else []
     with agent.evaluating():
-        best = agent.best_prompt()
+        best = agent.best_prompt(splits=selection.splits, extra=extra)
         before = task.task_model.stats.lm_calls
         metrics = {split: slim_metrics(task.evaluate(best.prompt, split), task) for split in SPLITS}
         baseline = {split: slim_metrics(task.evaluate(config.prompt, split), task) for split in SPLITS}
@@ -195,6 +237,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         env_steps=agent.env_steps,
         iterations=agent.iterations,
         dev_lm_calls=best.dev_lm_calls,
+        selected_on=list(selection.splits),
+        manual_kept=best.extra_won,
         eval_lm_calls=eval_lm_calls,
         budget={k: v for k, v in budget_limits(config).items() if v is not None},
         agent=config.agent_name,

@@ -129,6 +129,14 @@ class GenerationTask(Task):
         self.charge_prompt_evals(len(indices))
         return rewards, rewards.clone()
 
+    def reference_rewards(self, indices: Sequence[Sequence[int] | np.ndarray], split: str = "train") -> torch.Tensor | None:
+        """The manual prompt's reward ``[S]`` on each example set (``selection.paired``; None when
+        off): the reference of paired ranking, charged no prompt evaluation (see :class:`~rlprompt.task.Task`)."""
+        if not self.config.selection.paired:
+            return None
+        examples, references = self._batches(split, indices)
+        return self._rewards([self.config.prompt] * len(examples), examples, references)
+
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:

@@ -148,12 +148,22 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
         f"(dev {base['metrics']['dev'][metric]:.4f})",
         f"best prompt  : {result.shown_prompt:<40} test {metric} {best['test'][metric]:.4f}  "
         f"(dev {best['dev'][metric]:.4f})",
+        *_kept_line(result),
         f"cost         : {result.lm_calls} LM calls for {result.prompt_evals} prompt evaluations in training "
-        f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for dev selection, "
+        f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for selection on "
+        f"{'+'.join(result.selected_on)} ({result.candidates} candidates), "
         f"{result.eval_lm_calls} for evaluation; {result.wall_time_s} s",
         *_api_lines(result),
         f"results      : {run_dir}",
     ])  # fmt: skip
+
+
+def _kept_line(result: RunResult) -> list[str]:
+    """Say so when no found prompt beat the manual one (the run reports the manual prompt)."""
+    if not result.manual_kept:
+        return []
+    return [f"selection    : no prompt found in training beat the manual prompt on {'+'.join(result.selected_on)}; "
+            "the manual prompt is kept"]  # fmt: skip
 
 
 def _api_lines(result: RunResult) -> list[str]:

@@ -79,7 +79,7 @@ class RunResult(_Result):
     train_reward: float | None
     """Mean train reward of the found prompt over the minibatches it was scored on."""
     candidates: int
-    """Prompts re-scored in dev selection (the greedy prompt and the top k)."""
+    """Prompts re-scored in selection (the greedy prompt, the top k and the manual prompt)."""
     lm_calls: int
     prompt_evals: int
     env_steps: int
@@ -104,6 +104,11 @@ class RunResult(_Result):
     (requests, tokens, cost spent by training) and ``total`` (all requests of the run with dev
     selection and evaluation, ``requests_cached`` of them read from the response cache, prompt and
     completion tokens, cost, retries, invalid answers)."""
+    selected_on: list[str] = field(default_factory=lambda: ["dev"])
+    """The splits the candidates were scored on (pooled) to select the reported prompt."""
+    manual_kept: bool = False
+    """No candidate training found beat the manual prompt on ``selected_on``: the run reports the
+    manual prompt itself (``selection.include_manual``)."""
     schema_version: int = SCHEMA_VERSION
 
     @property

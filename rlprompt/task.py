@@ -154,6 +154,21 @@ class Task:
         self.charge_prompt_evals(logits.shape[0])
         return self._reward_of(logits, labels)
 
+    def reference_rewards(
+        self, indices: Sequence[Sequence[int] | np.ndarray], split: str = "train"
+    ) -> torch.Tensor | None:
+        """The manual prompt's reward ``[S]`` on each example set ``indices[s]``, the reference of
+        paired ranking (``selection.paired``; None when off). A baseline, not a prompt evaluation:
+        no evaluation is charged, and its LM calls are those of examples it has not seen yet."""
+        if not self.config.selection.paired:
+            return None
+        dataset = self.data.split(split)
+        sets = [self._checked_indices(split, idx) for idx in indices]
+        logits = self.task_model.score_pairs([self.config.prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
+        labels = self.labels(split)
+        return torch.stack([self._reward_of(row, labels[torch.as_tensor(idx, dtype=torch.long)])
+                            for idx, row in zip(sets, logits, strict=True)])  # fmt: skip
+
     def _check_reward_fits_scores(self) -> None:
         """A model whose scores are hard answers (a served model without log-probs) gives no
         class probabilities: probability rewards would rank an unanswered example (a tie) above

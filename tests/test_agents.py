@@ -182,7 +182,7 @@ def test_dev_selection_rescoring_and_reports(tmp_path):
     agent, env = run("ppo", "token", 0, 400)
     best = agent.best_prompt()
     assert best.candidates >= 2 and best.dev_lm_calls > 0
-    assert set(best.dev) >= {"accuracy", "reward", "n"}
+    assert set(best.scores) >= {"accuracy", "reward", "n"}
     assert best.text is not None and len(best.text.split()) == 5
 
 

@@ -392,3 +392,25 @@ def test_sb3_ppo_mean_reward_rises(env_name):
     model.learn(total_timesteps=total)
     rewards = env.get_episode_rewards()
     assert np.mean(rewards[-window:]) > np.mean(rewards[:window]) + 1.0
+
+
+def test_edit_env_leaves_room_for_a_long_start_instruction():
+    """``max_units: null`` fits the start prompt plus 3 words (at least 8); a set value too small
+    for the config's prompt is one config error; a run saved with the old default 8 reads as null."""
+    from rlprompt.config import load_config, upgrade_saved_config
+
+    task = make_toy_task()
+    words = task.task_model.vocabulary
+    long = " ".join(words[:11])
+    env = PromptEditEnv(task=task, start_prompt=long, batch_size=4)
+    assert env.max_units == 14 and env.reset(seed=0)[0][:11].tolist() == [i + 1 for i in env._start_ids]
+    assert PromptEditEnv(task=task, batch_size=4).max_units == 8
+    with pytest.raises(ConfigError, match="more than max_units=5"):
+        PromptEditEnv(task=task, start_prompt=long, max_units=5)
+    with pytest.raises(ConfigError, match="set env.max_units to at least 11"):
+        load_config(None, [f"prompt={long}", "agent.name=ppo", "env.kind=edit", "env.max_units=8"])
+    assert load_config(None, [f"prompt={long}", "agent.name=ppo", "env.kind=edit"]).env.max_units is None
+    saved = {"prompt": "It was", "env": {"kind": "edit", "max_units": 8}}
+    assert upgrade_saved_config(saved)["env"]["max_units"] is None
+    saved["prompt"] = "one two three four five six"  # null would now give 9: the saved 8 stays
+    assert upgrade_saved_config(saved)["env"]["max_units"] == 8

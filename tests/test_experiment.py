@@ -111,10 +111,11 @@ def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, s
     assert (agent.prompt_evals, agent.lm_calls) == (result.prompt_evals, result.lm_calls)
 
 
-def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
+def test_dev_only_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
     config_path = write_config(
-        tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5}
-    )
+        tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5},
+        selection={"splits": ["dev"], "include_manual": False},
+    )  # fmt: skip
     result = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
     from rlprompt.task import Task
 
@@ -122,10 +123,75 @@ def test_dev_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_d
     rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
     assert result.candidates in (5, 6)  # the greedy prompt + the top 5 by train reward (deduplicated)
     assert result.dev_lm_calls == result.candidates * len(task.data.dev)
+    assert result.selected_on == ["dev"] and not result.manual_kept
     assert int(rows[-1]["lm_calls"]) == result.lm_calls <= result.prompt_evals * 8  # training cost only
     assert task.evaluate(result.prompt, "dev")["reward"] == pytest.approx(
         result.metrics["dev"]["reward"], abs=1e-6
     )
+
+
+def pooled_reward(task, prompt: str) -> float:
+    parts = [task.evaluate(prompt, split) for split in ("train", "dev")]
+    return sum(p["reward"] * p["n"] for p in parts) / sum(p["n"] for p in parts)
+
+
+def test_selection_on_train_and_dev_keeps_the_manual_prompt_unless_beaten(tmp_path, small_data):
+    """Default selection: candidates pooled over train + dev, the manual prompt among them. A found
+    prompt is reported only when its pooled reward beats the manual one's; otherwise the manual
+    prompt is, flagged. A manual prompt no candidate can lose to (a strong one) and one every
+    candidate beats (a nonsense one) show both outcomes."""
+    from rlprompt.task import Task
+
+    outcomes = {}
+    for manual in ("It was", "zzz qqq xxx"):
+        config_path = write_config(tmp_path / "run.yaml", small_data, prompt=manual,
+                                   agent={"name": "random_search", "n_envs": 8, "top_k": 5})  # fmt: skip
+        config = load_config(config_path)
+        assert config.selection.splits == ["train", "dev"] and config.selection.include_manual
+        result = run_experiment(config, tmp_path / manual.replace(" ", "_"), progress=False)
+        task = Task.from_config(config)
+        assert result.selected_on == ["train", "dev"] and result.candidates in (6, 7)
+        if result.manual_kept:
+            assert result.prompt == manual and result.metrics == result.baseline["metrics"]
+        else:
+            assert pooled_reward(task, result.prompt) > pooled_reward(task, manual)
+        outcomes[manual] = result.manual_kept
+    assert outcomes == {"It was": True, "zzz qqq xxx": False}
+
+
+def test_select_reruns_selection_from_the_checkpoint(tmp_path, small_data, capsys):
+    """``rlprompt select`` on a dev-only run gives what a fresh run with the new selection gives
+    (training is deterministic, so the two agree to the byte, wall time aside), rewrites
+    config.json, and refuses any change that would need training again."""
+    base = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5},
+                        selection={"splits": ["dev"], "include_manual": False})  # fmt: skip
+    run_experiment(load_config(base), tmp_path / "old", progress=False)
+    fresh = run_experiment(load_config(base, ["selection.splits=[train]", "selection.include_manual=true"]),
+                           tmp_path / "fresh", progress=False)  # fmt: skip
+    code = main(["select", str(tmp_path / "old"), "--set", "selection.splits=[train]",
+                 "--set", "selection.include_manual=true"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "before" in out and "selected on dev" in out
+    reselected, expected = without_times(tmp_path / "old")[0], without_times(tmp_path / "fresh")[0]
+    assert reselected == expected and reselected["selected_on"] == ["train"]
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["selection"] == {
+        "splits": ["train"], "include_manual": True, "paired": False}
+    assert fresh.selected_on == ["train"]
+    assert main(["select", str(tmp_path / "old"), "--set", "env.batch_size=4"]) == 2
+    err = capsys.readouterr().err
+    assert "changes only selection.*" in err and "env.batch_size" in err
+
+
+def test_runs_saved_before_the_selection_section_keep_their_dev_only_selection(tmp_path, small_data):
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 16})
+    run_experiment(load_config(config_path), tmp_path / "r", progress=False)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    del saved["selection"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    from rlprompt.rundir import saved_config
+
+    assert saved_config(tmp_path / "r").selection.splits == ["dev"]
+    assert not saved_config(tmp_path / "r").selection.include_manual
 
 
 @pytest.mark.parametrize("kills", [2])
@@ -190,6 +256,10 @@ def test_run_refuses_to_overwrite_and_checks_resume_config(tmp_path, small_data,
         ("budget.prompt_evals=0", "budget.prompt_evals must be >= 1"),
         ("env.batch_size=0", "env.batch_size must be >= 1"),
         ("output.checkpoint_every=-1", "output.checkpoint_every must be >= 1"),
+        ("selection.splits=[test]", "selection.splits must not include test"),
+        ("selection.splits=[]", "selection.splits needs at least one split"),
+        ("selection.splits=[dev,dev]", "selection.splits names a split twice"),
+        ("selection.splits=[valid]", "selection.splits: unknown split 'valid'"),
     ],
 )
 def test_run_config_errors_are_one_line(tmp_path, small_data, capsys, override, message):
