@@ -21,17 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def minibatch_sd(values: np.ndarray, k: int) -> float:
-    """Standard deviation of the mean of ``k`` of ``values`` drawn without replacement."""
-    n = len(values)
-    return float(values.std(ddof=1) / np.sqrt(k) * np.sqrt((n - k) / (n - 1))) if k < n else 0.0
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+from reward_fidelity import spearman  # the rank correlation of the fidelity studies
+from reward_noise import minibatch_sd
 
 
 def main() -> None:

@@ -18,6 +18,12 @@ import numpy as np
 import torch
 
 
+def minibatch_sd(values: np.ndarray, k: int) -> float:
+    """Standard deviation of the mean of ``k`` of ``values`` drawn without replacement."""
+    n = len(values)
+    return float(values.std(ddof=1) / np.sqrt(k) * np.sqrt((n - k) / (n - 1))) if k < n else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
@@ -36,8 +42,7 @@ def main() -> None:
     for prompt in args.prompts:
         log_probs = torch.log_softmax(task.logits([prompt], "train")[0], -1)
         gold = log_probs[torch.arange(len(labels)), labels].numpy()
-        n = len(gold)
-        sd = gold.std(ddof=1) / np.sqrt(k) * np.sqrt((n - k) / (n - 1)) if k < n else 0.0
+        sd = minibatch_sd(gold, k)
         accuracy = float((log_probs.argmax(-1) == labels).float().mean())
         print(f"{prompt!r:42} gold log-prob mean {gold.mean():+.4f}  accuracy {accuracy:.4f}  "
               f"per-example sd {gold.std(ddof=1):.4f}  sd of a minibatch mean {sd:.4f}")

@@ -30,7 +30,7 @@ from rlprompt import __version__
 from rlprompt.agents import AGENT_REGISTRY
 from rlprompt.agents.base import Agent
 from rlprompt.callbacks import Callback, ProgressBar
-from rlprompt.config import Config, config_to_dict, save_config
+from rlprompt.config import Config, save_config
 from rlprompt.envs import PromptEnv, build_env
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import remove_stale_temp_files, temp_path_for
@@ -44,11 +44,12 @@ from rlprompt.rundir import (
     REWARD_CURVE,
     SOFT_PROMPT,
     check_run_dir,
+    config_changes,
     default_run_dir,
-    diff_keys,
     load_run,
     resolve_resume_config,
     run_prompt,
+    saved_config,
 )
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
@@ -99,6 +100,19 @@ def save_run_checkpoint(agent: Agent, path: Path) -> None:
     agent.save(path, extra={"task_model": task.task_model.cache_state(), "task_prompt_evals": task.prompt_evals})
 
 
+def load_run_checkpoint(path: Path, task: Task, env: PromptEnv) -> Agent:
+    """The agent of a :func:`save_run_checkpoint` file on ``env``, with ``task``'s model cache and
+    evaluation count restored as they were (so LM-call counts go on exactly)."""
+    agent = Agent.load(path, env)
+    extra = agent.checkpoint_extra or {}
+    try:
+        task.task_model.load_cache_state(extra["task_model"])
+        task.prompt_evals = extra["task_prompt_evals"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RLPromptError(f"checkpoint {path} holds no usable task-model state ({exc})") from None
+    return agent
+
+
 def run_experiment(
     config: Config,
     output_dir: str | os.PathLike[str] | None = None,
@@ -129,13 +143,7 @@ def run_experiment(
     checkpoint = run_dir / CHECKPOINT
     resuming = resume and checkpoint.is_file()
     if resuming:
-        agent = Agent.load(checkpoint, env)
-        extra = agent.checkpoint_extra or {}
-        try:
-            task.task_model.load_cache_state(extra["task_model"])
-            task.prompt_evals = extra["task_prompt_evals"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RLPromptError(f"checkpoint {checkpoint} holds no usable task-model state ({exc})") from None
+        agent = load_run_checkpoint(checkpoint, task, env)
     else:
         agent = AGENT_REGISTRY[config.agent_name].agent_class(env, config.agent_config())
 
@@ -186,9 +194,8 @@ def reselect_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = 
     adds this selection's. Killed half-way, running it again with the same overrides repairs it."""
     run_dir = Path(run_dir)
     previous_config, previous = load_run(run_dir)
-    config, _ = load_run(run_dir, overrides)
-    a, b = config_to_dict(previous_config), config_to_dict(config)
-    changed = [key for key in diff_keys(a, b) if not key.startswith(("selection.", "output."))]
+    config = saved_config(run_dir, overrides)
+    changed = config_changes(previous_config, config, may_change=("selection", "output"))
     if changed:
         raise ConfigError(f"rlprompt select changes only selection.* (and output.*): {changed} would need training "
                           "again (start a new run)")  # fmt: skip
@@ -198,11 +205,7 @@ def reselect_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = 
     started = time.perf_counter()
     seed_everything(config.seed)
     task = Task.from_config(config)
-    agent = Agent.load(checkpoint, make_env(task, config))
-    try:
-        task.task_model.load_cache_state((agent.checkpoint_extra or {})["task_model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RLPromptError(f"checkpoint {checkpoint} holds no usable task-model state ({exc})") from None
+    agent = load_run_checkpoint(checkpoint, task, make_env(task, config))
     result, best_prompt = select_and_evaluate(agent, task, config)
     result.wall_time_s = round((previous.wall_time_s or 0.0) + time.perf_counter() - started, 2)
     save_config(config, run_dir / CONFIG)

@@ -90,12 +90,19 @@ def resolve_resume_config(run_dir: Path, config: Config | None) -> Config:
     saved = saved_config(run_dir)
     if config is None:
         return saved
-    a, b = config_to_dict(saved), config_to_dict(config)
-    a.pop("output", None)
-    b.pop("output", None)
-    if a != b:
-        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's config.json at {diff_keys(a, b)}")
+    changed = config_changes(saved, config, may_change=("output",))
+    if changed:
+        raise ConfigError(f"--resume {run_dir}: the given config differs from the run's config.json at {changed}")
     return config
+
+
+def config_changes(saved: Config, config: Config, may_change: tuple[str, ...]) -> list[str]:
+    """Dotted keys at which ``config`` differs from ``saved``, outside the sections ``may_change``."""
+    a, b = config_to_dict(saved), config_to_dict(config)
+    for section in may_change:
+        a.pop(section, None)
+        b.pop(section, None)
+    return diff_keys(a, b)
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
