@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--candidates", required=True, help="hand-written instructions, one per line")
     parser.add_argument("--random", type=int, default=20, help="random 5-word prompts added")
     parser.add_argument("--test-n", type=int, default=100, help="test examples generated per prompt")
+    parser.add_argument("--dev-n", type=int, default=None,
+                        help="dev examples generated per prompt (default: all; 0 skips the dev metric)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides (e.g. task_model.prefix_cache_mb=4000 to keep every passage cached)")
@@ -57,14 +59,15 @@ def main() -> None:
     metric = GENERATION_METRICS[metric_name]
     train, dev, test = task.data.train, task.data.dev, task.data.test
     test_examples, test_refs = test.examples[: args.test_n], test.references[: args.test_n]
+    dev_examples, dev_refs = dev.examples[: args.dev_n], dev.references[: args.dev_n]
     rows = []
     for i, prompt in enumerate(prompts):
         reward = float(tm.log_likelihood([prompt], [train.examples], [train.references])[0].mean())
-        dev_value = float(metric(tm.generate([prompt], [dev.examples])[0], dev.references))
+        dev_value = float(metric(tm.generate([prompt], [dev_examples])[0], dev_refs)) if dev_examples else None
         test_value = float(metric(tm.generate([prompt], [test_examples])[0], test_refs))
         rows.append({"prompt": prompt, "hand_written": i < len(written), "train_likelihood": reward,
                      f"dev_{metric_name}": dev_value, f"test_{metric_name}": test_value})  # fmt: skip
-        print(f"{i + 1:>3}/{len(prompts)}  likelihood {reward:+.4f}  dev {metric_name} {dev_value:.4f}  "
+        print(f"{i + 1:>3}/{len(prompts)}  likelihood {reward:+.4f}  dev {metric_name} {_fmt(dev_value)}  "
               f"test {metric_name} {test_value:.4f}  {prompt!r}", flush=True)  # fmt: skip
     likelihood = [r["train_likelihood"] for r in rows]
     tests = [r[f"test_{metric_name}"] for r in rows]
@@ -83,7 +86,8 @@ def main() -> None:
         "spearman_train_likelihood_vs_test_hand_written": spearman(
             [r["train_likelihood"] for r in written_rows], [r[f"test_{metric_name}"] for r in written_rows]
         ),
-        "spearman_dev_metric_vs_test": spearman(devs, tests),
+        "dev_examples": len(dev_examples),
+        "spearman_dev_metric_vs_test": spearman(devs, tests) if dev_examples else None,
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": round(time.perf_counter() - started, 1),
         "rows": rows,
@@ -91,12 +95,16 @@ def main() -> None:
     print(f"Spearman(train likelihood, test {metric_name}) over {len(rows)} prompts: "
           f"{result['spearman_train_likelihood_vs_test']:.3f}  (hand-written only, {len(written_rows)}: "
           f"{result['spearman_train_likelihood_vs_test_hand_written']:.3f}; dev {metric_name} vs test: "
-          f"{result['spearman_dev_metric_vs_test']:.3f})")  # fmt: skip
+          f"{_fmt(result['spearman_dev_metric_vs_test'], 3)})")  # fmt: skip
     print(f"{len(train)} train examples for the likelihood, {len(test_examples)} test examples generated per "
           f"prompt; {result['wall_time_s']} s")  # fmt: skip
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

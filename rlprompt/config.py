@@ -188,6 +188,10 @@ class GenerationConfig:
     """Longest greedy generation, in tokens."""
     stop: list[str] = field(default_factory=lambda: ["\n"])
     """Generation ends at the first of these strings (which is cut off) or at the end-of-text token."""
+    stop_after_text: bool = False
+    """Stop strings end an output only once it holds non-whitespace text, so a reply that opens
+    with a line break goes on to the answer after it (with ``stop: ["\\n"]`` such a reply is
+    otherwise empty). False: anywhere, as ``model.generate``'s ``stop_strings``."""
     chat: Literal["none", "user", "system"] = "none"
     """``none``: the template is the raw text the LM continues; ``user``: the template is the
     user message of the tokenizer's chat template and the reply is generated; ``system``: the

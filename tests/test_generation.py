@@ -145,6 +145,50 @@ def test_greedy_generation_equals_model_generate_and_is_deterministic(tiny_clm_d
     assert model.stats.generated_tokens > 0
 
 
+@pytest.mark.parametrize("layout", list(TEMPLATES))
+def test_finished_rows_leave_the_batch_without_changing_outputs(tiny_clm_dir, qa_dir, layout, monkeypatch):
+    """Rows ending at different steps: the batch shrinks as they finish, and every output is
+    the one generated for its row alone."""
+    from transformers import DynamicCache
+
+    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, TEMPLATES[layout],
+                                       generation={"stop": ["zzz"], "max_new_tokens": 8}))  # fmt: skip
+    model = task.task_model
+    examples = task.data.train.examples
+    sequences = []  # what each (prompt, example) row generates alone
+    for prompt in ("it was", "so good"):
+        for example in examples:
+            pre, post = model.input_layout.encode_texts([example])[0]
+            ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
+            out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                       pad_token_id=model.pad_id)  # fmt: skip
+            sequences.append(out[0, ids.shape[1]:].tolist())
+
+    def shrinks(eos: set[int]) -> bool:  # with these end-of-text ids, a quarter of the rows ends while others go on
+        ends = [min((seq.index(t) for t in eos if t in seq), default=8) for seq in sequences]
+        return any(0 < sum(e > step for e in ends) <= 0.75 * len(ends) for step in range(7))
+
+    tokens = sorted({t for seq in sequences for t in seq})
+    model.eos_ids = next(eos for eos in [{t} for t in tokens] + [{t, u} for t in tokens for u in tokens] if shrinks(eos))
+    selected = []
+    original = DynamicCache.batch_select_indices
+    monkeypatch.setattr(DynamicCache, "batch_select_indices",
+                        lambda self, keep: (selected.append(len(keep)), original(self, keep))[1])  # fmt: skip
+    together = model.generate(["it was", "so good"], [examples, examples])
+    lengths = {len(text) for outputs in together for text in outputs}
+    assert selected and len(lengths) > 1  # rows left the batch early, and outputs differ in length
+    model.clear_cache()
+    batch_size, model.generation.batch_size = model.generation.batch_size, 1
+    try:
+        alone = model.generate(["it was", "so good"], [examples, examples])
+    finally:
+        model.generation.batch_size = batch_size
+    assert alone == together
+    model.clear_cache()
+    model.prefix_caching = False  # the left-padded path shrinks its batches too
+    assert model.generate(["it was", "so good"], [examples, examples]) == together
+
+
 def test_generation_with_an_empty_continuation_and_dict_answers(tiny_clm_dir, tmp_path):
     """A template ending in {prompt} with the empty prompt leaves nothing after the cached
     prefix: those rows are prefilled whole (same outputs). Answers in the Hugging Face squad
@@ -177,6 +221,35 @@ def test_generation_stops_at_stop_strings_and_remembers_outputs(tiny_clm_dir, qa
     calls = model.stats.lm_calls
     model.generate(["it was"], [examples])  # remembered: no new LM call
     assert model.stats.lm_calls == calls and model.stats.cache_hits >= 2
+
+
+def test_stop_cut_skips_stops_in_leading_whitespace_only_when_asked():
+    from rlprompt.task_models.sequences import stop_cut
+
+    assert stop_cut("\nParis\nmore", ["\n"]) == 0
+    assert stop_cut("\nParis\nmore", ["\n"], after_text=True) == 6
+    assert stop_cut(" \n\n Paris. Q:", ["\n\n", "Q:"], after_text=True) == 11
+    assert stop_cut("\n \n", ["\n"], after_text=True) == -1  # only whitespace so far: not ended
+    assert stop_cut("Paris", ["P"], after_text=True) == 0  # a stop at the first character of text counts
+    assert stop_cut("Paris", ["\n"]) == -1
+
+
+def test_stop_after_text_lets_a_reply_opening_with_a_line_break_go_on(tiny_clm_dir, qa_dir, monkeypatch):
+    """Every output made to open with a line break: with ``stop: ["\\n"]`` it is empty by
+    default; with ``stop_after_text`` it is the text that follows."""
+    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, generation={"stop": ["zzz"], "max_new_tokens": 6}))
+    model = task.task_model
+    examples = task.data.train.examples
+    plain = model.generate(["it was"], [examples])[0]
+    assert all(text and "\n" not in text for text in plain)
+    decode = model.tokenizer.decode
+    monkeypatch.setattr(model.tokenizer, "decode", lambda ids, **kw: ("\n" if len(ids) else "") + decode(ids, **kw))
+    model.generation.stop = ["\n"]
+    model.clear_cache()
+    assert model.generate(["it was"], [examples])[0] == [""] * len(examples)
+    model.generation.stop_after_text = True
+    model.clear_cache()
+    assert model.generate(["it was"], [examples])[0] == plain
 
 
 # ------------------------------------------------------------------ envs, agents, runs
@@ -335,3 +408,24 @@ def test_smollm2_generation_equals_model_generate_with_and_without_chat(smollm2_
     assert "<|im_start|>user" in chat.template and chat.template.endswith("<|im_start|>assistant\n")
     answers = chat.generate([prompt], [examples])[0]
     assert all(answers) and chat.stop_suffix == [chat.tokenizer.eos_token_id]
+
+
+@pytest.mark.slow
+def test_smollm2_reply_opening_with_a_line_break_is_kept_with_stop_after_text(smollm2_dir):
+    """SmolLM2 answers 'Summarize:' after a SciTLDR abstract on the next line: with the newline
+    stop that output is empty, unless stops count only after text (generation.stop_after_text)."""
+    from conftest import shared_data_dir
+
+    def model(after_text: bool):
+        return Task.from_config(config_from_dict({
+            "task": "generation", "template": "{source}\n{prompt}\nTL;DR:", "prompt": "Summarize:",
+            "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
+            "data": {"dir": str(shared_data_dir("scitldr", 13)), "input_fields": ["source"], "reference_field": "targets"},
+            "generation": {"max_new_tokens": 24, "metrics": ["rougeL"], "stop_after_text": after_text},
+        }))  # fmt: skip
+
+    task = model(False)
+    examples = task.data.train.examples[:4]
+    assert task.task_model.generate(["Summarize:"], [examples])[0] == [""] * 4
+    kept = model(True).task_model.generate(["Summarize:"], [examples])[0]
+    assert all(len(text.split()) >= 3 and "\n" not in text for text in kept)

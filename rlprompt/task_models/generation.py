@@ -32,7 +32,7 @@ from rlprompt.task_models.base import Prompt, prompt_key
 from rlprompt.task_models.causal import CausalLMTaskModel
 from rlprompt.task_models.config import HFTaskModelConfig
 from rlprompt.task_models.kv import continue_from
-from rlprompt.task_models.sequences import Example, TemplateLayout, input_key
+from rlprompt.task_models.sequences import Example, TemplateLayout, input_key, stop_cut
 
 REFERENCES_KEY = "\x00references"
 """Where a scored input carries its references (a JSON list), so that score-cache keys include them."""
@@ -315,30 +315,41 @@ class CausalGenerationModel(CausalLMTaskModel):
 
     def _decode(self, first_logits: torch.Tensor, cache: Any, attention: torch.Tensor, next_positions: torch.Tensor) -> list[tuple[str, int]]:
         """Greedy decoding on ``cache`` from the logits of the first new token; per row the text
-        (cut at the first stop string) and the number of tokens generated."""
+        (cut at the first stop string) and the number of tokens generated.
+
+        Rows that have finished leave the batch (their keys and values are dropped from the
+        cache) once a quarter of it has finished, so a few long answers do not keep paying for
+        the short ones already done."""
         stops = self.generation.stop
         batch = first_logits.shape[0]
         generated: list[list[int]] = [[] for _ in range(batch)]
         texts: list[str | None] = [None] * batch
+        active = list(range(batch))  # the rows of the batch tensors, in order
         logits = first_logits
         positions = next_positions.clone()
         for step in range(self.generation.max_new_tokens):
             tokens = logits.argmax(-1)
-            for b in range(batch):
+            for i, b in enumerate(active):
                 if texts[b] is not None:
                     continue
-                token = int(tokens[b])
+                token = int(tokens[i])
                 if token in self.eos_ids:
                     texts[b] = self.tokenizer.decode(generated[b], skip_special_tokens=True)
                     continue
                 generated[b].append(token)
                 text = self.tokenizer.decode(generated[b], skip_special_tokens=True)
-                cut = min((text.find(s) for s in stops if s in text), default=-1)
+                cut = stop_cut(text, stops, self.generation.stop_after_text)
                 if cut >= 0:
                     texts[b] = text[:cut]
-            if all(t is not None for t in texts) or step == self.generation.max_new_tokens - 1:
+            running = [i for i, b in enumerate(active) if texts[b] is None]
+            if not running or step == self.generation.max_new_tokens - 1:
                 break
-            attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)], 1)
+            if len(running) <= 0.75 * len(active):
+                keep = torch.tensor(running, device=tokens.device)
+                cache.batch_select_indices(keep)
+                tokens, attention, positions = tokens[keep], attention[keep], positions[keep]
+                active = [active[i] for i in running]
+            attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype, device=attention.device)], 1)
             logits, cache = self._step({"input_ids": tokens[:, None]}, attention, positions[:, None], cache)
             positions = positions + 1
         self.stats.generated_tokens += sum(len(g) for g in generated)

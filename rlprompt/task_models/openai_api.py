@@ -41,7 +41,7 @@ from rlprompt.io import cache_dir
 from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats
 from rlprompt.task_models.config import OpenAITaskModelConfig
 from rlprompt.task_models.response_cache import ResponseCache, request_key
-from rlprompt.task_models.sequences import Example, input_key
+from rlprompt.task_models.sequences import Example, input_key, stop_cut
 
 _PLACEHOLDER = re.compile(r"(\s*)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 INVALID_SCORE = 0.0
@@ -687,18 +687,18 @@ class OpenAIGenerationModel(OpenAITaskModel):
         bodies = []
         for prompt, example in rows:
             text, system = self.render_example(prompt, example)
+            # a server stops at a stop string anywhere; stops that count only after text are cut here
+            stop = () if self.generation.stop_after_text else self.generation.stop
             bodies.append(self._body(text, max_tokens=self.generation.max_new_tokens, logprobs=False, system=system,
-                                     stop=self.generation.stop))  # fmt: skip
+                                     stop=stop))  # fmt: skip
         before = self.stats.completion_tokens
         choices = self._requests(bodies)
         self.stats.generated_tokens += self.stats.completion_tokens - before
         outputs = []
         for choice in choices:
             answer = _choice_text(choice)
-            for stop in self.generation.stop:  # servers that ignore ``stop`` are cut here
-                if stop in answer:
-                    answer = answer[: answer.index(stop)]
-            outputs.append(answer.strip())
+            cut = stop_cut(answer, self.generation.stop, self.generation.stop_after_text)  # servers ignoring ``stop`` too
+            outputs.append((answer if cut < 0 else answer[:cut]).strip())
         return outputs
 
 

@@ -33,6 +33,16 @@ def input_key(example: Example) -> str:
     return example if isinstance(example, str) else json.dumps(dict(example), sort_keys=True, ensure_ascii=False)
 
 
+def stop_cut(text: str, stops: Sequence[str], after_text: bool = False) -> int:
+    """Where a generated ``text`` ends: the index of the first stop string in it, -1 for none.
+    With ``after_text`` a stop inside the leading whitespace does not count (the output ends at
+    the first stop after its first non-whitespace character; none while it has only whitespace)."""
+    start = len(text) - len(text.lstrip()) if after_text else 0
+    if after_text and start == len(text):
+        return -1
+    return min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=-1)
+
+
 def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special ids a tokenizer puts before and after a single sequence (e.g. CLS/SEP)."""
     probe = tokenizer("a", add_special_tokens=False)["input_ids"]
