@@ -385,6 +385,11 @@ def test_generation_task_on_a_served_model_equals_the_local_one(tiny_openai_serv
     assert remote.task_model.stats.generated_tokens > 0
     metrics = remote.evaluate("it was", "dev")
     assert metrics["f1"] == pytest.approx(local.evaluate("it was", "dev")["f1"])
+    # stops that count only after text: the server is asked without them, the answer cut here
+    after = {"generation": {"stop_after_text": True}}
+    local = Task.from_config(gen_config(tiny_clm_dir, data, **after))
+    remote = Task.from_config(served_generation_config(gen_config(tiny_clm_dir, data, **after), tiny_openai_server))
+    assert remote.task_model.generate(prompts, examples) == local.task_model.generate(prompts, examples)
 
 
 def test_likelihood_reward_on_a_server_without_echo_is_one_clear_error(own_server, tiny_clm_dir, tmp_path):
