@@ -390,6 +390,15 @@ def test_generation_task_on_a_served_model_equals_the_local_one(tiny_openai_serv
     local = Task.from_config(gen_config(tiny_clm_dir, data, **after))
     remote = Task.from_config(served_generation_config(gen_config(tiny_clm_dir, data, **after), tiny_openai_server))
     assert remote.task_model.generate(prompts, examples) == local.task_model.generate(prompts, examples)
+    bodies = []  # an answer that opens with a line break: asked without stops, cut after its text
+
+    def answer(sent):
+        bodies.extend(sent)
+        return [{"text": "\nParis\nmore"}] * len(sent)
+
+    remote.task_model._requests = answer
+    assert remote.task_model.generate(["a new prompt"], [examples[0][:1]]) == [["Paris"]]
+    assert bodies and all("stop" not in body for body in bodies)
 
 
 def test_likelihood_reward_on_a_server_without_echo_is_one_clear_error(own_server, tiny_clm_dir, tmp_path):

@@ -37,9 +37,7 @@ def stop_cut(text: str, stops: Sequence[str], after_text: bool = False) -> int:
     """Where a generated ``text`` ends: the index of the first stop string in it, -1 for none.
     With ``after_text`` a stop inside the leading whitespace does not count (the output ends at
     the first stop after its first non-whitespace character; none while it has only whitespace)."""
-    start = len(text) - len(text.lstrip()) if after_text else 0
-    if after_text and start == len(text):
-        return -1
+    start = len(text) - len(text.lstrip()) if after_text else 0  # all whitespace: start = len(text), no stop found
     return min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=-1)
 
 
