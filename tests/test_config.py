@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlprompt.config import Config, config_from_dict, load_config, save_config
+from rlprompt.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from rlprompt.errors import ConfigError
 
 
@@ -109,6 +109,21 @@ def test_agent_seed_follows_the_global_seed_unless_set():
     saved = json.loads(json.dumps(asdict(config_from_dict({"seed": 13}))))  # a run's config.json
     assert config_from_dict(saved, ["seed=21"]).agent_config().seed == 21
     assert config_from_dict({"seed": 13, "agent": {"name": "sql", "seed": 3}}).agent_config().seed == 3
+
+
+def test_a_saved_agent_seed_equal_to_the_run_seed_reads_as_following_it():
+    """Runs that stored the seed their agent resolved to compare equal to today's config (whose
+    ``agent.seed`` is null) when it is the run's seed; another agent seed stays a difference."""
+    from rlprompt.config import config_from_dict, upgrade_saved_config
+    from rlprompt.rundir import diff_keys
+
+    today = config_to_dict(config_from_dict({"seed": 13, "agent": {"name": "sql"}}))
+    stored = {**today, "agent": {**today["agent"], "seed": 13}}
+    assert upgrade_saved_config(stored)["agent"]["seed"] is None
+    assert diff_keys(config_to_dict(config_from_dict(upgrade_saved_config(stored))), today) == []
+    other = {**today, "agent": {**today["agent"], "seed": 3}}
+    assert diff_keys(config_to_dict(config_from_dict(upgrade_saved_config(other))), today) == ["agent.seed"]
+    assert config_from_dict(upgrade_saved_config(other)).agent_config().seed == 3
 
 
 def test_run_directories_of_rlprompt_0_2_still_load(tmp_path):

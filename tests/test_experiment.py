@@ -270,13 +270,16 @@ def test_run_config_errors_are_one_line(tmp_path, small_data, capsys, override, 
 
 
 def test_every_shipped_config_resolves():
+    """Every shipped config loads; every bench's committed cells match its file, so running the
+    bench command again resumes (skips them) rather than refusing them as another config's."""
     for path in sorted(CONFIGS.glob("*.yaml")):
         if path.name.startswith("bench-"):
-            from rlprompt.bench import cells_of, load_bench
+            from rlprompt.bench import cells_of, check_cells_unchanged, load_bench
 
             bench, root = load_bench(path)
-            for cell in cells_of(bench):
-                load_config(root / bench.base, cell.overrides)
+            cells = cells_of(bench)
+            configs = {cell.key: load_config(root / bench.base, cell.overrides) for cell in cells}
+            check_cells_unchanged(ROOT / bench.output_dir, cells, configs)
         else:
             config = load_config(path)
             assert config.agent_name and config.env_kind()
