@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +25,14 @@ class EditEnvConfig(EnvConfig):
     """``env`` section of the edit env."""
 
     kind: str = "edit"
+    pool: list[str] | str | None = None
+    """What insert/replace edits draw from. null: the task model's ``pool_size`` most common whole
+    words; a list: those phrases, all of them; a .txt file (e.g. the selection env's candidate
+    instructions): the distinct words of its lines (``#`` comments skipped, outer punctuation
+    stripped but a final colon kept, as in "Answer:") in first-seen order, cut to ``pool_size`` -
+    GrIPS-style edits in the task's own words instead of the language's commonest ones."""
     pool_size: int = 50
-    """Words that insert/replace edits draw from (the task model's most common whole words)."""
+    """Size of the default pool and the most a file's pool keeps."""
     max_units: int | None = None
     """Longest prompt, in words; null: the start prompt's words plus 3, at least 8 (so a long
     instruction can still grow)."""
@@ -34,6 +42,12 @@ class EditEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
+        if isinstance(self.pool, list) and not all(isinstance(p, str) and p.strip() for p in self.pool):
+            raise ConfigError(f"env.pool: every entry must be a non-empty string, got {self.pool!r}")
+        if isinstance(self.pool, list) and not self.pool:
+            raise ConfigError("env.pool is an empty list (null: the task model's most common words)")
+        if self.pool is not None and not isinstance(self.pool, (str, list)):
+            raise ConfigError(f"env.pool must be null, a list of phrases or a .txt file, got {self.pool!r}")
 
     @staticmethod
     def upgrade_saved(section: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +57,31 @@ class EditEnvConfig(EnvConfig):
         if isinstance(prompt, str) and section.get("max_units") == default_max_units(prompt):
             return {**section, "max_units": None}
         return section
+
+
+POOL_PUNCTUATION = ".,;!?\"'()"
+
+
+def pool_from_file(path: str | os.PathLike[str], size: int) -> list[str]:
+    """The distinct words of a text file's lines (``#`` comments and blank lines skipped, outer
+    punctuation stripped but a final colon kept), in first-seen order, at most ``size`` of them."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"env.pool: file not found: {file}")
+    if file.suffix != ".txt":
+        raise ConfigError(f"env.pool: {file} is not a .txt file (one instruction or phrase per line)")
+    words: dict[str, None] = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for word in line.split():
+            colon = word.rstrip(POOL_PUNCTUATION).endswith(":")  # "Answer:", "negative):" keep a colon
+            word = word.strip(POOL_PUNCTUATION + ":")
+            if word:
+                words[word + ":" if colon else word] = None
+    if not words:
+        raise ConfigError(f"env.pool: {file} holds no words")
+    return list(words)[:size]
 
 
 def default_max_units(start_prompt: str) -> int:
@@ -89,7 +128,7 @@ class PromptEditEnv(PromptEnv):
         overrides: list[str] | None = None,
         *,
         start_prompt: str | None = None,
-        pool: Sequence[str] | None = None,
+        pool: Sequence[str] | str | os.PathLike[str] | None = None,
         pool_size: int = 50,
         max_units: int | None = None,
         max_edits: int = 5,
@@ -105,6 +144,8 @@ class PromptEditEnv(PromptEnv):
         start_units = self.start_prompt.split()
         if len(start_units) > max_units:
             raise ConfigError(f"start prompt has {len(start_units)} words, more than max_units={max_units}")
+        if isinstance(pool, (str, os.PathLike)):
+            pool = pool_from_file(pool, pool_size)
         self.pool = build_vocabulary(self.task.task_model, pool, pool_size if pool is None else None)
         self.units = list(dict.fromkeys(start_units + list(self.pool)))
         self._unit_id = {u: i for i, u in enumerate(self.units)}
@@ -125,7 +166,7 @@ class PromptEditEnv(PromptEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: EditEnvConfig) -> PromptEditEnv:
-        return cls(task=task, pool_size=config.pool_size, max_units=config.max_units, max_edits=config.max_edits,
+        return cls(task=task, pool=config.pool, pool_size=config.pool_size, max_units=config.max_units, max_edits=config.max_edits,
                    batch_size=config.batch_size)  # fmt: skip
 
     @property

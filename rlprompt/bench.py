@@ -125,8 +125,11 @@ def cells_of(bench: BenchConfig) -> list[Cell]:
 
 def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, progress: bool | None = None,
               echo: Any = print, *, backend: str = "local", workers: int = 1,
-              address: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+              address: str | None = None, report_only: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Run every unfinished cell, then (and after each cell) rewrite the result tables.
+
+    The tables show the cells of this invocation's grid only: after runs of parts of a grid
+    (``--set seeds=[21]``), ``report_only`` rewrites them for the whole grid and runs nothing.
 
     ``backend="local"`` runs cells here (``workers`` 1) or in ``workers`` local processes;
     ``"ray"`` runs them on Ray actors (a local Ray, or the cluster at ``address``). A cell that
@@ -147,6 +150,10 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     if len(kinds) > 1:
         raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
     check_cells_unchanged(out, cells, configs)
+    if report_only:
+        rows = write_results(out, cells, command)
+        echo(f"{len(rows)} of {len(cells)} cells finished; tables rewritten in {out}, no cell run")
+        return rows
     from rlprompt.config import config_to_dict
     from rlprompt.scaleout import CellJob, run_in_process, run_in_processes, run_on_ray
 

@@ -135,7 +135,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from rlprompt.bench import run_bench
 
     rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None,
-                     backend=args.backend, workers=args.workers, address=args.address)  # fmt: skip
+                     backend=args.backend, workers=args.workers, address=args.address,
+                     report_only=args.report)  # fmt: skip
     print(f"{len(rows)} cells finished")
     return 0
 
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--workers", type=int, default=1,
                          help="cells run at once (local processes, or Ray workers; ray default: as the CPUs allow)")
     p_bench.add_argument("--address", default=None, help="--backend ray: join the Ray cluster at this address")
+    p_bench.add_argument("--report", action="store_true",
+                         help="run no cell: rewrite the tables and plot from the grid's finished cells (after "
+                              "runs of a part of the grid, e.g. --set seeds=[21])")  # fmt: skip
     p_bench.set_defaults(func=_cmd_bench)
 
     p_select = sub.add_parser(

@@ -24,6 +24,7 @@ from rlprompt.envs import (
     build_vocabulary,
     make_batched_vector_env,
 )
+from rlprompt.envs.edit import enumerate_edits
 from rlprompt.errors import ConfigError
 from rlprompt.registry import ENVS
 from rlprompt.testing.toy import make_toy_task
@@ -175,6 +176,35 @@ def test_edit_env_rewards_telescope_and_masks(toy_task):
     env.reset(seed=0)
     _, _, terminated, _, _ = env.step(env.edits.index(("stop", -1, -1)))
     assert terminated
+
+
+def test_edit_pool_from_a_file_of_instructions(toy_task, tmp_path):
+    """``env.pool`` as a .txt file: the distinct words of its lines, outer punctuation stripped,
+    a final colon kept, comments skipped, first-seen order, cut to ``pool_size``; edits then insert those words."""
+    from rlprompt.envs.edit import EditEnvConfig
+
+    instructions = tmp_path / "instructions.txt"
+    instructions.write_text("# candidate instructions\nUse w03, then w01.\n\n# w09 is commented out\nw03 (w05)! (w06):\n")
+    env = PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(instructions), pool_size=4, max_units=4,
+                                                            batch_size=None))  # fmt: skip
+    assert env.pool == ["Use", "w03", "then", "w01"]
+    assert len(env.edits) == len(enumerate_edits(4, 4))
+    env.reset(seed=0, options={"prompt": "w01"})
+    _, _, _, _, info = env.step(env.edits.index(("insert", 0, env.pool.index("w03"))))
+    assert info["prompt"] == "w03 w01"
+    assert PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(instructions), max_units=4)).pool == [
+        "Use", "w03", "then", "w01", "w05", "w06:"]  # fmt: skip
+    assert PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=["w07 w08", "w02"], max_units=4)).pool == [
+        "w07 w08", "w02"]  # fmt: skip
+    with pytest.raises(ConfigError, match="file not found"):
+        PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "missing.txt")))
+    (tmp_path / "comments.txt").write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="holds no words"):
+        PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "comments.txt")))
+    with pytest.raises(ConfigError, match="empty list"):
+        EditEnvConfig(pool=[])
+    with pytest.raises(ConfigError, match="non-empty string"):
+        EditEnvConfig(pool=["w01", " "])
 
 
 def test_selection_env_candidates_with_templates_and_verbalizers(minilm_task):

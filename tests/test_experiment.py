@@ -420,6 +420,14 @@ def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
     table = (out / "results.md").read_text()
     assert "| manual prompt |" in table and "| random_search |" in table and "±" in table
     assert (out / "curves.png").stat().st_size > 0
+    # a run of part of the grid tables that part; --report tables the whole grid again, runs nothing
+    part = cli("bench", str(bench_path), "--no-progress", "--set", "seeds=[2]")
+    assert part.returncode == 0 and "finished before, skipped" in part.stdout, part.stderr
+    assert sorted(r["seed"] for r in results_without_times(out)) == ["2", "2"]
+    report = cli("bench", str(bench_path), "--report", "--set", "seeds=[1,2,3]")
+    assert report.returncode == 0, report.stderr
+    assert "4 of 6 cells finished" in report.stdout and not (out / "runs" / "small" / "hill_climb" / "bbase" / "seed3").exists()
+    assert results_without_times(out) == rows
 
     killed_dir = tmp_path / "killed"
     killed_dir.mkdir()
