@@ -137,7 +137,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None,
                      backend=args.backend, workers=args.workers, address=args.address,
                      report_only=args.report)  # fmt: skip
-    print(f"{len(rows)} cells finished")
+    if not args.report:
+        print(f"{len(rows)} cells finished")
     return 0
 
 
