@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +12,7 @@ from gymnasium import spaces
 
 from rlprompt.config import Config, check_ranges
 from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.envs.selection import load_candidates
 from rlprompt.envs.vocab import build_vocabulary
 from rlprompt.errors import ConfigError
 
@@ -27,9 +27,9 @@ class EditEnvConfig(EnvConfig):
     kind: str = "edit"
     pool: list[str] | str | None = None
     """What insert/replace edits draw from. null: the task model's ``pool_size`` most common whole
-    words; a list: those phrases, all of them; a .txt file (e.g. the selection env's candidate
-    instructions): the distinct words of its lines (``#`` comments skipped, outer punctuation
-    stripped but a final colon kept, as in "Answer:") in first-seen order, cut to ``pool_size`` -
+    words; a list: those phrases, all of them; a file of candidates as ``env.candidates`` reads it
+    (e.g. the selection env's candidate instructions): the distinct words of its prompts (outer
+    punctuation stripped but a final colon kept, as in "Answer:") in first-seen order, cut to ``pool_size`` -
     GrIPS-style edits in the task's own words instead of the language's commonest ones."""
     pool_size: int = 50
     """Size of the default pool and the most a file's pool keeps."""
@@ -42,12 +42,13 @@ class EditEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
-        if isinstance(self.pool, list) and not all(isinstance(p, str) and p.strip() for p in self.pool):
-            raise ConfigError(f"env.pool: every entry must be a non-empty string, got {self.pool!r}")
-        if isinstance(self.pool, list) and not self.pool:
-            raise ConfigError("env.pool is an empty list (null: the task model's most common words)")
         if self.pool is not None and not isinstance(self.pool, (str, list)):
-            raise ConfigError(f"env.pool must be null, a list of phrases or a .txt file, got {self.pool!r}")
+            raise ConfigError(f"env.pool must be null, a list of phrases or a candidates file, got {self.pool!r}")
+        if isinstance(self.pool, list):
+            if not self.pool:
+                raise ConfigError("env.pool is an empty list (null: the task model's most common words)")
+            if not all(isinstance(p, str) and p.strip() for p in self.pool):
+                raise ConfigError(f"env.pool: every entry must be a non-empty string, got {self.pool!r}")
 
     @staticmethod
     def upgrade_saved(section: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -62,25 +63,24 @@ class EditEnvConfig(EnvConfig):
 POOL_PUNCTUATION = ".,;!?\"'()"
 
 
-def pool_from_file(path: str | os.PathLike[str], size: int) -> list[str]:
-    """The distinct words of a text file's lines (``#`` comments and blank lines skipped, outer
-    punctuation stripped but a final colon kept), in first-seen order, at most ``size`` of them."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"env.pool: file not found: {file}")
-    if file.suffix != ".txt":
-        raise ConfigError(f"env.pool: {file} is not a .txt file (one instruction or phrase per line)")
+def pool_from_file(source: str | os.PathLike[str], size: int) -> list[str]:
+    """The distinct words of the prompts of a candidates file (read by
+    :func:`~rlprompt.envs.selection.load_candidates`: ``#`` comments and blank lines skipped),
+    outer punctuation stripped but a final colon kept, in first-seen order, at most ``size``."""
+    try:
+        candidates = load_candidates(source)
+    except ConfigError as exc:
+        raise ConfigError(f"env.pool: {exc}") from None
     words: dict[str, None] = {}
-    for line in file.read_text(encoding="utf-8").splitlines():
-        if line.lstrip().startswith("#"):
-            continue
-        for word in line.split():
+    for candidate in candidates:
+        text = candidate["prompt"] if isinstance(candidate, dict) else candidate
+        for word in text.split():
             colon = word.rstrip(POOL_PUNCTUATION).endswith(":")  # "Answer:", "negative):" keep a colon
             word = word.strip(POOL_PUNCTUATION + ":")
             if word:
                 words[word + ":" if colon else word] = None
     if not words:
-        raise ConfigError(f"env.pool: {file} holds no words")
+        raise ConfigError(f"env.pool: {source} holds no words")
     return list(words)[:size]
 
 

@@ -179,7 +179,7 @@ def test_edit_env_rewards_telescope_and_masks(toy_task):
 
 
 def test_edit_pool_from_a_file_of_instructions(toy_task, tmp_path):
-    """``env.pool`` as a .txt file: the distinct words of its lines, outer punctuation stripped,
+    """``env.pool`` as a candidates file: the distinct words of its prompts, outer punctuation stripped,
     a final colon kept, comments skipped, first-seen order, cut to ``pool_size``; edits then insert those words."""
     from rlprompt.envs.edit import EditEnvConfig
 
@@ -198,9 +198,9 @@ def test_edit_pool_from_a_file_of_instructions(toy_task, tmp_path):
         "w07 w08", "w02"]  # fmt: skip
     with pytest.raises(ConfigError, match="file not found"):
         PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "missing.txt")))
-    (tmp_path / "comments.txt").write_text("# nothing but a comment\n")
+    (tmp_path / "punctuation.txt").write_text("# a comment\n... !!\n")
     with pytest.raises(ConfigError, match="holds no words"):
-        PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "comments.txt")))
+        PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "punctuation.txt")))
     with pytest.raises(ConfigError, match="empty list"):
         EditEnvConfig(pool=[])
     with pytest.raises(ConfigError, match="non-empty string"):
