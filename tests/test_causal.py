@@ -168,3 +168,25 @@ def test_golden_smollm2_sst2_accuracy_on_a_fixed_subset(smollm2_dir):
     logits = task.logits(["Sentiment:"], "test", indices=list(range(200)))[0]
     accuracy = float((logits.argmax(-1) == task.labels("test")[:200]).float().mean())
     assert 0.80 <= accuracy <= 0.88, accuracy  # 168 of 200 right; a band of about 8 sentences either way
+
+
+def test_key_value_cache_argument_follows_the_installed_transformers(tiny_clm_dir):
+    """transformers renames the forward's cache argument (``past_key_values`` -> ``cache``, the old
+    name removed in 5.40): both namings are served, and scoring/generation raise no deprecation."""
+    import warnings
+
+    from rlprompt.task_models.kv import output_cache, with_cache
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None): ...
+
+    class New:
+        def forward(self, input_ids=None, cache=None): ...
+
+    assert with_cache(Old(), "kv") == {"past_key_values": "kv"} and with_cache(New(), "kv") == {"cache": "kv"}
+    assert output_cache({"past_key_values": 1}) == 1 and output_cache({"cache": 2, "logits": 0}) == 2
+    cached, _ = _pair(str(tiny_clm_dir), LAYOUTS["prompt-after-input"], VERBALIZERS["multi-token"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cached.score(["it was", "so"], TEXTS)
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]

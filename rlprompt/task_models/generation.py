@@ -31,7 +31,7 @@ from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.task_models.base import Prompt, prompt_key
 from rlprompt.task_models.causal import CausalLMTaskModel
 from rlprompt.task_models.config import HFTaskModelConfig
-from rlprompt.task_models.kv import continue_from
+from rlprompt.task_models.kv import continue_from, output_cache, with_cache
 from rlprompt.task_models.sequences import Example, TemplateLayout, input_key, stop_cut
 
 REFERENCES_KEY = "\x00references"
@@ -266,14 +266,13 @@ class CausalGenerationModel(CausalLMTaskModel):
         """One forward with the key/value cache: the logits after the last position ``[B, V]``
         and the grown cache (the LM head only at that position when the model allows it)."""
         kwargs = {**inputs, "attention_mask": attention, "position_ids": positions, "use_cache": True}
-        if cache is not None:
-            kwargs["past_key_values"] = cache
         self.stats.forward_batches += 1
         if self._use_head_shortcut:
-            out = self.model.base_model(**kwargs)
-            return self._apply_head(out.last_hidden_state[:, -1]).float(), out.past_key_values
-        out = self.model(**kwargs)
-        return out.logits[:, -1].float(), out.past_key_values
+            model = self.model.base_model
+            out = model(**kwargs, **({} if cache is None else with_cache(model, cache)))
+            return self._apply_head(out.last_hidden_state[:, -1]).float(), output_cache(out)
+        out = self.model(**kwargs, **({} if cache is None else with_cache(self.model, cache)))
+        return out.logits[:, -1].float(), output_cache(out)
 
     def _left_padded_batches(
         self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], items: Sequence[Any], batch_size: int

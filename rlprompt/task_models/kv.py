@@ -16,12 +16,33 @@ not, which keeps resumed runs identical to uninterrupted ones.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+
+@functools.cache
+def _cache_argument(forward_owner: type) -> str:
+    """The name a model class's ``forward`` takes its key/value cache by: ``cache`` in newer
+    transformers (which deprecate ``past_key_values`` and remove it in 5.40), else
+    ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """``model``'s forward keyword for passing ``cache``, under either transformers naming."""
+    return {_cache_argument(type(model)): cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache a forward returned (``cache`` or, in older transformers,
+    ``past_key_values``), read without the deprecated alias's warning."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 @dataclass
@@ -111,7 +132,7 @@ def compute_prefix(
         slot[0, soft_at : soft_at + n] = True
     input_ids = torch.tensor([tokens], dtype=torch.long, device=device)
     out = base_model(**_as_model_inputs(input_ids, soft, slot, model), use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
     return Prefix(kv.contiguous(), out.last_hidden_state[0, -1].clone())
 
@@ -149,8 +170,8 @@ def continue_from(
     )  # fmt: skip
     positions = prefix_lengths[:, None] + torch.arange(width, device=device)[None, :]
     inputs = _as_model_inputs(ids, soft, slot, model)
-    hidden = base_model(**inputs, attention_mask=attention.long(), position_ids=positions, past_key_values=cache,
-                        use_cache=True).last_hidden_state  # fmt: skip
+    hidden = base_model(**inputs, attention_mask=attention.long(), position_ids=positions,
+                        use_cache=True, **with_cache(base_model, cache)).last_hidden_state  # fmt: skip
     lasts = torch.stack([p.last_hidden for p in prefixes]).to(hidden.dtype)
     states = torch.cat([lasts[:, None, :], hidden], dim=1)
     return (states, cache, attention.long()) if return_cache else states

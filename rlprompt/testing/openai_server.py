@@ -135,6 +135,8 @@ class OpenAICompatibleServer:
         """Greedy generation with per-token log-probs (and the prompt's own, when echoed)."""
         import torch
 
+        from rlprompt.task_models.kv import output_cache, with_cache
+
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             ids = [self.tokenizer.eos_token_id]
@@ -148,7 +150,7 @@ class OpenAICompatibleServer:
                     value = None if i == 0 else float(log_probs[i - 1, token_id])
                     top = None if i == 0 or not top_k else self._top(log_probs[i - 1], top_k)
                     tokens.append({"id": token_id, "logprob": value, "top": top, "prompt": True})
-            past, last = out.past_key_values, log_probs[-1]
+            past, last = output_cache(out), log_probs[-1]
             generated: list[int] = []
             eos = self.tokenizer.eos_token_id
             finish = "length"
@@ -164,8 +166,8 @@ class OpenAICompatibleServer:
                 if any(s and s in completion for s in stop):
                     finish = "stop"
                     break
-                out = self.model(torch.tensor([[token_id]]), past_key_values=past, use_cache=True)
-                past, last = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+                out = self.model(torch.tensor([[token_id]]), use_cache=True, **with_cache(self.model, past))
+                past, last = output_cache(out), torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         completion = self.tokenizer.decode(generated)
         for s in stop:
             if s and s in completion:
