@@ -133,3 +133,20 @@ def test_a_reward_by_dotted_path(tmp_path):
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])
     value = compute_reward(config.reward.name, logits, torch.tensor([0, 0]))
     assert value.tolist() == [0.5]
+
+
+def test_every_folder_of_the_product_is_a_listed_package():
+    """A folder of the product (code or data: the demo dataset, the candidate sets) that is not in
+    pyproject's ``packages`` is left out of a wheel, or shipped only with a setuptools warning."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    folders = set()
+    for package, directory in PACKAGE_DIRS.items():
+        for path in directory.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                parts = path.parent.relative_to(directory).parts
+                folders.add(".".join([package, *parts]))
+    assert folders - listed == set(), f"folders missing from pyproject's packages: {sorted(folders - listed)}"
+    for package in setuptools["package-data"]:
+        assert package in listed, package
