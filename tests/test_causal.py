@@ -172,7 +172,8 @@ def test_golden_smollm2_sst2_accuracy_on_a_fixed_subset(smollm2_dir):
 
 def test_key_value_cache_argument_follows_the_installed_transformers(tiny_clm_dir):
     """transformers renames the forward's cache argument (``past_key_values`` -> ``cache``, the old
-    name removed in 5.40): both namings are served, and scoring/generation raise no deprecation."""
+    name removed in 5.40): both namings are served, and prefix-cached scoring raises no deprecation
+    (generation: test_generation.py::test_greedy_generation_equals_model_generate_and_is_deterministic)."""
     import warnings
 
     from rlprompt.task_models.kv import output_cache, with_cache

@@ -265,13 +265,14 @@ class CausalGenerationModel(CausalLMTaskModel):
               cache: Any = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
         """One forward with the key/value cache: the logits after the last position ``[B, V]``
         and the grown cache (the LM head only at that position when the model allows it)."""
+        model = self.model.base_model if self._use_head_shortcut else self.model
         kwargs = {**inputs, "attention_mask": attention, "position_ids": positions, "use_cache": True}
+        if cache is not None:
+            kwargs.update(with_cache(model, cache))
         self.stats.forward_batches += 1
+        out = model(**kwargs)
         if self._use_head_shortcut:
-            model = self.model.base_model
-            out = model(**kwargs, **({} if cache is None else with_cache(model, cache)))
             return self._apply_head(out.last_hidden_state[:, -1]).float(), output_cache(out)
-        out = self.model(**kwargs, **({} if cache is None else with_cache(self.model, cache)))
         return out.logits[:, -1].float(), output_cache(out)
 
     def _left_padded_batches(
