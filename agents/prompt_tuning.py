@@ -53,7 +53,7 @@ class PromptTuning(Agent):
         self.env_steps += 1
         if self.task.budget is not None:
             self.task.budget.check("prompt_evals", 1)
-        logits = self.task.task_model.score_soft_with_grad(soft, [data.texts[i] for i in indices])
+        logits = self.task.calibrate(self.task.task_model.score_soft_with_grad(soft, [data.texts[i] for i in indices]))
         labels = torch.tensor([data.labels[i] for i in indices], device=logits.device)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         self.optimizer.zero_grad()

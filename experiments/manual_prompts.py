@@ -2,9 +2,11 @@
 
 The model loads once; each triple is a task sharing it. Prints a markdown table (test accuracy
 on the full test split, dev accuracy on the 16-shot dev split, predicted-class counts) and
-writes it with a JSON copy.
+writes it with a JSON copy. ``--calibration batch`` reports the batch-calibrated accuracies
+(``calibration: batch``) beside the raw ones, both from the same scores.
 
     python experiments/manual_prompts.py --out experiments/results/manual-prompts-smollm2
+    python experiments/manual_prompts.py --calibration batch --out experiments/results/manual-prompts-smollm2-calibrated
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ def main() -> None:
     parser.add_argument("--model", default="embedded", help="task_model.name_or_path (causal LM)")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "sst-2" / "16-13"))
     parser.add_argument("--out", default=None, help="directory for table.md and results.json")
+    parser.add_argument("--calibration", choices=["none", "batch"], default="none",
+                        help="batch: also report batch-calibrated accuracies (sorted by them)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rlprompt.config import config_from_dict
+    from rlprompt.rewards import batch_calibrate, classification_metrics
     from rlprompt.task import Task
 
     shared = None
@@ -53,20 +58,39 @@ def main() -> None:
         task = Task.from_config(config, model=shared.model, tokenizer=shared.tokenizer)
         start = time.perf_counter()
         test, dev = task.evaluate(prompt, "test"), task.evaluate(prompt, "dev")
-        rows.append({"template": template, "prompt": prompt, "verbalizers": verbalizers,
-                     "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-                     "dev_accuracy": dev["accuracy"], "test_predicted_counts": test["predicted_counts"],
-                     "n_test": test["n"], "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+        row = {"template": template, "prompt": prompt, "verbalizers": verbalizers,
+               "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+               "dev_accuracy": dev["accuracy"], "test_predicted_counts": test["predicted_counts"],
+               "n_test": test["n"]}  # fmt: skip
+        if args.calibration == "batch":  # the same scores (cached), calibrated over each split
+            for split in ("test", "dev"):
+                scores = task.task_model.score([prompt], task.data.split(split).texts)[0]
+                calibrated = classification_metrics(batch_calibrate(scores), task.labels(split))
+                row[f"{split}_accuracy_calibrated"] = calibrated["accuracy"]
+                row[f"{split}_predicted_counts_calibrated"] = calibrated["predicted_counts"]
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
         print(f"{test['accuracy']:.4f} test, {dev['accuracy']:.4f} dev  {template!r} prompt={prompt!r} "
               f"verbalizers={verbalizers} counts={test['predicted_counts']}", flush=True)
-    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", "",
-             "| template | prompt | verbalizers | test accuracy | test macro-F1 | dev accuracy | predicted per class (test) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in sorted(rows, key=lambda r: -r["test_accuracy"]):
-        template = r["template"].replace("\n", "\\n")
-        lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
-                     f"{r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | "
-                     f"{r['test_predicted_counts']} |")  # fmt: skip
+    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", ""]
+    if args.calibration == "batch":
+        lines += ["| template | prompt | verbalizers | test accuracy, calibrated | dev accuracy, calibrated | "
+                  "predicted per class (test, calibrated) | test accuracy, raw | predicted per class (test, raw) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in sorted(rows, key=lambda r: -r["test_accuracy_calibrated"]):
+            template = r["template"].replace("\n", "\\n")
+            lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
+                         f"{r['test_accuracy_calibrated']:.4f} | {r['dev_accuracy_calibrated']:.4f} | "
+                         f"{r['test_predicted_counts_calibrated']} | {r['test_accuracy']:.4f} | "
+                         f"{r['test_predicted_counts']} |")  # fmt: skip
+    else:
+        lines += ["| template | prompt | verbalizers | test accuracy | test macro-F1 | dev accuracy | predicted per class (test) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in sorted(rows, key=lambda r: -r["test_accuracy"]):
+            template = r["template"].replace("\n", "\\n")
+            lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
+                         f"{r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | "
+                         f"{r['test_predicted_counts']} |")  # fmt: skip
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

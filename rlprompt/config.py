@@ -429,6 +429,11 @@ class Config:
     """Classification: one per class, in class-index order (default ``["{prompt} terrible.",
     "{prompt} great."]``). Encoders embed them (``{prompt}`` allowed); masked/causal LMs score
     their tokens (write a leading space for BPE tokenizers). Generation tasks have none."""
+    calibration: Literal["none", "batch"] = "none"
+    """Classification: ``batch`` scores each prompt's class log-probabilities minus their mean
+    over the examples scored together (the training batch; the whole split in selection and
+    evaluation: no labels used), which removes the prompt's lean towards one class before
+    rewards, predictions and metrics (batch calibration). ``none``: raw class scores."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """Generation tasks only: generation, chat template and metrics."""
@@ -453,8 +458,21 @@ class Config:
         else:
             self._check_classification()
         self.env = self._resolve_env(self.env)
+        self._check_calibration()
         self._check_edit_start()
         self._check_served_budgets()
+
+    def _check_calibration(self) -> None:
+        if self.calibration == "none":
+            return
+        if self.task == "generation":
+            raise ConfigError("calibration shifts class scores: it is for classification tasks, not task: generation")
+        for section, owner in (("env", self.env), ("agent", self.agent)):
+            batch_size = getattr(owner, "batch_size", None)
+            if batch_size is not None and batch_size < 2:
+                raise ConfigError(f"calibration: batch estimates each prompt's class shift on the examples of a batch; "
+                                  f"{section}.batch_size={batch_size} leaves every class at the same score: use 2 or "
+                                  "more")  # fmt: skip
 
     def _check_edit_start(self) -> None:
         """The edit env starts from the manual prompt, one unit per word: it must fit ``max_units``."""

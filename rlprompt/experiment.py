@@ -55,7 +55,7 @@ from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
 
 METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "invalid", "likelihood",
-               "outputs")
+               "outputs", "class_shift")
 """What a split's metrics keep besides a generation task's configured metrics."""
 
 
@@ -304,6 +304,11 @@ def metrics_match(metrics: dict[str, Any], recorded: dict[str, Any], tol: float 
     for key, value in recorded.items():
         if isinstance(value, float):
             worst = max(worst, abs(float(metrics[key]) - value))
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            other = metrics.get(key)
+            if not isinstance(other, list) or len(other) != len(value):
+                return False, float("inf")
+            worst = max(worst, *(abs(float(a) - b) for a, b in zip(other, value, strict=True)))
         elif metrics.get(key) != value:
             return False, float("inf")
     return worst <= tol, worst

@@ -1,7 +1,7 @@
 """Export a run's best prompt: ``rlprompt export RUN_DIR --format json|txt|peft --out PATH``.
 
-* ``json`` - a discrete prompt with its token ids, template, verbalizers, task model and
-  metrics: everything needed to use it elsewhere;
+* ``json`` - a discrete prompt with its token ids, template, verbalizers, calibration, task
+  model and metrics: everything needed to use it elsewhere;
 * ``txt`` - the prompt text alone;
 * ``peft`` - a soft prompt as a PEFT prompt-tuning adapter directory
   (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``prompt_embeddings``)
@@ -87,8 +87,9 @@ def export_run(
         atomic_write_text(out, str(best.prompt) + "\n")
         return out
     if fmt == "json":
-        family = ({"verbalizers": config.verbalizers} if config.task == "classification"
-                  else {"generation": config_to_dict(config.generation)})  # fmt: skip
+        # with calibration: batch, a single input's class log-probs minus metrics["train"]["class_shift"]
+        family = ({"verbalizers": config.verbalizers, "calibration": config.calibration}
+                  if config.task == "classification" else {"generation": config_to_dict(config.generation)})  # fmt: skip
         atomic_write_json(out, {
             "prompt": best.prompt,
             "token_ids": best.token_ids,

@@ -23,7 +23,7 @@ from rlprompt.budget import Budget
 from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.data import ClassificationDataset, TaskData, load_task_data
 from rlprompt.errors import ConfigError, DataError, RLPromptError
-from rlprompt.rewards import accuracy, classification_metrics, compute_reward
+from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
 
@@ -125,16 +125,27 @@ class Task:
             self._labels[split] = torch.tensor(self.data.split(split).labels, dtype=torch.long)
         return self._labels[split]
 
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """The class scores ``[..., N, C]`` that rewards and predictions read: the model's, or
+        with ``calibration: batch`` log-probabilities shifted by their mean over the ``N`` examples."""
+        if self.config.calibration == "none":
+            return logits
+        if not getattr(self.task_model, "scores_are_probabilities", True):
+            raise RLPromptError("calibration: batch shifts class log-probabilities, and the task model scores by "
+                                "generated answers (no log-probabilities): set calibration: none, or serve the "
+                                "model where log-probs are returned")  # fmt: skip
+        return batch_calibrate(logits)
+
     def logits(
         self,
         prompts: Sequence[Prompt] | torch.Tensor,
         split: str = "train",
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Class logits ``[P, N, C]`` on ``split`` (or the ``indices`` of it)."""
+        """Class scores ``[P, N, C]`` on ``split`` (or the ``indices`` of it), calibrated as configured."""
         dataset: ClassificationDataset = self.data.split(split)
         texts = dataset.texts if indices is None else [dataset.texts[i] for i in self._checked_indices(split, indices)]
-        return self.task_model.score(prompts, texts)
+        return self.calibrate(self.task_model.score(prompts, texts))
 
     def reward(
         self,
@@ -166,7 +177,7 @@ class Task:
         sets = [self._checked_indices(split, idx) for idx in indices]
         logits = self.task_model.score_pairs([self.config.prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
         labels = self.labels(split)
-        return torch.stack([self._reward_of(row, labels[torch.as_tensor(idx, dtype=torch.long)])
+        return torch.stack([self._reward_of(self.calibrate(row), labels[torch.as_tensor(idx, dtype=torch.long)])
                             for idx, row in zip(sets, logits, strict=True)])  # fmt: skip
 
     def _check_reward_fits_scores(self) -> None:
@@ -209,6 +220,7 @@ class Task:
         labels = self.labels(split)
         rewards, accuracies = [], []
         for idx, row in zip(indices, logits, strict=True):
+            row = self.calibrate(row)
             gold = labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
             rewards.append(self._reward_of(row, gold))
             accuracies.append(accuracy(row, gold))
@@ -216,10 +228,16 @@ class Task:
         return torch.stack(rewards), torch.stack(accuracies)
 
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
-        """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts)."""
+        """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts; with
+        calibration, ``class_shift``: the mean class log-probabilities subtracted, which a user of
+        the prompt subtracts from single inputs' scores too)."""
         before = self.task_model.stats.lm_calls
-        logits = self.logits([prompt], split)[0]
+        dataset: ClassificationDataset = self.data.split(split)
+        raw = self.task_model.score([prompt], dataset.texts)[0]
+        logits = self.calibrate(raw)
         metrics = classification_metrics(logits, self.labels(split))
+        if self.config.calibration != "none":
+            metrics["class_shift"] = [float(v) for v in (class_log_probs(raw) - logits).mean(0)]
         metrics["reward"] = float(self._reward_of(logits, self.labels(split)))
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics

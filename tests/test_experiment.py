@@ -260,11 +260,14 @@ def test_run_refuses_to_overwrite_and_checks_resume_config(tmp_path, small_data,
         ("selection.splits=[]", "selection.splits needs at least one split"),
         ("selection.splits=[dev,dev]", "selection.splits names a split twice"),
         ("selection.splits=[valid]", "selection.splits: unknown split 'valid'"),
+        ("calibration=mean", "calibration"),
+        ("calibration=batch env.batch_size=1", "env.batch_size=1 leaves every class at the same score"),
     ],
 )
 def test_run_config_errors_are_one_line(tmp_path, small_data, capsys, override, message):
     config_path = write_config(tmp_path / "run.yaml", small_data)
-    assert main(["run", str(config_path), "--set", override, "-o", str(tmp_path / "r")]) == 2
+    sets = [arg for item in override.split(" ") for arg in ("--set", item)]
+    assert main(["run", str(config_path), *sets, "-o", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -314,6 +317,38 @@ def test_eval_run_reproduces_and_measures_transfer(tmp_path, small_data, capsys)
     assert main(["eval", "--run", str(run_dir), "--set", f"data.dir={demo_dir()}", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["metrics"]["n"] == 200 and "reproduces" not in out and out["prompt"] == result.prompt
+
+
+def test_calibrated_run_scores_calibrated_predictions_and_eval_run_reproduces_them(tmp_path, small_data, capsys):
+    from rlprompt.rewards import batch_calibrate, classification_metrics
+    from rlprompt.task import Task
+
+    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 16}, calibration="batch")
+    config = load_config(config_path)
+    run_dir = tmp_path / "r"
+    result = run_experiment(config, run_dir, progress=False)
+    task = Task.from_config(config)
+    raw = task.task_model.score([result.prompt], task.data.test.texts)[0]
+    expected = classification_metrics(batch_calibrate(raw), task.labels("test"))
+    test = result.metrics["test"]
+    assert test["predicted_counts"] == expected["predicted_counts"]
+    assert test["accuracy"] == pytest.approx(expected["accuracy"])
+    assert test["class_shift"] == pytest.approx(torch.log_softmax(raw, -1).mean(0).tolist(), abs=1e-5)
+    # the raw scores predict otherwise on this data: calibration changed the predictions
+    assert classification_metrics(raw, task.labels("test"))["predicted_counts"] != test["predicted_counts"]
+    assert main(["eval", "--run", str(run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["reproduces"] is True and out["metrics"]["class_shift"] == pytest.approx(test["class_shift"], abs=1e-5)
+    assert main(["export", str(run_dir), "--format", "json", "--out", str(tmp_path / "p.json")]) == 0
+    exported = json.loads((tmp_path / "p.json").read_text())
+    assert exported["calibration"] == "batch" and len(exported["metrics"]["train"]["class_shift"]) == 2
+
+
+def test_calibration_is_refused_where_there_are_no_class_scores(tmp_path):
+    with pytest.raises(ConfigError, match="classification tasks, not task: generation"):
+        load_config(CONFIGS / "squad-smollm2.yaml", ["calibration=batch"])
+    with pytest.raises(ConfigError, match="agent.batch_size=1"):
+        load_config(CONFIGS / "sst2-prompt_tuning.yaml", ["calibration=batch", "agent.batch_size=1"])
 
 
 def test_export_discrete_prompt_as_json_and_txt(tmp_path, small_data, capsys):

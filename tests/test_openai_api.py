@@ -102,6 +102,9 @@ def test_probability_rewards_are_refused_on_answers_without_log_probs(own_server
         task.reward(["it was"], [0, 1])
     task.config.reward.name = "accuracy"
     assert task.reward(["it was"], [0, 1]).shape == (1,)
+    task.config.calibration = "batch"  # shifting tied answer scores would invent class probabilities
+    with pytest.raises(RLPromptError, match="set calibration: none"):
+        task.reward(["it was"], [0, 1])
 
 
 def test_several_word_verbalizers_need_echo_or_generation(tiny_openai_server, tiny_clm_dir):

@@ -10,6 +10,7 @@ import torch
 from rlprompt.errors import RewardError
 from rlprompt.rewards import (
     accuracy,
+    batch_calibrate,
     classification_metrics,
     compute_reward,
     gap,
@@ -111,3 +112,23 @@ def test_classification_metrics_single_prompt():
     assert m["accuracy"] == pytest.approx(1 / 3)
     assert m["predicted_counts"] == [0, 3]
     assert m["n"] == 3
+
+
+def test_batch_calibration_removes_a_prompts_lean_towards_one_class():
+    # a prompt that separates the classes but leans to class 1: every example gets +2 on it
+    separating = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [0.5, -0.5], [-0.5, 0.5]])
+    labels = torch.tensor([0, 1, 0, 1])
+    leaning = separating + torch.tensor([0.0, 2.0])
+    assert float(accuracy(leaning, labels)) == 0.5  # every answer is class 1
+    calibrated = batch_calibrate(leaning)
+    # by hand: log-softmax minus its mean over the examples
+    by_hand = torch.log_softmax(leaning, -1) - torch.log_softmax(leaning, -1).mean(0)
+    assert torch.allclose(calibrated, by_hand, atol=1e-6)
+    assert float(accuracy(calibrated, labels)) == 1.0
+    # a shift of a class's scores common to all examples does not change the calibrated class
+    # probabilities (what rewards and predictions read)
+    normalised = torch.log_softmax(calibrated, -1)
+    assert torch.allclose(torch.log_softmax(batch_calibrate(separating), -1), normalised, atol=1e-5)
+    # [P, N, C]: each prompt is calibrated on its own examples
+    both = torch.log_softmax(batch_calibrate(torch.stack([separating, leaning + torch.tensor([5.0, 0.0])])), -1)
+    assert torch.allclose(both[0], both[1], atol=1e-5) and torch.allclose(both[0], normalised, atol=1e-5)
