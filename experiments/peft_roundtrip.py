@@ -55,7 +55,7 @@ def main() -> int:
     task = Task.from_config(config)
     texts = task.data.test.texts
     peft_logits = config.task_model.scale * embed(texts) @ embed(list(config.verbalizers)).T
-    ours = task.logits([soft], "test")[0]
+    ours = task.task_model.score([soft], task.data.test.texts)[0]  # raw scores, as PEFT's
     labels = task.labels("test")
     agree = (peft_logits.argmax(-1) == ours.argmax(-1)).float().mean().item()
     print(f"adapter            : {adapter} ({', '.join(sorted(p.name for p in adapter.iterdir()))})")

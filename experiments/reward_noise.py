@@ -4,7 +4,9 @@ For each prompt, the per-example gold log-probability on the whole train split, 
 the standard deviation of the mean over a random minibatch of ``env.batch_size`` examples drawn
 without replacement (what one prompt evaluation of training sees). When that deviation exceeds
 the differences between prompts' means, the best train reward an agent records is mostly the
-luck of its minibatches.
+luck of its minibatches. Scores are read as the config reads them; with ``calibration: batch``
+the shift is estimated on the whole train split, so the noise of estimating it on each minibatch
+is not included.
 
     python experiments/reward_noise.py experiments/configs/sst2-smollm2.yaml "Sentiment:" "com Sentiment: you"
 """

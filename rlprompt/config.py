@@ -431,9 +431,10 @@ class Config:
     their tokens (write a leading space for BPE tokenizers). Generation tasks have none."""
     calibration: Literal["none", "batch"] = "none"
     """Classification: ``batch`` scores each prompt's class log-probabilities minus their mean
-    over the examples scored together (the training batch; the whole split in selection and
-    evaluation: no labels used), which removes the prompt's lean towards one class before
-    rewards, predictions and metrics (batch calibration). ``none``: raw class scores."""
+    over the examples scored together (the training batch; each whole split in selection and
+    evaluation, train and dev each over its own examples before they are pooled: no labels
+    used), which removes the prompt's lean towards one class before rewards, predictions and
+    metrics (batch calibration). ``none``: raw class scores."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """Generation tasks only: generation, chat template and metrics."""
@@ -467,7 +468,12 @@ class Config:
             return
         if self.task == "generation":
             raise ConfigError("calibration shifts class scores: it is for classification tasks, not task: generation")
-        for section, owner in (("env", self.env), ("agent", self.agent)):
+        if getattr(self.task_model, "scoring", None) == "generation":
+            raise ConfigError("calibration: batch shifts class log-probabilities; task_model.scoring=generation "
+                              "scores by generated answers (none): set calibration: none or another scoring")  # fmt: skip
+        # a gradient agent's batch_size counts the examples of its step (DQN's is a replay minibatch)
+        owners = [("env", self.env)] + ([("agent", self.agent)] if AGENTS[self.agent_name].needs_gradients else [])
+        for section, owner in owners:
             batch_size = getattr(owner, "batch_size", None)
             if batch_size is not None and batch_size < 2:
                 raise ConfigError(f"calibration: batch estimates each prompt's class shift on the examples of a batch; "

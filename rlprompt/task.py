@@ -130,6 +130,10 @@ class Task:
         with ``calibration: batch`` log-probabilities shifted by their mean over the ``N`` examples."""
         if self.config.calibration == "none":
             return logits
+        if logits.shape[-2] < 2:
+            raise RLPromptError(f"calibration: batch estimates each prompt's class shift on the examples scored "
+                                f"together, and {logits.shape[-2]} example leaves every class at the same score: "
+                                "score at least 2 examples together (a larger split or batch), or set calibration: none")  # fmt: skip
         if not getattr(self.task_model, "scores_are_probabilities", True):
             raise RLPromptError("calibration: batch shifts class log-probabilities, and the task model scores by "
                                 "generated answers (no log-probabilities): set calibration: none, or serve the "

@@ -260,7 +260,7 @@ def test_run_refuses_to_overwrite_and_checks_resume_config(tmp_path, small_data,
         ("selection.splits=[]", "selection.splits needs at least one split"),
         ("selection.splits=[dev,dev]", "selection.splits names a split twice"),
         ("selection.splits=[valid]", "selection.splits: unknown split 'valid'"),
-        ("calibration=mean", "calibration"),
+        ("calibration=mean", "'calibration' must be one of ['none', 'batch']"),
         ("calibration=batch env.batch_size=1", "env.batch_size=1 leaves every class at the same score"),
     ],
 )
@@ -349,6 +349,9 @@ def test_calibration_is_refused_where_there_are_no_class_scores(tmp_path):
         load_config(CONFIGS / "squad-smollm2.yaml", ["calibration=batch"])
     with pytest.raises(ConfigError, match="agent.batch_size=1"):
         load_config(CONFIGS / "sst2-prompt_tuning.yaml", ["calibration=batch", "agent.batch_size=1"])
+    load_config(CONFIGS / "sst2-dqn.yaml", ["calibration=batch", "agent.batch_size=1"])  # a replay minibatch: fine
+    with pytest.raises(ConfigError, match="task_model.scoring=generation"):
+        load_config(CONFIGS / "sst2-served.yaml", ["calibration=batch", "task_model.scoring=generation"])
 
 
 def test_export_discrete_prompt_as_json_and_txt(tmp_path, small_data, capsys):

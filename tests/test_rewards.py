@@ -132,3 +132,32 @@ def test_batch_calibration_removes_a_prompts_lean_towards_one_class():
     # [P, N, C]: each prompt is calibrated on its own examples
     both = torch.log_softmax(batch_calibrate(torch.stack([separating, leaning + torch.tensor([5.0, 0.0])])), -1)
     assert torch.allclose(both[0], both[1], atol=1e-5) and torch.allclose(both[0], normalised, atol=1e-5)
+
+
+def test_calibrated_task_trains_selects_and_refuses_on_calibrated_scores(minilm_task):
+    """Training rewards (one batch per prompt), the paired reference and whole-split rewards all
+    read scores calibrated over the examples scored together."""
+    import dataclasses
+
+    from rlprompt.config import Config, SelectionConfig
+    from rlprompt.errors import RLPromptError
+
+    config = Config(calibration="batch", selection=SelectionConfig(paired=True))
+    task = dataclasses.replace(minilm_task, config=config, _labels={}, prompt_evals=0)
+    prompts, indices = ["It was", "The movie is"], [[0, 3, 5, 7], [1, 2, 8, 9, 10]]
+    texts, labels = task.data.train.texts, task.labels("train")
+
+    def expected(prompt: str, idx: list[int]) -> float:
+        raw = task.task_model.score([prompt], [texts[i] for i in idx])
+        return float(compute_reward("gold_log_prob", batch_calibrate(raw)[0], labels[idx]))
+
+    rewards, accuracies = task.score_requests(prompts, indices)
+    for prompt, idx, reward in zip(prompts, indices, rewards, strict=True):
+        assert float(reward) == pytest.approx(expected(prompt, idx), abs=1e-5)
+        raw_reward = float(compute_reward("gold_log_prob", task.task_model.score([prompt], [texts[i] for i in idx])[0], labels[idx]))
+        assert abs(raw_reward - float(reward)) > 1e-3  # calibration changed the reward
+    reference = task.reference_rewards(indices)
+    assert reference.tolist() == pytest.approx([expected(config.prompt, idx) for idx in indices], abs=1e-5)
+    assert float(task.reward(["It was"], indices=[0, 3, 5, 7])[0]) == pytest.approx(expected("It was", [0, 3, 5, 7]), abs=1e-5)
+    with pytest.raises(RLPromptError, match="1 example leaves every class at the same score"):
+        task.reward(["It was"], indices=[4])
