@@ -144,7 +144,7 @@ def test_calibrated_task_trains_selects_and_refuses_on_calibrated_scores(minilm_
 
     config = Config(calibration="batch", selection=SelectionConfig(paired=True))
     task = dataclasses.replace(minilm_task, config=config, _labels={}, prompt_evals=0)
-    prompts, indices = ["It was", "The movie is"], [[0, 3, 5, 7], [1, 2, 8, 9, 10]]
+    prompts, indices = ["It was", "Overall the film felt"], [[0, 3, 5, 7], [1, 2, 8, 9, 10]]
     texts, labels = task.data.train.texts, task.labels("train")
 
     def expected(prompt: str, idx: list[int]) -> float:
