@@ -33,6 +33,27 @@ TRIPLES = [
 ]  # fmt: skip
 
 
+def markdown_rows(rows: list[dict], calibrated: bool) -> list[str]:
+    """The table's header and one row per triple, best test accuracy (calibrated when asked) first."""
+    if calibrated:
+        columns = [("test accuracy, calibrated", "{test_accuracy_calibrated:.4f}"),
+                   ("dev accuracy, calibrated", "{dev_accuracy_calibrated:.4f}"),
+                   ("predicted per class (test, calibrated)", "{test_predicted_counts_calibrated}"),
+                   ("test accuracy, raw", "{test_accuracy:.4f}"), ("predicted per class (test, raw)", "{test_predicted_counts}")]
+    else:
+        columns = [("test accuracy", "{test_accuracy:.4f}"), ("test macro-F1", "{test_macro_f1:.4f}"),
+                   ("dev accuracy", "{dev_accuracy:.4f}"), ("predicted per class (test)", "{test_predicted_counts}")]  # fmt: skip
+    headers = ["template", "prompt", "verbalizers", *(header for header, _ in columns)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    sort_key = "test_accuracy_calibrated" if calibrated else "test_accuracy"
+    for r in sorted(rows, key=lambda r: -r[sort_key]):
+        template = r["template"].replace("\n", "\\n")
+        cells = [f"`{template}`", repr(r["prompt"]), " / ".join(repr(v) for v in r["verbalizers"]),
+                 *(fmt.format(**r) for _, fmt in columns)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="task_model.name_or_path (causal LM)")
@@ -72,25 +93,8 @@ def main() -> None:
         rows.append(row)
         print(f"{test['accuracy']:.4f} test, {dev['accuracy']:.4f} dev  {template!r} prompt={prompt!r} "
               f"verbalizers={verbalizers} counts={test['predicted_counts']}", flush=True)
-    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", ""]
-    if args.calibration == "batch":
-        lines += ["| template | prompt | verbalizers | test accuracy, calibrated | dev accuracy, calibrated | "
-                  "predicted per class (test, calibrated) | test accuracy, raw | predicted per class (test, raw) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for r in sorted(rows, key=lambda r: -r["test_accuracy_calibrated"]):
-            template = r["template"].replace("\n", "\\n")
-            lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
-                         f"{r['test_accuracy_calibrated']:.4f} | {r['dev_accuracy_calibrated']:.4f} | "
-                         f"{r['test_predicted_counts_calibrated']} | {r['test_accuracy']:.4f} | "
-                         f"{r['test_predicted_counts']} |")  # fmt: skip
-    else:
-        lines += ["| template | prompt | verbalizers | test accuracy | test macro-F1 | dev accuracy | predicted per class (test) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for r in sorted(rows, key=lambda r: -r["test_accuracy"]):
-            template = r["template"].replace("\n", "\\n")
-            lines.append(f"| `{template}` | {r['prompt']!r} | {' / '.join(repr(v) for v in r['verbalizers'])} | "
-                         f"{r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {r['dev_accuracy']:.4f} | "
-                         f"{r['test_predicted_counts']} |")  # fmt: skip
+    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", "",
+             *markdown_rows(rows, calibrated=args.calibration == "batch")]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

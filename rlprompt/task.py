@@ -241,7 +241,7 @@ class Task:
         logits = self.calibrate(raw)
         metrics = classification_metrics(logits, self.labels(split))
         if self.config.calibration != "none":
-            metrics["class_shift"] = [float(v) for v in (class_log_probs(raw) - logits).mean(0)]
+            metrics["class_shift"] = [float(v) for v in class_log_probs(raw).mean(0)]
         metrics["reward"] = float(self._reward_of(logits, self.labels(split)))
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics
