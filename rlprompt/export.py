@@ -7,7 +7,9 @@
   (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``prompt_embeddings``)
   that ``peft.PeftModel.from_pretrained(base_model, PATH)`` loads. rlprompt's default soft
   layout (``task_model.soft_prompt_position: prefix``) is PEFT's: virtual tokens before the
-  whole input, attention on, so the loaded adapter reproduces rlprompt's scores.
+  whole input, attention on, so the loaded adapter reproduces rlprompt's scores. Its
+  ``rlprompt_export.json`` holds what the adapter cannot: template, verbalizers, calibration,
+  task model and metrics, as the json export does.
 """
 
 from __future__ import annotations
@@ -87,16 +89,10 @@ def export_run(
         atomic_write_text(out, str(best.prompt) + "\n")
         return out
     if fmt == "json":
-        # with calibration: batch, a single input's class log-probs minus metrics["train"]["class_shift"]
-        family = ({"verbalizers": config.verbalizers, "calibration": config.calibration}
-                  if config.task == "classification" else {"generation": config_to_dict(config.generation)})  # fmt: skip
         atomic_write_json(out, {
             "prompt": best.prompt,
             "token_ids": best.token_ids,
-            "task": config.task,
-            "template": config.template,
-            **family,
-            "task_model": config_to_dict(config.task_model),
+            **task_fields(config),
             "metrics": best.metrics,
             "baseline": best.baseline,
             "agent": best.agent,
@@ -104,11 +100,26 @@ def export_run(
             EXPORT_MARK: {"run": str(run_dir), "format": "json"},
         })  # fmt: skip
         return out
-    return export_peft(config, run_prompt(run_dir, best), out)
+    description = {**task_fields(config), "metrics": best.metrics, "agent": best.agent, "seed": best.seed,
+                   EXPORT_MARK: {"run": str(run_dir), "format": "peft"}}  # fmt: skip
+    return export_peft(config, run_prompt(run_dir, best), out, description)
 
 
-def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
-    """Write ``soft_prompt`` ``[n, hidden]`` as a PEFT prompt-tuning adapter directory."""
+def task_fields(config: Any) -> dict[str, Any]:
+    """What a user of an exported prompt needs beside it to score as the run did: the task, its
+    template, its verbalizers and calibration (a classification task; with ``calibration: batch``
+    a single input's class log-probs minus ``metrics["train"]["class_shift"]``) or its generation
+    settings, and the task model."""
+    family = ({"verbalizers": config.verbalizers, "calibration": config.calibration}
+              if config.task == "classification" else {"generation": config_to_dict(config.generation)})  # fmt: skip
+    return {"task": config.task, "template": config.template, **family,
+            "task_model": config_to_dict(config.task_model)}  # fmt: skip
+
+
+def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str, Any] | None = None) -> Path:
+    """Write ``soft_prompt`` ``[n, hidden]`` as a PEFT prompt-tuning adapter directory. Its
+    ``rlprompt_export.json`` marks it as rlprompt's and holds ``description`` (the run's task
+    fields and metrics: the adapter alone does not say how its scores are read)."""
     import torch
     from peft import PromptTuningConfig, PromptTuningInit
     from safetensors.torch import save_file
@@ -141,7 +152,8 @@ def export_peft(config: Any, soft_prompt: Any, out: Path) -> Path:
         tmp.mkdir(parents=True)
         peft_config.save_pretrained(str(tmp))
         save_file({"prompt_embeddings": tensor}, str(tmp / "adapter_model.safetensors"))
-        (tmp / f"{EXPORT_MARK}.json").write_text(json.dumps({"format": "peft"}) + "\n", encoding="utf-8")
+        marker = description if description is not None else {EXPORT_MARK: {"format": "peft"}}
+        (tmp / f"{EXPORT_MARK}.json").write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if out.exists() or out.is_symlink():
             if out.is_dir() and not out.is_symlink():
                 shutil.rmtree(out)

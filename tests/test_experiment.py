@@ -392,6 +392,13 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
     assert "not a PEFT adapter directory" in capsys.readouterr().err
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(adapter)]) == 0
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+    described = json.loads((adapter / "rlprompt_export.json").read_text())  # how the adapter's scores are read
+    run_config = load_config(run_dir / "config.json")
+    assert (described["template"], described["verbalizers"], described["calibration"]) == (
+        run_config.template, run_config.verbalizers, "none")
+    assert described["metrics"]["test"]["accuracy"] == result.metrics["test"]["accuracy"]
+    assert described["rlprompt_export"]["format"] == "peft"
+    assert main(["export", str(run_dir), "--format", "peft", "--out", str(adapter)]) == 0  # its own export: replaced
 
     base = AutoModel.from_pretrained(embedded_model_path()).eval()
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
