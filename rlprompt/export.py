@@ -116,7 +116,7 @@ def task_fields(config: Any) -> dict[str, Any]:
             "task_model": config_to_dict(config.task_model)}  # fmt: skip
 
 
-def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str, Any] | None = None) -> Path:
+def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str, Any]) -> Path:
     """Write ``soft_prompt`` ``[n, hidden]`` as a PEFT prompt-tuning adapter directory. Its
     ``rlprompt_export.json`` marks it as rlprompt's and holds ``description`` (the run's task
     fields and metrics: the adapter alone does not say how its scores are read)."""
@@ -152,8 +152,7 @@ def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str,
         tmp.mkdir(parents=True)
         peft_config.save_pretrained(str(tmp))
         save_file({"prompt_embeddings": tensor}, str(tmp / "adapter_model.safetensors"))
-        marker = description if description is not None else {EXPORT_MARK: {"format": "peft"}}
-        (tmp / f"{EXPORT_MARK}.json").write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        (tmp / f"{EXPORT_MARK}.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         if out.exists() or out.is_symlink():
             if out.is_dir() and not out.is_symlink():
                 shutil.rmtree(out)
