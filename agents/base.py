@@ -56,6 +56,9 @@ class BestPrompt:
     candidates: int
     extra_won: bool = False
     """One of the ``extra`` prompts (the manual prompt) won: nothing training found beat it."""
+    guard_dropped: int = 0
+    """Found candidates that outranked the winner on the pooled splits but scored below the first
+    ``extra`` prompt on a guard split (``selection.guard_splits``), and were dropped."""
 
 
 def pool_split_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -332,12 +335,18 @@ class Agent(ABC):
                     self._start_api = {k: self._start_api[k] + api_after[k] - api_before[k] for k in API_KEYS}
 
     def best_prompt(
-        self, k: int | None = None, splits: Sequence[str] = ("dev",), extra: Sequence[Prompt] = ()
+        self,
+        k: int | None = None,
+        splits: Sequence[str] = ("dev",),
+        extra: Sequence[Prompt] = (),
+        guard_splits: Sequence[str] = (),
     ) -> BestPrompt:
         """Re-score the greedy prompt, the top-k train prompts and the ``extra`` ones on ``splits``
         (pooled); the best wins (``task.selection_key``: the reward, then accuracy, for
         classification; the main metric, then the reward, for generation; the earlier candidate on
-        a tie, so an extra prompt wins only by scoring higher). LM calls are reported, not budgeted."""
+        a tie, so an extra prompt wins only by scoring higher). A found prompt that scores below the
+        first extra one on any of ``guard_splits`` (each one of ``splits``) cannot win. LM calls
+        are reported, not budgeted."""
         candidates: list[tuple[Prompt, float | None]] = []
         seen: set[str] = set()
         extra_keys = {prompt_key(p) for p in extra}
@@ -351,11 +360,22 @@ class Agent(ABC):
         candidates.sort(key=lambda c: prompt_key(c[0]) in extra_keys)
         before = self.task.task_model.stats.lm_calls
         with self.evaluating():
-            scored = [(pool_split_metrics([self.task.evaluate(p, s) for s in splits]), p, r) for p, r in candidates]
-        best = max(range(len(scored)), key=lambda i: (self.task.selection_key(scored[i][0]), -i))
-        metrics, prompt, train = scored[best]
-        return BestPrompt(prompt, self.prompt_text(prompt), train, metrics, self.task.task_model.stats.lm_calls - before,
-                          len(candidates), prompt_key(prompt) in extra_keys)  # fmt: skip
+            per_split = [{s: self.task.evaluate(p, s) for s in splits} for p, _ in candidates]
+        key = self.task.selection_key
+        pooled = [pool_split_metrics([parts[s] for s in splits]) for parts in per_split]
+        is_extra = [prompt_key(p) in extra_keys for p, _ in candidates]
+        reference = is_extra.index(True) if any(is_extra) else None
+
+        def admissible(i: int) -> bool:
+            if reference is None or is_extra[i]:
+                return True
+            return all(key(per_split[i][s]) >= key(per_split[reference][s]) for s in guard_splits)
+
+        ranked = sorted(range(len(candidates)), key=lambda i: (key(pooled[i]), -i), reverse=True)
+        best = next(i for i in ranked if admissible(i))
+        prompt, train = candidates[best]
+        return BestPrompt(prompt, self.prompt_text(prompt), train, pooled[best], self.task.task_model.stats.lm_calls - before,
+                          len(candidates), is_extra[best], guard_dropped=ranked.index(best))  # fmt: skip
 
     # ---------------------------------------------------------- persistence
 

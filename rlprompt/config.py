@@ -281,6 +281,16 @@ class SelectionConfig:
     sd 0.124 to 0.104 (seed 13) and 0.107 to 0.108 (seed 21), so it is off by default
     (``experiments/candidate_pool.py`` measures both on a run). The manual prompt is then scored
     on every minibatch too: LM calls on its first sight of an example only, no prompt evaluations."""
+    guard_splits: list[str] = field(default_factory=list)
+    """Selection splits on which a found prompt must also score at least what the manual prompt
+    scores (``task.selection_key``) to replace it, besides beating it on the pooled ``splits``.
+    Training draws its minibatches from train only, so a search that scores thousands of prompts
+    there finds some that fit those reviews: they win the pooled train + dev score by their train
+    margin while losing on dev. ``[dev]`` drops them (the next candidate, or the manual prompt,
+    is reported; ``guard_dropped`` in best_prompt.json counts them). Needs ``include_manual``;
+    a soft-prompt run has no manual prompt to compare with and ignores it. Off by default (the
+    selection every earlier run made); the SmolLM2 SST-2 configs turn it on
+    (``experiments/selection_guard.py`` measures it on their benches)."""
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -293,9 +303,18 @@ class SelectionConfig:
                 raise ConfigError(f"selection.splits: unknown split {split!r} (train and/or dev)")
         if len(set(self.splits)) != len(self.splits):
             raise ConfigError(f"selection.splits names a split twice: {self.splits}")
+        for split in self.guard_splits:
+            if split not in self.splits:
+                raise ConfigError(f"selection.guard_splits: {split!r} is not one of selection.splits {self.splits} "
+                                  "(a guard split is scored as part of the selection)")  # fmt: skip
+        if len(set(self.guard_splits)) != len(self.guard_splits):
+            raise ConfigError(f"selection.guard_splits names a split twice: {self.guard_splits}")
+        if self.guard_splits and not self.include_manual:
+            raise ConfigError("selection.guard_splits compares found prompts with the manual prompt: "
+                              "it needs selection.include_manual: true")  # fmt: skip
 
 
-LEGACY_SELECTION = {"splits": ["dev"], "include_manual": False, "paired": False}
+LEGACY_SELECTION = {"splits": ["dev"], "include_manual": False, "paired": False, "guard_splits": []}
 """What runs saved before ``selection`` existed did: the dev split alone, found prompts only."""
 
 

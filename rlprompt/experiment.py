@@ -219,7 +219,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
     text_prompts = config.env_kind() != "soft"
     extra = [config.prompt] if selection.include_manual and text_prompts else []
     with agent.evaluating():
-        best = agent.best_prompt(splits=selection.splits, extra=extra)
+        guard = selection.guard_splits if extra else []
+        best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
         before = task.task_model.stats.lm_calls
         metrics = {split: slim_metrics(task.evaluate(best.prompt, split), task) for split in SPLITS}
         baseline = {split: slim_metrics(task.evaluate(config.prompt, split), task) for split in SPLITS}
@@ -242,6 +243,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         dev_lm_calls=best.dev_lm_calls,
         selected_on=list(selection.splits),
         manual_kept=best.extra_won,
+        guarded_on=list(guard),
+        guard_dropped=best.guard_dropped,
         eval_lm_calls=eval_lm_calls,
         budget={k: v for k, v in budget_limits(config).items() if v is not None},
         agent=config.agent_name,

@@ -159,11 +159,18 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
 
 
 def _kept_line(result: RunResult) -> list[str]:
-    """Say so when no found prompt beat the manual one (the run reports the manual prompt)."""
-    if not result.manual_kept:
-        return []
-    return [f"selection    : no prompt found in training beat the manual prompt on {'+'.join(result.selected_on)}; "
-            "the manual prompt is kept"]  # fmt: skip
+    """Say so when no found prompt beat the manual one (the run reports the manual prompt), and
+    when the guard dropped prompts that would have been reported."""
+    lines = []
+    if result.guard_dropped:
+        lines.append(f"guard        : {result.guard_dropped} found prompt(s) beat the reported one on "
+                     f"{'+'.join(result.selected_on)} but lost to the manual prompt on {'+'.join(result.guarded_on)}; "
+                     "dropped (selection.guard_splits)")  # fmt: skip
+    if result.manual_kept:
+        lines.append(f"selection    : no prompt found in training beat the manual prompt on {'+'.join(result.selected_on)}"
+                     f"{' without losing on ' + '+'.join(result.guarded_on) if result.guarded_on else ''}; "
+                     "the manual prompt is kept")  # fmt: skip
+    return lines
 
 
 def _api_lines(result: RunResult) -> list[str]:

@@ -109,6 +109,12 @@ class RunResult(_Result):
     manual_kept: bool = False
     """No candidate training found beat the manual prompt on ``selected_on``: the run reports the
     manual prompt itself (``selection.include_manual``)."""
+    guarded_on: list[str] = field(default_factory=list)
+    """``selection.guard_splits``: splits on which a found prompt had to score at least the manual
+    prompt's selection key to be reported."""
+    guard_dropped: int = 0
+    """Found prompts that beat the reported one on ``selected_on`` but lost to the manual prompt
+    on a ``guarded_on`` split, and were dropped (0: the guard changed nothing)."""
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -175,11 +175,50 @@ def test_select_reruns_selection_from_the_checkpoint(tmp_path, small_data, capsy
     reselected, expected = without_times(tmp_path / "old")[0], without_times(tmp_path / "fresh")[0]
     assert reselected == expected and reselected["selected_on"] == ["train"]
     assert json.loads((tmp_path / "old" / "config.json").read_text())["selection"] == {
-        "splits": ["train"], "include_manual": True, "paired": False}
+        "splits": ["train"], "include_manual": True, "paired": False, "guard_splits": []}
     assert fresh.selected_on == ["train"]
     assert main(["select", str(tmp_path / "old"), "--set", "env.batch_size=4"]) == 2
     err = capsys.readouterr().err
     assert "changes only selection.*" in err and "env.batch_size" in err
+
+
+def test_guard_drops_found_prompts_that_lose_to_the_manual_prompt_on_dev(tmp_path, capsys):
+    """``selection.guard_splits=[dev]``: a found prompt that wins the pooled train + dev score only
+    by its train margin is not reported. The dev reviews here carry flipped labels, so what helps
+    on train hurts on dev: without the guard a found prompt beats the weak manual prompt pooled;
+    re-selected with it, every prompt ranked above the reported one lost on dev, and the reported
+    one does not lose there."""
+    from rlprompt.task import Task
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_text((demo_dir() / "train.tsv").read_text())
+    header, *rows = (demo_dir() / "dev.tsv").read_text().splitlines()
+    flipped = [f"{text}\t{1 - int(label)}" for text, label in (row.rsplit("\t", 1) for row in rows[:8])]
+    (data / "dev.tsv").write_text("\n".join([header, *flipped]) + "\n")
+    (data / "test.tsv").write_text("\n".join((demo_dir() / "test.tsv").read_text().splitlines()[:21]) + "\n")
+    manual = "zzz qqq xxx"
+    config_path = write_config(tmp_path / "run.yaml", data, prompt=manual,
+                               agent={"name": "random_search", "n_envs": 8, "top_k": 5})  # fmt: skip
+    plain = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
+    assert not plain.manual_kept and plain.guard_dropped == 0 and plain.guarded_on == []
+    assert main(["select", str(tmp_path / "r"), "--set", "selection.guard_splits=[dev]"]) == 0
+    out = capsys.readouterr().out
+    guarded = json.loads((tmp_path / "r" / "best_prompt.json").read_text())
+    assert guarded["guarded_on"] == ["dev"] and guarded["guard_dropped"] >= 1 and "guard        :" in out
+    task = Task.from_config(load_config(tmp_path / "r" / "config.json"))
+    dev_key = lambda prompt: task.selection_key(task.evaluate(prompt, "dev"))  # noqa: E731
+    assert dev_key(guarded["prompt"]) >= dev_key(manual)
+    assert dev_key(plain.prompt) < dev_key(manual)  # the prompt reported without the guard lost on dev
+    assert pooled_reward(task, plain.prompt) >= pooled_reward(task, guarded["prompt"])
+
+
+def test_guard_splits_are_checked_against_the_selection(tmp_path, small_data):
+    config_path = write_config(tmp_path / "run.yaml", small_data)
+    with pytest.raises(ConfigError, match="guard_splits: 'dev' is not one of selection.splits"):
+        load_config(config_path, ["selection.splits=[train]", "selection.guard_splits=[dev]"])
+    with pytest.raises(ConfigError, match="needs selection.include_manual"):
+        load_config(config_path, ["selection.include_manual=false", "selection.guard_splits=[dev]"])
 
 
 def test_runs_saved_before_the_selection_section_keep_their_dev_only_selection(tmp_path, small_data):
