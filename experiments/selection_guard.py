@@ -10,7 +10,8 @@ on a temporary copy (``rlprompt select``'s code; the committed run is not touche
 new prompt is evaluated on test.
 
     python experiments/selection_guard.py --out experiments/results/selection_guard_sst2_smollm2 \\
-        experiments/results/bench-sst2-smollm2*/runs/sst2/*/*/* experiments/results/sst2-smollm2*unseen*/run
+        experiments/results/bench-sst2-smollm2*/runs/sst2/*/*/* \\
+        experiments/results/sst2-smollm2-{unseen,calibrated-unseen,sql-calibrated-unseen,random4000-calibrated-unseen}-16-*/run
 
 Writes ``selection_guard.json`` (one row per run) and ``selection_guard.md`` (the table and the
 wins / ties / losses against the manual prompt on test, before and after) under ``--out``.
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run_dir}: {row['prompt']!r} {row['test']:.4f} {change}", flush=True)
         rows.append(row)
     command = (
-        f"python experiments/selection_guard.py --out {args.out} <{len(args.runs)} run directories: the rows below>"
+        f"python experiments/selection_guard.py --out {args.out} <{len(args.runs)} run directories; the rows below>"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "selection_guard.json", {"command": command, "runs": rows})
