@@ -34,7 +34,8 @@ GUARD = ["selection.guard_splits=[dev]"]
 
 
 def dev_key(metrics: dict[str, Any]) -> tuple[float, float]:
-    """A classification task's selection key (``Task.selection_key``): the reward, then accuracy."""
+    """A classification task's selection key, as ``Task.selection_key`` computes it (the reward,
+    then accuracy), read from recorded metrics without building a task (which loads the model)."""
     return (float(metrics["reward"]), float(metrics["accuracy"]))
 
 
@@ -52,7 +53,7 @@ def guard_run(run_dir: Path) -> dict[str, Any] | None:
     row = {"run": str(run_dir), "agent": result.agent, "env": result.env, "seed": result.seed,
            "budget": result.budget.get("prompt_evals"), "manual_test": manual_test,
            "prompt": result.prompt, "test": result.metrics["test"]["accuracy"], "manual_kept": result.manual_kept,
-           "dev_gain": dev_key(result.metrics["dev"])[0] - dev_key(result.baseline["metrics"]["dev"])[0]}  # fmt: skip
+           "dev_gain": result.metrics["dev"]["reward"] - result.baseline["metrics"]["dev"]["reward"]}  # fmt: skip
     passes = result.manual_kept or dev_key(result.metrics["dev"]) >= dev_key(result.baseline["metrics"]["dev"])
     if passes:
         return {**row, "guarded_prompt": result.prompt, "guarded_test": row["test"], "guard_dropped": 0,
@@ -100,7 +101,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         lines.append(f"| {name} | {row['prompt']!r}{kept} | {row['test']:.4f} | {row['dev_gain']:+.3f} | "
                      f"{row['guarded_prompt']!r} | {row['guarded_test']:.4f} | {row['guard_dropped']} |")  # fmt: skip
     missing = sum(row["guarded_test"] is None for row in rows)
-    lines += ["", f"Runs the guard would change but that have no checkpoint to select from: {missing} (left out below).",
+    lines += ["", f"Runs the guard would change but that have no checkpoint to select from: {missing} (left out of the counts).",
               f"Recorded selection: {tally(rows, 'test')} against the manual prompt on test.",
               f"With the guard: {tally(rows, 'guarded_test')}.", ""]  # fmt: skip
     return "\n".join(lines)

@@ -148,7 +148,7 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
         f"(dev {base['metrics']['dev'][metric]:.4f})",
         f"best prompt  : {result.shown_prompt:<40} test {metric} {best['test'][metric]:.4f}  "
         f"(dev {best['dev'][metric]:.4f})",
-        *_kept_line(result),
+        *_selection_lines(result),
         f"cost         : {result.lm_calls} LM calls for {result.prompt_evals} prompt evaluations in training "
         f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for selection on "
         f"{'+'.join(result.selected_on)} ({result.candidates} candidates), "
@@ -158,7 +158,7 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
     ])  # fmt: skip
 
 
-def _kept_line(result: RunResult) -> list[str]:
+def _selection_lines(result: RunResult) -> list[str]:
     """Say so when no found prompt beat the manual one (the run reports the manual prompt), and
     when the guard dropped prompts that would have been reported."""
     lines = []
