@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from rlprompt import progress
 from rlprompt.agents.config import AgentConfig, AgentSpec
 from rlprompt.budget import API_KEYS, Budget, BudgetExhausted
 from rlprompt.callbacks import Callback
@@ -359,8 +360,14 @@ class Agent(ABC):
         # the manual prompt, met again by training, still counts as the manual prompt (listed last)
         candidates.sort(key=lambda c: prompt_key(c[0]) in extra_keys)
         before = self.task.task_model.stats.lm_calls
-        with self.evaluating():
-            per_split = [{s: self.task.evaluate(p, s) for s in splits} for p, _ in candidates]
+        per_split: list[dict[str, dict[str, Any]]] = []
+        with self.evaluating(), progress.stage(f"selecting on {'+'.join(splits)}", total=len(candidates) * len(splits)):
+            for p, _ in candidates:
+                parts = {}
+                for s in splits:
+                    progress.step(f"{progress.shorten(self.prompt_text(p))} on {s}")
+                    parts[s] = self.task.evaluate(p, s)
+                per_split.append(parts)
         key = self.task.selection_key
         pooled = [pool_split_metrics([parts[s] for s in splits]) for parts in per_split]
         is_extra = [prompt_key(p) in extra_keys for p, _ in candidates]
@@ -411,16 +418,22 @@ class Agent(ABC):
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None
+        cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None,
+        expected: tuple[str, Any] | None = None,
     ) -> Agent:
-        """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes)."""
+        """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes). ``expected``
+        (agent name, agent config): a checkpoint of another agent, or of other agent settings, is
+        an error naming both (a resumed run never trains one agent under another's name)."""
         payload = load_checkpoint(path)
         try:
             name = payload["agent"]
             if name not in AGENTS:
                 raise RLPromptError(f"checkpoint {path} is of unknown agent '{name}'")
             config_class, agent_class = AGENTS[name].config_class, AGENTS[name].agent_class
-            agent = agent_class(env, config_from_dict(payload["config"], cls=config_class), logger)
+            saved = config_from_dict(payload["config"], cls=config_class)
+            if expected is not None:
+                _check_expected_agent(path, name, saved, *expected)
+            agent = agent_class(env, saved, logger)
             spaces_now = [repr(agent.env.observation_space), repr(agent.env.action_space)]
             if payload.get("spaces", spaces_now) != spaces_now:
                 raise RLPromptError(
@@ -451,6 +464,20 @@ class Agent(ABC):
                 raise
             raise RLPromptError(f"checkpoint {path} does not fit this agent and env ({type(exc).__name__}: {exc})") from None
         return agent
+
+
+def _check_expected_agent(path: Any, name: str, saved: Any, expected_name: str, expected_config: Any) -> None:
+    """The checkpoint's agent is the one the run's config names, with the same settings."""
+    if name != expected_name:
+        raise RLPromptError(f"checkpoint {path} was trained by agent '{name}' but the run's config.json names agent "
+                            f"'{expected_name}': restore agent.name={name} in config.json, or start a new run")  # fmt: skip
+    a, b = asdict(saved), asdict(expected_config)
+    changed = [key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    if changed:
+        shown = ", ".join(f"agent.{key}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} in config.json"
+                          for key in changed[:3])  # fmt: skip
+        raise RLPromptError(f"checkpoint {path} of agent '{name}' was trained with other settings than the run's "
+                            f"config.json ({shown}): restore them, or start a new run")  # fmt: skip
 
 
 def step_info(infos: dict[str, Any], key: str, index: int) -> Any:

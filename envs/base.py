@@ -17,7 +17,13 @@ Importing an env module imports no torch (the task and its model come from elsew
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
+import inspect
+import json
 import os
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +41,9 @@ if TYPE_CHECKING:
 
 Chooser = Callable[[np.ndarray, "np.ndarray | None"], int]
 """A discrete policy for :meth:`PromptEnv.decode`: ``(observation, action mask or None) -> action``."""
+
+SPLITS = ("train", "dev", "test")
+"""The splits an env may draw its examples from (``split=``)."""
 
 
 @dataclass
@@ -66,6 +75,7 @@ def make_task(task: Task | None = None, config: Config | dict | str | os.PathLik
     """The env's task: given, built from a config (object, dict or YAML path), or the default."""
     from rlprompt.task import Task
 
+    _check_task_arguments(task, config, overrides)
     if task is not None:
         if config is not None or overrides:
             raise ConfigError("give an env either task= or config=/overrides=, not both")
@@ -77,6 +87,134 @@ def make_task(task: Task | None = None, config: Config | dict | str | os.PathLik
     else:
         cfg = load_config(config, overrides)
     return Task.from_config(cfg)
+
+
+# ------------------------------------------------------------------ checking constructor arguments
+
+
+def is_integer(value: Any) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """``seed`` as an int (None stays None): a non-negative integer (Gymnasium's rule), else one error."""
+    if seed is None:
+        return None
+    if not is_integer(seed):
+        raise ConfigError(f"{name} must be a non-negative integer or None, got {type(seed).__name__} {seed!r}")
+    if int(seed) < 0:
+        raise ConfigError(f"{name} must be a non-negative integer or None, got {int(seed)}")
+    return int(seed)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_task_arguments(task: Any, config: Any, overrides: Any) -> None:
+    """``task=`` a Task, ``config=`` a Config, dict or YAML path, ``overrides=`` a list of ``key=value``."""
+    if task is not None:
+        from rlprompt.task import Task
+
+        if not isinstance(task, Task):
+            raise ConfigError(f"task= must be an rlprompt Task (rlprompt.task.Task.from_config(...)), got "
+                              f"{_describe(task)}; to build one from a config pass config= (a Config, a dict "
+                              "or a YAML path)")  # fmt: skip
+    if config is not None and not isinstance(config, (Config, dict, str, os.PathLike)):
+        raise ConfigError(f"config= must be a Config, a dict of sections or a YAML path, got {_describe(config)}")
+    if overrides is not None:
+        if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
+            raise ConfigError(f"overrides= must be a list of 'key=value' strings, got {_describe(overrides)}")
+        for i, item in enumerate(overrides):
+            if not isinstance(item, str):
+                raise ConfigError(f"overrides[{i}] must be a 'key=value' string, got {_describe(item)}")
+
+
+def _type_args(hint: Any) -> set[Any]:
+    """The plain types a (union) annotation allows."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return {t for arg in typing.get_args(hint) for t in _type_args(arg)}
+    return {typing.get_origin(hint) or hint}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones, paths as strings, tuples as lists (what a config holds)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+    """Check the arguments of ``env_class(*args, **kwargs)`` before anything is built or loaded:
+    unknown names, ``task=``/``config=``/``overrides=``, ``split=``, and every argument that is a
+    field of the kind's config dataclass by the config loader's rules (a str where a number is
+    expected is an error, ranges by the dataclass's own checks). One :class:`ConfigError` names
+    the argument."""
+    kwargs = dict(kwargs or {})
+    name = env_class.__name__
+    signature = inspect.signature(env_class.__init__)
+    params = list(signature.parameters.values())[1:]  # without self
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f"; it takes {names}"
+                raise ConfigError(f"{name}: unknown argument '{key}'{hint}")
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    arguments = dict(list(bound.arguments.items())[1:])
+    _check_task_arguments(arguments.get("task"), arguments.get("config"), arguments.get("overrides"))
+    split = arguments.get("split", "train")
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ConfigError(f"{name}: split must be one of {list(SPLITS)}, got {split!r}")
+    for key in ("vocabulary",):
+        value = arguments.get(key)
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple))):
+            raise ConfigError(f"{name}: {key} must be a list of words, got {_describe(value)}")
+    for key in ("init_prompt", "start_prompt"):
+        value = arguments.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name}: {key} must be a string (or None), got {_describe(value)}")
+    config_class = getattr(env_class, "config_class", EnvConfig)
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name for f in dataclasses.fields(config_class)} - {"kind"}
+    data: dict[str, Any] = {}
+    defaults = {p.name: p.default for p in params}
+    for key, value in arguments.items():
+        if key not in fields:
+            continue
+        allowed = _type_args(hints[key])
+        if value is None:
+            if type(None) in allowed or defaults.get(key) is None:
+                continue  # None is the field's own value, or the constructor's "from the config"
+            raise ConfigError(f"{name}: {key} must not be None (its default is {defaults.get(key)!r})")
+        value = _plain(value)
+        if isinstance(value, str) and str not in allowed:
+            words = {int: "an integer", float: "a number", bool: "True or False", list: "a list"}
+            kinds = " or ".join(sorted({words.get(t, t.__name__) for t in allowed if t is not type(None)}))
+            raise ConfigError(f"{name}: {key} must be {kinds}, got str {value!r}")
+        if isinstance(value, list) and list not in allowed:
+            if str in allowed and key == "candidates":
+                continue  # a list of candidates (checked when they are read)
+            raise ConfigError(f"{name}: {key} must not be a list, got {_describe(value)}")
+        try:
+            json.dumps(value, allow_nan=True)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {key} must be plain data (numbers, strings, lists), got {_describe(value)}") from None
+        data[key] = value
+    try:
+        config_from_dict(data, cls=config_class)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 @dataclass
@@ -145,6 +283,13 @@ class PromptEnv(gym.Env):
     _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result", "_was_reset")
     """Attributes that make up the episode state (saved with agent checkpoints)."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> PromptEnv:
+        # the constructor's arguments are checked here, before __init__ builds the task (loads a
+        # model): gym.make/make_vec kwargs and direct calls alike (see check_env_arguments)
+        if args or kwargs:
+            check_env_arguments(cls, args, kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         task: Task | None = None,
@@ -175,7 +320,11 @@ class PromptEnv(gym.Env):
         raise NotImplementedError
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-        """Seed ``self.np_random`` (Gymnasium's rule); subclasses call this first and build the episode."""
+        """Seed ``self.np_random`` (Gymnasium's rule: a non-negative integer, numpy integers too);
+        subclasses call this first and build the episode."""
+        seed = check_seed(seed, "reset seed")
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"reset options must be a dict (or None), got {_describe(options)}")
         super().reset(seed=seed, options=options)
         self._was_reset = True
 
@@ -242,7 +391,13 @@ class PromptEnv(gym.Env):
         """The first half of :meth:`step` (what the vector env calls): checks, then ``_apply``."""
         if not self._was_reset:
             raise ConfigError(f"{type(self).__name__}: call reset() before step()")
-        return self._apply(action)
+        return self._apply(self.check_action(action))
+
+    def check_action(self, action: Any) -> Any:
+        """``action`` as the env uses it, or one :class:`ConfigError` when it is outside the action
+        space (changes nothing: the vector env checks every sub-env's action before applying any).
+        Discrete envs: an integer in ``0..n-1``."""
+        return self.discrete_action(action)
 
     def discrete_action(self, action: Any) -> int:
         """``action`` as an int of the env's ``Discrete`` space; anything else is a clear error."""
@@ -251,10 +406,11 @@ class PromptEnv(gym.Env):
             value = value[()]
         if type(value).__module__ == "torch" and getattr(value, "dim", lambda: 1)() == 0:
             value = value.item()
+        n = int(self.action_space.n)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"action must be an integer of {self.action_space}, got {action!r}")
+            raise ConfigError(f"action must be an integer of {self.action_space} (0..{n - 1}), got {_describe(action)}")
         if not self.action_space.contains(int(value)):
-            raise ConfigError(f"action {int(value)} is outside {self.action_space}")
+            raise ConfigError(f"action {int(value)} is outside {self.action_space} (0..{n - 1})")
         return int(value)
 
     def _draw_indices(self) -> np.ndarray:

@@ -179,7 +179,7 @@ class PromptEditEnv(PromptEnv):
     def decode(self, choose: Chooser) -> str:
         units = list(self._start_ids)
         for used in range(self.max_edits):
-            action = choose(self.observation_of(units, used), self.mask_of(units))
+            action = self.discrete_action(choose(self.observation_of(units, used), self.mask_of(units)))
             if self.edits[action][0] == "stop":
                 break
             units = self.apply_edit(units, action)
@@ -230,8 +230,10 @@ class PromptEditEnv(PromptEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         start = (options or {}).get("prompt")
+        if start is not None and not isinstance(start, str):
+            raise ConfigError(f"reset options['prompt'] must be a prompt string, got {type(start).__name__} {start!r}")
         self._prompt = list(self._start_ids) if start is None else self.units_of(start)
         self._edits_used = 0
         self._stopped = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -11,10 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 from gymnasium import spaces
 
-from rlprompt.config import Config
+from rlprompt.config import Config, read_json_file, read_text_file_limited, read_yaml
 from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
 from rlprompt.errors import ConfigError
 
@@ -35,6 +33,19 @@ BUILTIN_CANDIDATES = ("sentiment", "topic")
 Candidate = str | dict[str, Any]
 
 
+def _read_candidates_file(path: Path) -> list[Candidate]:
+    """A candidates file's items, read within the limits of config files (size, nesting, values:
+    :func:`rlprompt.config.read_yaml`); every problem is one :class:`ConfigError` naming the file."""
+    if path.suffix in (".json", ".yaml", ".yml"):
+        reader = read_json_file if path.suffix == ".json" else read_yaml
+        loaded = reader(path, "candidates file")
+        if not isinstance(loaded, list):
+            raise ConfigError(f"{path}: candidates file must hold a list")
+        return loaded
+    text = read_text_file_limited(path, "candidates file")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def load_candidates(source: Sequence[Candidate] | str | os.PathLike[str]) -> list[Candidate]:
     """Candidates from a list, a built-in name (``sentiment``, ``topic``) or a file.
 
@@ -49,14 +60,7 @@ def load_candidates(source: Sequence[Candidate] | str | os.PathLike[str]) -> lis
             path = Path(name)
             if not path.is_file():
                 raise ConfigError(f"candidates file not found: {path} (or use one of {list(BUILTIN_CANDIDATES)})")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".json", ".yaml", ".yml"):
-            loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            if not isinstance(loaded, list):
-                raise ConfigError(f"{path}: candidates file must hold a list")
-            items: list[Candidate] = loaded
-        else:
-            items = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        items: list[Candidate] = _read_candidates_file(path)
     else:
         items = list(source)
     for item in items:
@@ -109,7 +113,7 @@ class PromptSelectionEnv(PromptEnv):
         return int(rng.integers(0, len(self.candidates)))
 
     def decode(self, choose: Chooser) -> str:
-        return self.candidate_prompt(choose(np.zeros((), dtype=np.int64), None))
+        return self.candidate_prompt(self.discrete_action(choose(np.zeros((), dtype=np.int64), None)))
 
     def _task_for(self, candidate: Candidate) -> Task:
         from rlprompt.task import Task
@@ -149,7 +153,7 @@ class PromptSelectionEnv(PromptEnv):
         return "" if self._choice is None else self.candidate_prompt(self._choice)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         self._choice = None
         self._last_result = None
         return 0, self._info(None)

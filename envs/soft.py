@@ -30,11 +30,17 @@ class SoftEnvConfig(EnvConfig):
     bound: float = 1.0
     """Box bound of subspace coordinates."""
     projection_seed: int = 0
-    """Seed of the random projection."""
+    """Seed of the random projection (0 <= seed < 2**32)."""
+    clip_actions: bool = False
+    """Actions outside the ``[-1, 1]`` box are refused (one error naming the coordinate); true
+    clips them to the box instead, and the step's ``info["clipped"]`` says so (the reported
+    ``|z|`` is then the clipped action's)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("n_tokens", "subspace_dim"), positive=("bound",))
+        if self.projection_seed is not None and not 0 <= self.projection_seed < 2**32:
+            raise ConfigError(f"env.projection_seed must lie in 0 <= seed < 2**32, got {self.projection_seed!r}")
 
 
 class SoftPromptEnv(PromptEnv):
@@ -47,6 +53,9 @@ class SoftPromptEnv(PromptEnv):
     embedding std, so ``P - P0`` has the scale of real embeddings) and ``P0`` the embeddings
     of ``init_prompt`` (zeros without one). Reward: the task reward of ``P`` on a minibatch.
     Observation: a constant ``[0.]`` (the problem has no state between proposals).
+
+    An action outside the box (or of another shape, or not finite) is refused with one error,
+    unless ``clip_actions=True``: then it is clipped to the box and ``info["clipped"]`` is true.
     """
 
     kind = "soft"
@@ -64,6 +73,7 @@ class SoftPromptEnv(PromptEnv):
         bound: float = 1.0,
         init_prompt: str | None = None,
         projection_seed: int = 0,
+        clip_actions: bool = False,
         batch_size: int | None = 16,
         split: str = "train",
         render_mode: str | None = None,
@@ -89,8 +99,9 @@ class SoftPromptEnv(PromptEnv):
             )
         if not bound > 0:
             raise ConfigError(f"bound must be > 0, got {bound}")
-        self.subspace_dim = subspace_dim
+        self.subspace_dim = int(subspace_dim)
         self.bound = float(bound)
+        self.clip_actions = bool(clip_actions)
         self.init_prompt = init_prompt
         self.base_prompt = base
         rng = np.random.default_rng(projection_seed)
@@ -99,11 +110,13 @@ class SoftPromptEnv(PromptEnv):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(subspace_dim,), dtype=np.float32)
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._z: np.ndarray | None = None
+        self._clipped = False
 
     @classmethod
     def from_config(cls, task: Task, config: SoftEnvConfig) -> SoftPromptEnv:
         return cls(task=task, n_tokens=config.n_tokens, subspace_dim=config.subspace_dim, bound=config.bound,
-                   projection_seed=config.projection_seed, batch_size=config.batch_size)  # fmt: skip
+                   projection_seed=config.projection_seed, clip_actions=config.clip_actions,
+                   batch_size=config.batch_size)  # fmt: skip
 
     def sample_action(self, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-1.0, 1.0, size=self.subspace_dim).astype(np.float32)
@@ -112,13 +125,45 @@ class SoftPromptEnv(PromptEnv):
         return self.soft_prompt(np.zeros(self.subspace_dim, dtype=np.float32))
 
     def soft_prompt(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """The ``[n_tokens, hidden]`` soft prompt of subspace point ``z`` (clipped to [-1, 1])."""
+        """The ``[n_tokens, hidden]`` soft prompt of subspace point ``z`` (checked as an action:
+        outside the box it is refused, or clipped with ``clip_actions``)."""
         import torch
 
-        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32)).clamp(-1.0, 1.0)
-        if z_t.shape != (self.subspace_dim,):
-            raise ConfigError(f"action must have shape ({self.subspace_dim},), got {tuple(z_t.shape)}")
+        z_t = torch.from_numpy(self.checked_action(z)[0])
         return self.base_prompt + self.bound * (z_t @ self.projection).view(self.n_tokens, -1)
+
+    def checked_action(self, action: Any) -> tuple[np.ndarray, bool]:
+        """``action`` as a float32 vector in the box and whether it was clipped; an action of
+        another shape, not numbers, not finite, or (without ``clip_actions``) outside the box
+        is one :class:`ConfigError`."""
+        d = self.subspace_dim
+        if isinstance(action, (str, bytes)) or action is None:
+            raise ConfigError(f"action must be a vector of {d} numbers, got {type(action).__name__} {action!r}")
+        try:
+            raw = np.asarray(action.detach().cpu() if hasattr(action, "detach") else action)
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: inf, refused below
+                z = raw.astype(np.float64)  # checked before the float32 cast, which would overflow to inf
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"action must be a vector of {d} numbers, got {action!r}") from None
+        if raw.dtype.kind not in "iuf":
+            raise ConfigError(f"action must be {d} finite numbers, got an array of {raw.dtype}")
+        if z.shape != (d,):
+            raise ConfigError(f"action must be {d} finite numbers (shape ({d},)), got shape {z.shape}")
+        bad = np.flatnonzero(~np.isfinite(z))
+        if bad.size:
+            raise ConfigError(f"action must be {d} finite numbers, got {z[bad[0]]} at coordinate {bad[0]}")
+        outside = np.flatnonzero(np.abs(z) > 1.0)
+        if not outside.size:
+            return z.astype(np.float32), False
+        if not self.clip_actions:
+            i = outside[0]
+            raise ConfigError(f"action is outside the action space {self.action_space}: coordinate {i} is {float(z[i])!r} "
+                              f"({outside.size} of {d} coordinates outside [-1, 1]); clip it, or build the env with "
+                              "clip_actions=True (env.clip_actions: true) to have such actions clipped")  # fmt: skip
+        return np.clip(z, -1.0, 1.0).astype(np.float32), True
+
+    def check_action(self, action: Any) -> tuple[np.ndarray, bool]:
+        return self.checked_action(action)
 
     def current_prompt_text(self) -> str:
         start = f" around {self.init_prompt!r}" if self.init_prompt else ""
@@ -132,22 +177,17 @@ class SoftPromptEnv(PromptEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         self._z = None
+        self._clipped = False
         self._last_result = None
         return self._observation(), self._info(None)
 
-    def _apply(self, action: Any) -> ScoreRequest | None:
-        try:
-            z = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ConfigError(f"action must be a vector of {self.subspace_dim} numbers, got {action!r}") from None
-        if z.shape != (self.subspace_dim,) or not np.isfinite(z).all():
-            raise ConfigError(f"action must be {self.subspace_dim} finite numbers, got shape {z.shape}")
-        self._z = z
+    def _apply(self, action: tuple[np.ndarray, bool]) -> ScoreRequest | None:
+        self._z, self._clipped = action  # checked (and clipped when allowed) by check_action
         return ScoreRequest(self.task, self.soft_prompt(self._z), self._draw_indices(), self.split)
 
     def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         assert result is not None
         self._last_result = result
-        return self._observation(), float(result.reward), True, False, self._info(result)
+        return self._observation(), float(result.reward), True, False, self._info(result, clipped=self._clipped)

@@ -101,7 +101,7 @@ class TokenPromptEnv(PromptEnv):
     def decode(self, choose: Chooser) -> str:
         tokens: list[int] = []
         while len(tokens) < self.prompt_length:
-            action = choose(self.observation_of(tokens), None)
+            action = self.discrete_action(choose(self.observation_of(tokens), None))
             if action == self.stop_action:
                 break
             tokens.append(action)
@@ -125,7 +125,7 @@ class TokenPromptEnv(PromptEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         self._tokens = []
         self._previous_score = 0.0
         self._stopped = False

@@ -17,7 +17,15 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from rlprompt.envs.base import PromptEnv, ScoreResult, make_task, score_requests
+from rlprompt.envs.base import (
+    PromptEnv,
+    ScoreResult,
+    check_env_arguments,
+    check_seed,
+    is_integer,
+    make_task,
+    score_requests,
+)
 from rlprompt.errors import ConfigError
 
 
@@ -31,13 +39,16 @@ class BatchedPromptVectorEnv(VectorEnv):
             raise ConfigError("BatchedPromptVectorEnv needs at least one env")
         self.envs = list(envs)
         self.num_envs = len(self.envs)
+        for i, env in enumerate(self.envs):
+            if not isinstance(env, PromptEnv):
+                raise ConfigError(f"BatchedPromptVectorEnv needs rlprompt prompt envs, got {type(env).__name__} at envs[{i}]")
         first = self.envs[0]
         for env in self.envs[1:]:
             if env.observation_space != first.observation_space or env.action_space != first.action_space:
                 raise ConfigError("all sub-envs of a BatchedPromptVectorEnv must have the same spaces")
             if env.task is not first.task:
                 raise ConfigError("all sub-envs of a BatchedPromptVectorEnv must share one task (one loaded model)")
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
         if self.autoreset_mode == AutoresetMode.DISABLED:
             raise ConfigError("autoreset_mode must be next_step or same_step")
         self.metadata = {**first.metadata, "autoreset_mode": self.autoreset_mode}
@@ -56,12 +67,16 @@ class BatchedPromptVectorEnv(VectorEnv):
         seeds: Sequence[int | None]
         if seed is None:
             seeds = [None] * self.num_envs
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
+        elif is_integer(seed):
+            first = check_seed(seed, "reset seed")
+            seeds = [first + i for i in range(self.num_envs)]
+        elif isinstance(seed, (list, tuple, np.ndarray)):
+            seeds = [check_seed(s, f"reset seed[{i}]") for i, s in enumerate(list(seed))]
             if len(seeds) != self.num_envs:
-                raise ConfigError(f"{len(seeds)} seeds for {self.num_envs} envs")
+                raise ConfigError(f"reset seed: {len(seeds)} seeds for {self.num_envs} envs (give one per env, or one int)")
+        else:
+            raise ConfigError(f"reset seed must be a non-negative integer, a list of {self.num_envs} of them, or None, "
+                              f"got {type(seed).__name__} {seed!r}")  # fmt: skip
         infos: dict[str, Any] = {}
         observations = []
         for i, (env, env_seed) in enumerate(zip(self.envs, seeds, strict=True)):
@@ -72,6 +87,23 @@ class BatchedPromptVectorEnv(VectorEnv):
         self._observations = concatenate(self.single_observation_space, observations, self._observations)
         return self._observations.copy() if hasattr(self._observations, "copy") else self._observations, infos
 
+    def _split_actions(self, actions: Any) -> list[Any]:
+        """One action per sub-env: ``actions`` must have the batched action space's shape
+        (``(num_envs,)`` discrete, ``(num_envs, d)`` soft); extra or missing actions are refused."""
+        expected = self.action_space.shape
+        if isinstance(actions, (str, bytes)) or actions is None:
+            raise ConfigError(f"actions must be an array of shape {expected} (one action per env), got "
+                              f"{type(actions).__name__} {actions!r}")  # fmt: skip
+        try:
+            array = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
+        except (TypeError, ValueError):
+            raise ConfigError(f"actions must be an array of shape {expected} (one action per env), got {actions!r}") from None
+        if array.shape != expected:
+            count = f"{array.shape[0]} actions" if array.ndim else "a single action"
+            raise ConfigError(f"actions must have shape {expected}: one action per env for {self.num_envs} envs, "
+                              f"got shape {array.shape} ({count})")  # fmt: skip
+        return list(array)
+
     def step(self, actions: Any):
         requests, pending = [], []
         resetting = (
@@ -79,10 +111,21 @@ class BatchedPromptVectorEnv(VectorEnv):
             if self.autoreset_mode == AutoresetMode.NEXT_STEP
             else np.zeros(self.num_envs, bool)
         )
+        per_env = self._split_actions(actions)
+        checked: dict[int, Any] = {}
+        for i, env in enumerate(self.envs):  # every action checked before any env changes
+            if resetting[i]:
+                continue
+            if not env._was_reset:
+                raise ConfigError("BatchedPromptVectorEnv: call reset() before step()")
+            try:
+                checked[i] = env.check_action(per_env[i])
+            except ConfigError as exc:
+                raise ConfigError(f"actions[{i}]: {exc}") from None
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 continue
-            request = env.apply_action(actions[i])
+            request = env._apply(checked[i])
             if request is not None:
                 pending.append(i)
                 requests.append(request)
@@ -147,11 +190,23 @@ def make_batched_vector_env(
     overrides: list[str] | None = None,
     **env_kwargs: Any,
 ) -> BatchedPromptVectorEnv:
-    """Build the task once and ``num_envs`` envs of ``env_cls`` sharing it."""
-    if num_envs < 1:
-        raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+    """Build the task once and ``num_envs`` envs of ``env_cls`` sharing it (every argument is
+    checked first, before the task loads a model)."""
+    if not is_integer(num_envs) or num_envs < 1:
+        raise ConfigError(f"num_envs must be an integer >= 1, got {type(num_envs).__name__} {num_envs!r}")
+    _autoreset_mode(autoreset_mode)
+    if isinstance(env_cls, type) and issubclass(env_cls, PromptEnv):
+        check_env_arguments(env_cls, (), {"task": task, "config": config, "overrides": overrides, **env_kwargs})
     shared = make_task(task, config, overrides)
     return BatchedPromptVectorEnv([env_cls(task=shared, **env_kwargs) for _ in range(num_envs)], autoreset_mode)
+
+
+def _autoreset_mode(mode: Any) -> AutoresetMode:
+    try:
+        return AutoresetMode(mode)
+    except (TypeError, ValueError):
+        names = [m.value for m in AutoresetMode if m != AutoresetMode.DISABLED]
+        raise ConfigError(f"autoreset_mode must be one of {names}, got {mode!r}") from None
 
 
 def vector_entry_point(env_class: type[PromptEnv]) -> Callable[..., BatchedPromptVectorEnv]:

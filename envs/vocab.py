@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rlprompt.envs.base import is_integer
 from rlprompt.errors import ConfigError
 
 
@@ -17,6 +18,12 @@ def build_vocabulary(
 ) -> list[str]:
     """The env's vocabulary: ``words`` if given, else the task model's whole words
     (``TaskModel.words()``), filtered by ``regex`` (full match) and cut to ``top_k``."""
+    if words is not None and (isinstance(words, (str, bytes)) or not hasattr(words, "__iter__")):
+        raise ConfigError(f"vocabulary must be a list of words, got {type(words).__name__} {words!r:.60}")
+    if top_k is not None and not is_integer(top_k):
+        raise ConfigError(f"vocab_top_k must be an integer >= 1 (or None), got {type(top_k).__name__} {top_k!r}")
+    if regex is not None and not isinstance(regex, str):
+        raise ConfigError(f"vocab_regex must be a string (or None), got {type(regex).__name__} {regex!r}")
     if words is not None:
         candidates = [w for w in words if isinstance(w, str) and w.strip()]
         if len(candidates) != len(list(words)):

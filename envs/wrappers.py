@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlprompt.envs.base import is_integer
 from rlprompt.errors import ConfigError
 
 
@@ -31,8 +32,8 @@ class LMCallBudget(gym.Wrapper):
         if max_lm_calls is None and max_prompt_evals is None:
             raise ConfigError("LMCallBudget needs max_lm_calls or max_prompt_evals")
         for name, value in (("max_lm_calls", max_lm_calls), ("max_prompt_evals", max_prompt_evals)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
+            if value is not None and (not is_integer(value) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 (or None), got {type(value).__name__} {value!r}")
         self.max_lm_calls = max_lm_calls
         self.max_prompt_evals = max_prompt_evals
         task = _task_of(env)
@@ -76,6 +77,11 @@ class NormalizeReward(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, epsilon: float = 1e-8, clip: float | None = 10.0) -> None:
+        for name, value in (("epsilon", epsilon), ("clip", clip)):
+            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            if (value is not None or name == "epsilon") and not (number and np.isfinite(value) and value > 0):
+                raise ConfigError(f"NormalizeReward: {name} must be a finite number > 0{' (or None)' if name == 'clip' else ''}, "
+                                  f"got {type(value).__name__} {value!r}")  # fmt: skip
         super().__init__(env)
         self.epsilon = epsilon
         self.clip = clip

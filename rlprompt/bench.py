@@ -34,7 +34,17 @@ from rlprompt.config import load_config
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import atomic_write_text
 from rlprompt.results import RunResult
-from rlprompt.rundir import BEST_PROMPT, CHECKPOINT, METRICS, clear_unstarted_run, resolve_resume_config
+from rlprompt.rundir import (
+    BENCH_FILES,
+    BEST_PROMPT,
+    CHECKPOINT,
+    METRICS,
+    check_output_path,
+    read_manifest,
+    record_files,
+    resolve_resume_config,
+    unstarted_run,
+)
 
 RANDOM_LABEL = "random_search"
 
@@ -43,8 +53,9 @@ RANDOM_LABEL = "random_search"
 class BenchConfig:
     """A benchmark grid (see module docstring)."""
 
-    base: str | None = None
-    """Run config every cell starts from (path relative to the bench file); defaults when null."""
+    base: str | None = ""
+    """Run config every cell starts from (path relative to the bench file). Required: ``null``
+    names the built-in defaults (the embedded demo task) explicitly."""
     set: list[str] = field(default_factory=list)
     """Overrides applied to every cell (``key=value``)."""
     agents: dict[str, list[str] | None] = field(default_factory=lambda: {"ppo": None})
@@ -146,10 +157,17 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     cells = cells_of(bench)
     command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
+    if bench.base == "":
+        raise ConfigError(f"bench file {path} names no base run config: add 'base: <run config>.yaml' (relative to "
+                          "the bench file), or 'base: null' for the built-in demo task")  # fmt: skip
     kinds = {(c.task, tuple(c.generation.metrics) if c.task == "generation" else ()) for c in configs.values()}
     if len(kinds) > 1:
         raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
+    check_bench_dir(out)
     check_cells_unchanged(out, cells, configs)
+    if not out.is_dir() or not any(out.iterdir()):  # a new bench directory: recorded as one
+        out.mkdir(parents=True, exist_ok=True)
+        record_files(out, "bench")
     if report_only:
         rows = write_results(out, cells, command)
         echo(f"{len(rows)} of {len(cells)} cells finished; tables rewritten in {out}, no cell run")
@@ -164,12 +182,11 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
             echo(f"[{i}/{len(cells)}] {cell.key}: finished before, skipped")
             continue
         resume = (cell_dir / CHECKPOINT).is_file()
-        if not resume and clear_unstarted_run(cell_dir):
+        if not resume and unstarted_run(cell_dir):  # cleared by its worker, under the cell's lock
             echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'queued'}")
         jobs.append(CellJob(cell.key, config_to_dict(configs[cell.key]), str(cell_dir.resolve()), resume, int(bench.num_cpus),
-                            progress=progress if backend == "local" and workers == 1 else False,
-                            lock=str((out / ".locks" / (cell.key.replace("/", "__") + ".lock")).resolve())))
+                            progress=progress if backend == "local" and workers == 1 else False, command=command))
     if backend == "ray":
         outcomes = run_on_ray(jobs, workers=workers if workers > 1 else None, address=address,
                               num_cpus=bench.num_cpus, num_gpus=bench.num_gpus)  # fmt: skip
@@ -227,6 +244,29 @@ def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
     if prefix_cache is not None and hasattr(task.task_model, "prefix_cache"):
         task.task_model.prefix_cache = prefix_cache
     return task
+
+
+def check_bench_dir(out: Path) -> None:
+    """A bench writes its tables into a new or empty ``output_dir``, or one a bench wrote (its
+    manifest, or a ``runs/`` folder of cells); never into the working directory, a run directory,
+    or a folder of other files (whose ``results.csv`` it would replace)."""
+    check_output_path(out, "bench output_dir")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"bench output_dir {out} is a file or a link; name a directory")
+    if not out.is_dir():
+        return
+    manifest = read_manifest(out)
+    if manifest is not None:
+        if manifest["rlprompt"] == "bench":
+            return
+        raise ConfigError(f"bench output_dir {out} is a {manifest['rlprompt']} directory; name a directory for the bench")
+    if (out / "runs").is_dir():
+        return  # a bench of an older rlprompt (no manifest yet)
+    names = sorted(entry.name for entry in out.iterdir())
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise ConfigError(f"bench output_dir {out} holds files no bench wrote ({shown}); a bench writes its cells and "
+                          f"tables ({', '.join(BENCH_FILES)}) only into a new or empty directory, or one of its own")
 
 
 def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any]) -> None:

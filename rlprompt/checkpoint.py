@@ -142,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
     try:
         metadata = _header_metadata(data)
         tensors = load(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, OverflowError):
+    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError, OverflowError, RecursionError):
         raise CheckpointError(f"{p} is not an rlprompt checkpoint ({why})") from None
     if metadata.get("format") != FORMAT or "tree" not in metadata:
         raise CheckpointError(f"{p} is a safetensors file but not an rlprompt checkpoint")
@@ -150,8 +150,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{p} is checkpoint format v{metadata.get('version')}; this rlprompt reads v{VERSION}")
     try:
         return _decode(json.loads(metadata["tree"]), tensors)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{p} is a corrupt rlprompt checkpoint ({exc})") from None
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{p} is a corrupt rlprompt checkpoint ({type(exc).__name__}: {exc})") from None
 
 
 def _header_metadata(data: bytes) -> dict[str, str]:

@@ -23,6 +23,12 @@ def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     )  # fmt: skip
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="show the libraries' own output too (transformers/peft/trl progress bars, "
+                             "info lines and advisory warnings, hidden by default)")  # fmt: skip
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="YAML config (defaults: the embedded demo task)")
     _add_overrides(parser, "data.dir=path/16-21")
@@ -34,9 +40,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.run is not None:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
-    from rlprompt.task import evaluate_prompt  # torch and the model: only once the config is valid
+    from rlprompt import progress
+    from rlprompt.task import Task, evaluate_prompt  # torch and the model: only once the config is valid
 
-    result = evaluate_prompt(config, args.prompt, args.split)
+    with progress.stage(f"loading {config.task_model.label} and the data", total=1):
+        progress.step("")
+        task = Task.from_config(config)
+    prompt = config.prompt if args.prompt is None else args.prompt
+    with progress.stage(f"scoring on {args.split}", total=1):
+        progress.step(f"{progress.shorten(prompt)} ({len(task.data.split(args.split))} examples)")
+        result = evaluate_prompt(config, prompt, args.split, task=task)
     print(f"task model : {result['task_model']}")
     print(f"prompt     : {result['prompt']!r}")
     print(f"{args.split:<11}: {_metrics_line(result)}")
@@ -64,12 +77,15 @@ def _metrics_line(m: dict) -> str:
 
 
 def _eval_run(args: argparse.Namespace) -> int:
+    from rlprompt import progress
     from rlprompt.errors import ConfigError
     from rlprompt.experiment import evaluate_run
 
     if args.config is not None or args.prompt is not None:
         raise ConfigError("eval --run takes the prompt and config from the run directory; use --set for transfer")
-    result = evaluate_run(args.run, args.split, args.overrides)
+    with progress.stage(f"re-scoring the run's prompt on {args.split}", total=1):
+        progress.step(str(args.run))
+        result = evaluate_run(args.run, args.split, args.overrides)
     m = result["metrics"]
     shown = repr(result["prompt"]) if result["kind"] == "discrete" else "<soft prompt>"
     print(f"run        : {result['run']}")
@@ -171,8 +187,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlprompt", description="Prompt optimization with reinforcement learning.")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show the libraries' own output too (also accepted after the command)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on dev, test, write a run dir")
+    p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on train+dev (selection.splits), test, write a run dir")
     p_run.add_argument("config", nargs="?", help="YAML run config (see experiments/configs)")
     _add_overrides(p_run, "agent.name=sql --set budget.prompt_evals=500")
     p_run.add_argument(
@@ -180,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_verbose(p_run)
     p_run.set_defaults(func=_cmd_run)
 
     p_bench = sub.add_parser("bench", help="run a grid of agents x tasks x seeds (resumable), write tables and a plot")
@@ -194,19 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--report", action="store_true",
                          help="run no cell: rewrite the tables and plot from the grid's finished cells (after "
                               "runs of a part of the grid, e.g. --set seeds=[21])")  # fmt: skip
+    _add_verbose(p_bench)
     p_bench.set_defaults(func=_cmd_bench)
 
     p_select = sub.add_parser(
         "select", help="select a finished run's prompt again (another selection section), without training again"
     )
     p_select.add_argument("run_dir")
+    p_select.add_argument("--no-progress", action="store_true", help="no progress lines")
     _add_overrides(p_select, "selection.splits=[dev] --set selection.include_manual=false")
+    _add_verbose(p_select)
     p_select.set_defaults(func=_cmd_select)
 
     p_ft = sub.add_parser("finetune", help="RL fine-tuning of a causal LM on the task reward (grpo, rloo, ppo)")
     p_ft.add_argument("config", help="YAML config with a finetune section (see experiments/configs/finetune-tiny.yaml)")
     _add_overrides(p_ft, "finetune.method=ppo")
     p_ft.add_argument("--output-dir", "-o", help="run directory (default: runs/finetune-<method>-seed<seed>)")
+    _add_verbose(p_ft)
     p_ft.set_defaults(func=_cmd_finetune)
 
     p_export = sub.add_parser(
@@ -214,8 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_export.add_argument("run_dir")
     p_export.add_argument("--format", "-f", required=True, choices=["json", "txt", "peft"])
-    p_export.add_argument("--out", required=True, help="output file (json, txt) or directory (peft)")
-    p_export.add_argument("--force", action="store_true", help="replace an existing --out not written by rlprompt export")
+    p_export.add_argument("--out", required=True,
+                          help="output file (json, txt) or directory (peft): a new path or an earlier rlprompt export; "
+                               "never the working directory, a run, or a path inside a run")  # fmt: skip
+    p_export.add_argument("--force", action="store_true",
+                          help="also replace an earlier rlprompt export at --out that was changed since it was written "
+                               "(only the files its rlprompt_export record lists; other files in an adapter directory "
+                               "stay). Nothing rlprompt did not write is ever replaced or deleted")  # fmt: skip
+    _add_verbose(p_export)
     p_export.set_defaults(func=_cmd_export)
 
     p_eval = sub.add_parser("eval", help="score a prompt (or a run's best prompt) on a split")
@@ -224,13 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--prompt", "-p", help="prompt text (default: the config's manual prompt)")
     p_eval.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p_eval.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p_eval.add_argument("--no-progress", action="store_true", help="no progress lines")
+    _add_verbose(p_eval)
     p_eval.set_defaults(func=_cmd_eval)
     return parser
 
 
 def _quiet_libraries() -> None:
     """Hide loading progress bars and advisory warnings of the HF libraries on the CLI (through
-    their environment variables, so that nothing is imported before it is needed)."""
+    their environment variables, so that nothing is imported before it is needed; the commands
+    run inside :func:`rlprompt.verbosity.quiet_libraries` too)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if "transformers" in sys.modules:  # already imported (the CLI called in-process): tell it directly
@@ -258,10 +290,18 @@ def _log_to_stderr() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    from rlprompt import progress
+    from rlprompt.verbosity import quiet_libraries, set_verbose
+
+    if args.verbose:
+        set_verbose(True)
+    else:
+        _quiet_libraries()
     _log_to_stderr()
+    show = sys.stderr.isatty() and not getattr(args, "no_progress", False)
     try:
-        return int(args.func(args))
+        with quiet_libraries(), progress.reporting(progress.RichReporter() if show else None):
+            return int(args.func(args))
     except RLPromptError as exc:
         print(f"rlprompt: error: {exc}", file=sys.stderr)
         return 2
@@ -281,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlprompt: error: unexpected {type(exc).__name__}: {first_line(exc)} "
               "(a bug in rlprompt; set RLPROMPT_DEBUG=1 for the traceback and please report it)", file=sys.stderr)  # fmt: skip
         return 1
+    finally:
+        if args.verbose:
+            set_verbose(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

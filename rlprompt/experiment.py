@@ -16,6 +16,7 @@ task model's score cache, which decides LM-call counts).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -27,13 +28,14 @@ import numpy as np
 import torch
 
 from rlprompt import __version__
+from rlprompt import progress as stages
 from rlprompt.agents import AGENT_REGISTRY
 from rlprompt.agents.base import Agent
 from rlprompt.callbacks import Callback, ProgressBar
 from rlprompt.config import Config, save_config
 from rlprompt.envs import PromptEnv, build_env
 from rlprompt.errors import ConfigError, RLPromptError
-from rlprompt.io import remove_stale_temp_files, temp_path_for
+from rlprompt.io import directory_lock, temp_path_for
 from rlprompt.logger import Logger
 from rlprompt.reporting import plot_reward_curve
 from rlprompt.results import SPLITS, RunResult
@@ -50,6 +52,7 @@ from rlprompt.rundir import (
     resolve_resume_config,
     run_prompt,
     saved_config,
+    writing_run_dir,
 )
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
@@ -100,10 +103,12 @@ def save_run_checkpoint(agent: Agent, path: Path) -> None:
     agent.save(path, extra={"task_model": task.task_model.cache_state(), "task_prompt_evals": task.prompt_evals})
 
 
-def load_run_checkpoint(path: Path, task: Task, env: PromptEnv) -> Agent:
+def load_run_checkpoint(path: Path, task: Task, env: PromptEnv, config: Config | None = None) -> Agent:
     """The agent of a :func:`save_run_checkpoint` file on ``env``, with ``task``'s model cache and
-    evaluation count restored as they were (so LM-call counts go on exactly)."""
-    agent = Agent.load(path, env)
+    evaluation count restored as they were (so LM-call counts go on exactly). With ``config``,
+    a checkpoint of another agent (or agent settings) than the config names is an error."""
+    expected = None if config is None else (config.agent_name, config.agent_config())
+    agent = Agent.load(path, env, expected=expected)
     extra = agent.checkpoint_extra or {}
     try:
         task.task_model.load_cache_state(extra["task_model"])
@@ -120,22 +125,33 @@ def run_experiment(
     resume: bool = False,
     progress: bool | None = None,
     task: Task | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Train, select, evaluate and write a run directory; returns its result.
 
     ``resume=True`` continues the run in ``output_dir`` from its checkpoint (a finished run
-    is returned as it is). ``progress=None`` shows the bar when stderr is a terminal.
+    is returned as it is). ``progress=None`` shows the bar when stderr is a terminal. The run
+    holds the directory's lock while it writes (``command`` is what the lock file says it is).
     """
     run_dir = Path(output_dir) if output_dir is not None else Path(config.output.dir or default_run_dir(config))
-    check_run_dir(run_dir, resume)
+    check_run_dir(run_dir, resume)  # before anything is created: a refused directory stays as it was
     if resume:
         config = resolve_resume_config(run_dir, config)
         if (run_dir / BEST_PROMPT).is_file():
             return RunResult.load(run_dir / BEST_PROMPT)
-    started = time.perf_counter()
+    with writing_run_dir(run_dir, "run", resume=resume, command=command):
+        if resume:  # again under the lock: another writer may have finished it meanwhile
+            config = resolve_resume_config(run_dir, config)
+            if (run_dir / BEST_PROMPT).is_file():
+                return RunResult.load(run_dir / BEST_PROMPT)
+        return _run_locked(config, run_dir, resume, progress, task)
 
-    # Everything that can fail on bad input (data, model, env, agent) is built before the run
-    # directory is touched: a failed start leaves no file behind.
+
+def _run_locked(config: Config, run_dir: Path, resume: bool, progress: bool | None, task: Task | None) -> RunResult:
+    """:func:`run_experiment` in its created and locked directory."""
+    started = time.perf_counter()
+    # A start that fails before its first checkpoint (bad data, model, env or agent, an API
+    # that cannot be reached) leaves no file behind: ``writing_run_dir`` removes what it wrote.
     seed_everything(config.seed)
     task = task or Task.from_config(config)
     seed_everything(config.seed)  # the same trajectory whether the task was built here or given (a bench cell)
@@ -143,12 +159,10 @@ def run_experiment(
     checkpoint = run_dir / CHECKPOINT
     resuming = resume and checkpoint.is_file()
     if resuming:
-        agent = load_run_checkpoint(checkpoint, task, env)
+        agent = load_run_checkpoint(checkpoint, task, env, config)
     else:
         agent = AGENT_REGISTRY[config.agent_name].agent_class(env, config.agent_config())
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(run_dir)
     config.output.dir = str(run_dir)
     save_config(config, run_dir / CONFIG)
     logger = agent.logger = Logger(run_dir, config.output.tensorboard, keep_iterations=agent.iterations)
@@ -166,7 +180,8 @@ def run_experiment(
     finally:
         logger.close()
 
-    result, best_prompt = select_and_evaluate(agent, task, config)
+    with stages.reporting(stages.RichReporter()) if show and config.output.progress else contextlib.nullcontext():
+        result, best_prompt = select_and_evaluate(agent, task, config)
     # time of this session plus that of killed ones up to their checkpoints (via the rows' time_s)
     result.wall_time_s = round(max(logger.elapsed(), time.perf_counter() - started), 2)
     if config.output.plot:
@@ -193,6 +208,12 @@ def reselect_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = 
     ``config.json`` and ``best_prompt.json``. Returns (previous result, new result); wall time
     adds this selection's. Killed half-way, running it again with the same overrides repairs it."""
     run_dir = Path(run_dir)
+    load_run(run_dir)  # a finished run, before its lock file is written
+    with directory_lock(run_dir, "run directory"):
+        return _reselect_locked(run_dir, overrides)
+
+
+def _reselect_locked(run_dir: Path, overrides: list[str] | None) -> tuple[RunResult, RunResult]:
     previous_config, previous = load_run(run_dir)
     config = saved_config(run_dir, overrides)
     changed = config_changes(previous_config, config, may_change=("selection", "output"))
@@ -205,7 +226,7 @@ def reselect_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = 
     started = time.perf_counter()
     seed_everything(config.seed)
     task = Task.from_config(config)
-    agent = load_run_checkpoint(checkpoint, task, make_env(task, config))
+    agent = load_run_checkpoint(checkpoint, task, make_env(task, config), config)
     result, best_prompt = select_and_evaluate(agent, task, config)
     result.wall_time_s = round((previous.wall_time_s or 0.0) + time.perf_counter() - started, 2)
     save_config(config, run_dir / CONFIG)
@@ -222,8 +243,12 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         guard = selection.guard_splits if extra else []
         best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
         before = task.task_model.stats.lm_calls
-        metrics = {split: slim_metrics(task.evaluate(best.prompt, split), task) for split in SPLITS}
-        baseline = {split: slim_metrics(task.evaluate(config.prompt, split), task) for split in SPLITS}
+        metrics, baseline = {}, {}
+        with stages.stage("evaluating the best and the manual prompt", total=2 * len(SPLITS)):
+            for scores, prompt, name in ((metrics, best.prompt, "best"), (baseline, config.prompt, "manual")):
+                for split in SPLITS:
+                    stages.step(f"{name} {stages.shorten(prompt)} on {split} ({len(task.data.split(split))} examples)")
+                    scores[split] = slim_metrics(task.evaluate(prompt, split), task)
         eval_lm_calls = task.task_model.stats.lm_calls - before
     soft = not isinstance(best.prompt, str)
     result = RunResult(

@@ -35,10 +35,11 @@ from rlprompt.experiment import seed_everything
 from rlprompt.logger import Logger
 from rlprompt.results import FinetuneResult, RunResult
 from rlprompt.rewards.classification import prediction_metrics
-from rlprompt.rundir import saved_config
+from rlprompt.rundir import FINETUNE_RESULT, check_finetune_dir, saved_config, writing_run_dir
+from rlprompt.verbosity import quiet_libraries
 
 EVAL_SPLITS = ("dev", "test")
-RESULT = "finetune_result.json"
+RESULT = FINETUNE_RESULT
 
 
 # ---------------------------------------------------------------- the generation task
@@ -261,16 +262,20 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
         raise ConfigError("rlprompt finetune trains answers to classification tasks (verbalizers as the answers); "
                           f"this config has task: {config.task}")  # fmt: skip
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
-    if (run_dir / RESULT).is_file():
-        raise ConfigError(f"{run_dir} already holds a finished fine-tuning run; choose another --output-dir")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ConfigError(f"{run_dir} is not an empty directory; fine-tuning writes only into a new or empty one")
+    check_finetune_dir(run_dir)  # before anything is created: a refused directory stays as it was
     prompt = resolve_prompt(config)
     data = load_task_data(config.data, num_classes=len(config.verbalizers))
+    # locked while it writes; a failed start removes what it wrote (the same command can run again)
+    # the libraries' advisory warnings and bars stay hidden (rlprompt -v shows them)
+    with writing_run_dir(run_dir, "finetune"), quiet_libraries(import_transformers=True):
+        return _finetune_locked(config, run_dir, prompt, data)
+
+
+def _finetune_locked(config: Config, run_dir: Path, prompt: str, data: TaskData) -> tuple[FinetuneResult, Any]:
+    ft = config.finetune
     seed_everything(config.seed)
     model, tokenizer = load_policy(config)
     task = AnswerTask(config, tokenizer, prompt, data)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.json")
     started = time.perf_counter()
     before = evaluate_greedy(model, task)

@@ -28,7 +28,7 @@ from rlprompt.config import Config
 from rlprompt.data.generation import GenerationTaskData, load_generation_data
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
-from rlprompt.task import Task, as_config
+from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -49,6 +49,7 @@ class GenerationTask(Task):
     @classmethod
     def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:  # type: ignore[override]
         config = as_config(config)
+        check_loaded_objects(model, tokenizer)
         if config.task != "generation":
             raise ConfigError(f"GenerationTask needs task: generation, got task: {config.task}")
         data = load_generation_data(config.data, template_fields(config))
@@ -89,8 +90,8 @@ class GenerationTask(Task):
     # ------------------------------------------------------------ training rewards
 
     def _batches(self, split: str, indices: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[list[Any]], list[list[list[str]]]]:
-        dataset = self.data.split(split)
-        checked = [self._checked_indices(split, idx) for idx in indices]
+        dataset = self.data.split(checked_split(split))
+        checked = self._checked_index_sets(split, indices)
         examples = [[dataset.examples[i] for i in idx] for idx in checked]
         references = [[dataset.references[i] for i in idx] for idx in checked]
         return examples, references
@@ -106,10 +107,13 @@ class GenerationTask(Task):
 
     def reward(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[int] | np.ndarray | None = None,
                split: str = "train") -> torch.Tensor:  # fmt: skip
-        """The configured reward ``[P]`` of each prompt on ``indices`` of ``split`` (all by default)."""
+        """The configured reward ``[P]`` of each prompt on ``indices`` of ``split`` (all by default);
+        the arguments are checked as :meth:`Task.reward` checks them (``prompts`` a list, never a str)."""
         prompt_list = _prompt_list(prompts)
+        split = checked_split(split)
         if indices is None:
             indices = np.arange(len(self.data.split(split)))
+        indices = self._checked_indices(split, indices)
         if self.budget is not None:
             self.budget.check("prompt_evals", len(prompt_list))
         examples, references = self._batches(split, [indices] * len(prompt_list))
@@ -122,6 +126,7 @@ class GenerationTask(Task):
         """Reward of prompt ``i`` on its own examples ``indices[i]`` (twice: the batch metric a
         classification task reports as accuracy is the reward itself here)."""
         prompt_list = _prompt_list(prompts)
+        indices = self._checked_index_sets(split, indices, len(prompt_list))
         if self.budget is not None:
             self.budget.check("prompt_evals", len(indices))
         examples, references = self._batches(split, indices)
@@ -141,8 +146,10 @@ class GenerationTask(Task):
 
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
         """Every configured metric of greedy generations on ``split``, the mean reference
-        likelihood, the reward, the size and a few outputs."""
-        dataset = self.data.split(split)
+        likelihood, the reward, the size and a few outputs (``prompt``: one prompt; ``split``:
+        train, dev or test)."""
+        prompt = checked_prompt(prompt)
+        dataset = self.data.split(checked_split(split))
         before = self.task_model.stats.lm_calls
         tokens_before = self.task_model.stats.generated_tokens
         examples, references = list(dataset.examples), list(dataset.references)
@@ -160,6 +167,7 @@ class GenerationTask(Task):
 
 
 def _prompt_list(prompts: Sequence[Prompt] | torch.Tensor) -> list[Prompt]:
+    prompts = checked_prompts(prompts)  # a str is refused, not split into characters
     if isinstance(prompts, torch.Tensor):
         return list(prompts.unsqueeze(0) if prompts.dim() == 2 else prompts)
     return list(prompts)

@@ -18,7 +18,6 @@ itself, so a grid gives the same results on every backend (tested).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -46,8 +45,8 @@ class CellJob:
     """The driver's working directory: relative paths in the config start there."""
     progress: bool | None = False
     """Progress bar (``None``: on a terminal); only cells run in the driver's process show one."""
-    lock: str | None = None
-    """A file locked while the cell runs (the bench keeps them in ``<output_dir>/.locks``)."""
+    command: str = ""
+    """The bench command that queued the cell (the cell's lock file names it)."""
 
 
 @dataclass
@@ -81,6 +80,7 @@ class CellWorker:
         from rlprompt.config import config_from_dict
         from rlprompt.experiment import run_experiment
         from rlprompt.reporting import format_summary
+        from rlprompt.rundir import BEST_PROMPT, CHECKPOINT
 
         started = time.perf_counter()
         worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -91,9 +91,15 @@ class CellWorker:
             torch.set_num_threads(job.threads)
             config = config_from_dict(job.config)
             loads = model_key(config) not in self.loaded
-            with cell_lock(job.lock, job.cell_dir):
-                task = cell_task(config, self.loaded)
-                result = run_experiment(config, job.cell_dir, resume=job.resume, progress=job.progress, task=task)
+            task = cell_task(config, self.loaded)
+            # the cell's run directory is locked by run_experiment (one writer: a cell still running in a
+            # worker of a killed driver is refused, not run a second time beside it); resume is decided
+            # again here, as late as possible, in case the cell went on after the driver looked at it
+            cell = Path(job.cell_dir)
+            resume = job.resume or (cell / CHECKPOINT).is_file() or (cell / BEST_PROMPT).is_file()
+            command = f"{job.command or 'rlprompt bench'} [cell {job.key}, worker {worker}]"
+            result = run_experiment(config, job.cell_dir, resume=resume, progress=job.progress, task=task,
+                                    command=command)  # fmt: skip
             return CellOutcome(job.key, format_summary(result, job.cell_dir), None, loads, worker,
                                round(time.perf_counter() - started, 2))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a failed cell is reported; the other cells go on
@@ -101,28 +107,6 @@ class CellWorker:
                                round(time.perf_counter() - started, 2))  # fmt: skip
         finally:
             torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def cell_lock(lock: str | None, cell_dir: str) -> Iterator[None]:
-    """An exclusive lock (on the file ``lock``) for the time a worker runs a cell: a cell still
-    running in a worker of a killed driver is not run a second time beside it."""
-    import fcntl
-
-    if lock is None:
-        yield
-        return
-    Path(lock).parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RLPromptError(f"{cell_dir} is being run by another process (a worker of an earlier bench?); "
-                                "wait for it or stop it, then rerun") from None  # fmt: skip
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_in_process(jobs: Sequence[CellJob], worker: CellWorker | None = None) -> Iterator[CellOutcome]:

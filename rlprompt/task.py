@@ -26,6 +26,95 @@ from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
+SPLITS = ("train", "dev", "test")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def checked_split(split: Any, name: str = "split") -> str:
+    """``split`` when it names a split (train, dev or test); else one :class:`ConfigError`."""
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ConfigError(f"{name} must be one of {list(SPLITS)}, got {_describe(split)}")
+    return split
+
+
+def _check_soft_prompt(prompt: torch.Tensor, name: str) -> None:
+    if prompt.dim() != 2:
+        raise ConfigError(f"{name} must be a text prompt (str) or a soft prompt tensor [tokens, hidden], "
+                          f"got a tensor of shape {list(prompt.shape)}")  # fmt: skip
+    if not prompt.is_floating_point() or not bool(torch.isfinite(prompt).all()):
+        raise ConfigError(f"{name}: a soft prompt must hold finite floating-point numbers")
+
+
+def checked_prompt(prompt: Any, name: str = "prompt") -> Prompt:
+    """One prompt: a str (numpy strings too) or a 2-D soft-prompt tensor; else one :class:`ConfigError`."""
+    if isinstance(prompt, str):
+        return str(prompt)
+    if isinstance(prompt, torch.Tensor):
+        _check_soft_prompt(prompt, name)
+        return prompt
+    if isinstance(prompt, (list, tuple)):
+        raise ConfigError(f"{name} must be one prompt (a str or a soft prompt tensor), got a {type(prompt).__name__} "
+                          "of prompts: score several with reward()")  # fmt: skip
+    raise ConfigError(f"{name} must be a str (or a soft prompt tensor), got {_describe(prompt)}")
+
+
+def checked_prompts(prompts: Any, name: str = "prompts") -> list[Prompt] | torch.Tensor:
+    """A batch of prompts: a list (or tuple, or 1-D array) of prompts, or a soft-prompt tensor
+    (``[tokens, hidden]``: one; ``[P, tokens, hidden]``: P). A str is refused (it is not a list
+    of prompts: each character would be scored as one); so is an empty batch."""
+    if isinstance(prompts, str):
+        raise ConfigError(f"{name} must be a list of prompts, got a str ({prompts[:40]!r}): pass [{prompts[:40]!r}] "
+                          "to score one prompt")  # fmt: skip
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() == 3:
+            for i, prompt in enumerate(prompts):
+                _check_soft_prompt(prompt, f"{name}[{i}]")
+        else:
+            _check_soft_prompt(prompts, name)
+        return prompts
+    if isinstance(prompts, np.ndarray) and prompts.ndim == 1:
+        prompts = list(prompts)
+    if not isinstance(prompts, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of prompts (str or soft prompt tensors), got {_describe(prompts)}")
+    if not prompts:
+        raise ConfigError(f"{name} is empty: give at least one prompt")
+    return [checked_prompt(p, f"{name}[{i}]") for i, p in enumerate(prompts)]
+
+
+def prompt_count(prompts: list[Prompt] | torch.Tensor) -> int:
+    return 1 if isinstance(prompts, torch.Tensor) and prompts.dim() == 2 else len(prompts)
+
+
+def checked_index_list(indices: Any, size: int, split: str, name: str = "indices") -> list[int]:
+    """Example indices of a split of ``size`` examples: a non-empty list, tuple, range or 1-D
+    array of integers (numpy integers too, never bools or floats) in ``0..size-1``."""
+    if isinstance(indices, range):
+        indices = list(indices)
+    if isinstance(indices, (list, tuple)):
+        for i, value in enumerate(indices):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"{name} must be integers (example positions), got {_describe(value)} at {name}[{i}]")
+        values = [int(v) for v in indices]
+    elif isinstance(indices, (np.ndarray, torch.Tensor)):
+        array = np.asarray(indices.detach().cpu() if isinstance(indices, torch.Tensor) else indices)
+        if array.ndim != 1:
+            raise ConfigError(f"{name} must be a 1-D list of example indices, got an array of shape {array.shape}")
+        if array.dtype.kind not in "iu":
+            raise ConfigError(f"{name} must be integers (example positions), got an array of {array.dtype}")
+        values = [int(v) for v in array]
+    else:
+        raise ConfigError(f"{name} must be a list of example indices (integers), got {_describe(indices)}")
+    if not values:
+        raise ConfigError(f"{name} is empty: give at least one example index (or None for the whole split)")
+    bad = [i for i in values if not 0 <= i < size]
+    if bad:
+        raise DataError(f"{name}: example index {bad[0]} is out of range for the {split} split ({size} examples)")
+    return values
+
 
 def as_config(config: Config | dict[str, Any] | str | os.PathLike[str]) -> Config:
     """A Config from a Config, a dict of sections or a YAML path (one clear error otherwise)."""
@@ -36,6 +125,16 @@ def as_config(config: Config | dict[str, Any] | str | os.PathLike[str]) -> Confi
     if not isinstance(config, Config):
         raise ConfigError(f"Task.from_config needs a Config, a dict or a YAML path, not {type(config).__name__}")
     return config
+
+
+def check_loaded_objects(model: Any, tokenizer: Any) -> None:
+    """``model=``/``tokenizer=`` of :meth:`Task.from_config` are loaded objects, not names."""
+    for name, value in (("model", model), ("tokenizer", tokenizer)):
+        if isinstance(value, (str, bytes, os.PathLike, int, float, list, dict)):
+            raise ConfigError(f"{name}= takes a loaded {name} object, got {_describe(value)}; to name a model, set "
+                              "task_model.name_or_path in the config")  # fmt: skip
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model= takes a loaded torch model (torch.nn.Module), got {type(model).__name__}")
 
 
 @dataclass
@@ -56,8 +155,10 @@ class Task:
         cls, config: Config | dict[str, Any] | str | os.PathLike[str], *, model: Any = None, tokenizer: Any = None
     ) -> Task:
         """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path);
-        a generation config gives a :class:`~rlprompt.generation_task.GenerationTask`."""
+        a generation config gives a :class:`~rlprompt.generation_task.GenerationTask`. ``model`` and
+        ``tokenizer`` are loaded objects (a model's name goes in ``task_model.name_or_path``)."""
         config = as_config(config)
+        check_loaded_objects(model, tokenizer)
         if config.task == "generation":
             from rlprompt.generation_task import GenerationTask
 
@@ -112,13 +213,18 @@ class Task:
             self.budget.charge("prompt_evals", count)
         self.prompt_evals += count
 
-    def _checked_indices(self, split: str, indices: Sequence[int] | np.ndarray) -> list[int]:
-        size = len(self.data.split(split))
-        out = [int(i) for i in np.asarray(indices).reshape(-1)]
-        bad = [i for i in out if not 0 <= i < size]
-        if bad:
-            raise DataError(f"example index {bad[0]} is out of range for the {split} split ({size} examples)")
-        return out
+    def _checked_indices(self, split: str, indices: Sequence[int] | np.ndarray, name: str = "indices") -> list[int]:
+        split = checked_split(split)
+        return checked_index_list(indices, len(self.data.split(split)), split, name)
+
+    def _checked_index_sets(self, split: str, indices: Any, count: int | None = None) -> list[list[int]]:
+        """``indices[s]``: one list of example indices per prompt (``count`` of them when given)."""
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, (list, tuple, np.ndarray)):
+            raise ConfigError(f"indices must be a list of example-index lists (one per prompt), got {_describe(indices)}")
+        if count is not None and len(indices) != count:
+            raise ConfigError(f"indices must hold one example-index list per prompt: {count} prompts, "
+                              f"{len(indices)} index lists")  # fmt: skip
+        return [self._checked_indices(split, idx, f"indices[{s}]") for s, idx in enumerate(indices)]
 
     def labels(self, split: str) -> torch.Tensor:
         if split not in self._labels:
@@ -147,7 +253,8 @@ class Task:
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Class scores ``[P, N, C]`` on ``split`` (or the ``indices`` of it), calibrated as configured."""
-        dataset: ClassificationDataset = self.data.split(split)
+        prompts = checked_prompts(prompts)
+        dataset: ClassificationDataset = self.data.split(checked_split(split))
         texts = dataset.texts if indices is None else [dataset.texts[i] for i in self._checked_indices(split, indices)]
         return self.calibrate(self.task_model.score(prompts, texts))
 
@@ -157,10 +264,16 @@ class Task:
         indices: Sequence[int] | np.ndarray | None = None,
         split: str = "train",
     ) -> torch.Tensor:
-        """The configured reward ``[P]`` of each prompt on a batch of ``split`` examples."""
+        """The configured reward ``[P]`` of each prompt on a batch of ``split`` examples.
+
+        ``prompts`` is a list of prompts (``["It was"]`` scores one; a bare str is refused) or a
+        soft-prompt tensor; ``indices`` a list or 1-D array of example positions of ``split``
+        (integers in range; None: the whole split); ``split`` is train, dev or test."""
+        prompts = checked_prompts(prompts)
+        split = checked_split(split)
         if indices is not None:
             indices = self._checked_indices(split, indices)
-        count = 1 if isinstance(prompts, torch.Tensor) and prompts.dim() == 2 else len(prompts)
+        count = prompt_count(prompts)
         if self.budget is not None:
             self.budget.check("prompt_evals", count)
         logits = self.logits(prompts, split, indices)
@@ -177,8 +290,8 @@ class Task:
         no evaluation is charged, and its LM calls are those of examples it has not seen yet."""
         if not self.config.selection.paired:
             return None
-        dataset = self.data.split(split)
-        sets = [self._checked_indices(split, idx) for idx in indices]
+        dataset = self.data.split(checked_split(split))
+        sets = self._checked_index_sets(split, indices)
         logits = self.task_model.score_pairs([self.config.prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
         labels = self.labels(split)
         return torch.stack([self._reward_of(self.calibrate(row), labels[torch.as_tensor(idx, dtype=torch.long)])
@@ -214,8 +327,9 @@ class Task:
 
         All prompts are scored in one batched task-model call (a vector env's N sub-envs).
         """
-        dataset = self.data.split(split)
-        indices = [self._checked_indices(split, idx) for idx in indices]
+        prompts = checked_prompts(prompts)
+        dataset = self.data.split(checked_split(split))
+        indices = self._checked_index_sets(split, indices, prompt_count(prompts))
         if self.budget is not None:
             self.budget.check("prompt_evals", len(indices))
         texts = [[dataset.texts[i] for i in idx] for idx in indices]
@@ -234,9 +348,11 @@ class Task:
     def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
         """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts; with
         calibration, ``class_shift``: the mean class log-probabilities subtracted, which a user of
-        the prompt subtracts from single inputs' scores too)."""
+        the prompt subtracts from single inputs' scores too). ``prompt`` is one prompt (a str or a
+        soft-prompt tensor), ``split`` train, dev or test."""
+        prompt = checked_prompt(prompt)
         before = self.task_model.stats.lm_calls
-        dataset: ClassificationDataset = self.data.split(split)
+        dataset: ClassificationDataset = self.data.split(checked_split(split))
         raw = self.task_model.score([prompt], dataset.texts)[0]
         logits = self.calibrate(raw)
         metrics = classification_metrics(logits, self.labels(split))
@@ -256,6 +372,11 @@ def evaluate_prompt(
     ``forward_batches``, ``predicted_counts``, ``prompt``, ``split`` and ``wall_time_s``.
     """
     start = time.perf_counter()
+    checked_split(split)  # before the task loads its model
+    if prompt is not None:
+        checked_prompt(prompt)
+    if task is not None and not isinstance(task, Task):
+        raise ConfigError(f"task= must be an rlprompt Task (or None), got {_describe(task)}")
     task = task or Task.from_config(config)
     prompt = config.prompt if prompt is None else prompt
     batches_before = task.task_model.stats.forward_batches

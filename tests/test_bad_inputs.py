@@ -177,10 +177,39 @@ CLI_CASES = [
     Case("eval-run-with-prompt", lambda w: ["eval", "--run", str(w["run"]), "--prompt", "x"], "takes the prompt and config from the run directory"),
     # ---- export
     Case("export-over-run-result", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["run"] / "best_prompt.json")], "inside the run directory", ("run",)),
-    Case("export-over-foreign-file", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "other.txt")], "pass --force", ("root",)),
+    Case("export-over-foreign-file", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "other.txt")], "never a file it did not write", ("root",)),
     Case("export-unwritable", lambda w: ["export", str(w["run"]), "--format", "json", "--out", "/proc/rlprompt/prompt.json"], "cannot write /proc/rlprompt/prompt.json"),
     Case("export-peft-discrete", lambda w: ["export", str(w["run"]), "--format", "peft", "--out", str(w["root"] / "adapter")], "found a discrete prompt"),
     Case("export-missing-run", lambda w: ["export", str(w["root"] / "nope"), "--format", "json", "--out", str(w["root"] / "x.json")], "run directory not found"),
+    Case("export-suffix-contradicts-format", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "prompt.json")], "ends in .json but --format txt"),
+    Case("export-out-holds-the-run", lambda w: ["export", str(w["run"]), "--format", "json", "--out", str(w["run"].parent), "--force"], "holds the run directory", ("run",)),
+    Case("run-inside-a-run", lambda w: ["run", str(w["config"]), "-o", str(w["run"] / "inner")], "inside the run directory", ("run",)),
+    # ---- parsing: bounded YAML, plain values only, the same through --set (tests/test_parsing.py has the rest)
+    Case("config-alias-bomb", lambda w: ["eval", "-c", str(w["root"] / "bomb.yaml")], "once its YAML aliases are expanded", (),
+         lambda w: (w["root"] / "bomb.yaml").write_text("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+             f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)))),
+    Case("config-date", lambda w: ["eval", "-c", str(w["root"] / "date.yaml")], "date.yaml, line 2: a date/time (2024-01-01) is not a config value", (),
+         lambda w: (w["root"] / "date.yaml").write_text("seed: 1\nprompt: 2024-01-01\n")),
+    Case("config-binary", lambda w: ["eval", "-c", str(w["root"] / "binary.yaml")], "binary data (!!binary) is not a config value", (),
+         lambda w: (w["root"] / "binary.yaml").write_text("prompt: !!binary aGVsbG8=\n")),
+    Case("config-list-key", lambda w: ["eval", "-c", str(w["root"] / "listkey.yaml")], "a mapping key must be text, not a list", (),
+         lambda w: (w["root"] / "listkey.yaml").write_text("? [a, b]\n: 1\n")),
+    Case("config-deep-nesting", lambda w: ["eval", "-c", str(w["root"] / "deep.yaml")], "values nested more than 64 levels deep", (),
+         lambda w: (w["root"] / "deep.yaml").write_text("verbalizers: " + "[" * 5000 + "]" * 5000 + "\n")),
+    Case("config-empty", lambda w: ["eval", "-c", str(w["root"] / "empty.yaml")], "empty.yaml holds no settings", (),
+         lambda w: (w["root"] / "empty.yaml").write_text("# nothing here yet\n")),
+    Case("set-date", lambda w: ["eval", "-c", DEMO, *S("prompt=2024-01-01")], "--set prompt=2024-01-01: a date/time (2024-01-01) is not a config value"),
+    # ---- data ambiguity
+    Case("data-duplicate-column", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'dupcol'}")], "column 'label' appears twice in the header", (),
+         lambda w: [(w["root"] / "dupcol").mkdir(exist_ok=True)] + [(w["root"] / "dupcol" / f"{s}.tsv").write_text(
+             "sentence\tlabel\tlabel\nfine\t1\t0\n") for s in ("train", "dev", "test")]),
+    Case("data-two-train-files", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'two'}")], "holds 2 train files, train.tsv and train.jsonl", (),
+         lambda w: [shutil.copytree(w["data"], w["root"] / "two", dirs_exist_ok=True),
+                    (w["root"] / "two" / "train.jsonl").write_text('{"sentence": "fine", "label": 1}\n')]),
+    Case("data-test-is-train", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.test={w['data'] / 'train.tsv'}")],
+         "the test split is the train split's file"),
+    Case("data-jsonl-deep", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.train={w['root'] / 'deep.jsonl'}")], "deep.jsonl:1: values nested more than 64 levels deep", (),
+         lambda w: (w["root"] / "deep.jsonl").write_text('{"sentence": "a", "label": 0, "x": ' + "[" * 5000 + "]" * 5000 + "}\n")),
 ]
 
 
@@ -253,8 +282,8 @@ def test_export_replaces_only_what_it_wrote(world, tmp_path, capsys):
     foreign.write_text("keep me\n")
     assert main(["export", str(world["run"]), "--format", "txt", "--out", str(foreign)]) == 2
     assert foreign.read_text() == "keep me\n"
-    assert main(["export", str(world["run"]), "--format", "txt", "--out", str(foreign), "--force"]) == 0
-    assert foreign.read_text() != "keep me\n"
+    assert main(["export", str(world["run"]), "--format", "txt", "--out", str(foreign), "--force"]) == 2
+    assert foreign.read_text() == "keep me\n"  # --force replaces only rlprompt's own exports
 
 
 def test_result_files_follow_the_umask(world, tmp_path):
@@ -349,7 +378,8 @@ def test_empty_rows_load_with_one_warning_and_options(tmp_path, caplog):
     from rlprompt.data import load_task_data
 
     for split in ("train", "dev", "test"):
-        (tmp_path / f"{split}.tsv").write_text("\ufeffsentence\tlabel\ngood\t1\n\t0\nbad\t0\n", encoding="utf-8")
+        last = "worse" if split == "test" else "bad"  # a test split equal to train is refused
+        (tmp_path / f"{split}.tsv").write_text(f"\ufeffsentence\tlabel\ngood\t1\n\t0\n{last}\t0\n", encoding="utf-8")
     with caplog.at_level("WARNING", logger="rlprompt"):
         data = load_task_data(DataConfig(dir=str(tmp_path)), num_classes=2)
     assert data.train.texts == ["good", "", "bad"] and data.train.labels == [1, 0, 0]  # BOM read as the header's

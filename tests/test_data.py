@@ -37,9 +37,8 @@ def test_csv_jsonl_and_configured_columns(tmp_path):
 
 
 def test_directory_layout_and_multiclass(tmp_path):
-    rows = "text\tlabel\n" + "".join(f"example {i}\t{i % 3}\n" for i in range(9))
     for split in ("train", "validation", "test"):
-        write(tmp_path / f"{split}.tsv", rows)
+        write(tmp_path / f"{split}.tsv", "text\tlabel\n" + "".join(f"{split} example {i}\t{i % 3}\n" for i in range(9)))
     data = load_task_data(DataConfig(dir=str(tmp_path)), num_classes=3)
     assert len(data.train) == len(data.dev) == len(data.test) == 9
     assert sorted(set(data.dev.labels)) == [0, 1, 2]

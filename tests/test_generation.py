@@ -27,10 +27,16 @@ ROWS = [
 TEMPLATES = {"prompt-after-input": "{context} {question} {prompt} answer:", "prompt-first": "{prompt} {context} {question} answer:"}
 
 
+HELD_OUT = {"id": "held-out", "context": "the film number 9 was fine and the cast was calm", "question": "how was film 9 ?",
+            "answers": ["fine"]}  # fmt: skip
+"""A test row train and dev do not have: a test split equal to train is refused."""
+
+
 def write_qa(directory: Path, rows: list[dict] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for split in ("train", "dev", "test"):
-        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows or ROWS))
+        items = [*(rows or ROWS), HELD_OUT] if split == "test" else rows or ROWS
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
     return directory
 
 

@@ -15,7 +15,8 @@ from conftest import ROOT
 LAYERS = [
     # 0: configs, data, results and the machinery everything uses
     ["rlprompt.errors", "rlprompt.io", "rlprompt.registry", "rlprompt.budget", "rlprompt.checkpoint",
-     "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger"],
+     "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger", "rlprompt.progress",
+     "rlprompt.verbosity"],
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores

@@ -3,6 +3,12 @@
 Every loader returns :class:`ClassificationDataset` objects whose labels are class indices
 ``0..C-1``; :func:`load_task_data` assembles train/dev/test from a :class:`DataConfig` and
 checks them against the verbalizers (one per class).
+
+Files are read within limits (:data:`MAX_DATA_FILE_BYTES`, :data:`MAX_FIELD_CHARS`, JSONL
+nesting :data:`rlprompt.config.MAX_DEPTH`) and data that could mean two things is an error: a
+column or JSON key given twice, two files for one split in a folder, a test split that is the
+train or dev split (the same file or the same examples). A split without an example of some
+class is a warning on the ``rlprompt`` logger.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import io
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,13 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from rlprompt.config import DataConfig
+from rlprompt.config import MAX_DEPTH, DataConfig, check_plain_data, json_object_without_duplicates
 from rlprompt.errors import DataError, first_line
 
 SPLITS = ("train", "dev", "test")
 TEXT_COLUMN_CANDIDATES = ("sentence", "text")
 SPLIT_FILE_STEMS = {"train": ("train",), "dev": ("dev", "validation", "valid"), "test": ("test",)}
 SUFFIXES = (".tsv", ".csv", ".jsonl")
+MAX_DATA_FILE_BYTES = 2**30
+"""Largest data file read (1 GiB): larger sets go through ``data.hf_name`` (``datasets``)."""
+MAX_FIELD_CHARS = 10 * 2**20
+"""Longest JSONL line and longest TSV/CSV field (10 Mi characters, far above a long document)."""
 log = logging.getLogger("rlprompt")
 
 
@@ -80,10 +89,16 @@ def read_text_file(path: Path) -> str:
     """A data file's text (UTF-8, a leading byte-order mark dropped); bad bytes name their line."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    too_big = f"data file {path} is more than {MAX_DATA_FILE_BYTES / 2**30:g} GiB; load large sets through data.hf_name"
     try:
-        raw = path.read_bytes()
+        if path.stat().st_size > MAX_DATA_FILE_BYTES:
+            raise DataError(too_big)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_DATA_FILE_BYTES + 1)
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_DATA_FILE_BYTES:
+        raise DataError(too_big)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -97,35 +112,64 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use .tsv, .csv or .jsonl)")
-    text = read_text_file(path)
-    csv.field_size_limit(sys.maxsize)  # csv's default 131,072-character field limit is too small for documents
-    with io.StringIO(text, newline="") as handle:
-        if suffix == ".tsv":
-            # TSV: quote characters are literal text (SST-2 has sentences starting with ``).
-            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = _csv_rows(reader, path)
-        elif suffix == ".csv":
-            rows = _csv_rows(csv.DictReader(handle), path)
-        else:
-            rows = []
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{line_no}: each JSONL line must be an object")
-                rows.append(row)
-    return rows
+    try:
+        text = read_text_file(path)
+        # csv's default 131,072-character field limit is too small for documents
+        csv.field_size_limit(MAX_FIELD_CHARS)
+        with io.StringIO(text, newline="") as handle:
+            if suffix == ".tsv":
+                # TSV: quote characters are literal text (SST-2 has sentences starting with ``).
+                reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+                return _csv_rows(reader, path)
+            if suffix == ".csv":
+                return _csv_rows(csv.DictReader(handle), path)
+            rows = (_jsonl_row(line, path, line_no) for line_no, line in enumerate(handle, start=1))
+            return [row for row in rows if row is not None]
+    except MemoryError:
+        raise DataError(f"data file {path} is too large to load into memory; load it through data.hf_name") from None
+
+
+def _jsonl_row(line: str, path: Path, line_no: int) -> dict[str, Any] | None:
+    """One JSONL line as a row (None for a blank line): an object of at most :data:`MAX_FIELD_CHARS`
+    characters, nested at most :data:`~rlprompt.config.MAX_DEPTH` deep, no key given twice."""
+    if len(line) > MAX_FIELD_CHARS:
+        raise DataError(f"{path}:{line_no}: line of {len(line):,} characters, more than the {MAX_FIELD_CHARS:,} a line may hold")
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line, object_pairs_hook=json_object_without_duplicates)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+    except ValueError as exc:  # a key given twice
+        raise DataError(f"{path}:{line_no}: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path}:{line_no}: values nested more than {MAX_DEPTH} levels deep") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{line_no}: each JSONL line must be an object")
+    if any(isinstance(value, (list, dict)) for value in row.values()):
+        try:
+            check_plain_data(row, MAX_DEPTH, max_nodes=None)
+        except ValueError as exc:
+            raise DataError(f"{path}:{line_no}: {exc}") from None
+    return row
 
 
 def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
+    kind = path.suffix[1:].upper()
     try:
+        header = reader.fieldnames or []
+        seen: dict[str, int] = {}
+        for number, name in enumerate(header, start=1):
+            if name in seen:
+                raise DataError(f"{path}: column '{name}' appears twice in the header (columns {seen[name]} and "
+                                f"{number}); rename one")  # fmt: skip
+            seen[name] = number
         rows = list(reader)
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed {path.suffix[1:].upper()} ({exc})") from None
+        if "field limit" in str(exc):  # raised before the line is counted
+            raise DataError(f"{path}:{reader.line_num + 1}: a field of more than {MAX_FIELD_CHARS:,} characters "
+                            f"(malformed {kind}?)") from None  # fmt: skip
+        raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({exc})") from None
     for row_no, row in enumerate(rows, start=2):
         if None in row:  # csv puts surplus fields under the key None
             raise DataError(f"{path}: row {row_no} has more fields than the header")
@@ -238,14 +282,18 @@ def load_file(
 
 
 def find_split_file(directory: Path, split: str) -> Path:
-    """Find ``train``/``dev``/``test`` (dev also as ``validation``) with a supported suffix."""
+    """Find ``train``/``dev``/``test`` (dev also as ``validation``/``valid``) with a supported
+    suffix. Two files for one split (``train.tsv`` and ``train.jsonl``, ``dev.tsv`` and
+    ``validation.tsv``) are an error naming both: which one was meant is not ours to guess."""
     if not directory.is_dir():
         raise DataError(f"data directory not found: {directory}")
-    for stem in SPLIT_FILE_STEMS[split]:
-        for suffix in SUFFIXES:
-            candidate = directory / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
+    found = [directory / f"{stem}{suffix}" for stem in SPLIT_FILE_STEMS[split] for suffix in SUFFIXES]
+    found = [candidate for candidate in found if candidate.is_file()]
+    if len(found) > 1:
+        names = " and ".join(candidate.name for candidate in found)
+        raise DataError(f"{directory} holds {len(found)} {split} files, {names}: keep one, or name it with data.{split}")
+    if found:
+        return found[0]
     names = ", ".join(f"{s}{x}" for s in SPLIT_FILE_STEMS[split] for x in SUFFIXES)
     raise DataError(f"no {split} file in {directory} (looked for {names})")
 
@@ -331,15 +379,48 @@ def split_paths(config: DataConfig) -> dict[str, str]:
     return paths
 
 
+def check_held_out(sources: dict[str, str], paths: dict[str, str | None], contents: dict[str, list[Any]]) -> None:
+    """The test split must be neither the train nor the dev split: not the same file and not
+    the same examples (in any order), or the test metrics a run reports are not held out.
+    ``sources`` name the splits, ``paths`` are their files (None: not a file), ``contents``
+    the examples as comparable items."""
+    for other in ("train", "dev"):
+        test_path, other_path = paths.get("test"), paths.get(other)
+        if test_path is not None and other_path is not None and Path(test_path).resolve() == Path(other_path).resolve():
+            raise DataError(f"the test split is the {other} split's file ({test_path}): test metrics must be held out; "
+                            f"set data.test to another file")  # fmt: skip
+        if len(contents["test"]) == len(contents[other]) and sorted(contents["test"]) == sorted(contents[other]):
+            raise DataError(f"the test split ({sources['test']}) holds the same examples as the {other} split "
+                            f"({sources[other]}): test metrics must be held out")  # fmt: skip
+
+
+def _warn_missing_classes(splits: dict[str, ClassificationDataset], num_classes: int, names: Sequence[str] | None) -> None:
+    """A warning (not an error: a small dev or test split may lack a rare class) per split
+    that has no example of some class."""
+    for split, ds in splits.items():
+        present = set(ds.labels)
+        missing = [c for c in range(num_classes) if c not in present]
+        if missing:
+            shown = ", ".join(f"{c} ({names[c]!r})" if names else str(c) for c in missing)
+            what = f"example of class {shown}" if len(missing) == 1 else f"examples of classes {shown}"
+            size = f"{len(ds)} example{'' if len(ds) == 1 else 's'}"
+            log.warning(f"the {split} split ({ds.source}, {size}) has no {what}")
+
+
 def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
     kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names,
                   empty_text=config.empty_text)  # fmt: skip
     splits: dict[str, ClassificationDataset] = {}
+    paths: dict[str, str | None] = {}
     if config.hf_name is not None:
         splits = load_hf_splits(config)
+        missing = [split for split in SPLITS if split not in splits]
+        if missing:
+            raise DataError(f"no {missing[0]} split (data.hf_splits maps {sorted(splits)})")
     else:
-        for split, path in split_paths(config).items():
+        paths = dict(split_paths(config))
+        for split, path in paths.items():
             splits[split] = load_file(path, **kwargs)
     if config.label_names is not None and len(config.label_names) != num_classes:
         raise DataError(f"data.label_names has {len(config.label_names)} names but there are {num_classes} verbalizers")
@@ -349,11 +430,14 @@ def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
             raise DataError(
                 f"{ds.source}: label(s) {bad} have no verbalizer ({num_classes} verbalizers, one per class 0..{num_classes - 1})"
             )
+    check_held_out({k: ds.source for k, ds in splits.items()}, paths,
+                   {k: list(zip(ds.texts, ds.labels, strict=True)) for k, ds in splits.items()})  # fmt: skip
     if config.few_shot_k is not None:
         splits["train"] = few_shot_sample(splits["train"], config.few_shot_k, config.seed)
         splits["dev"] = few_shot_sample(splits["dev"], config.few_shot_k, config.seed + 1)
     if config.test_limit is not None and config.test_limit < len(splits["test"]):
         splits["test"] = splits["test"].subset(range(config.test_limit))
+    _warn_missing_classes(splits, num_classes, config.label_names)
     return TaskData(splits["train"], splits["dev"], splits["test"], num_classes, config.label_names)
 
 

@@ -124,7 +124,7 @@ class GenerationTaskData:
 def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskData:
     """Train/dev/test of a generation task (``config`` is the ``data`` section); ``fields`` are
     the input fields the template names, checked against ``data.input_fields`` and every row."""
-    from rlprompt.data import _read_rows, get_hf_split, load_hf_dataset, split_paths
+    from rlprompt.data import _read_rows, check_held_out, get_hf_split, load_hf_dataset, split_paths
 
     fields = list(fields)
     if config.input_fields is not None:
@@ -137,12 +137,14 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
             raise DataError(f"the template names '{{{extra[0]}}}', which is not an input field "
                             f"(data.input_fields: {config.input_fields})")  # fmt: skip
     raw: dict[str, tuple[str, list[dict[str, Any]], int]] = {}
+    paths: dict[str, str | None] = {}
     if config.hf_name is not None:
         loaded = load_hf_dataset(config)
         for split, hf_name in config.hf_splits.items():
             raw[split] = (f"{config.hf_name}[{hf_name}]", get_hf_split(loaded, config, hf_name).to_list(), 1)
     else:
-        for split, path in split_paths(config).items():
+        paths = dict(split_paths(config))
+        for split, path in paths.items():
             p = Path(path)
             raw[split] = (str(p), _read_rows(p), 1 if p.suffix.lower() == ".jsonl" else 2)
     missing_splits = [s for s in SPLITS if s not in raw]
@@ -156,6 +158,9 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
         split: generation_dataset_from_records(rows, source, fields, reference_field, config.empty_text, first)
         for split, (source, rows, first) in raw.items()
     }
+    check_held_out({split: ds.source for split, ds in splits.items()}, paths,
+                   {split: [(sorted(e.items()), r) for e, r in zip(ds.examples, ds.references, strict=True)]
+                    for split, ds in splits.items()})  # fmt: skip
     if config.few_shot_k is not None:
         for offset, split in enumerate(("train", "dev")):
             splits[split] = sample_examples(splits[split], config.few_shot_k, config.seed + offset)

@@ -9,6 +9,7 @@ its config dataclass (the fields of the ``task_model`` section), the implementat
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,6 +128,26 @@ class HFTaskModelConfig(TaskModelConfig):
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def check_http_url(url: Any, key: str) -> None:
+    """``url`` is an http(s) URL with a host (and a valid port, if any); else one :class:`ConfigError` naming ``key``."""
+    example = "such as http://127.0.0.1:8000/v1"
+    if not isinstance(url, str):
+        raise ConfigError(f"{key} must be an http(s) URL {example}, got {type(url).__name__} {url!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # parsed lazily: an out-of-range or non-numeric port raises here
+    except ValueError as exc:
+        raise ConfigError(f"{key} is not a valid URL ({exc}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{key} must be an http(s) URL {example}, got {url!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{key} names no host: {url!r} (an http(s) URL {example})")
+    if any(c.isspace() for c in url):
+        raise ConfigError(f"{key} must not contain spaces, got {url!r}")
+    if port == 0:
+        raise ConfigError(f"{key} has port 0: {url!r}")
+
+
 @dataclass
 class OpenAITaskModelConfig(TaskModelConfig):
     """A model behind an OpenAI-compatible HTTP API (the ``openai`` kind): a hosted API, vLLM,
@@ -194,9 +215,7 @@ class OpenAITaskModelConfig(TaskModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"task_model.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
-                              f"got {self.base_url!r}")  # fmt: skip
+        check_http_url(self.base_url, "task_model.base_url")
         if not self.model:
             raise ConfigError("task_model.model must name the served model (GET <base_url>/models lists them)")
         if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):

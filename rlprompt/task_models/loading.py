@@ -14,6 +14,7 @@ import torch
 from rlprompt.errors import ModelLoadError, first_line
 from rlprompt.io import cache_dir, temp_path_for
 from rlprompt.task_models.config import EMBEDDED_MODEL
+from rlprompt.verbosity import quiet_libraries
 
 
 def embedded_model_path() -> Path:
@@ -79,8 +80,10 @@ def gguf_to_checkpoint(gguf: str | os.PathLike[str], name: str | None = None) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+        with quiet_libraries():
+            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+            quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
+                                                             dtype=torch.float32)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - the GGUF readers raise anything on a damaged file
         message = first_line(exc)
         if "not supported" in message.lower() or "architecture" in message.lower():
@@ -93,8 +96,9 @@ def gguf_to_checkpoint(gguf: str | os.PathLike[str], name: str | None = None) ->
     plain.load_state_dict(quantized.state_dict())
     tmp = temp_path_for(target)
     try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with quiet_libraries():
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         stamp = {"source": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": GGUF_FORMAT}
         (tmp / "rlprompt-converted.json").write_text(json.dumps(stamp) + "\n", encoding="utf-8")
         os.replace(tmp, target)
@@ -156,7 +160,8 @@ def load_tokenizer(name_or_path: str, kind: str = "encoder") -> Any:
 
     path = resolve_name_or_path(name_or_path, kind)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        with quiet_libraries():
+            return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001 - any library failure becomes one clear error naming the model
         raise _explain_load_failure(path, exc) from None
 
@@ -181,7 +186,8 @@ def load_model(
     kind = kind or head
     path = resolve_name_or_path(name_or_path, kind)
     try:
-        model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        with quiet_libraries():
+            model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise ModelLoadError(
