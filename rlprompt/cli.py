@@ -49,7 +49,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     prompt = config.prompt if args.prompt is None else args.prompt
     with progress.stage(f"scoring on {args.split}", total=1):
         progress.step(f"{progress.shorten(prompt)} ({len(task.data.split(args.split))} examples)")
-        result = evaluate_prompt(config, prompt, args.split, task=task)
+        result = evaluate_prompt(config, prompt, args.split, task=task, per_example=args.save_outcomes is not None)
+    outcomes = result.pop("per_example", None)
     print(f"task model : {result['task_model']}")
     print(f"prompt     : {result['prompt']!r}")
     print(f"{args.split:<11}: {_metrics_line(result)}")
@@ -58,6 +59,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(
         f"cost       : {result['lm_calls']} LM calls in {result['forward_batches']} forward batches, {result['wall_time_s']:.2f} s"
     )
+    if outcomes is not None:
+        _save_outcomes(args.save_outcomes, task=config.task, metric_names=list(task.metric_names), prompt=prompt,
+                       split=args.split, record=outcomes, source=f"config {args.config or '(defaults)'}")  # fmt: skip
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
@@ -85,7 +89,8 @@ def _eval_run(args: argparse.Namespace) -> int:
         raise ConfigError("eval --run takes the prompt and config from the run directory; use --set for transfer")
     with progress.stage(f"re-scoring the run's prompt on {args.split}", total=1):
         progress.step(str(args.run))
-        result = evaluate_run(args.run, args.split, args.overrides)
+        result = evaluate_run(args.run, args.split, args.overrides, per_example=args.save_outcomes is not None)
+    outcomes = result.pop("per_example", None)
     m = result["metrics"]
     shown = repr(result["prompt"]) if result["kind"] == "discrete" else "<soft prompt>"
     print(f"run        : {result['run']}")
@@ -102,9 +107,47 @@ def _eval_run(args: argparse.Namespace) -> int:
             else f"DIFFERS from best_prompt.json {result['recorded']}"
         )
         print(f"check      : {verdict}")
+    if outcomes is not None:
+        _save_outcomes(args.save_outcomes, task=result["task"], metric_names=list(result["metric_names"]),
+                       prompt=result["prompt"], split=args.split, record=outcomes,
+                       source=f"run {args.run}" + (f" with {' '.join(result['overrides'])}" if result["overrides"] else ""))  # fmt: skip
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0 if result.get("reproduces", True) else 1
+
+
+def _save_outcomes(path: str, **fields: object) -> None:
+    """Write an outcome file where nothing but an earlier one is replaced (never a run's file)."""
+    from rlprompt.errors import RLPromptError
+    from rlprompt.outcomes import read_outcomes, write_outcome_file
+    from rlprompt.rundir import check_output_path
+
+    target = Path(path)
+    if target.suffix != ".json":
+        raise RLPromptError(f"--save-outcomes {path}: an outcome file is JSON; name it *.json")
+    check_output_path(target, "--save-outcomes")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise RLPromptError(f"--save-outcomes {path} exists and is not a file; choose another path")
+    if target.exists():
+        try:
+            ours = "outcomes" in read_outcomes(target)
+        except RLPromptError:
+            ours = False
+        if not ours:
+            raise RLPromptError(f"--save-outcomes {path} exists and is not an outcome file of rlprompt eval; "
+                                "rlprompt never replaces it (choose another path)")  # fmt: skip
+    write_outcome_file(target, **fields)  # type: ignore[arg-type]
+    print(f"outcomes   : {target} ({fields['split']}, {fields['record']['n']} examples)")  # type: ignore[index]
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rlprompt.compare import compare_outcomes, format_comparison
+
+    result, a, b = compare_outcomes(args.a, args.b, args.split, args.metric, args.resamples, args.seed)
+    print(format_comparison(result, a, b, args.split))
+    if args.json:
+        print(json.dumps(result.as_dict(), sort_keys=True))
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -254,8 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p_eval.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p_eval.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p_eval.add_argument("--save-outcomes", metavar="FILE.json",
+                        help="also write the per-example outcomes (scores, predictions) to FILE.json, for "
+                             "rlprompt compare (replaces only an earlier outcome file)")  # fmt: skip
     _add_verbose(p_eval)
     p_eval.set_defaults(func=_cmd_eval)
+
+    p_cmp = sub.add_parser("compare", help="paired test of two prompts on the same test examples (bootstrap "
+                                           "interval, permutation p-value)")  # fmt: skip
+    p_cmp.add_argument("a", help="a run directory (its found prompt), RUN:manual, or an outcome file of eval --save-outcomes")
+    p_cmp.add_argument("b", help="the same kinds as A")
+    p_cmp.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p_cmp.add_argument("--metric", help="per-example metric to compare (default: the task's main metric)")
+    p_cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and sign flips (default 10000)")
+    p_cmp.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    p_cmp.add_argument("--json", action="store_true",
+                       help='print one JSON line {"metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n"} last')  # fmt: skip
+    _add_verbose(p_cmp)
+    p_cmp.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -37,6 +37,7 @@ from rlprompt.envs import PromptEnv, build_env
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import directory_lock, temp_path_for
 from rlprompt.logger import Logger
+from rlprompt.outcomes import RUN_OUTCOMES, write_run_outcomes
 from rlprompt.reporting import plot_reward_curve
 from rlprompt.results import SPLITS, RunResult
 from rlprompt.rundir import (
@@ -181,17 +182,22 @@ def _run_locked(config: Config, run_dir: Path, resume: bool, progress: bool | No
         logger.close()
 
     with stages.reporting(stages.RichReporter()) if show and config.output.progress else contextlib.nullcontext():
-        result, best_prompt = select_and_evaluate(agent, task, config)
+        result, best_prompt, outcomes = select_and_evaluate(agent, task, config)
     # time of this session plus that of killed ones up to their checkpoints (via the rows' time_s)
     result.wall_time_s = round(max(logger.elapsed(), time.perf_counter() - started), 2)
     if config.output.plot:
         plot_reward_curve(logger.rows, run_dir / REWARD_CURVE, title=title)
-    write_result(run_dir, result, best_prompt)
+    write_result(run_dir, result, best_prompt, outcomes)
     return result
 
 
-def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt) -> None:
-    """The soft prompt's file (soft runs), then ``best_prompt.json``: each written atomically."""
+def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt, records: dict[str, Any] | None = None) -> None:
+    """The soft prompt's file (soft runs) and the per-example outcomes, then ``best_prompt.json``:
+    each written atomically."""
+    if records is not None:
+        write_run_outcomes(run_dir / RUN_OUTCOMES, task=result.task, metric_names=list(result.metric_names),
+                           found=records["found"], manual=records["manual"],
+                           prompts={"found": result.prompt, "manual": result.baseline["prompt"]})  # fmt: skip
     if result.kind == "soft":
         from safetensors.torch import save_file
 
@@ -227,15 +233,17 @@ def _reselect_locked(run_dir: Path, overrides: list[str] | None) -> tuple[RunRes
     seed_everything(config.seed)
     task = Task.from_config(config)
     agent = load_run_checkpoint(checkpoint, task, make_env(task, config), config)
-    result, best_prompt = select_and_evaluate(agent, task, config)
+    result, best_prompt, outcomes = select_and_evaluate(agent, task, config)
     result.wall_time_s = round((previous.wall_time_s or 0.0) + time.perf_counter() - started, 2)
     save_config(config, run_dir / CONFIG)
-    write_result(run_dir, result, best_prompt)
+    write_result(run_dir, result, best_prompt, outcomes)
     return previous, result
 
 
-def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunResult, Prompt]:
-    """Selection (``config.selection``), then train/dev/test metrics of the chosen and the manual prompt."""
+def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunResult, Prompt, dict[str, Any]]:
+    """Selection (``config.selection``), then train/dev/test metrics of the chosen and the manual
+    prompt; returns the result, the chosen prompt and both prompts' per-example outcomes
+    (``{"found"|"manual": {split: record}}``)."""
     selection = config.selection
     text_prompts = config.env_kind() != "soft"
     extra = [config.prompt] if selection.include_manual and text_prompts else []
@@ -244,11 +252,14 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
         before = task.task_model.stats.lm_calls
         metrics, baseline = {}, {}
+        outcomes: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
         with stages.stage("evaluating the best and the manual prompt", total=2 * len(SPLITS)):
-            for scores, prompt, name in ((metrics, best.prompt, "best"), (baseline, config.prompt, "manual")):
+            for scores, prompt, name in ((metrics, best.prompt, "found"), (baseline, config.prompt, "manual")):
                 for split in SPLITS:
                     stages.step(f"{name} {stages.shorten(prompt)} on {split} ({len(task.data.split(split))} examples)")
-                    scores[split] = slim_metrics(task.evaluate(prompt, split), task)
+                    full = task.evaluate(prompt, split, per_example=True)
+                    outcomes[name][split] = full.pop("per_example")
+                    scores[split] = slim_metrics(full, task)
         eval_lm_calls = task.task_model.stats.lm_calls - before
     soft = not isinstance(best.prompt, str)
     result = RunResult(
@@ -282,8 +293,9 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         task=config.task,
         metric_names=task.metric_names,
         api=api_usage(agent, task),
+        outcomes=RUN_OUTCOMES,
     )
-    return result, best.prompt
+    return result, best.prompt, outcomes
 
 
 def api_usage(agent: Agent, task: Task) -> dict[str, Any] | None:
@@ -299,10 +311,11 @@ def api_usage(agent: Agent, task: Task) -> dict[str, Any] | None:
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike[str], split: str = "test", overrides: list[str] | None = None
+    run_dir: str | os.PathLike[str], split: str = "test", overrides: list[str] | None = None, per_example: bool = False
 ) -> dict[str, Any]:
     """Re-score a run's best prompt on ``split`` (under ``overrides``: transfer to another
-    model or dataset). Without overrides the result is compared to ``best_prompt.json``."""
+    model or dataset). Without overrides the result is compared to ``best_prompt.json``.
+    ``per_example`` adds the split's per-example outcomes (``per_example``)."""
     config, best = load_run(run_dir, overrides)
     prompt = run_prompt(run_dir, best)
     task = Task.from_config(config)
@@ -311,7 +324,9 @@ def evaluate_run(
             f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
             "soft prompts transfer only between models with the same embedding size"
         )
-    metrics = slim_metrics(task.evaluate(prompt, split), task)
+    full = task.evaluate(prompt, split, per_example=per_example)
+    outcomes = full.pop("per_example", None)
+    metrics = slim_metrics(full, task)
     recorded = best.metrics.get(split)
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
                               "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
@@ -320,6 +335,8 @@ def evaluate_run(
     if not overrides and recorded is not None:
         result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
         result["recorded"] = recorded
+    if outcomes is not None:
+        result["per_example"] = outcomes
     return result
 
 

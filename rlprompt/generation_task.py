@@ -27,6 +27,7 @@ import torch
 from rlprompt.config import Config
 from rlprompt.data.generation import GenerationTaskData, load_generation_data
 from rlprompt.errors import ConfigError, RLPromptError
+from rlprompt.outcomes import example_key, split_record
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
 from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
@@ -144,16 +145,19 @@ class GenerationTask(Task):
 
     # ------------------------------------------------------------ evaluation
 
-    def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
+    def evaluate(self, prompt: Prompt, split: str = "test", per_example: bool = False) -> dict[str, Any]:
         """Every configured metric of greedy generations on ``split``, the mean reference
         likelihood, the reward, the size and a few outputs (``prompt``: one prompt; ``split``:
-        train, dev or test)."""
+        train, dev or test). ``per_example`` adds ``per_example``: the split's
+        :func:`rlprompt.outcomes.split_record` (each metric on each example alone, its reference
+        likelihood and its generated text)."""
         prompt = checked_prompt(prompt)
         dataset = self.data.split(checked_split(split))
         before = self.task_model.stats.lm_calls
         tokens_before = self.task_model.stats.generated_tokens
         examples, references = list(dataset.examples), list(dataset.references)
-        likelihood = float(self.task_model.log_likelihood([prompt], [examples], [references])[0].mean())
+        per_likelihood = self.task_model.log_likelihood([prompt], [examples], [references])[0]
+        likelihood = float(per_likelihood.mean())
         outputs = self.task_model.generate([prompt], [examples])[0]
         metrics: dict[str, Any] = {name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names}
         metrics["likelihood"] = likelihood
@@ -163,6 +167,12 @@ class GenerationTask(Task):
         metrics["outputs"] = outputs[:SAMPLE_OUTPUTS]
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         metrics["generated_tokens"] = self.task_model.stats.generated_tokens - tokens_before
+        if per_example:
+            scores = {name: [float(GENERATION_METRICS[name]([out], [refs])) for out, refs in zip(outputs, references, strict=True)]
+                      for name in self.metric_names}  # fmt: skip
+            scores["likelihood"] = [float(v) for v in per_likelihood.tolist()]
+            keys = [example_key(example, refs) for example, refs in zip(examples, references, strict=True)]
+            metrics["per_example"] = split_record(keys, scores, list(outputs))
         return metrics
 
 

@@ -3,7 +3,7 @@
 loads them through these classes, so a field is named in one place.
 
 Both carry a ``schema_version``. Version 1 files (written before the field existed, and
-without ``budget``) still load.
+without ``budget``) and version 2 files (without ``outcomes``) still load.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 from rlprompt.errors import RLPromptError
 from rlprompt.io import atomic_write_json, read_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPLITS = ("train", "dev", "test")
 SplitMetrics = dict[str, Any]
 """One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...;
@@ -115,6 +115,10 @@ class RunResult(_Result):
     guard_dropped: int = 0
     """Found prompts that beat the reported one on ``selected_on`` but lost to the manual prompt
     on a ``guarded_on`` split, and were dropped (0: the guard changed nothing)."""
+    outcomes: str | None = None
+    """The per-example outcomes of the found and the manual prompt on every split
+    (:mod:`rlprompt.outcomes`), relative to the run directory; None in runs from before schema
+    version 3, whose outcomes ``rlprompt eval --run RUN --save-outcomes FILE`` writes."""
     schema_version: int = SCHEMA_VERSION
 
     @property

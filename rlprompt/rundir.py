@@ -31,6 +31,7 @@ from typing import Any
 from rlprompt.config import Config, config_from_dict, config_to_dict, upgrade_saved_config
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import LOCK_FILE, atomic_write_json, directory_lock, read_json, remove_stale_temp_files
+from rlprompt.outcomes import RUN_OUTCOMES
 from rlprompt.results import RunResult
 
 CONFIG = "config.json"
@@ -40,8 +41,9 @@ LEGACY_CHECKPOINT = "checkpoint.pt"
 BEST_PROMPT = "best_prompt.json"
 SOFT_PROMPT = "soft_prompt.safetensors"
 REWARD_CURVE = "reward_curve.png"
+OUTCOMES = RUN_OUTCOMES
 FINETUNE_RESULT = "finetune_result.json"
-RUN_FILES = (CONFIG, METRICS, "tensorboard", REWARD_CURVE, CHECKPOINT, SOFT_PROMPT, BEST_PROMPT)
+RUN_FILES = (CONFIG, METRICS, "tensorboard", REWARD_CURVE, CHECKPOINT, SOFT_PROMPT, OUTCOMES, BEST_PROMPT)
 """What a run writes into its directory (besides the manifest and the lock file)."""
 FINETUNE_FILES = (CONFIG, METRICS, "tensorboard", "trainer", "adapter", "model", "adapter.tmp", "model.tmp",
                   FINETUNE_RESULT)  # fmt: skip

@@ -23,7 +23,9 @@ from rlprompt.budget import Budget
 from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.data import ClassificationDataset, TaskData, load_task_data
 from rlprompt.errors import ConfigError, DataError, RLPromptError
+from rlprompt.outcomes import example_key, split_record
 from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
+from rlprompt.rewards.classification import hard_predictions, per_example_correct, per_example_gold_log_prob
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 
 SPLITS = ("train", "dev", "test")
@@ -345,11 +347,13 @@ class Task:
         self.charge_prompt_evals(len(texts))
         return torch.stack(rewards), torch.stack(accuracies)
 
-    def evaluate(self, prompt: Prompt, split: str = "test") -> dict[str, Any]:
+    def evaluate(self, prompt: Prompt, split: str = "test", per_example: bool = False) -> dict[str, Any]:
         """Metrics of one prompt on a whole split (accuracy, macro-F1, gold log-prob, counts; with
         calibration, ``class_shift``: the mean class log-probabilities subtracted, which a user of
         the prompt subtracts from single inputs' scores too). ``prompt`` is one prompt (a str or a
-        soft-prompt tensor), ``split`` train, dev or test."""
+        soft-prompt tensor), ``split`` train, dev or test. ``per_example`` adds ``per_example``:
+        the split's :func:`rlprompt.outcomes.split_record` (correctness, gold log-prob, predicted
+        class and class log-probabilities of every example)."""
         prompt = checked_prompt(prompt)
         before = self.task_model.stats.lm_calls
         dataset: ClassificationDataset = self.data.split(checked_split(split))
@@ -360,13 +364,23 @@ class Task:
             metrics["class_shift"] = [float(v) for v in class_log_probs(raw).mean(0)]
         metrics["reward"] = float(self._reward_of(logits, self.labels(split)))
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        if per_example:
+            labels = self.labels(split)
+            log_probs = class_log_probs(logits)
+            metrics["per_example"] = split_record(
+                [example_key(text, label) for text, label in zip(dataset.texts, dataset.labels, strict=True)],
+                {"accuracy": per_example_correct(logits, labels).tolist(),
+                 "gold_log_prob": per_example_gold_log_prob(logits, labels).tolist()},
+                hard_predictions(logits).tolist(), log_probs.tolist())  # fmt: skip
         return metrics
 
 
 def evaluate_prompt(
-    config: Config, prompt: str | None = None, split: str = "test", task: Task | None = None
+    config: Config, prompt: str | None = None, split: str = "test", task: Task | None = None,
+    per_example: bool = False,
 ) -> dict[str, Any]:
-    """Score one discrete prompt (the config's manual prompt by default) on a split.
+    """Score one discrete prompt (the config's manual prompt by default) on a split
+    (``per_example``: with its per-example outcomes, ``per_example``).
 
     Returns ``accuracy``, ``macro_f1``, ``gold_log_prob``, ``reward``, ``n``, ``lm_calls``,
     ``forward_batches``, ``predicted_counts``, ``prompt``, ``split`` and ``wall_time_s``.
@@ -380,7 +394,7 @@ def evaluate_prompt(
     task = task or Task.from_config(config)
     prompt = config.prompt if prompt is None else prompt
     batches_before = task.task_model.stats.forward_batches
-    metrics = task.evaluate(prompt, split)
+    metrics = task.evaluate(prompt, split, per_example=per_example)
     metrics.update(
         prompt=prompt,
         split=split,

@@ -439,3 +439,16 @@ def test_smollm2_reply_opening_with_a_line_break_is_kept_with_stop_after_text(sm
     assert task.task_model.generate(["Summarize:"], [examples])[0] == [""] * 4
     kept = model(True).task_model.generate(["Summarize:"], [examples])[0]
     assert all(len(text.split()) >= 3 and "\n" not in text for text in kept)
+
+
+def test_per_example_outcomes_average_to_the_split_metrics(qa_task):
+    """Each example's metric alone, averaged, is the split's metric (f1, exact match and ROUGE-L
+    are means over examples; chrF is a corpus metric, kept per example all the same)."""
+    metrics = qa_task.evaluate("it was", "test", per_example=True)
+    record = metrics["per_example"]
+    assert record["n"] == metrics["n"] == len(record["keys"]) == len(set(record["keys"]))
+    for name in ("f1", "exact_match", "rougeL"):
+        assert sum(record["scores"][name]) / record["n"] == pytest.approx(metrics[name], abs=1e-5)
+    assert sum(record["scores"]["likelihood"]) / record["n"] == pytest.approx(metrics["likelihood"], abs=1e-5)
+    assert len(record["predictions"]) == record["n"] and all(isinstance(p, str) for p in record["predictions"])
+    assert "per_example" not in qa_task.evaluate("it was", "test")

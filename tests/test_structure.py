@@ -16,7 +16,7 @@ LAYERS = [
     # 0: configs, data, results and the machinery everything uses
     ["rlprompt.errors", "rlprompt.io", "rlprompt.registry", "rlprompt.budget", "rlprompt.checkpoint",
      "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger", "rlprompt.progress",
-     "rlprompt.verbosity"],
+     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes"],
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores
@@ -27,6 +27,7 @@ LAYERS = [
     ["rlprompt.agents", "rlprompt.callbacks"],
     # 5: experiments, reports and the command line
     ["rlprompt.rundir", "rlprompt.reporting", "rlprompt.experiment", "rlprompt.bench", "rlprompt.scaleout", "rlprompt.export",
+     "rlprompt.compare",
      "rlprompt.ppo_finetune", "rlprompt.finetune", "rlprompt.cli"],
 ]  # fmt: skip
 PACKAGE_DIRS = {"rlprompt": ROOT / "rlprompt", "rlprompt.envs": ROOT / "envs", "rlprompt.agents": ROOT / "agents"}
