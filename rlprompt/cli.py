@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_ft.add_argument("config", help="YAML config with a finetune section (see experiments/configs/finetune-tiny.yaml)")
     _add_overrides(p_ft, "finetune.method=ppo")
     p_ft.add_argument("--output-dir", "-o", help="run directory (default: runs/finetune-<method>-seed<seed>)")
+    p_ft.add_argument("--no-progress", action="store_true", help="no progress lines")
     _add_verbose(p_ft)
     p_ft.set_defaults(func=_cmd_finetune)
 

@@ -1195,6 +1195,12 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     only by the user: we keep paths as written, relative to the working directory.
     """
     data: dict[str, Any] = {}
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"a config path must be a str or a path (or None for the defaults), got "
+                          f"{type(path).__name__} {path!r}")  # fmt: skip
+    if overrides is not None and (isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple))
+                                  or not all(isinstance(o, str) for o in overrides)):  # fmt: skip
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got {overrides!r}")
     if path is not None:
         loaded = read_yaml(path)
         if loaded is None:  # an empty or comment-only file (or a bare null) is a mistake, not "all defaults"

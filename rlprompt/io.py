@@ -22,7 +22,7 @@ from typing import Any
 
 from rlprompt.errors import RLPromptError
 
-_TEMP_OF = re.compile(r"^\.(.+)\.[A-Za-z0-9_]{6,}\.tmp$")
+_TEMP_OF = re.compile(r"^\.(.+)\.(?:[a-z0-9_]{8}|\d+x[0-9a-f]{6})\.tmp$")
 """A temp name of :func:`atomic_write_bytes` or :func:`temp_path_for`; group 1 is the target's name."""
 
 

@@ -51,7 +51,8 @@ FINETUNE_FILES = (CONFIG, METRICS, "tensorboard", "trainer", "adapter", "model",
 BENCH_FILES = ("runs", "results.csv", "results.md", "curves.png")
 """What ``rlprompt bench`` writes into its ``output_dir``."""
 MANIFEST = ".rlprompt-manifest.json"
-"""The record of what rlprompt wrote into a directory: ``{"rlprompt": kind, "files": [names]}``."""
+"""The record of what rlprompt wrote into a directory: ``{"rlprompt": kind, "files": [names],
+"directory": [device, inode]}`` (valid only in the directory it was written for)."""
 OWN_FILES = {"run": RUN_FILES, "finetune": FINETUNE_FILES, "bench": BENCH_FILES}
 DONE = {"run": CHECKPOINT, "finetune": FINETUNE_RESULT}
 """The file whose presence means a start got far enough to be kept (resumed, or reported)."""
@@ -75,7 +76,19 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("rlprompt") not in OWN_FILES or not isinstance(data.get("files"), list):
         return None
+    if data.get("directory") != _identity(directory):
+        return None  # written for another directory (a copy, a clone) or by hand: not a record of ours here
     return data
+
+
+def _identity(directory: Path) -> list[int] | None:
+    """The directory's device and inode: a manifest holds them, so a manifest that was copied
+    (or written by hand) into another directory does not make rlprompt own that one's files."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino]
 
 
 def owned_names(directory: Path, kind: str) -> set[str]:
@@ -89,7 +102,8 @@ def owned_names(directory: Path, kind: str) -> set[str]:
 
 def record_files(directory: Path, kind: str) -> None:
     """Write ``directory``'s manifest: it holds the files of a ``kind`` directory that rlprompt writes."""
-    atomic_write_json(directory / MANIFEST, {"rlprompt": kind, "files": list(OWN_FILES[kind])})
+    atomic_write_json(directory / MANIFEST, {"rlprompt": kind, "files": list(OWN_FILES[kind]),
+                                             "directory": _identity(directory)})  # fmt: skip
 
 
 def remove_owned(directory: Path, kind: str, keep_lock: bool = False) -> None:
@@ -233,8 +247,6 @@ def writing_run_dir(run_dir: Path, kind: str, *, resume: bool = False, command: 
             try:
                 if resume:
                     check_run_dir(run_dir, resume=True)
-                    if read_manifest(run_dir) is None:  # a run of an older rlprompt: recorded now
-                        record_files(run_dir, kind)
                 else:
                     (check_run_dir(run_dir, resume=False) if kind == "run" else check_finetune_dir(run_dir))
                     remove_owned(run_dir, kind, keep_lock=True)  # a run of ours that never checkpointed
@@ -242,6 +254,10 @@ def writing_run_dir(run_dir: Path, kind: str, *, resume: bool = False, command: 
                     recorded = True
                 remove_stale_temp_files(run_dir, [*OWN_FILES[kind], MANIFEST])
                 yield
+                if resume and read_manifest(run_dir) is None:
+                    # a run of an older rlprompt, or one copied here: recorded once it resumed
+                    # (a resume that fails leaves the directory as it was)
+                    record_files(run_dir, kind)
             except BaseException:
                 if not resume and recorded and not (run_dir / DONE[kind]).exists():
                     remove_owned(run_dir, kind)

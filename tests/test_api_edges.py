@@ -378,3 +378,15 @@ def test_wrapper_numbers_are_checked(toy):
     refused(lambda: NormalizeReward(env, clip="10"), "clip must be a finite number > 0 (or None)", error=ConfigError)
     assert LMCallBudget(env, max_lm_calls=np.int64(5)).max_lm_calls == 5
     assert NormalizeReward(env, clip=None).clip is None
+
+
+@pytest.mark.parametrize("args, message", [
+    ((5,), "a config path must be a str or a path"),
+    ((None, "seed=1"), "overrides must be a list of 'key=value' strings"),
+    ((None, [3]), "overrides must be a list"),
+])  # fmt: skip
+def test_load_config_checks_its_arguments(args, message):
+    from rlprompt import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(*args)

@@ -30,6 +30,7 @@ from rlprompt.data import demo_dir
 from rlprompt.errors import RLPromptError
 from rlprompt.experiment import run_experiment
 from rlprompt.io import LOCK_FILE, directory_lock
+from rlprompt.rundir import MANIFEST, record_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +64,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def w(world, tmp_path) -> dict[str, Path]:
-    """Copies of the world's runs in this test's own directory."""
+    """Copies of the world's runs in this test's own directory, each with its own manifest (a
+    copied manifest names the directory it was written for, so rlprompt does not trust it)."""
     out = dict(world)
     for name in ("run", "soft", "unfinished"):
         out[name] = tmp_path / name
         shutil.copytree(world[name], out[name])
+        record_files(out[name], "run")
     return out
 
 
@@ -391,3 +394,27 @@ def test_finetune_takes_the_same_lock_and_stays_out_of_runs(w, tmp_path, capsys,
     before = digest(w["run"])
     refused(["finetune", tiny, "-o", str(w["run"] / "ft")], capsys, "inside the run directory")
     assert digest(w["run"]) == before
+
+
+def test_a_forged_or_copied_manifest_owns_nothing(w, tmp_path, capsys):
+    """A manifest written by hand, or copied from another run, does not make rlprompt own the
+    files it lists: the user's config.json and metrics.csv beside it survive a new run."""
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "config.json").write_text("my own config\n")
+    (forged / "metrics.csv").write_text("my,own,numbers\n")
+    (forged / ".config.json.backup1.tmp").write_text("my backup\n")
+    shutil.copy(w["unfinished"] / MANIFEST, forged / MANIFEST)
+    before = digest(forged)
+    assert main(["run", str(w["config"]), "-o", str(forged), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err  # its metrics.csv: refused, not cleared
+    assert digest(forged) == before
+    (forged / "metrics.csv").unlink()
+    before = digest(forged)
+    assert main(["run", str(w["config"]), "-o", str(forged), "--no-progress"]) == 2
+    assert "not empty and holds no rlprompt run" in capsys.readouterr().err
+    assert digest(forged) == before
+    (forged / MANIFEST).write_text(json.dumps({"rlprompt": "run", "files": ["config.json", "metrics.csv"]}))
+    before = digest(forged)
+    assert main(["run", str(w["config"]), "-o", str(forged), "--no-progress"]) == 2
+    assert digest(forged) == before

@@ -138,7 +138,8 @@ def test_readme_experiment_walkthrough_runs(tmp_path, capsys, monkeypatch):
     sst2_dir(13)
     monkeypatch.chdir(ROOT)
     start = COMMANDS.index(next(c for c in COMMANDS if c.startswith(WALKTHROUGH_START)))
-    walkthrough = [c for c in COMMANDS[start:] if not c.startswith("rlprompt bench")][:9]
+    end = next(i for i in range(start, len(COMMANDS)) if COMMANDS[i].startswith("rlprompt bench"))
+    walkthrough = COMMANDS[start:end]  # the block's commands up to its bench line
     assert any(c.startswith("rlprompt compare") for c in walkthrough)
     soft = ["run", "experiments/configs/sst2-minilm.yaml", "--set", "agent.name=cma_es", "--set", "env.kind=soft",
             "--set", "budget.prompt_evals=40", "--no-progress", "-o", str(tmp_path / "runs" / "cma-soft")]  # fmt: skip
