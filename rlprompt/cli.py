@@ -37,6 +37,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
 
+    _check_outcome_target(args.save_outcomes)
     if args.run is not None:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
@@ -116,10 +117,13 @@ def _eval_run(args: argparse.Namespace) -> int:
     return 0 if result.get("reproduces", True) else 1
 
 
-def _save_outcomes(path: str, **fields: object) -> None:
-    """Write an outcome file where nothing but an earlier one is replaced (never a run's file)."""
+def _check_outcome_target(path: str | None) -> None:
+    """``--save-outcomes`` may name a new ``.json`` file or an earlier outcome file only (checked
+    before anything is scored)."""
+    if path is None:
+        return
     from rlprompt.errors import RLPromptError
-    from rlprompt.outcomes import read_outcomes, write_outcome_file
+    from rlprompt.outcomes import read_outcomes
     from rlprompt.rundir import check_output_path
 
     target = Path(path)
@@ -136,6 +140,14 @@ def _save_outcomes(path: str, **fields: object) -> None:
         if not ours:
             raise RLPromptError(f"--save-outcomes {path} exists and is not an outcome file of rlprompt eval; "
                                 "rlprompt never replaces it (choose another path)")  # fmt: skip
+
+
+def _save_outcomes(path: str, **fields: object) -> None:
+    """Write an outcome file where nothing but an earlier one is replaced (never a run's file)."""
+    from rlprompt.outcomes import write_outcome_file
+
+    _check_outcome_target(path)  # again: it may have appeared while the prompt was scored
+    target = Path(path)
     write_outcome_file(target, **fields)  # type: ignore[arg-type]
     print(f"outcomes   : {target} ({fields['split']}, {fields['record']['n']} examples)")  # type: ignore[index]
 

@@ -38,6 +38,7 @@ def test_other_prompt_changes_accuracy_and_set_overrides(capsys):
     assert a["gold_log_prob"] != b["gold_log_prob"] != c["gold_log_prob"]
 
 
+@pytest.mark.slow  # the whole SST-2 test set, twice (about 40 s): the slow tier
 def test_golden_sst2_minilm_manual_prompt(capsys):
     """Golden numbers of "It was" on SST-2 test (1821 sentences) with MiniLM: 0.6200 with the
     fixed verbalizers of sst2-minilm.yaml, 0.7194 with the prompt inside the verbalizers."""

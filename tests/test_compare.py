@@ -35,6 +35,7 @@ def compare_json(capsys, *argv: str) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_run_outcomes_hold_every_split_and_average_to_its_metrics(world):
     result = RunResult.load(world["run"] / "best_prompt.json")
     assert result.outcomes == "outcomes.json" and result.schema_version == 3
@@ -79,6 +80,7 @@ def test_two_outcome_files_differing_on_known_examples_give_the_known_difference
     assert text == 0 and "B is better" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_run_reproduces_the_runs_outcomes(world, tmp_path):
     target = tmp_path / "again.json"
     assert main(["eval", "--run", str(world["run"]), "--save-outcomes", str(target), "--no-progress"]) == 0
@@ -105,6 +107,7 @@ def test_different_test_sets_are_one_error_naming_the_mismatch(world, tmp_path, 
     assert "different examples (200 against 150)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_without_outcomes_says_how_to_get_them(world, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(world["run"], old)

@@ -2,8 +2,9 @@
 override, a data folder, ``gym.make`` kwargs or an env action holds, the result is a value or
 one ``RLPromptError`` with a one-line message - never another exception, never a changed file.
 
-The fast tier runs a few hundred examples per property with a fixed derandomized seed (the same
-examples on every machine); the slow tier runs ten times as many, randomized.
+The fast tier runs 60 examples per property with a fixed derandomized seed (the same
+examples on every machine); the slow tier runs 1,500 randomized examples of the config-file and
+override properties.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rlprompt.errors import RLPromptError
 from rlprompt.registry import ENVS
 from rlprompt.testing.toy import make_toy_task
 
-FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 SLOW = settings(max_examples=1500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip

@@ -62,6 +62,7 @@ def test_local_worker_processes_give_the_same_results(tmp_path, reference):
     same_cells(tmp_path / "procs" / "bench-out", reference_out)
 
 
+@pytest.mark.slow  # starts a local Ray (about 35 s): the slow tier
 def test_ray_backend_gives_the_same_results(tmp_path, reference):
     pytest.importorskip("ray")
     config_path, reference_out = reference
