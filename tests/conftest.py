@@ -206,3 +206,20 @@ def small_data(tmp_path_factory) -> Path:
     lines = (demo_dir() / "test.tsv").read_text().splitlines()
     (path / "test.tsv").write_text("\n".join(lines[:41]) + "\n")
     return path
+
+
+def tree_digest(path: Path) -> str:
+    """Names and bytes of everything under ``path`` (a file's bytes; a missing path its own
+    digest): equal before and after means nothing there was changed, added or removed."""
+    import hashlib
+
+    if not path.exists():
+        return "missing"
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

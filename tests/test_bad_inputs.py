@@ -8,7 +8,6 @@ CLI cases run ``rlprompt`` in-process; Python cases call the public API and expe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import tree_digest
 from rlprompt.cli import main
 from rlprompt.config import load_config
 from rlprompt.data import demo_dir
@@ -71,17 +71,6 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (root / "other.txt").write_text("someone else's notes\n")
     return {"root": root, "data": data, "config": config_path, "run": run, "unfinished": unfinished, "model": model,
             "latin1": latin1, "bad_labels": bad_labels}  # fmt: skip
-
-
-def tree_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    for p in sorted(path.rglob("*")):
-        digest.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            digest.update(p.read_bytes())
-    return digest.hexdigest()
 
 
 @dataclass

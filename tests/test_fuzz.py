@@ -10,7 +10,6 @@ override properties.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import string
 from pathlib import Path
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlprompt.envs  # noqa: F401 - registers the ids
+from conftest import tree_digest
 from rlprompt.config import DataConfig, config_to_dict, load_config
 from rlprompt.data import load_task_data
 from rlprompt.errors import RLPromptError
@@ -43,13 +43,6 @@ def one_line_error(exc: RLPromptError) -> None:
     assert "Traceback" not in message
 
 
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- config files and overrides
@@ -196,7 +189,7 @@ def test_data_folders_load_or_fail_in_one_line(tmp_path_factory, files):
     folder = tmp_path_factory.mktemp("data")
     for name, raw in files.items():
         (folder / name).write_bytes(raw)
-    before = digest(folder)
+    before = tree_digest(folder)
     try:
         data = load_task_data(DataConfig(dir=str(folder)), num_classes=2)
     except RLPromptError as exc:
@@ -206,7 +199,7 @@ def test_data_folders_load_or_fail_in_one_line(tmp_path_factory, files):
             ds = data.split(split)
             assert len(ds.texts) == len(ds.labels)
             assert all(0 <= y < 2 for y in ds.labels)
-    assert digest(folder) == before
+    assert tree_digest(folder) == before
 
 
 # ---------------------------------------------------------------- env kwargs and actions

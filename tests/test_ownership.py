@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tree_digest as digest
 from rlprompt.cli import main
 from rlprompt.config import load_config
 from rlprompt.data import demo_dir
@@ -72,20 +73,6 @@ def w(world, tmp_path) -> dict[str, Path]:
         shutil.copytree(world[name], out[name])
         record_files(out[name], "run")
     return out
-
-
-def digest(path: Path) -> str:
-    """Names and bytes of everything under ``path`` (a missing path has its own digest)."""
-    if not path.exists():
-        return "missing"
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def refused(argv: list[str], capsys, expect: str) -> str:
