@@ -11,14 +11,22 @@ A bench file names a base run config and the grid::
       sst2: ["data.dir=../shared/data/sst-2/16-{seed}"]
     seeds: [13, 21, 42]
     budgets: [2000]                   # budget.prompt_evals per cell (empty: the base's budget)
+    data_dirs: [../shared/data/sst-2/16-13, ../shared/data/sst-2/16-21]   # optional: splits
+    task_models: {smollm2: null, gemma: [task_model.name_or_path=embedded:gemma3-270m]}  # optional
     output_dir: experiments/results/bench-sst2
 
-Every cell is an ``rlprompt run`` in ``<output_dir>/runs/<task>/<agent>/b<budget>/seed<seed>``;
-finished cells are skipped and a killed cell resumes from its checkpoint, so a killed
-benchmark picks up where it stopped. After each cell ``results.csv`` (one row per cell),
-``results.md`` (mean +- std over seeds, with the manual prompt and random search) and
-``curves.png`` (best train reward vs LM calls, mean and a +-std band over seeds) are rewritten.
-A ``random_search`` cell is added when no agent of the grid is random search.
+Every cell is an ``rlprompt run`` in
+``<output_dir>/runs/<task>[/<model>]/<agent>/b<budget>[/<split>]/seed<seed>`` (the model and
+split levels only when ``task_models`` / ``data_dirs`` are given); finished cells are skipped
+and a killed cell resumes from its checkpoint, so a killed benchmark picks up where it stopped.
+After each cell ``results.csv`` (one row per cell), ``results.md``, ``curves.png`` and
+``profile.png`` are rewritten. The tables treat the data splits as tasks and the seeds as runs
+(Agarwal et al., 2021, through ``rliable``): per agent and budget the mean, the interquartile mean
+with its stratified-bootstrap 95% interval, the probability of improvement over the manual prompt
+and over random search of the same budget with intervals, and a verdict in words
+(:mod:`rlprompt.aggregate`). ``curves.png`` is the IQM of the best-so-far train reward against LM
+calls with its interval band; ``profile.png`` the performance profile of the test metric. A
+``random_search`` cell is added when no agent of the grid is random search.
 """
 
 from __future__ import annotations
@@ -75,6 +83,16 @@ class BenchConfig:
     and what a Ray worker asks for."""
     num_gpus: float = 0
     """GPUs per cell a Ray worker asks for (fractions share a GPU)."""
+    data_dirs: list[str] = field(default_factory=list)
+    """Data directories every task runs on (``data.dir`` of each cell; relative to the working
+    directory), e.g. RLPrompt's 16-shot splits 16-13, 16-21, 16-42, 16-87, 16-100. The tables
+    treat them as tasks and the seeds as runs. Empty: each task's own ``data.dir``."""
+    task_models: dict[str, list[str] | None] = field(default_factory=dict)
+    """Task-model label -> overrides (null: none, the base's model), e.g.
+    ``{gemma: [task_model.name_or_path=embedded:gemma3-270m]}``; one table per model. Empty: the
+    base's model, and no model level in the cell paths."""
+    bootstrap_reps: int = 2000
+    """Bootstrap resamples of the tables' intervals (IQM, probability of improvement, curve bands)."""
 
     def __post_init__(self) -> None:
         if self.num_cpus < 1 or self.num_gpus < 0:
@@ -87,9 +105,28 @@ class BenchConfig:
             raise ConfigError(f"bench budgets must be >= 1, got {self.budgets}")
         if len(set(self.budgets)) != len(self.budgets):
             raise ConfigError(f"bench budgets must be distinct, got {self.budgets}")
-        for label in list(self.agents) + list(self.tasks):
+        for label in list(self.agents) + list(self.tasks) + list(self.task_models):
             if not label or "/" in label or label.startswith("."):
                 raise ConfigError(f"bench label {label!r} must be a plain name (it names a directory)")
+        if self.bootstrap_reps < 200:
+            raise ConfigError(f"bench bootstrap_reps must be >= 200 for a 95% interval, got {self.bootstrap_reps}")
+        if self.data_dirs:
+            names = [split_label(d) for d in self.data_dirs]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ConfigError(f"bench data_dirs must end in distinct folder names (they label the splits), "
+                                  f"got {repeated} more than once")  # fmt: skip
+            if any("{seed}" in o for overrides in self.tasks.values() for o in overrides if o.startswith("data.dir=")):
+                raise ConfigError("bench data_dirs gives every cell its data.dir: drop 'data.dir=...{seed}' from tasks "
+                                  "(with data_dirs the splits and the seeds are separate axes)")  # fmt: skip
+
+
+def split_label(data_dir: str) -> str:
+    """A data directory's label in cell paths and tables: its folder name."""
+    name = Path(data_dir.rstrip("/")).name
+    if not name or name.startswith("."):
+        raise ConfigError(f"bench data_dirs entry {data_dir!r} names no folder")
+    return name
 
 
 @dataclass
@@ -99,11 +136,17 @@ class Cell:
     budget: int | None
     seed: int
     overrides: list[str]
+    split: str | None = None
+    """The data split's label (``data_dirs``), None when the bench has none."""
+    model: str | None = None
+    """The task model's label (``task_models``), None when the bench has none."""
 
     @property
     def key(self) -> str:
         budget = "base" if self.budget is None else str(self.budget)
-        return f"{self.task}/{self.agent}/b{budget}/seed{self.seed}"
+        model = f"{self.model}/" if self.model is not None else ""
+        split = f"{self.split}/" if self.split is not None else ""
+        return f"{self.task}/{model}{self.agent}/b{budget}/{split}seed{self.seed}"
 
 
 def load_bench(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[BenchConfig, Path]:
@@ -121,16 +164,21 @@ def agents_of(bench: BenchConfig) -> dict[str, list[str]]:
 
 
 def cells_of(bench: BenchConfig) -> list[Cell]:
+    """The grid's cells, model by model (a model loads once), then task, agent, budget, split, seed."""
     cells = []
-    for task, task_overrides in bench.tasks.items():
-        for agent, agent_overrides in agents_of(bench).items():
-            for budget in bench.budgets or [None]:
-                for seed in bench.seeds:
-                    overrides = [*bench.set, *(o.replace("{seed}", str(seed)) for o in task_overrides),
-                                 *agent_overrides, f"seed={seed}"]  # fmt: skip
-                    if budget is not None:
-                        overrides.append(f"budget.prompt_evals={budget}")
-                    cells.append(Cell(task, agent, budget, seed, overrides))
+    models: dict[str | None, list[str]] = {m: list(o or []) for m, o in bench.task_models.items()} or {None: []}
+    splits: dict[str | None, list[str]] = {split_label(d): [f"data.dir={d}"] for d in bench.data_dirs} or {None: []}
+    for model, model_overrides in models.items():
+        for task, task_overrides in bench.tasks.items():
+            for agent, agent_overrides in agents_of(bench).items():
+                for budget in bench.budgets or [None]:
+                    for split, split_overrides in splits.items():
+                        for seed in bench.seeds:
+                            overrides = [*bench.set, *model_overrides, *(o.replace("{seed}", str(seed)) for o in task_overrides),
+                                         *split_overrides, *agent_overrides, f"seed={seed}"]  # fmt: skip
+                            if budget is not None:
+                                overrides.append(f"budget.prompt_evals={budget}")
+                            cells.append(Cell(task, agent, budget, seed, overrides, split, model))
     return cells
 
 
@@ -169,7 +217,7 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         out.mkdir(parents=True, exist_ok=True)
         record_files(out, "bench")
     if report_only:
-        rows = write_results(out, cells, command)
+        rows = write_results(out, cells, command, bench.bootstrap_reps)
         echo(f"{len(rows)} of {len(cells)} cells finished; tables rewritten in {out}, no cell run")
         return rows
     from rlprompt.config import config_to_dict
@@ -206,8 +254,8 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         else:
             failed.append(f"{outcome.key}: {outcome.error}")
             echo(f"{outcome.key} FAILED: {outcome.error}")
-        write_results(out, cells, command)
-    rows = write_results(out, cells, command)
+        write_results(out, cells, command, bench.bootstrap_reps)
+    rows = write_results(out, cells, command, bench.bootstrap_reps)
     if failed:
         raise RLPromptError(f"{len(failed)} bench cell(s) failed (the others finished; rerun to retry them): "
                             + "; ".join(failed[:3]))  # fmt: skip
@@ -291,9 +339,10 @@ def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any])
 
 # ---------------------------------------------------------------- tables and plot
 
-CSV_FIELDS = ["task", "agent", "budget", "seed", "agent_name", "env", "kind", "prompt", "test_accuracy",
+CSV_FIELDS = ["task", "model", "split", "agent", "budget", "seed", "agent_name", "env", "kind", "prompt", "test_accuracy",
               "dev_accuracy", "train_accuracy", "test_macro_f1", "dev_reward", "manual_test_accuracy",
-              "manual_dev_accuracy", "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+              "manual_dev_accuracy", "paired_accuracy_diff", "paired_accuracy_ci_low", "paired_accuracy_ci_high",
+              "paired_accuracy_p", "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
 """Columns of a classification bench's ``results.csv``."""
 
 
@@ -304,8 +353,31 @@ def csv_fields(metric_names: list[str]) -> list[str]:
         return list(CSV_FIELDS)
     per_metric = [f"{where}_{m}" for m in metric_names
                   for where in ("test", "dev", "train", "manual_test", "manual_dev")]  # fmt: skip
-    return [*CSV_FIELDS[:8], *per_metric, "test_likelihood", "manual_test_likelihood", "dev_reward",
+    paired = [f"paired_{metric_names[0]}_{x}" for x in ("diff", "ci_low", "ci_high", "p")]
+    return [*CSV_FIELDS[:10], *per_metric, "test_likelihood", "manual_test_likelihood", "dev_reward", *paired,
             "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+
+
+def paired_vs_manual(cell_dir: Path, result: RunResult) -> dict[str, float]:
+    """Per metric, the paired test of the cell's found prompt against its manual prompt on the
+    test examples (:func:`rlprompt.stats.compare_paired`): ``paired_<metric>_diff``, ``_ci_low``,
+    ``_ci_high``, ``_p``. Empty for a run without per-example outcomes."""
+    from rlprompt.outcomes import run_record
+    from rlprompt.stats import compare_paired
+
+    if result.outcomes is None or not (cell_dir / result.outcomes).is_file():
+        return {}
+    path = cell_dir / result.outcomes
+    (_, found), (_, manual) = run_record(path, "found", "test"), run_record(path, "manual", "test")
+    if found["keys"] != manual["keys"]:
+        return {}
+    out = {}
+    for metric in result.metric_names:
+        if metric in found["scores"] and metric in manual["scores"]:
+            c = compare_paired(found["scores"][metric], manual["scores"][metric], metric)
+            out.update({f"paired_{metric}_diff": c.diff, f"paired_{metric}_ci_low": c.ci_low,
+                        f"paired_{metric}_ci_high": c.ci_high, f"paired_{metric}_p": c.p_value})  # fmt: skip
+    return out
 
 
 def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -320,7 +392,7 @@ def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]
         names = best.metric_names
         m, base = best.metrics, best.baseline["metrics"]
         row = {
-            "task": cell.task, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
+            "task": cell.task, "model": cell.model, "split": cell.split, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
             "seed": cell.seed, "agent_name": best.agent, "env": best.env, "kind": best.kind,
             "prompt": best.prompt if best.kind == "discrete" else "<soft>",
             "dev_reward": m["dev"]["reward"], "lm_calls": best.lm_calls,
@@ -338,31 +410,50 @@ def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]
                             f"train_{name}": m["train"][name], f"manual_test_{name}": base["test"][name],
                             f"manual_dev_{name}": base["dev"][name]})  # fmt: skip
             row.update(test_likelihood=m["test"]["likelihood"], manual_test_likelihood=base["test"]["likelihood"])
+        row.update(paired_vs_manual(path.parent, best))
         rows.append(row)
     return rows, names
 
 
-def write_results(out: Path, cells: list[Cell], command: str = "") -> list[dict[str, Any]]:
-    """``results.csv``, ``results.md`` and ``curves.png`` from the finished cells."""
+def write_results(out: Path, cells: list[Cell], command: str = "", reps: int = 2000) -> list[dict[str, Any]]:
+    """``results.csv``, ``results.md``, ``curves.png`` and ``profile.png`` from the finished cells
+    (``reps``: bootstrap resamples of the intervals)."""
     rows, names = _rows(out, cells)
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=csv_fields(names), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=csv_fields(names), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buffer.getvalue())
     header = f"Command: `{command}`\n\n" if command else ""
-    from rlprompt.reporting import bench_table, plot_curves_over_seeds
+    from rlprompt.reporting import bench_table, plot_curves_iqm, plot_performance_profiles, score_matrix, sections
 
     shown = [names[0]] if names[0] == "accuracy" else names
-    tables = "\n".join(bench_table(rows, metric, heading=len(shown) > 1) for metric in shown)
+    tables = "\n".join(bench_table(rows, metric, heading=len(shown) > 1, reps=reps) for metric in shown)
     atomic_write_text(out / "results.md", header + tables)
     if rows:
         several_budgets = len({c.budget for c in cells}) > 1
-        panels: dict[str, dict[str, list[Path]]] = {}
-        for c in cells:
-            if (out / "runs" / c.key / BEST_PROMPT).is_file():
-                label = f"{c.agent} @ {c.budget}" if several_budgets else c.agent
-                panels.setdefault(c.task, {}).setdefault(label, []).append(out / "runs" / c.key / METRICS)
-        plot_curves_over_seeds(panels, out / "curves.png")
+        finished = [c for c in cells if (out / "runs" / c.key / BEST_PROMPT).is_file()]
+        curves: dict[str, dict[str, dict[str | None, list[Path]]]] = {}
+        for c in finished:
+            panel = f"{c.task} on {c.model}" if c.model is not None else c.task
+            label = f"{c.agent} @ {c.budget}" if several_budgets else c.agent
+            curves.setdefault(panel, {}).setdefault(label, {}).setdefault(c.split, []).append(out / "runs" / c.key / METRICS)
+        plot_curves_iqm({p: {lab: list(by_split.values()) for lab, by_split in g.items()} for p, g in curves.items()},
+                        out / "curves.png", reps=reps)  # fmt: skip
+        profiles: dict[str, dict[str, Any]] = {}
+        for (task, model), task_rows in sections(rows).items():
+            splits = list(dict.fromkeys(r.get("split") for r in task_rows))
+            panel = profiles.setdefault(f"{task} on {model}" if model is not None else str(task), {})
+            manual, _ = score_matrix(task_rows, f"manual_test_{names[0]}", splits)
+            if manual.size:
+                panel["manual prompt"] = manual
+            for r in task_rows:
+                label = f"{r['agent']} @ {r['budget']}" if several_budgets else r["agent"]
+                if label not in panel:
+                    matrix, _ = score_matrix([x for x in task_rows if (x["agent"], x["budget"]) == (r["agent"], r["budget"])],
+                                             f"test_{names[0]}", splits)  # fmt: skip
+                    if matrix.size:
+                        panel[label] = matrix
+        plot_performance_profiles(profiles, out / "profile.png", names[0], reps=reps)
     return rows

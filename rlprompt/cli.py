@@ -162,6 +162,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_outcomes(args: argparse.Namespace) -> int:
+    from rlprompt.experiment import finished_runs, record_outcomes
+
+    runs = finished_runs(args.runs)
+    written = record_outcomes(runs)
+    print(f"outcomes written into {len(written)} of {len(runs)} run(s)")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
     from rlprompt.errors import ConfigError
@@ -328,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help='print one JSON line {"metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n"} last')  # fmt: skip
     _add_verbose(p_cmp)
     p_cmp.set_defaults(func=_cmd_compare)
+
+    p_out = sub.add_parser("outcomes", help="write the per-example outcomes of runs from before rlprompt kept them "
+                           "(found and manual prompt re-scored; each split must reproduce best_prompt.json)")  # fmt: skip
+    p_out.add_argument("runs", nargs="+", metavar="RUN",
+                       help="a run directory, or a directory (a bench's output) whose finished runs below it are taken")  # fmt: skip
+    _add_verbose(p_out)
+    p_out.set_defaults(func=_cmd_outcomes)
     return parser
 
 

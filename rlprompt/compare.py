@@ -37,8 +37,7 @@ def load_side(spec: str, split: str) -> dict[str, Any]:
         if result.outcomes is None or not (path / result.outcomes).is_file():
             raise RLPromptError(
                 f"{path} holds no per-example outcomes (a run from before rlprompt kept them, or its outcomes file "
-                f"was removed); write them with: rlprompt eval --run {path} --split {split} --save-outcomes FILE "
-                "(for its manual prompt: rlprompt eval --config CONFIG --save-outcomes FILE), and compare the files"
+                f"was removed); write them into the run with: rlprompt outcomes {path}"
             )  # fmt: skip
         which = side or "found"
         meta, record = run_record(path / result.outcomes, which, split)

@@ -357,3 +357,82 @@ def metrics_match(metrics: dict[str, Any], recorded: dict[str, Any], tol: float 
         elif metrics.get(key) != value:
             return False, float("inf")
     return worst <= tol, worst
+
+
+def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
+    """Write ``outcomes.json`` into finished runs from before rlprompt kept per-example outcomes
+    (schema < 3): the found and the manual prompt re-scored on every split, each split checked to
+    reproduce the metrics ``best_prompt.json`` records (else nothing is written to that run), then
+    ``best_prompt.json`` gains its ``outcomes`` field. Runs that have outcomes are skipped. Runs
+    with the same ``task_model`` section share one loaded model, and runs of the same task (data,
+    template, prompt, scoring; not agent, env, budget or seed) share their prompts' scores, so a
+    manual prompt is scored once. Returns the runs written."""
+    import json
+
+    from rlprompt.config import config_to_dict
+
+    loaded: dict[str, tuple[Any, Any]] = {}
+    records: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+    written = []
+    for run_dir in run_dirs:
+        config, best = load_run(run_dir)
+        if best.outcomes is not None and (run_dir / best.outcomes).is_file():
+            echo(f"{run_dir}: has its outcomes, skipped")
+            continue
+        with directory_lock(run_dir, "run directory"):
+            model_key = json.dumps(config_to_dict(config.task_model), sort_keys=True)
+            if model_key not in loaded:
+                loaded.clear()
+                seed_everything(config.seed)
+                task = Task.from_config(config)
+                loaded[model_key] = (getattr(task.task_model, "model", None), getattr(task.task_model, "tokenizer", None))
+            else:
+                seed_everything(config.seed)
+                model, tokenizer = loaded[model_key]
+                task = Task.from_config(config, model=model, tokenizer=tokenizer)
+            shared = {k: v for k, v in config_to_dict(config).items()
+                      if k not in ("agent", "env", "budget", "selection", "output", "finetune", "seed")}  # fmt: skip
+            task_key = json.dumps(shared, sort_keys=True, default=str)
+            found = run_prompt(run_dir, best)
+            out: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
+            for name, prompt, recorded in (("found", found, best.metrics),
+                                           ("manual", best.baseline["prompt"], best.baseline["metrics"])):  # fmt: skip
+                for split in SPLITS:
+                    key = (task_key, json.dumps(prompt) if isinstance(prompt, str) else f"soft:{run_dir}", split)
+                    if key not in records:
+                        full = task.evaluate(prompt, split, per_example=True)
+                        record = full.pop("per_example")
+                        records[key] = (record, slim_metrics(full, task))
+                    record, metrics = records[key]
+                    same, worst = metrics_match(metrics, recorded[split])
+                    if not same:
+                        raise RLPromptError(f"{run_dir}: the {name} prompt's {split} metrics re-scored here differ from "
+                                            f"its {BEST_PROMPT} (largest deviation {worst:.1e}); its outcomes would not "
+                                            "describe its recorded results, so none are written")  # fmt: skip
+                    out[name][split] = record
+            best.outcomes = RUN_OUTCOMES
+            write_run_outcomes(run_dir / RUN_OUTCOMES, task=best.task, metric_names=list(best.metric_names),
+                               found=out["found"], manual=out["manual"],
+                               prompts={"found": best.prompt, "manual": best.baseline["prompt"]})  # fmt: skip
+            best.save(run_dir / BEST_PROMPT)
+        written.append(run_dir)
+        sizes = ", ".join(f"{split} {out['found'][split]['n']}" for split in SPLITS)
+        echo(f"{run_dir}: outcomes written ({sizes} examples)")
+    return written
+
+
+def finished_runs(paths: list[str]) -> list[Path]:
+    """Each path a run directory, or a directory (a bench's output) whose finished runs, found
+    below it, are taken in sorted order."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if (path / BEST_PROMPT).is_file():
+            runs.append(path)
+        elif path.is_dir():
+            below = sorted(p.parent for p in path.rglob(BEST_PROMPT) if (p.parent / CONFIG).is_file())
+            if not below:
+                raise RLPromptError(f"{path} is not a finished run and holds none")
+            runs += below
+        else:
+            raise RLPromptError(f"run directory not found: {path}")
+    return list(dict.fromkeys(runs))

@@ -69,9 +69,11 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as strict JSON (NaN/inf become null), atomically."""
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, compact: bool = False) -> None:
+    """Write ``obj`` as strict JSON (NaN/inf become null), atomically; indented, or on one line
+    without spaces when ``compact`` (large records of numbers)."""
+    layout: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 2}
+    atomic_write_text(path, json.dumps(json_safe(obj), sort_keys=True, allow_nan=False, **layout) + "\n")
 
 
 def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:

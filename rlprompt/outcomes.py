@@ -15,7 +15,8 @@ A split's record (:func:`split_record`) holds, in example order:
 
 A run keeps the records of its found and its manual prompt on every split in ``outcomes.json``
 (:data:`RUN_OUTCOMES`); ``rlprompt eval --save-outcomes FILE`` writes one prompt's record of one
-split as an outcome file. Both are plain JSON.
+split as an outcome file. Both are plain JSON on one line (compact: about 55 bytes per example and
+prompt for classification, 200 KB for a run on SST-2's 1821 test reviews).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def write_outcome_file(path: str | os.PathLike[str], *, task: str, metric_names:
                        record: dict[str, Any], source: str) -> None:  # fmt: skip
     """One prompt's outcomes on one split, with what produced them (``source``: a run or a config)."""
     atomic_write_json(path, {"format": FORMAT, "version": VERSION, "task": task, "metric_names": metric_names,
-                             "prompt": prompt, "split": split, "source": source, "outcomes": record})  # fmt: skip
+                             "prompt": prompt, "split": split, "source": source, "outcomes": record}, compact=True)  # fmt: skip
 
 
 def write_run_outcomes(path: str | os.PathLike[str], *, task: str, metric_names: list[str],
@@ -63,7 +64,7 @@ def write_run_outcomes(path: str | os.PathLike[str], *, task: str, metric_names:
                        prompts: dict[str, Any]) -> None:  # fmt: skip
     """A run's outcomes: ``found`` and ``manual`` map splits to :func:`split_record` records."""
     atomic_write_json(path, {"format": FORMAT, "version": VERSION, "task": task, "metric_names": metric_names,
-                             "prompts": prompts, "found": found, "manual": manual})  # fmt: skip
+                             "prompts": prompts, "found": found, "manual": manual}, compact=True)  # fmt: skip
 
 
 def _check_record(record: Any, where: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ RUN_FILES = (CONFIG, METRICS, "tensorboard", REWARD_CURVE, CHECKPOINT, SOFT_PROM
 FINETUNE_FILES = (CONFIG, METRICS, "tensorboard", "trainer", "adapter", "model", "adapter.tmp", "model.tmp",
                   FINETUNE_RESULT)  # fmt: skip
 """What ``rlprompt finetune`` writes into its directory."""
-BENCH_FILES = ("runs", "results.csv", "results.md", "curves.png")
+BENCH_FILES = ("runs", "results.csv", "results.md", "curves.png", "profile.png")
 """What ``rlprompt bench`` writes into its ``output_dir``."""
 MANIFEST = ".rlprompt-manifest.json"
 """The record of what rlprompt wrote into a directory: ``{"rlprompt": kind, "files": [names],

@@ -119,7 +119,46 @@ def test_a_run_without_outcomes_says_how_to_get_them(world, tmp_path, capsys):
     assert RunResult.load(old / "best_prompt.json").outcomes is None  # an older run still loads
     assert main(["compare", str(old), str(world["run"])]) == 2
     err = capsys.readouterr().err
-    assert "holds no per-example outcomes" in err and f"rlprompt eval --run {old}" in err
+    assert "holds no per-example outcomes" in err and f"rlprompt outcomes {old}" in err
+
+
+def _make_old(run: Path, where: Path) -> Path:
+    """A copy of ``run`` as a run from before schema 3 (no outcomes)."""
+    shutil.copytree(run, where)
+    (where / "outcomes.json").unlink()
+    result = json.loads((where / "best_prompt.json").read_text())
+    del result["outcomes"]
+    result["schema_version"] = 2
+    (where / "best_prompt.json").write_text(json.dumps(result))
+    return where
+
+
+def test_outcomes_backfills_an_older_run_and_its_records_equal_a_new_runs(world, tmp_path, capsys):
+    bench = tmp_path / "bench" / "runs"
+    old_a, old_b = _make_old(world["run"], bench / "a"), _make_old(world["run"], bench / "b")
+    assert main(["outcomes", str(tmp_path / "bench")]) == 0  # a directory of runs: every finished run below it
+    assert "outcomes written into 2 of 2 run(s)" in capsys.readouterr().out
+    original = json.loads((world["run"] / "outcomes.json").read_text())
+    for old in (old_a, old_b):
+        assert json.loads((old / "outcomes.json").read_text()) == original
+        assert RunResult.load(old / "best_prompt.json").outcomes == "outcomes.json"
+    assert compare_json(capsys, str(old_a), str(world["run"]))["diff"] == 0.0
+    assert main(["outcomes", str(old_a)]) == 0  # already has them: skipped, nothing rewritten
+    assert "has its outcomes, skipped" in capsys.readouterr().out
+
+
+def test_outcomes_refuses_a_run_whose_records_it_cannot_reproduce(world, tmp_path, capsys):
+    old = _make_old(world["run"], tmp_path / "old")
+    result = json.loads((old / "best_prompt.json").read_text())
+    result["baseline"]["metrics"]["test"]["accuracy"] += 0.01  # a record the manual prompt does not give
+    (old / "best_prompt.json").write_text(json.dumps(result))
+    before = (old / "best_prompt.json").read_bytes()
+    assert main(["outcomes", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "the manual prompt's test metrics re-scored here differ" in err and len(err.strip().splitlines()) == 1
+    assert not (old / "outcomes.json").exists() and (old / "best_prompt.json").read_bytes() == before
+    assert main(["outcomes", str(tmp_path / "nothing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

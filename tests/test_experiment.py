@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -546,6 +547,15 @@ def test_bench_config_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"agents": {"x": None}, "budgets": [5, 5]}))
     assert main(["bench", str(path)]) == 2
     assert "budgets must be distinct" in capsys.readouterr().err
+    for bench, message in [
+        ({"data_dirs": ["a/16-13", "b/16-13"]}, "data_dirs must end in distinct folder names"),
+        ({"data_dirs": ["a/16-13"], "tasks": {"t": ["data.dir=x/16-{seed}"]}}, "drop 'data.dir=...{seed}' from tasks"),
+        ({"bootstrap_reps": 50}, "bootstrap_reps must be >= 200"),
+        ({"task_models": {"a/b": None}}, "must be a plain name"),
+    ]:  # fmt: skip
+        path.write_text(yaml.safe_dump({"base": None, "agents": {"x": None}, **bench}))
+        assert main(["bench", str(path)]) == 2
+        assert message in capsys.readouterr().err
     path.write_text(yaml.safe_dump({"agent": {"x": None}}))
     assert main(["bench", str(path)]) == 2
     assert "unknown config key 'agent' (did you mean 'agents'?)" in capsys.readouterr().err
@@ -554,3 +564,53 @@ def test_bench_config_errors(tmp_path, capsys):
 
         path.write_text(yaml.safe_dump({"agents": {"nope": None}}))
         run_bench(path)
+
+
+def test_bench_grid_over_two_data_dirs_and_two_seeds(tmp_path, small_data, tiny_clm_dir):
+    """Cells per split and seed; the table's columns recomputed by hand from results.csv."""
+    from rlprompt.bench import run_bench
+
+    other = tmp_path / "other-split"  # a second split: another train set, the same test set
+    other.mkdir()
+    for name in ("dev.tsv", "test.tsv"):
+        (other / name).write_text((small_data / name).read_text())
+    train = (small_data / "train.tsv").read_text().splitlines()
+    (other / "train.tsv").write_text("\n".join([train[0], *train[1:][::-1][:16]]) + "\n")
+    config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 4},
+                               task_model={"kind": "causal_lm", "name_or_path": str(tiny_clm_dir)},
+                               template="{prompt} {sentence} It was", verbalizers=[" bad", " good"])  # fmt: skip
+    bench = {"base": str(config_path), "set": ["budget.prompt_evals=8", "output.tensorboard=false", "output.plot=false"],
+             "agents": {"random_search": None}, "tasks": {"small": []}, "data_dirs": [str(small_data), str(other)],
+             "seeds": [1, 2],
+             "bootstrap_reps": 300, "output_dir": str(tmp_path / "grid")}  # fmt: skip
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    rows = run_bench(tmp_path / "bench.yaml", progress=False, echo=lambda *_: None)
+    out = tmp_path / "grid"
+    assert len(rows) == 4 and {(r["split"], r["seed"]) for r in rows} == {
+        (s, seed) for s in (small_data.name, "other-split") for seed in (1, 2)}  # fmt: skip
+    assert (out / "runs" / "small" / "random_search" / "bbase" / "other-split" / "seed2" / "best_prompt.json").is_file()
+    assert (out / "profile.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+    with (out / "results.csv").open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert csv_rows[0]["split"] in (small_data.name, "other-split") and "model" in csv_rows[0]
+    table = (out / "results.md").read_text()
+    assert f"data splits ['{small_data.name}', 'other-split'] (tasks) x seeds [1, 2] (runs)" in table
+    for agent in ("random_search",):
+        mine = [r for r in csv_rows if r["agent"] == agent]
+        test = np.array([float(r["test_accuracy"]) for r in mine])
+        line = next(line for line in table.splitlines() if line.startswith(f"| {agent} |")).split(" | ")
+        assert line[3] == "4" and line[4].startswith(f"{test.mean():.4f} ±")
+        assert line[5].startswith(f"{np.sort(test)[1:3].mean():.4f} [")  # IQM of 4 runs: the middle two
+        per_split = []
+        for split in (small_data.name, "other-split"):
+            runs = [float(r["test_accuracy"]) for r in mine if r["split"] == split]
+            manual = float(next(r["manual_test_accuracy"] for r in mine if r["split"] == split))
+            per_split.append(np.mean([1.0 if v > manual else 0.5 if v == manual else 0.0 for v in runs]))
+        assert line[6].startswith(f"{np.mean(per_split):.2f} [")
+        assert "too few runs for a verdict on manual (4 < 6)" in line[8]
+        better = sum(float(r["paired_accuracy_ci_low"]) > 0 for r in mine)
+        worse = sum(float(r["paired_accuracy_ci_high"]) < 0 for r in mine)
+        assert line[9] == f"{better} / {worse} of 4"  # every new run keeps its outcomes: all four tested
+        for r in mine:
+            assert float(r["paired_accuracy_diff"]) == pytest.approx(
+                float(r["test_accuracy"]) - float(r["manual_test_accuracy"]), abs=1e-6)
