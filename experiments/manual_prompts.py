@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def main() -> None:
         rows.append(row)
         print(f"{test['accuracy']:.4f} test, {dev['accuracy']:.4f} dev  {template!r} prompt={prompt!r} "
               f"verbalizers={verbalizers} counts={test['predicted_counts']}", flush=True)
-    lines = [f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", "",
+    command = " ".join(["python", "experiments/manual_prompts.py", *sys.argv[1:]])
+    lines = [f"Command: `{command}`", "",
+             f"Task model `causal_lm:{args.model}`, data `{args.data_dir}` (test n={rows[0]['n_test']}).", "",
              *markdown_rows(rows, calibrated=args.calibration == "batch")]
     table = "\n".join(lines) + "\n"
     print(table)

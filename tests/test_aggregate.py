@@ -99,3 +99,25 @@ def test_bench_table_columns_by_hand():
     single = [{**r, "split": None} for r in _rows({"good": {"a": values["good"]["a"]}}, {"a": 0.5})]
     text = bench_table(single, reps=300)
     assert "seeds [1, 2, 3] (runs; one task" in text and "too few runs for a verdict on manual (3 < 6)" in text
+
+
+def test_bench_cells_over_models_and_splits_load_each_model_once(tmp_path):
+    import yaml
+
+    from rlprompt.bench import cells_of, load_bench
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": None, "agents": {"sql": None}, "tasks": {"sst2": ["template={sentence} {prompt}"]}, "seeds": [1, 2],
+        "data_dirs": ["d/16-13", "d/16-21/"], "budgets": [10],
+        "task_models": {"small": None, "big": ["task_model.name_or_path=embedded:gemma3-270m"]},
+    }, sort_keys=False))  # fmt: skip
+    bench, _ = load_bench(path)
+    cells = cells_of(bench)
+    assert len(cells) == 2 * 2 * 2 * 2  # models x agents (sql, random search) x splits x seeds
+    assert cells[0].key == "sst2/small/sql/b10/16-13/seed1" and cells[-1].key == "sst2/big/random_search/b10/16-21/seed2"
+    models = [c.model for c in cells]
+    assert models == sorted(models, key=["small", "big"].index)  # model by model: each loads once
+    big = next(c for c in cells if c.model == "big" and c.split == "16-21")
+    assert "task_model.name_or_path=embedded:gemma3-270m" in big.overrides and "data.dir=d/16-21/" in big.overrides
+    assert big.overrides[-2:] == ["seed=1", "budget.prompt_evals=10"]
