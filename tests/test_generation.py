@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from rlprompt.config import config_from_dict
 from rlprompt.errors import ConfigError, DataError, RLPromptError
+from rlprompt.experiment import record_outcomes
 from rlprompt.rewards import generation as gm
 from rlprompt.task import Task
 
@@ -310,6 +312,18 @@ def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path
     exported = json.loads(Path(export_run(tmp_path / "run", "json", tmp_path / "export.json")).read_text())
     assert exported["prompt"] == result.prompt and exported["task"] == "generation"
     assert exported["generation"]["metrics"][0] == "f1" and "verbalizers" not in exported
+    # a run from before outcomes were kept gets the very records a new run writes
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "run", old)
+    (old / "outcomes.json").unlink()
+    record = json.loads((old / "best_prompt.json").read_text())
+    del record["outcomes"]
+    (old / "best_prompt.json").write_text(json.dumps(record))
+    assert record_outcomes([old], echo=lambda *_: None) == [old]
+    written = json.loads((old / "outcomes.json").read_text())
+    assert written == json.loads((tmp_path / "run" / "outcomes.json").read_text())
+    sample = saved.metrics["test"]["outputs"]  # the first few outputs, kept in the metrics
+    assert written["found"]["test"]["predictions"][: len(sample)] == sample
 
 
 # ------------------------------------------------------------------ bad input
