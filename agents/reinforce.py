@@ -1,7 +1,8 @@
 """REINFORCE with a baseline and an entropy bonus.
 
-* Token env: a categorical policy over the next word given the prefix (the shared
-  :class:`ActorCritic` network; its value head is the learned baseline).
+* Token and demonstration envs: a categorical policy over the next word (or demonstration)
+  given the prefix (the shared :class:`ActorCritic` network; its value head is the learned
+  baseline), masked where the env marks valid actions.
 * Soft env: a diagonal Gaussian policy over the subspace point ``z`` (mean and log-std are the
   parameters; a moving-average baseline), actions clipped to ``[-1, 1]``.
 
@@ -16,7 +17,7 @@ import torch
 from gymnasium import spaces
 
 from rlprompt.agents.base import Agent
-from rlprompt.agents.networks import ActorCritic, sample_actions, seeded_module
+from rlprompt.agents.networks import ActorCritic, current_masks, masked_logits, sample_actions, seeded_module
 from rlprompt.agents.reinforce_config import ReinforceConfig
 from rlprompt.rl import discounted_returns
 from rlprompt.task_models import Prompt
@@ -82,14 +83,16 @@ class Reinforce(Agent):
 
     def _token_step(self) -> dict[str, float]:
         obs = self.reset_envs()
-        obs_buf, act_buf, rew_buf, done_buf = [], [], [], []
+        obs_buf, act_buf, rew_buf, done_buf, mask_buf = [], [], [], [], []
         for _ in range(self.env.episode_length):
             obs_t = torch.as_tensor(obs)
+            mask = current_masks(self.vec_env.envs)  # envs with action masks (edit, demos): valid actions only
             with torch.no_grad():
-                actions = sample_actions(self.net(obs_t)[0], self.torch_rng)
+                actions = sample_actions(masked_logits(self.net(obs_t)[0], mask), self.torch_rng)
             obs, reward, terminated, truncated, _ = self.step_envs(actions.numpy())
             obs_buf.append(obs_t)
             act_buf.append(actions)
+            mask_buf.append(mask)
             rew_buf.append(torch.as_tensor(reward, dtype=torch.float32))
             done_buf.append(torch.as_tensor(terminated | truncated))
         dones = torch.stack(done_buf)
@@ -100,6 +103,7 @@ class Reinforce(Agent):
         last_done = torch.where(dones, steps, torch.full_like(steps, -1)).max(0).values
         valid = (steps <= last_done[None, :]).flatten()
         logits, values = self.net(torch.cat(obs_buf))
+        logits = masked_logits(logits, torch.cat(mask_buf) if mask_buf[0] is not None else None)
         logits, values, returns = logits[valid], values[valid], returns[valid]
         log_probs = torch.log_softmax(logits, -1)
         chosen = log_probs.gather(-1, torch.cat(act_buf)[valid][:, None]).squeeze(-1)
@@ -133,7 +137,7 @@ class Reinforce(Agent):
 
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
-                logits = self.net(torch.as_tensor(obs)[None])[0]
+                logits = masked_logits(self.net(torch.as_tensor(obs)[None])[0], torch.as_tensor(mask)[None] if mask is not None else None)
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
         return self.env.decode(choose)

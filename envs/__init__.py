@@ -6,7 +6,8 @@ Gymnasium ids (no torch is imported):
 * ``token`` - ``rlprompt/TokenPrompt-v0`` - :class:`TokenPromptEnv`, write a prompt word by word;
 * ``selection`` - ``rlprompt/PromptSelection-v0`` - :class:`PromptSelectionEnv`, a bandit over K candidates;
 * ``edit`` - ``rlprompt/PromptEdit-v0`` - :class:`PromptEditEnv`, edit the manual prompt;
-* ``soft`` - ``rlprompt/SoftPrompt-v0`` - :class:`SoftPromptEnv`, soft prompts in a random subspace.
+* ``soft`` - ``rlprompt/SoftPrompt-v0`` - :class:`SoftPromptEnv`, soft prompts in a random subspace;
+* ``demos`` - ``rlprompt/DemoSelection-v0`` - :class:`DemoSelectionEnv`, choose and order demonstrations.
 
 ``gymnasium.make(id)`` with no kwargs builds the embedded default task (MiniLM on the
 built-in demo data); ``task=``, ``config=`` (a Config, dict or YAML path) and ``overrides=``
@@ -21,6 +22,7 @@ line in ``_KINDS`` below; ``tests/test_envs.py`` runs ``check_env`` on every reg
 from gymnasium.envs.registration import register, registry
 
 from rlprompt.envs.base import EnvConfig, EnvSpec, PromptEnv, ScoreRequest, ScoreResult, make_task, score_requests
+from rlprompt.envs.demos import DemoSelectionEnv, DemosEnvConfig
 from rlprompt.envs.edit import EditEnvConfig, PromptEditEnv, enumerate_edits
 from rlprompt.envs.selection import PromptSelectionEnv, SelectionEnvConfig, load_candidates
 from rlprompt.envs.soft import SoftEnvConfig, SoftPromptEnv
@@ -35,6 +37,7 @@ _KINDS = [
     EnvSpec("selection", SelectionEnvConfig, PromptSelectionEnv, "rlprompt/PromptSelection-v0"),
     EnvSpec("edit", EditEnvConfig, PromptEditEnv, "rlprompt/PromptEdit-v0"),
     EnvSpec("soft", SoftEnvConfig, SoftPromptEnv, "rlprompt/SoftPrompt-v0"),
+    EnvSpec("demos", DemosEnvConfig, DemoSelectionEnv, "rlprompt/DemoSelection-v0"),
 ]
 ENV_IDS = {}
 for _spec in _KINDS:
@@ -53,6 +56,8 @@ def build_env(task, config: EnvConfig) -> PromptEnv:
 __all__ = [
     "ENV_IDS",
     "BatchedPromptVectorEnv",
+    "DemoSelectionEnv",
+    "DemosEnvConfig",
     "EditEnvConfig",
     "EnvConfig",
     "EnvSpec",

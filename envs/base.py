@@ -52,6 +52,9 @@ class EnvConfig:
 
     kind: str = "token"
     """A registered env kind."""
+    searches: ClassVar[str] = "instruction"
+    """The prompt part the kind searches: ``instruction`` (the template's ``{prompt}``) or
+    ``demos`` (its ``{demos}``); the config checks that the template has that slot."""
     batch_size: int | None = 16
     """Train examples each prompt evaluation is scored on (a fresh minibatch every time);
     null scores every evaluation on the whole split."""
@@ -372,7 +375,7 @@ class PromptEnv(gym.Env):
 
     def default_prompt(self) -> Prompt:
         """The prompt to report before anything was learned (the manual prompt, or the soft start)."""
-        return self.task.config.prompt
+        return self.task.config.manual_prompt
 
     # ------------------------------------------------------------- subclass hooks
 

@@ -136,7 +136,7 @@ class PromptSelectionEnv(PromptEnv):
             )
         if getattr(base.task_model, "model", None) is None or getattr(base.task_model, "tokenizer", None) is None:
             raise ConfigError("template/verbalizer candidates need a Hugging Face task model")
-        model = build_task_model(config.task_model, config.template, config.verbalizers,
+        model = build_task_model(config.task_model, config.model_template, config.verbalizers,
                                  model=base.task_model.model, tokenizer=base.task_model.tokenizer)  # fmt: skip
         model.stats = base.task_model.stats  # one LM-call count for the env, whatever the candidate
         return Task(config, base.data, model)

@@ -47,7 +47,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with progress.stage(f"loading {config.task_model.label} and the data", total=1):
         progress.step("")
         task = Task.from_config(config)
-    prompt = config.prompt if args.prompt is None else args.prompt
+    prompt = config.manual_prompt if args.prompt is None else args.prompt
     with progress.stage(f"scoring on {args.split}", total=1):
         progress.step(f"{progress.shorten(prompt)} ({len(task.data.split(args.split))} examples)")
         result = evaluate_prompt(config, prompt, args.split, task=task, per_example=args.save_outcomes is not None)

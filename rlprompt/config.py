@@ -29,7 +29,6 @@ import difflib
 import json
 import math
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ import yaml
 
 from rlprompt.errors import ConfigError, first_line
 from rlprompt.registry import AGENTS, ENVS, GENERATION_METRICS, REWARDS, TASK_MODELS, Registry
+from rlprompt.template import PLACEHOLDER as _PLACEHOLDER
+from rlprompt.template import check_placeholders, has_demos_slot, input_fields, model_template, placeholders
 
 DEFAULT_AGENT = "ppo"
 DEFAULT_TASK_MODEL = "encoder"
@@ -321,6 +322,31 @@ class SelectionConfig:
                               "it needs selection.include_manual: true")  # fmt: skip
 
 
+@dataclass
+class DemosConfig:
+    """Demonstrations: how a train example is shown in the prompt (``{demos}`` in the template)
+    and where they are drawn from. The demonstration env (``env.kind: demos``) searches which are
+    shown and in what order; ``rlprompt eval --prompt`` takes a block of them as the prompt."""
+
+    template: str | None = None
+    """One demonstration: the input's fields and ``{label_word}`` (classification: the class's
+    verbalizer, stripped) or ``{answer}`` (generation: the first reference), e.g.
+    ``"Review: {sentence}\\nSentiment: {label_word}\\n\\n"`` or
+    ``"{context}\\nQuestion: {question}\\nAnswer: {answer}\\n\\n"``. Demonstrations are joined as
+    rendered, so end it with the separator. Needed when the template has ``{demos}``."""
+    pool: str = "train"
+    """Where demonstrations come from: ``train`` (the train split) or a data file (.tsv, .csv
+    or .jsonl with the train split's columns). An example a prompt shows is never scored with
+    that prompt, whatever the split."""
+
+    def __post_init__(self) -> None:
+        if self.template is not None and not self.template.strip():
+            raise ConfigError("demos.template is empty: it renders one demonstration (input fields and "
+                              "{label_word} or {answer})")  # fmt: skip
+        if not self.pool:
+            raise ConfigError("demos.pool must be 'train' or a data file")
+
+
 LEGACY_SELECTION = {"splits": ["dev"], "include_manual": False, "paired": False, "guard_splits": []}
 """What runs saved before ``selection`` existed did: the dev split alone, found prompts only."""
 
@@ -448,7 +474,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     template: str = "{sentence} {prompt}"
     """Input template with ``{sentence}``, ``{prompt}`` and (masked LMs) ``{mask}``; generation
-    tasks name their input fields (``{context}``, ``{question}``, ``{source}`` ...)."""
+    tasks name their input fields (``{context}``, ``{question}``, ``{source}`` ...). ``{demos}``
+    places demonstrations (``demos``), searched by ``env.kind: demos``; ``prompt`` is then
+    fixed text and ``{prompt}`` optional (:mod:`rlprompt.template`)."""
     prompt: str = "It was"
     """The manual prompt: the baseline everywhere and the edit env's start."""
     verbalizers: list[str] | None = None
@@ -461,6 +489,8 @@ class Config:
     evaluation, train and dev each over its own examples before they are pooled: no labels
     used), which removes the prompt's lean towards one class before rewards, predictions and
     metrics (batch calibration). ``none``: raw class scores."""
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    """Demonstrations shown at ``{demos}`` in the template: their template and pool."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """Generation tasks only: generation, chat template and metrics."""
@@ -491,9 +521,57 @@ class Config:
         else:
             self._check_classification()
         self.env = self._resolve_env(self.env)
+        self._check_demos()
         self._check_calibration()
         self._check_edit_start()
         self._check_served_budgets()
+
+    def _check_demos(self) -> None:
+        """``{demos}`` at most once, with a demonstration template that shows the task's input
+        fields and its answer; the env searches the slot the template has."""
+        slots = placeholders(self.template).count("demos")
+        searches = getattr(type(self.env), "searches", "instruction")
+        if slots > 1:
+            raise ConfigError(f"template must contain '{{demos}}' at most once, got {self.template!r}")
+        if not slots:
+            if searches == "demos":
+                raise ConfigError(f"env.kind={self.env_kind()} searches demonstrations: put '{{demos}}' in the template "
+                                  "where they go (and set demos.template)")  # fmt: skip
+            return
+        if searches != "demos":
+            raise ConfigError(f"'{{demos}}' in the template makes the demonstrations the searched part (the prompt "
+                              f"{self.prompt!r} is then fixed text): use env.kind: demos, or remove '{{demos}}' to "
+                              f"search the instruction with env.kind={self.env_kind()}")  # fmt: skip
+        demo = self.demos.template
+        if demo is None:
+            raise ConfigError("the template has '{demos}': set demos.template, how one demonstration is shown "
+                              "(e.g. 'Review: {sentence}\\nSentiment: {label_word}\\n\\n')")  # fmt: skip
+        answer = "answer" if self.task == "generation" else "label_word"
+        fields = input_fields(self.template)
+        check_placeholders("demos.template", demo, (*fields, answer))
+        names = placeholders(demo)
+        if answer not in names:
+            raise ConfigError(f"demos.template must show the answer with '{{{answer}}}', got {demo!r}")
+        if not [n for n in names if n != answer]:
+            raise ConfigError(f"demos.template shows no input field ({', '.join('{' + f + '}' for f in fields)}), "
+                              f"got {demo!r}")  # fmt: skip
+        if self.template.index("{demos}") > min(self.template.index("{" + f + "}") for f in fields):
+            raise ConfigError(f"'{{demos}}' must come before the input in the template (demonstrations are shown "
+                              f"first and cached once per prompt), got {self.template!r}")  # fmt: skip
+        model_template(self.template, self.prompt)  # the prompt is fixed text: no placeholders
+
+    @property
+    def model_template(self) -> str:
+        """The template the task model sees (:func:`rlprompt.template.model_template`): the
+        template itself, or with ``{demos}`` the prompt written in and the demonstrations at the
+        model's prompt slot."""
+        return model_template(self.template, self.prompt)
+
+    @property
+    def manual_prompt(self) -> str:
+        """The baseline prompt at the model's slot: ``prompt``, or with ``{demos}`` no
+        demonstrations (zero-shot, ``prompt`` written into the template)."""
+        return "" if has_demos_slot(self.template) else self.prompt
 
     def _check_calibration(self) -> None:
         if self.calibration == "none":
@@ -544,11 +622,14 @@ class Config:
             raise ConfigError("'{mask}' in template is only for masked-LM classification")
         prompts = names.count("prompt")
         wanted = 0 if self.generation.chat == "system" else 1
-        if prompts != wanted:
+        if "demos" in names and self.generation.chat == "system":
+            raise ConfigError("'{demos}' places demonstrations in the template; generation.chat=system moves the prompt "
+                              "into the system message: use generation.chat none or user with demonstrations")  # fmt: skip
+        if prompts != wanted and not ("demos" in names and prompts == 0):
             where = ("the system message holds the prompt (generation.chat=system): remove '{prompt}' from template"
                      if wanted == 0 else "template must contain '{prompt}' exactly once (where the prompt goes)")  # fmt: skip
             raise ConfigError(f"{where}, got {self.template!r}")
-        if not [n for n in names if n != "prompt"]:
+        if not input_fields(self.template):
             raise ConfigError(f"template names no input field ('{{context}}', '{{source}}' ...), got {self.template!r}")
         if self.generation.chat == "system" and getattr(self.task_model, "soft_prompt_position", None) == "template":
             raise ConfigError("task_model.soft_prompt_position=template places soft prompts at '{prompt}', which "
@@ -578,7 +659,7 @@ class Config:
         elif reward in GENERATION_REWARDS or (reward in GENERATION_METRICS and reward not in REWARDS):
             raise ConfigError(f"reward '{reward}' scores generated text; this is a classification task "
                               f"(set task: generation, or pick one of {REWARDS.names()})")  # fmt: skip
-        check_placeholders("template", self.template, ("sentence", "prompt", "mask"))
+        check_placeholders("template", self.template, ("sentence", "prompt", "demos", "mask"))
         if "{sentence}" not in self.template:
             raise ConfigError("template must contain '{sentence}'")
         kind = self.task_model.kind
@@ -586,7 +667,7 @@ class Config:
             raise ConfigError(f"task_model.kind={kind} needs exactly one '{{mask}}' in template")
         if not spec.mask_slot and "{mask}" in self.template:
             raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
-        if self.template.count("{prompt}") != 1:
+        if self.template.count("{prompt}") != 1 and not (has_demos_slot(self.template) and "{prompt}" not in self.template):
             raise ConfigError(
                 f"template must contain '{{prompt}}' exactly once (where the prompt goes), got {self.template!r}: "
                 "without it every prompt would score the same"
@@ -628,20 +709,6 @@ class Config:
     def env_kind(self) -> str:
         """The env kind the run uses (``env.kind``, resolved from ``auto`` to the agent's main kind)."""
         return ENV_SECTION.name_of(self.env)
-
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def check_placeholders(name: str, text: str, known: tuple[str, ...]) -> None:
-    """Every ``{word}`` in ``text`` must be one of ``known`` (a typo such as ``{promt}`` would
-    otherwise stay in the text literally)."""
-    for match in _PLACEHOLDER.finditer(text):
-        if match.group(1) not in known:
-            close = difflib.get_close_matches(match.group(1), known, n=1)
-            hint = f" (did you mean '{{{close[0]}}}'?)" if close else ""
-            allowed = ", ".join(f"{{{k}}}" for k in known)
-            raise ConfigError(f"{name} has an unknown placeholder '{match.group(0)}'{hint}; allowed: {allowed}")
 
 
 def check_ranges(

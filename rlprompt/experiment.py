@@ -59,7 +59,7 @@ from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt
 
 METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "invalid", "likelihood",
-               "outputs", "class_shift")
+               "outputs", "class_shift", "shown_excluded")
 """What a split's metrics keep besides a generation task's configured metrics."""
 
 
@@ -246,7 +246,7 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
     (``{"found"|"manual": {split: record}}``)."""
     selection = config.selection
     text_prompts = config.env_kind() != "soft"
-    extra = [config.prompt] if selection.include_manual and text_prompts else []
+    extra = [config.manual_prompt] if selection.include_manual and text_prompts else []
     with agent.evaluating():
         guard = selection.guard_splits if extra else []
         best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
@@ -254,7 +254,7 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         metrics, baseline = {}, {}
         outcomes: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
         with stages.stage("evaluating the best and the manual prompt", total=2 * len(SPLITS)):
-            for scores, prompt, name in ((metrics, best.prompt, "found"), (baseline, config.prompt, "manual")):
+            for scores, prompt, name in ((metrics, best.prompt, "found"), (baseline, config.manual_prompt, "manual")):
                 for split in SPLITS:
                     stages.step(f"{name} {stages.shorten(prompt)} on {split} ({len(task.data.split(split))} examples)")
                     full = task.evaluate(prompt, split, per_example=True)
@@ -269,7 +269,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         soft_prompt_path=SOFT_PROMPT if soft else None,
         n_virtual_tokens=int(best.prompt.shape[0]) if soft else None,
         metrics=metrics,
-        baseline={"prompt": config.prompt, "metrics": baseline},
+        baseline={"prompt": config.manual_prompt, "metrics": baseline},
+        demonstrations=None if soft else task.demonstrations(best.prompt),
         train_reward=best.train_reward,
         candidates=best.candidates,
         lm_calls=agent.lm_calls,

@@ -26,6 +26,7 @@ from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import atomic_write_bytes, json_safe, temp_path_for
 from rlprompt.registry import TASK_MODELS
 from rlprompt.rundir import check_output_path, is_run_dir, load_run, run_prompt
+from rlprompt.template import has_demos_slot, render
 
 FORMATS = ("json", "txt", "peft")
 
@@ -150,6 +151,7 @@ def export_run(
             "prompt": best.prompt,
             "token_ids": best.token_ids,
             **task_fields(config),
+            **demonstration_fields(config, best),
             "metrics": best.metrics,
             "baseline": best.baseline,
             "agent": best.agent,
@@ -177,6 +179,17 @@ def task_fields(config: Any) -> dict[str, Any]:
               if config.task == "classification" else {"generation": config_to_dict(config.generation)})  # fmt: skip
     return {"task": config.task, "template": config.template, **family,
             "task_model": config_to_dict(config.task_model)}  # fmt: skip
+
+
+def demonstration_fields(config: Any, best: Any) -> dict[str, Any]:
+    """A demonstration run's structured prompt: ``demonstrations`` (the found block's pool ids
+    and texts, the fixed instruction, the demonstration template, the pool, the label words) and
+    ``rendered``: the template as the task model reads it with the block written in (the input
+    fields left as placeholders). Nothing for instruction prompts."""
+    if not has_demos_slot(config.template) or best.prompt is None:
+        return {}
+    rendered = render(config.model_template, {"prompt": best.prompt})
+    return {"demonstrations": best.demonstrations, "rendered": rendered}
 
 
 def _peft_state(out: Path) -> tuple[set[str], list[str], list[str]]:

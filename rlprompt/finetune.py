@@ -36,6 +36,7 @@ from rlprompt.logger import Logger
 from rlprompt.results import FinetuneResult, RunResult
 from rlprompt.rewards.classification import prediction_metrics
 from rlprompt.rundir import FINETUNE_RESULT, check_finetune_dir, saved_config, writing_run_dir
+from rlprompt.template import render
 from rlprompt.verbosity import quiet_libraries
 
 EVAL_SPLITS = ("dev", "test")
@@ -71,7 +72,7 @@ class AnswerTask:
             raise ConfigError(f"verbalizers {config.verbalizers} are not distinct as words")
 
     def query(self, sentence: str) -> str:
-        return self.config.template.replace("{sentence}", sentence).replace("{prompt}", self.prompt)
+        return render(self.config.model_template, {"sentence": sentence, "prompt": self.prompt})
 
     def queries(self, split: str) -> list[str]:
         return [self.query(t) for t in self.data.split(split).texts]
@@ -134,7 +135,7 @@ def resolve_prompt(config: Config) -> str:
     """``finetune.prompt_file``'s discrete prompt, or the config's ``prompt``."""
     path = config.finetune.prompt_file
     if path is None:
-        return config.prompt
+        return config.manual_prompt
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"finetune.prompt_file not found: {p}")

@@ -16,31 +16,31 @@ whole split, with the likelihood; the first metric of ``generation.metrics`` is 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from rlprompt.config import Config
-from rlprompt.data.generation import GenerationTaskData, load_generation_data
+from rlprompt.data import _read_rows
+from rlprompt.data.generation import GenerationTaskData, generation_dataset_from_records, load_generation_data
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.outcomes import example_key, split_record
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
 from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
+from rlprompt.template import input_fields
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SAMPLE_OUTPUTS = 3
 """Greedy outputs kept in a split's metrics (the first examples'), to show what a prompt does."""
 
 
 def template_fields(config: Config) -> list[str]:
-    """The input fields the config's template names (``{prompt}`` excluded), in order."""
-    names = _PLACEHOLDER.findall(config.template)
-    return list(dict.fromkeys(n for n in names if n != "prompt"))
+    """The input fields the config's template names (``{prompt}`` and ``{demos}`` excluded), in order."""
+    return input_fields(config.template)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class GenerationTask(Task):
         spec = TASK_MODELS[config.task_model.kind]
         if spec.generation_entry_point is None:  # pragma: no cover - refused by the config already
             raise ConfigError(f"task_model.kind={config.task_model.kind} cannot generate text")
-        task_model = spec.generation_class.from_config(config.task_model, config.template, [],
+        task_model = spec.generation_class.from_config(config.task_model, config.model_template, [],
                                                        generation=config.generation, model=model, tokenizer=tokenizer)  # fmt: skip
         for split in ("train", "dev", "test"):
             dataset = data.split(split)
@@ -84,6 +84,23 @@ class GenerationTask(Task):
 
     def labels(self, split: str) -> torch.Tensor:
         raise RLPromptError("a generation task has references, not labels")
+
+    def _inputs(self, split: str) -> Sequence[Any]:
+        return self.data.split(split).examples
+
+    def _pool_records(self) -> tuple[list[Any], list[str], list[int | None]]:
+        """(inputs, first references, no classes) of the demonstration pool: train or a data file."""
+        pool = self.config.demos.pool
+        if pool == "train":
+            dataset = self.data.train
+        else:
+            path = Path(pool)
+            if not path.is_file():
+                raise ConfigError(f"demos.pool: no such file {pool} (give 'train' or a data file)")
+            first = 1 if path.suffix.lower() == ".jsonl" else 2
+            dataset = generation_dataset_from_records(_read_rows(path), str(path), self.data.fields,
+                                                      self.data.reference_field, self.config.data.empty_text, first)  # fmt: skip
+        return list(dataset.examples), [refs[0] for refs in dataset.references], [None] * len(dataset)
 
     def logits(self, prompts: Any, split: str = "train", indices: Any = None) -> torch.Tensor:
         raise RLPromptError("a generation task has no class logits: use reward() or evaluate()")
@@ -115,6 +132,8 @@ class GenerationTask(Task):
         if indices is None:
             indices = np.arange(len(self.data.split(split)))
         indices = self._checked_indices(split, indices)
+        if self.shows_demos:  # each prompt on the examples it does not show
+            return self.score_requests(prompt_list, [indices] * len(prompt_list), split)[0]
         if self.budget is not None:
             self.budget.check("prompt_evals", len(prompt_list))
         examples, references = self._batches(split, [indices] * len(prompt_list))
@@ -127,7 +146,8 @@ class GenerationTask(Task):
         """Reward of prompt ``i`` on its own examples ``indices[i]`` (twice: the batch metric a
         classification task reports as accuracy is the reward itself here)."""
         prompt_list = _prompt_list(prompts)
-        indices = self._checked_index_sets(split, indices, len(prompt_list))
+        split = checked_split(split)
+        indices = self._unshown_sets(prompt_list, split, self._checked_index_sets(split, indices, len(prompt_list)))
         if self.budget is not None:
             self.budget.check("prompt_evals", len(indices))
         examples, references = self._batches(split, indices)
@@ -141,7 +161,7 @@ class GenerationTask(Task):
         if not self.config.selection.paired:
             return None
         examples, references = self._batches(split, indices)
-        return self._rewards([self.config.prompt] * len(examples), examples, references)
+        return self._rewards([self.config.manual_prompt] * len(examples), examples, references)
 
     # ------------------------------------------------------------ evaluation
 
@@ -153,6 +173,10 @@ class GenerationTask(Task):
         likelihood and its generated text)."""
         prompt = checked_prompt(prompt)
         dataset = self.data.split(checked_split(split))
+        kept = self._unshown_sets([prompt], split, [list(range(len(dataset)))])[0]
+        shown = len(dataset) - len(kept)
+        if shown:  # the examples the prompt shows as demonstrations are not scored
+            dataset = dataset.subset(kept)
         before = self.task_model.stats.lm_calls
         tokens_before = self.task_model.stats.generated_tokens
         examples, references = list(dataset.examples), list(dataset.references)
@@ -167,6 +191,8 @@ class GenerationTask(Task):
         metrics["outputs"] = outputs[:SAMPLE_OUTPUTS]
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         metrics["generated_tokens"] = self.task_model.stats.generated_tokens - tokens_before
+        if shown:
+            metrics["shown_excluded"] = shown
         if per_example:
             scores = {name: [float(GENERATION_METRICS[name]([out], [refs])) for out, refs in zip(outputs, references, strict=True)]
                       for name in self.metric_names}  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from rlprompt.errors import RLPromptError
 from rlprompt.io import atomic_write_json, read_json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SPLITS = ("train", "dev", "test")
 SplitMetrics = dict[str, Any]
 """One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...;
@@ -119,6 +119,10 @@ class RunResult(_Result):
     """The per-example outcomes of the found and the manual prompt on every split
     (:mod:`rlprompt.outcomes`), relative to the run directory; None in runs from before schema
     version 3, whose outcomes ``rlprompt eval --run RUN --save-outcomes FILE`` writes."""
+    demonstrations: dict[str, Any] | None = None
+    """Runs whose prompts are demonstrations (``{demos}`` in the template, schema 4): the found
+    block's pool ``ids`` and ``texts`` in order, the fixed ``instruction``, the demonstration
+    ``template``, the ``pool`` and the ``label_words``; None otherwise and in older runs."""
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -21,12 +21,13 @@ import torch
 
 from rlprompt.budget import Budget
 from rlprompt.config import Config, config_from_dict, load_config
-from rlprompt.data import ClassificationDataset, TaskData, load_task_data
+from rlprompt.data import ClassificationDataset, TaskData, load_file, load_task_data
 from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.outcomes import example_key, split_record
 from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
 from rlprompt.rewards.classification import hard_predictions, per_example_correct, per_example_gold_log_prob
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
+from rlprompt.template import DemoPool, has_demos_slot, shows_input
 
 SPLITS = ("train", "dev", "test")
 
@@ -151,6 +152,7 @@ class Task:
     budget: Budget | None = field(default=None, repr=False)
     """What training may still spend (installed by :meth:`spending`); None: unlimited."""
     _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _demo_pool: DemoPool | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(
@@ -168,11 +170,11 @@ class Task:
         data = load_task_data(config.data, num_classes=len(config.verbalizers))
         task_model = build_task_model(
             config.task_model,
-            config.template,
+            config.model_template,
             config.verbalizers,
             train_texts=data.train.texts,
             train_labels=data.train.labels,
-            manual_prompt=config.prompt,
+            manual_prompt=config.manual_prompt,
             model=model,
             tokenizer=tokenizer,
         )
@@ -180,6 +182,76 @@ class Task:
 
     batch_metric = "accuracy"
     """What the second value of :meth:`score_requests` is (envs report it per step)."""
+
+    # ------------------------------------------------------------ demonstrations
+
+    @property
+    def shows_demos(self) -> bool:
+        """Whether prompts are blocks of demonstrations (``{demos}`` in the template)."""
+        return has_demos_slot(self.config.template)
+
+    def demo_pool(self) -> DemoPool:
+        """The examples demonstrations are drawn from (``demos.pool``), rendered by ``demos.template``."""
+        if self._demo_pool is None:
+            if not self.shows_demos or self.config.demos.template is None:
+                raise ConfigError("this task shows no demonstrations: put '{demos}' in the template and set "
+                                  "demos.template")  # fmt: skip
+            examples, answers, labels = self._pool_records()
+            self._demo_pool = DemoPool(self.config.demos.template, examples, answers, labels)
+        return self._demo_pool
+
+    def _pool_records(self) -> tuple[list[Any], list[str], list[int | None]]:
+        """(inputs, answers, classes) of the demonstration pool: the train split or a data file."""
+        pool = self.config.demos.pool
+        if pool == "train":
+            dataset = self.data.train
+        else:
+            if not Path(pool).is_file():
+                raise ConfigError(f"demos.pool: no such file {pool} (give 'train' or a data file)")
+            data = self.config.data
+            dataset = load_file(pool, data.text_column, data.label_column, data.label_names, data.empty_text)
+            bad = [label for label in dataset.labels if not 0 <= label < self.num_classes]
+            if bad:
+                raise DataError(f"demos.pool {pool}: label {bad[0]} is not one of the task's {self.num_classes} classes")
+        words = [v.replace("{prompt}", "").strip() for v in self.config.verbalizers]
+        return list(dataset.texts), [words[label] for label in dataset.labels], list(dataset.labels)
+
+    def demonstrations(self, prompt: str) -> dict[str, Any] | None:
+        """What a block of demonstrations is made of (None when prompts are not demonstrations):
+        the pool ``ids`` and ``texts`` in order (``ids`` None for text that is not a block of the
+        pool's), the fixed ``instruction``, the demonstration ``template``, the ``pool`` and the
+        ``label_words``."""
+        if not self.shows_demos:
+            return None
+        pool = self.demo_pool()
+        ids = pool.parse(prompt)
+        words = [v.replace("{prompt}", "").strip() for v in self.config.verbalizers] or None
+        return {"ids": ids, "texts": None if ids is None else [pool.texts[i] for i in ids],
+                "instruction": self.config.prompt, "template": self.config.demos.template,
+                "pool": self.config.demos.pool, "label_words": words}  # fmt: skip
+
+    def _inputs(self, split: str) -> Sequence[Any]:
+        """The inputs of ``split`` (what a demonstration shows of an example)."""
+        return self.data.split(split).texts
+
+    def unshown(self, prompt: Prompt, split: str, indices: Sequence[int]) -> list[int]:
+        """``indices`` without the examples ``prompt`` shows as demonstrations: an example is
+        never scored with a prompt that shows it (:func:`rlprompt.template.shows_input`)."""
+        if not self.shows_demos or not isinstance(prompt, str) or not prompt:
+            return list(indices)
+        inputs = self._inputs(split)
+        return [i for i in indices if not shows_input(prompt, inputs[i])]
+
+    def _unshown_sets(self, prompts: Sequence[Prompt] | torch.Tensor, split: str,
+                      indices: list[list[int]]) -> list[list[int]]:  # fmt: skip
+        if not self.shows_demos or isinstance(prompts, torch.Tensor):
+            return indices
+        kept = [self.unshown(p, split, idx) for p, idx in zip(prompts, indices, strict=True)]
+        for prompt, idx in zip(prompts, kept, strict=True):
+            if not idx:
+                raise RLPromptError(f"every example asked for is shown by the prompt as a demonstration: none is left "
+                                    f"to score it on ({prompt[:60]!r}...)")  # fmt: skip
+        return kept
 
     @property
     def num_classes(self) -> int:
@@ -276,6 +348,9 @@ class Task:
         if indices is not None:
             indices = self._checked_indices(split, indices)
         count = prompt_count(prompts)
+        if self.shows_demos:  # each prompt on the examples it does not show
+            every = list(range(len(self.data.split(split)))) if indices is None else indices
+            return self.score_requests(prompts, [every] * count, split)[0]
         if self.budget is not None:
             self.budget.check("prompt_evals", count)
         logits = self.logits(prompts, split, indices)
@@ -294,7 +369,7 @@ class Task:
             return None
         dataset = self.data.split(checked_split(split))
         sets = self._checked_index_sets(split, indices)
-        logits = self.task_model.score_pairs([self.config.prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
+        logits = self.task_model.score_pairs([self.config.manual_prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
         labels = self.labels(split)
         return torch.stack([self._reward_of(self.calibrate(row), labels[torch.as_tensor(idx, dtype=torch.long)])
                             for idx, row in zip(sets, logits, strict=True)])  # fmt: skip
@@ -331,7 +406,7 @@ class Task:
         """
         prompts = checked_prompts(prompts)
         dataset = self.data.split(checked_split(split))
-        indices = self._checked_index_sets(split, indices, prompt_count(prompts))
+        indices = self._unshown_sets(prompts, split, self._checked_index_sets(split, indices, prompt_count(prompts)))
         if self.budget is not None:
             self.budget.check("prompt_evals", len(indices))
         texts = [[dataset.texts[i] for i in idx] for idx in indices]
@@ -357,15 +432,20 @@ class Task:
         prompt = checked_prompt(prompt)
         before = self.task_model.stats.lm_calls
         dataset: ClassificationDataset = self.data.split(checked_split(split))
+        kept = self._unshown_sets([prompt], split, [list(range(len(dataset)))])[0]
+        if len(kept) < len(dataset):  # the examples the prompt shows as demonstrations are not scored
+            dataset = dataset.subset(kept)
+        labels = self.labels(split)[torch.as_tensor(kept, dtype=torch.long)]
         raw = self.task_model.score([prompt], dataset.texts)[0]
         logits = self.calibrate(raw)
-        metrics = classification_metrics(logits, self.labels(split))
+        metrics = classification_metrics(logits, labels)
         if self.config.calibration != "none":
             metrics["class_shift"] = [float(v) for v in class_log_probs(raw).mean(0)]
-        metrics["reward"] = float(self._reward_of(logits, self.labels(split)))
+        metrics["reward"] = float(self._reward_of(logits, labels))
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        if len(kept) < len(self.data.split(split)):
+            metrics["shown_excluded"] = len(self.data.split(split)) - len(kept)
         if per_example:
-            labels = self.labels(split)
             log_probs = class_log_probs(logits)
             metrics["per_example"] = split_record(
                 [example_key(text, label) for text, label in zip(dataset.texts, dataset.labels, strict=True)],
@@ -392,7 +472,7 @@ def evaluate_prompt(
     if task is not None and not isinstance(task, Task):
         raise ConfigError(f"task= must be an rlprompt Task (or None), got {_describe(task)}")
     task = task or Task.from_config(config)
-    prompt = config.prompt if prompt is None else prompt
+    prompt = config.manual_prompt if prompt is None else prompt
     batches_before = task.task_model.stats.forward_batches
     metrics = task.evaluate(prompt, split, per_example=per_example)
     metrics.update(

@@ -21,10 +21,10 @@ import torch
 
 from rlprompt.agents import AGENT_REGISTRY, Agent
 from rlprompt.callbacks import StopOnReward
-from rlprompt.envs import PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
+from rlprompt.envs import DemoSelectionEnv, PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
 from rlprompt.errors import ConfigError
 from rlprompt.logger import Logger
-from rlprompt.testing.toy import make_toy_task
+from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
 SEEDS = (0, 1, 2)
 SLOW_SEEDS = tuple(range(3, 11))
@@ -41,6 +41,8 @@ SOFT = {"n_tokens": 5, "subspace_dim": 30, "bound": 1.0}
 
 
 def toy_env(kind: str, seed: int):
+    if kind == "demos":  # a hidden block of 3 of the 32 train examples, in order
+        return DemoSelectionEnv(task=make_toy_demo_task(k=3, seed=seed), k=3, batch_size=None)
     task = make_toy_task(vocab_size=50, prompt_length=5, seed=seed)
     if kind == "token":
         return TokenPromptEnv(task=task, prompt_length=5, batch_size=None)
@@ -161,7 +163,7 @@ def test_agent_learns_on_eight_more_seeds(name, tmp_path):
 
 def test_random_search_is_the_baseline_and_runs_on_every_env_kind():
     assert AGENT_REGISTRY["random_search"].is_baseline
-    for kind in ("token", "selection", "edit", "soft"):
+    for kind in ("token", "selection", "edit", "soft", "demos"):
         agent, env = run("random_search", kind, 0, 64)
         assert agent.tracker.evaluations > 0 and agent.prompt_evals >= 64
 

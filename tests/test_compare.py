@@ -38,7 +38,7 @@ def compare_json(capsys, *argv: str) -> dict:
 @pytest.mark.slow
 def test_run_outcomes_hold_every_split_and_average_to_its_metrics(world):
     result = RunResult.load(world["run"] / "best_prompt.json")
-    assert result.outcomes == "outcomes.json" and result.schema_version == 3
+    assert result.outcomes == "outcomes.json" and result.schema_version == 4
     data = json.loads((world["run"] / "outcomes.json").read_text())
     for which, metrics in (("found", result.metrics), ("manual", result.baseline["metrics"])):
         for split in ("train", "dev", "test"):

@@ -27,14 +27,22 @@ from rlprompt.envs import (
 from rlprompt.envs.edit import enumerate_edits
 from rlprompt.errors import ConfigError
 from rlprompt.registry import ENVS
-from rlprompt.testing.toy import make_toy_task
+from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
 TOY_KWARGS = {
     "rlprompt/TokenPrompt-v0": {"prompt_length": 3},
     "rlprompt/PromptSelection-v0": {"candidates": ["w00 w01 w02", "w03 w04 w05", "w06 w07 w08"]},
     "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
     "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 10},
+    "rlprompt/DemoSelection-v0": {"k": 3},
 }
+
+
+def task_for(env_id: str, toy_task):
+    """The toy task an env kind runs on: envs that search demonstrations get the toy
+    demonstration task (its template has ``{demos}``), the others the toy instruction task."""
+    kind = next(k for k in ENVS.names() if ENVS[k].gym_id == env_id)
+    return make_toy_demo_task(k=3) if ENVS[kind].config_class.searches == "demos" else toy_task
 
 
 @pytest.fixture
@@ -54,7 +62,7 @@ def test_every_registered_id_is_covered():
 @pytest.mark.parametrize("env_id", REGISTERED_IDS)
 def test_env_checker_passes_without_warnings(env_id, toy_task):
     """Every registered kind (a new one with its defaults, unless TOY_KWARGS sizes it down)."""
-    env = gym.make(env_id, task=toy_task, render_mode="ansi", batch_size=8, **TOY_KWARGS.get(env_id, {}))
+    env = gym.make(env_id, task=task_for(env_id, toy_task), render_mode="ansi", batch_size=8, **TOY_KWARGS.get(env_id, {}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=False)
@@ -80,7 +88,7 @@ def _rollout(env: gym.Env, seed: int, steps: int = 12):
 
 @pytest.mark.parametrize("env_id", sorted(TOY_KWARGS))
 def test_seeded_resets_reproduce_episodes(env_id, toy_task):
-    make = lambda: gym.make(env_id, task=toy_task, batch_size=4, **TOY_KWARGS[env_id])  # noqa: E731
+    make = lambda: gym.make(env_id, task=task_for(env_id, toy_task), batch_size=4, **TOY_KWARGS[env_id])  # noqa: E731
     first, second = _rollout(make(), 7), _rollout(make(), 7)
     assert repr(first) == repr(second)
     assert repr(_rollout(make(), 8)) != repr(first)  # another seed draws other minibatches/actions

@@ -28,7 +28,7 @@ from rlprompt.config import DataConfig, config_to_dict, load_config
 from rlprompt.data import load_task_data
 from rlprompt.errors import RLPromptError
 from rlprompt.registry import ENVS
-from rlprompt.testing.toy import make_toy_task
+from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
@@ -208,8 +208,16 @@ TOY = make_toy_task(vocab_size=10, prompt_length=3, seed=0)
 SMALL = {"rlprompt/TokenPrompt-v0": {"prompt_length": 3},
          "rlprompt/PromptSelection-v0": {"candidates": ["w00 w01 w02", "w03 w04 w05"]},
          "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
-         "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 4}}  # fmt: skip
+         "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 4},
+         "rlprompt/DemoSelection-v0": {"k": 3}}  # fmt: skip
 IDS = sorted(ENVS[kind].gym_id for kind in ENVS.names())
+TOY_DEMOS = make_toy_demo_task(k=3, seed=0)
+
+
+def toy_for(env_id: str):
+    """The toy task an env kind searches: demonstrations (its template has ``{demos}``) or instructions."""
+    kind = next(k for k in ENVS.names() if ENVS[k].gym_id == env_id)
+    return TOY_DEMOS if ENVS[kind].config_class.searches == "demos" else TOY
 
 
 def env_fields(env_id: str) -> list[str]:
@@ -238,7 +246,7 @@ def test_gym_make_kwargs_build_or_fail_in_one_line(env_id, data):
         name = data.draw(st.one_of(st.sampled_from(fields), st.text(string.ascii_lowercase + "_", min_size=1, max_size=8)))
         kwargs[name] = data.draw(VALUES)
     try:
-        env = gym.make(env_id, task=TOY, batch_size=4, **{k: v for k, v in kwargs.items() if k != "batch_size"})
+        env = gym.make(env_id, task=toy_for(env_id), batch_size=4, **{k: v for k, v in kwargs.items() if k != "batch_size"})
     except RLPromptError as exc:
         one_line_error(exc)
         return
@@ -251,7 +259,7 @@ def test_gym_make_kwargs_build_or_fail_in_one_line(env_id, data):
 def test_env_steps_take_or_refuse_any_action(env_id, actions, seed):
     # Gymnasium's passive checker wrapper is off: after a refused first reset it fails on its own
     # bookkeeping (it marks the reset checked before the env raised); the env is what is tested here
-    env = gym.make(env_id, task=TOY, batch_size=4, disable_env_checker=True, **SMALL.get(env_id, {}))
+    env = gym.make(env_id, task=toy_for(env_id), batch_size=4, disable_env_checker=True, **SMALL.get(env_id, {}))
     try:
         env.reset(seed=seed)
     except RLPromptError as exc:

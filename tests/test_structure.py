@@ -16,7 +16,7 @@ LAYERS = [
     # 0: configs, data, results and the machinery everything uses
     ["rlprompt.errors", "rlprompt.io", "rlprompt.registry", "rlprompt.budget", "rlprompt.checkpoint",
      "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger", "rlprompt.progress",
-     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes", "rlprompt.aggregate"],
+     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes", "rlprompt.aggregate", "rlprompt.template"],
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores

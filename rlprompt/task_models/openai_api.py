@@ -42,8 +42,8 @@ from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats
 from rlprompt.task_models.config import OpenAITaskModelConfig
 from rlprompt.task_models.response_cache import ResponseCache, request_key
 from rlprompt.task_models.sequences import Example, input_key, stop_cut
+from rlprompt.template import render
 
-_PLACEHOLDER = re.compile(r"(\s*)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 INVALID_SCORE = 0.0
 """Every class's score on an answer that matches no verbalizer: a tie, counted as wrong."""
 MISSING_MARGIN = math.log(2.0)
@@ -57,19 +57,6 @@ class ApiError(RLPromptError):
 
 class LogprobsUnavailable(ApiError):
     """The server does not return the log-probabilities the scoring mode needs."""
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    """Fill a template's placeholders; whitespace before an empty value goes with it (as the
-    tokenized layouts of local models drop it)."""
-
-    def fill(match: re.Match[str]) -> str:
-        value = values.get(match.group(2))
-        if value is None:
-            return match.group(0)
-        return match.group(1) + value if value else ""
-
-    return _PLACEHOLDER.sub(fill, template)
 
 
 def _normal(text: str) -> str:

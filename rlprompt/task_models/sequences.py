@@ -14,7 +14,6 @@ tokenizers see the whole string.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -22,8 +21,8 @@ from typing import Any, Union
 import torch
 
 from rlprompt.errors import ConfigError
+from rlprompt.template import segments
 
-_PLACEHOLDER = re.compile(r"(\{[A-Za-z_][A-Za-z0-9_]*\})")
 Example = Union[str, Mapping[str, str]]
 """An input: a text (the ``sentence`` field) or a mapping of field values."""
 
@@ -67,9 +66,9 @@ class TemplateLayout:
         self.max_sentence_tokens = max_sentence_tokens
         self.frame = special_token_frame(tokenizer) if add_special_tokens else ([], [])
         chunks: list[_Chunk] = []
-        for piece in _PLACEHOLDER.split(template):
-            if _PLACEHOLDER.fullmatch(piece):
-                name = piece[1:-1]
+        for part, piece in segments(template):
+            if part == "placeholder":
+                name = piece
                 kind = name if name in ("prompt", "mask") else "field"
                 glue = ""
                 if chunks and chunks[-1].kind == "literal" and kind != "mask":

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rlprompt.config import Config, RewardConfig
+from rlprompt.config import Config, DemosConfig, RewardConfig
 from rlprompt.data import ClassificationDataset, TaskData
 from rlprompt.errors import RLPromptError
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt, TaskModel, TaskModelStats
+from rlprompt.template import DemoPool
 
 
 def _threshold(text: str) -> float:
@@ -159,4 +160,56 @@ def make_toy_task(
     )
     model = OverlapTaskModel(vocabulary, target, labels_of_text, num_classes, hidden_size=hidden_size, seed=seed)
     data = TaskData(splits["train"], splits["dev"], splits["test"], num_classes)
+    return Task(config, data, model)
+
+
+class DemoOverlapTaskModel(OverlapTaskModel):
+    """Toy task model over demonstration blocks: a prompt's quality is the fraction of slots
+    whose demonstration is the hidden target's at that position (its block is parsed back
+    into pool ids by ``pool``), so the target block (a set in one order) is the unique optimum."""
+
+    def __init__(self, pool: DemoPool, target: Sequence[int], labels_of_text: dict[str, int], num_classes: int = 2,
+                 scale: float = 8.0, seed: int = 0) -> None:  # fmt: skip
+        vocabulary = toy_vocabulary(2)
+        super().__init__(vocabulary, vocabulary[:1], labels_of_text, num_classes, scale=scale, seed=seed)
+        self.pool = pool
+        self.target_ids = list(target)
+
+    def quality(self, prompt: Prompt) -> torch.Tensor:
+        if not isinstance(prompt, str):
+            raise RLPromptError("the toy demonstration task scores blocks of demonstrations (text), not soft prompts")
+        ids = self.pool.parse(prompt) if prompt else []
+        if ids is None:
+            raise RLPromptError(f"toy prompt {prompt[:40]!r} is not a block of the pool's demonstrations")
+        hits = sum(a == b for a, b in zip(ids, self.target_ids, strict=False))
+        return torch.tensor(hits / len(self.target_ids))
+
+
+def make_toy_demo_task(k: int = 3, num_examples: int = 32, num_classes: int = 2, seed: int = 0,
+                       reward: str = "gold_log_prob") -> Task:  # fmt: skip
+    """A :class:`Task` whose prompts are blocks of ``k`` demonstrations from its train split
+    (``{demos}`` in the template), over :class:`DemoOverlapTaskModel` with a seeded hidden
+    target block of ``k`` distinct train examples."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    labels_of_text: dict[str, int] = {}
+    for split in ("train", "dev", "test"):
+        texts = [f"{split} example {i:03d}" for i in range(num_examples)]
+        labels = [i % num_classes for i in range(num_examples)]
+        labels_of_text.update(zip(texts, labels, strict=True))
+        splits[split] = ClassificationDataset(texts, labels, f"toy:{split}")
+    config = Config(
+        template="{demos}{sentence} =>",
+        prompt="",
+        verbalizers=[f" class{c}" for c in range(num_classes)],
+        demos=DemosConfig(template="{sentence} => {label_word}\n"),
+        reward=RewardConfig(name=reward),
+        env={"kind": "demos", "k": k},
+        seed=seed,
+    )
+    data = TaskData(splits["train"], splits["dev"], splits["test"], num_classes)
+    words = [v.strip() for v in config.verbalizers]
+    pool = DemoPool(config.demos.template, list(data.train.texts), [words[y] for y in data.train.labels], list(data.train.labels))
+    target = [int(i) for i in rng.choice(num_examples, size=k, replace=False)]
+    model = DemoOverlapTaskModel(pool, target, labels_of_text, num_classes, seed=seed)
     return Task(config, data, model)
