@@ -34,7 +34,17 @@ train examples per call (score cache off, prefix cache on):
   greedy, ``stop_strings=["\n"]``), 4 prompts x 16 questions; their ratio and whether the
   texts agree.
 
-    python experiments/bench_reward_throughput.py [--case smollm2|squad] [--data-dir DIR]
+``--case demos``, SmolLM2 on SST-2 with demonstrations as the prompt (``{demos}`` before the
+review, ``Review: {sentence}\nSentiment: {label_word}`` each), 16 fresh class-balanced blocks of
+``--demos`` (4) train demonstrations x 16 test reviews per call:
+
+* framework: scorings/s through ``TaskModel.score``: each block's key/value cache computed once
+  and shared by the reviews scored with it (and kept: scoring the same blocks again is reported too);
+* plain: a batched HF forward of the full sequences (block, review, instruction; tokenized
+  beforehand, sorted by length, right padded, batch 64, the LM head at the last position);
+* their ratio (median over interleaved repeats) and the largest score difference.
+
+    python experiments/bench_reward_throughput.py [--case smollm2|squad|demos] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from _bench_utils import record_batches, sync, time_raw_encoder
 from rlprompt.config import Config, DataConfig
 from rlprompt.task import Task
 from rlprompt.task_models import HFTaskModelConfig
+from rlprompt.template import render
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
@@ -177,6 +188,125 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     print(f"plain batched HF forward of the full sequences:  {result['plain_scorings_per_s']:.1f} scorings/s")
     print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; first call {result['ratio_cold_over_plain']:.2f})")
+    print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
+    return result
+
+
+DEMOS_TEMPLATE = "{demos}Review: {sentence}\n{prompt}"
+DEMO_TEMPLATE = "Review: {sentence}\nSentiment: {label_word}\n\n"
+
+
+def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
+    """The ``--case demos`` measurement (see the module docstring)."""
+    import numpy as np
+
+    from rlprompt.config import config_from_dict
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
+    config = config_from_dict({
+        "task_model": {"kind": "causal_lm", "name_or_path": "embedded:smollm2", "cache_size": 0, "batch_size": batch_size},
+        "data": {"dir": str(data_dir)}, "template": DEMOS_TEMPLATE, "prompt": "Sentiment:",
+        "verbalizers": [" negative", " positive"], "demos": {"template": DEMO_TEMPLATE},
+        "env": {"kind": "demos", "k": args.demos}, "agent": {"name": "random_search"},
+    })  # fmt: skip
+    task = Task.from_config(config)
+    tm = task.task_model
+    model = tm.model
+    pool = task.demo_pool()
+    rng = np.random.default_rng(0)
+    texts = task.data.test.texts[: args.examples]  # never among the blocks' demonstrations (train)
+    tm.input_layout.encode_texts(texts)  # tokenized once per dataset, as in any run
+
+    def fresh_blocks() -> list[str]:  # class-balanced random blocks, as the env's random search draws them
+        by_class = [np.flatnonzero(np.asarray(pool.labels) == c) for c in range(pool.num_classes)]
+        blocks = []
+        for _ in range(args.prompts):
+            ids = np.concatenate([rng.choice(members, size=args.demos // 2, replace=False) for members in by_class])
+            blocks.append(pool.render(rng.permutation(ids).tolist()))
+        return blocks
+
+    def plain_inputs(blocks: list[str]):
+        strings = [render(task.config.model_template, {"prompt": b, "sentence": t}) for b in blocks for t in texts]
+        encoded = [tm.tokenizer(s)["input_ids"] for s in strings]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        batches = []
+        for start in range(0, len(order), batch_size):
+            rows = [encoded[i] for i in order[start : start + batch_size]]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), tm.pad_id, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+            batches.append((ids.to(device), mask.to(device), torch.tensor([len(r) - 1 for r in rows], device=device)))
+        return batches, torch.tensor(order), sum(len(e) for e in encoded) / len(encoded)
+
+    verbalizers = tm._verbalizer_tensor
+
+    def plain(batches, order: torch.Tensor) -> tuple[float, torch.Tensor]:
+        sync(device)
+        start = time.perf_counter()
+        outs = []
+        with torch.inference_mode():
+            for ids, mask, last in batches:
+                hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = model.lm_head(hidden[torch.arange(len(ids), device=device), last]).float()
+                outs.append(torch.log_softmax(logits, -1)[:, verbalizers])
+        sync(device)
+        elapsed = time.perf_counter() - start
+        scores = torch.empty(len(order), 2)
+        scores[order] = torch.cat(outs).cpu()
+        return elapsed, scores
+
+    def framework(blocks: list[str]) -> tuple[float, torch.Tensor]:
+        sync(device)
+        start = time.perf_counter()
+        scores = tm.score(blocks, texts)
+        sync(device)
+        return time.perf_counter() - start, scores.reshape(-1, 2)
+
+    framework(fresh_blocks())  # warm-up
+    framework_s, plain_s, again_s, diffs, lengths = [], [], [], [], []
+    for _ in range(args.repeats):
+        blocks = fresh_blocks()
+        batches, order, mean_length = plain_inputs(blocks)
+        f, ours = framework(blocks)  # new blocks: each block's key/value cache computed once, shared by the reviews
+        a, _ = framework(blocks)  # the same blocks again (a prompt re-scored): its cache is kept
+        p, theirs = plain(batches, order)
+        framework_s.append(f)
+        again_s.append(a)
+        plain_s.append(p)
+        lengths.append(mean_length)
+        diffs.append(float((ours - theirs).abs().max()))
+    scorings = args.prompts * len(texts)
+    ratios = [p / f for f, p in zip(framework_s, plain_s, strict=True)]
+    result = {
+        "case": "demos",
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "dtype": str(tm.dtype).replace("torch.", ""),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "demonstrations": args.demos,
+        "prompts": args.prompts,
+        "examples": len(texts),
+        "mean_sequence_tokens": statistics.mean(lengths),
+        "scorings_per_call": scorings,
+        "framework_scorings_per_s": scorings / statistics.median(framework_s),
+        "framework_rescored_scorings_per_s": scorings / statistics.median(again_s),
+        "plain_scorings_per_s": scorings / statistics.median(plain_s),
+        "ratio_framework_over_plain": statistics.median(ratios),
+        "ratio_rescored_over_plain": statistics.median([p / a for a, p in zip(again_s, plain_s, strict=True)]),
+        "max_abs_score_diff": max(diffs),
+    }
+    print(f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}")
+    print(f"{args.prompts} fresh blocks of {args.demos} SST-2 train demonstrations x {len(texts)} test reviews = {scorings} "
+          f"scorings per call ({result['mean_sequence_tokens']:.0f} tokens a full sequence), template "
+          f"{DEMOS_TEMPLATE!r}, median of {args.repeats} interleaved repeats")  # fmt: skip
+    print(f"framework (TaskModel.score, each block's KV computed once): {result['framework_scorings_per_s']:.1f} scorings/s"
+          f"   (the same blocks scored again, caches kept: {result['framework_rescored_scorings_per_s']:.1f})")  # fmt: skip
+    print(f"plain batched HF forward of the full sequences:  {result['plain_scorings_per_s']:.1f} scorings/s")
+    print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
+          f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; blocks scored again {result['ratio_rescored_over_plain']:.2f})")  # fmt: skip
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
     return result
 
@@ -350,7 +480,8 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["minilm", "smollm2", "squad"], default="minilm")
+    parser.add_argument("--case", choices=["minilm", "smollm2", "squad", "demos"], default="minilm")
+    parser.add_argument("--demos", type=int, default=4, help="demonstrations per block (--case demos)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--examples", type=int, default=None, help="sentences per timed call (512 minilm, 16 smollm2)")
     parser.add_argument("--prompts", type=int, default=None, help="prompts per timed call (4 minilm, 16 smollm2)")
@@ -373,9 +504,9 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     if not (data_dir / "test.tsv").is_file():
         sys.exit(f"SST-2 data not found at {data_dir}; pass --data-dir")
-    if args.case == "smollm2":
+    if args.case in ("smollm2", "demos"):
         args.examples, args.prompts = args.examples or 16, args.prompts or 16
-        result = causal_case(args, data_dir)
+        result = (causal_case if args.case == "smollm2" else demos_case)(args, data_dir)
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")

@@ -39,8 +39,13 @@ class Estimate:
     value: float
     low: float
     high: float
+    runs_per_task: int = 2
+    """The fewest runs a task has (on either side): a stratified bootstrap resamples runs within a
+    task, so with one run a task it has nothing to resample and its interval is no interval."""
 
     def text(self, digits: int = 4) -> str:
+        if self.runs_per_task < 2:
+            return f"{self.value:.{digits}f} [no interval: 1 run a split]"
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
@@ -90,7 +95,8 @@ def iqm(scores: Any, reps: int = REPS, seed: int = 0) -> Estimate:
         _, interval = library.get_interval_estimates(
             {"x": matrix}, lambda x: np.array([trimmed_iqm(x.ravel())]), reps=reps
         )
-    return Estimate(float(metrics.aggregate_iqm(matrix)), float(interval["x"][0, 0]), float(interval["x"][1, 0]))
+    return Estimate(float(metrics.aggregate_iqm(matrix)), float(interval["x"][0, 0]), float(interval["x"][1, 0]),
+                    matrix.shape[0])  # fmt: skip
 
 
 def improvement_statistic(x: np.ndarray, y: np.ndarray) -> float:
@@ -120,7 +126,7 @@ def probability_of_improvement(x: Any, y: Any, reps: int = REPS, seed: int = 0) 
             {"xy": (mx, my)}, lambda a, b: np.array([improvement_statistic(a, b)]), reps=reps
         )
     value = float(metrics.probability_of_improvement(mx, my))
-    return Estimate(value, float(interval["xy"][0, 0]), float(interval["xy"][1, 0]))
+    return Estimate(value, float(interval["xy"][0, 0]), float(interval["xy"][1, 0]), min(mx.shape[0], my.shape[0]))
 
 
 MIN_RUNS = 6

@@ -49,6 +49,17 @@ def test_intervals_are_seeded_and_leave_numpys_generator_alone():
         ag.iqm(np.array([[np.nan]]))
 
 
+def test_one_run_a_split_gives_no_interval():
+    """A stratified bootstrap resamples runs within each split: with one run a split there is
+    nothing to resample, and the table says so instead of printing a zero-width interval."""
+    one = np.array([[0.84, 0.86, 0.86]])  # 1 run x 3 splits
+    estimate = ag.iqm(one, reps=200)
+    assert estimate.runs_per_task == 1 and estimate.text() == f"{estimate.value:.4f} [no interval: 1 run a split]"
+    assert ag.probability_of_improvement(one, np.array([[0.84, 0.84, 0.84]]), reps=200).text(2).endswith("[no interval: 1 run a split]")
+    two = ag.iqm(np.array([[0.84, 0.86, 0.86], [0.85, 0.80, 0.87]]), reps=200)
+    assert two.runs_per_task == 2 and "no interval" not in two.text() and two.low < two.high
+
+
 def test_verdicts():
     assert ag.verdict(ag.Estimate(0.9, 0.6, 1.0), "manual", 9) == "better than manual"
     assert ag.verdict(ag.Estimate(0.1, 0.0, 0.4), "random search", 6) == "worse than random search"

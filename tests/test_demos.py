@@ -65,6 +65,13 @@ def test_one_renderer_for_both_task_families(tiny_clm_dir, small_data, tmp_path)
                                           env={"kind": "demos", "k": 2}, agent={"name": "random_search"}))  # fmt: skip
     row = qa_task.data.train
     assert qa_task.demo_pool().texts[0] == f"{row.examples[0]['context']} {row.examples[0]['question']} answer: {row.references[0][0]}\n\n"
+    env = DemoSelectionEnv(task=qa_task, k=2, batch_size=3)  # a generation task runs the env too
+    env.reset(seed=0)
+    env.step(4)
+    _, reward, done, _, info = env.step(1)
+    assert done and np.isfinite(reward) and info["demos"] == [4, 1] and info["scorings"] == 3
+    metrics = qa_task.evaluate(info["prompt"], "train")
+    assert metrics["n"] == len(row) - 2 and metrics["shown_excluded"] == 2
 
 
 # ------------------------------------------------------------------ no example scores itself
