@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="demonstrations per block (default: the config's env.k)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN_DIR",
+                        help="also score this run's found block (re-scored here, with this rlprompt)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -76,8 +78,17 @@ def main() -> None:
         paired, _, _ = compare_outcomes(out / f"draw{draw}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric)
         rows.append({"draw": f"seed {draw}", "ids": ids, metric: scored["metrics"][metric], "n": scored["metrics"]["n"],
                      "labels": [pool.labels[i] for i in ids], **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()}})  # fmt: skip
+    for i, run in enumerate(args.runs):
+        from rlprompt.results import RunResult
+
+        found = RunResult.load(Path(run) / "best_prompt.json")
+        scored = score(found.prompt, f"run{i}")
+        paired, _, _ = compare_outcomes(out / f"run{i}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric)
+        rows.append({"draw": f"{found.agent} ({run})", "ids": pool.parse(found.prompt), metric: scored["metrics"][metric],
+                     "n": scored["metrics"]["n"], **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()}})  # fmt: skip
     lines = [f"Command: `python experiments/random_demos.py --config {args.config} --draws {args.draws}"
              + (f" --k {args.k}" if args.k else "") + "".join(f" --set {o}" for o in args.overrides)
+             + "".join(f" --run {r}" for r in args.runs)
              + f" --out {args.out}`", "",
              f"Task model `{config.task_model.label}`, data `{config.data.dir}`, {args.split} split; {k} demonstrations a "
              f"block{' (class-balanced)' if balanced else ''} from the {config.demos.pool} pool; the instruction "

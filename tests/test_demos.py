@@ -74,6 +74,27 @@ def test_one_renderer_for_both_task_families(tiny_clm_dir, small_data, tmp_path)
     assert metrics["n"] == len(row) - 2 and metrics["shown_excluded"] == 2
 
 
+def test_a_block_is_tokenized_as_the_whole_string_is(smollm2_dir):
+    """A block of demonstrations ends in a blank line; SmolLM2's BPE makes "\n\n" one token alone
+    and two before "Review": the block's tokens come from the joint tokenization, so a spliced
+    sequence equals the tokenization of the whole text."""
+    from transformers import AutoTokenizer
+
+    from rlprompt.task_models.sequences import TemplateLayout
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    template = model_template("{demos}Review: {sentence}\n{prompt}", "Sentiment:")
+    layout = TemplateLayout(template, tokenizer, max_sentence_tokens=128)
+    pool = DemoPool(SST_DEMO, ["a fine film .", "dull and long .", "it works ."], ["positive", "negative", "positive"], [1, 0, 1])
+    block = pool.render([1, 0, 2])
+    assert tokenizer(block)["input_ids"] != tokenizer(block + "Review:")["input_ids"][:-2]  # the boundary effect
+    for review in ("one more film .", "the plot , such as it is , thins ."):
+        pre, post = layout.encode_texts([review])[0]
+        whole = tokenizer(render(template, {"prompt": block, "sentence": review}))["input_ids"]
+        assert pre + layout.prompt_ids(block) + post == whole
+    assert layout.prompt_ids("Sentiment:") == tokenizer("Sentiment:")["input_ids"]  # no trailing whitespace: as before
+
+
 # ------------------------------------------------------------------ no example scores itself
 
 

@@ -88,6 +88,11 @@ class TemplateLayout:
         self.fields = list(dict.fromkeys(c.name for c in chunks if c.kind == "field"))
         self.has_prompt_slot = any(c.kind == "prompt" for c in chunks)
         self.prompt_glue = next((c.text for c in chunks if c.kind == "prompt"), "")
+        slot = next((i for i, c in enumerate(chunks) if c.kind == "prompt"), None)
+        after = chunks[slot + 1] if slot is not None and slot + 1 < len(chunks) else None
+        self.prompt_follow = after.text if after is not None and after.kind == "literal" else ""
+        """The literal text right after the prompt slot: a prompt that ends in whitespace (a block
+        of demonstrations ending in a blank line) is tokenized with it, as the whole string is."""
         self._literal_cache: dict[str, list[int]] = {}
         self._text_cache: dict[str, tuple[list[int], list[int]]] = {}
         self._prompt_cache: dict[str, list[int]] = {}
@@ -145,7 +150,15 @@ class TemplateLayout:
         if not self.has_prompt_slot or not prompt:
             return []
         if prompt not in self._prompt_cache:
-            self._prompt_cache[prompt] = self._ids(self.prompt_glue + prompt)
+            text = self.prompt_glue + prompt
+            ids = self._ids(text)
+            if self.prompt_follow and text != text.rstrip():
+                # BPE tokenizers split trailing whitespace by what follows it ("\n\n" alone is one
+                # token, before "Review" two): take the prompt's tokens from the joint tokenization
+                joint, tail = self._ids(text + self.prompt_follow), self._literal(self.prompt_follow)
+                if len(joint) > len(tail) and joint[-len(tail) :] == tail:
+                    ids = joint[: -len(tail)]
+            self._prompt_cache[prompt] = ids
         return self._prompt_cache[prompt]
 
 
