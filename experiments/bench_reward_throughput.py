@@ -89,6 +89,41 @@ def time_framework(task: Task, prompts: list[str], texts: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def sorted_batches(encoded: list[list[int]], batch_size: int, pad_id: int, device: torch.device) -> tuple[list, torch.Tensor]:
+    """Token-id rows sorted by length (so batches pad little), right padded into batches of
+    (ids, mask, last position); and the order (row ``k`` of the sorted list is ``encoded[order[k]]``)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = [encoded[i] for i in order[start : start + batch_size]]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        batches.append((ids.to(device), mask.to(device), torch.tensor([len(r) - 1 for r in rows], device=device)))
+    return batches, torch.tensor(order)
+
+
+def plain_verbalizer_scores(model, batches: list, order: torch.Tensor, verbalizers: torch.Tensor,
+                            device: torch.device) -> tuple[float, torch.Tensor]:  # fmt: skip
+    """The plain baseline: a batched HF forward of the full sequences, the LM head at each row's
+    last position, the verbalizers' log-probs; (seconds, scores in the rows' original order)."""
+    sync(device)
+    start = time.perf_counter()
+    outs = []
+    with torch.inference_mode():
+        for ids, mask, last in batches:
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            logits = model.lm_head(hidden[torch.arange(len(ids), device=device), last]).float()
+            outs.append(torch.log_softmax(logits, -1)[:, verbalizers])
+    sync(device)
+    elapsed = time.perf_counter() - start
+    scores = torch.empty(len(order), len(verbalizers))
+    scores[order] = torch.cat(outs).cpu()
+    return elapsed, scores
+
+
 def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     """The ``--case smollm2`` measurement (see the module docstring)."""
     import numpy as np
@@ -111,39 +146,13 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     def fresh_prompts() -> list[str]:
         return [" ".join(rng.choice(vocabulary, size=5)) for _ in range(args.prompts)]
 
-    def plain_inputs(prompts: list[str]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Full sequences, tokenized and sorted by length (so batches pad little), and the order."""
-        strings = [f"{t} {p}" for p in prompts for t in texts]
-        encoded = [tm.tokenizer(s)["input_ids"] for s in strings]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        encoded = [encoded[i] for i in order]
-        batches = []
-        for start in range(0, len(encoded), batch_size):
-            rows = encoded[start : start + batch_size]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), tm.pad_id, dtype=torch.long)
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-            batches.append((ids.to(device), mask.to(device), torch.tensor([len(r) - 1 for r in rows], device=device)))
-        return batches, torch.tensor(order)
-
-    verbalizers = tm._verbalizer_tensor
+    def plain_inputs(prompts: list[str]) -> tuple[list, torch.Tensor]:
+        """Full sequences, tokenized before timing, in length-sorted batches."""
+        encoded = [tm.tokenizer(f"{t} {p}")["input_ids"] for p in prompts for t in texts]
+        return sorted_batches(encoded, batch_size, tm.pad_id, device)
 
     def plain(batches, order: torch.Tensor) -> tuple[float, torch.Tensor]:
-        sync(device)
-        start = time.perf_counter()
-        outs = []
-        with torch.inference_mode():
-            for ids, mask, last in batches:
-                hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-                logits = model.lm_head(hidden[torch.arange(len(ids), device=device), last]).float()
-                outs.append(torch.log_softmax(logits, -1)[:, verbalizers])
-        sync(device)
-        elapsed = time.perf_counter() - start
-        scores = torch.empty(len(order), 2)
-        scores[order] = torch.cat(outs).cpu()
-        return elapsed, scores
+        return plain_verbalizer_scores(model, batches, order, tm._verbalizer_tensor, device)
 
     def framework(prompts: list[str]) -> tuple[float, torch.Tensor]:
         sync(device)
@@ -226,37 +235,16 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
             blocks.append(pool.render(rng.permutation(ids).tolist()))
         return blocks
 
-    def plain_inputs(blocks: list[str]):
+    def plain_inputs(blocks: list[str]) -> tuple[list, torch.Tensor, float]:
+        """Full sequences (the whole string tokenized, as a user's tokenizer reads it) in
+        length-sorted batches, and their mean length."""
         strings = [render(task.config.model_template, {"prompt": b, "sentence": t}) for b in blocks for t in texts]
         encoded = [tm.tokenizer(s)["input_ids"] for s in strings]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        batches = []
-        for start in range(0, len(order), batch_size):
-            rows = [encoded[i] for i in order[start : start + batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), tm.pad_id, dtype=torch.long)
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-            batches.append((ids.to(device), mask.to(device), torch.tensor([len(r) - 1 for r in rows], device=device)))
-        return batches, torch.tensor(order), sum(len(e) for e in encoded) / len(encoded)
-
-    verbalizers = tm._verbalizer_tensor
+        batches, order = sorted_batches(encoded, batch_size, tm.pad_id, device)
+        return batches, order, sum(len(e) for e in encoded) / len(encoded)
 
     def plain(batches, order: torch.Tensor) -> tuple[float, torch.Tensor]:
-        sync(device)
-        start = time.perf_counter()
-        outs = []
-        with torch.inference_mode():
-            for ids, mask, last in batches:
-                hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-                logits = model.lm_head(hidden[torch.arange(len(ids), device=device), last]).float()
-                outs.append(torch.log_softmax(logits, -1)[:, verbalizers])
-        sync(device)
-        elapsed = time.perf_counter() - start
-        scores = torch.empty(len(order), 2)
-        scores[order] = torch.cat(outs).cpu()
-        return elapsed, scores
+        return plain_verbalizer_scores(model, batches, order, tm._verbalizer_tensor, device)
 
     def framework(blocks: list[str]) -> tuple[float, torch.Tensor]:
         sync(device)

@@ -568,6 +568,11 @@ class Config:
         return model_template(self.template, self.prompt)
 
     @property
+    def label_words(self) -> list[str]:
+        """Each class's word as a demonstration shows it (``{label_word}``): its verbalizer, stripped."""
+        return [v.replace("{prompt}", "").strip() for v in self.verbalizers or []]
+
+    @property
     def manual_prompt(self) -> str:
         """The baseline prompt at the model's slot: ``prompt``, or with ``{demos}`` no
         demonstrations (zero-shot, ``prompt`` written into the template)."""

@@ -213,7 +213,7 @@ class Task:
             bad = [label for label in dataset.labels if not 0 <= label < self.num_classes]
             if bad:
                 raise DataError(f"demos.pool {pool}: label {bad[0]} is not one of the task's {self.num_classes} classes")
-        words = [v.replace("{prompt}", "").strip() for v in self.config.verbalizers]
+        words = self.config.label_words
         return list(dataset.texts), [words[label] for label in dataset.labels], list(dataset.labels)
 
     def demonstrations(self, prompt: str) -> dict[str, Any] | None:
@@ -225,7 +225,7 @@ class Task:
             return None
         pool = self.demo_pool()
         ids = pool.parse(prompt)
-        words = [v.replace("{prompt}", "").strip() for v in self.config.verbalizers] or None
+        words = self.config.label_words or None
         return {"ids": ids, "texts": None if ids is None else [pool.texts[i] for i in ids],
                 "instruction": self.config.prompt, "template": self.config.demos.template,
                 "pool": self.config.demos.pool, "label_words": words}  # fmt: skip

@@ -127,6 +127,19 @@ class OverlapTaskModel(TaskModel):
         return self._logits(self.quality(soft_prompt), texts)
 
 
+def _toy_splits(num_examples: int, num_classes: int, text: str) -> tuple[dict[str, ClassificationDataset], dict[str, int]]:
+    """Train/dev/test of ``num_examples`` texts (``text`` formatted with ``split`` and ``i``),
+    labels cycling through the classes, and every text's label."""
+    splits: dict[str, ClassificationDataset] = {}
+    labels_of_text: dict[str, int] = {}
+    for split in ("train", "dev", "test"):
+        texts = [text.format(split=split, i=i) for i in range(num_examples)]
+        labels = [i % num_classes for i in range(num_examples)]
+        labels_of_text.update(zip(texts, labels, strict=True))
+        splits[split] = ClassificationDataset(texts, labels, f"toy:{split}")
+    return splits, labels_of_text
+
+
 def toy_vocabulary(size: int) -> list[str]:
     return [f"w{i:02d}" for i in range(size)]
 
@@ -144,13 +157,7 @@ def make_toy_task(
     rng = np.random.default_rng(seed)
     vocabulary = toy_vocabulary(vocab_size)
     target = [vocabulary[i] for i in rng.choice(vocab_size, size=prompt_length, replace=True)]
-    splits = {}
-    labels_of_text: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
-        texts = [f"{split} example {i}" for i in range(num_examples)]
-        labels = [i % num_classes for i in range(num_examples)]
-        labels_of_text.update(zip(texts, labels, strict=True))
-        splits[split] = ClassificationDataset(texts, labels, f"toy:{split}")
+    splits, labels_of_text = _toy_splits(num_examples, num_classes, "{split} example {i}")
     manual = " ".join(w for w in vocabulary[:prompt_length])
     config = Config(
         prompt=manual,
@@ -191,13 +198,7 @@ def make_toy_demo_task(k: int = 3, num_examples: int = 32, num_classes: int = 2,
     (``{demos}`` in the template), over :class:`DemoOverlapTaskModel` with a seeded hidden
     target block of ``k`` distinct train examples."""
     rng = np.random.default_rng(seed)
-    splits = {}
-    labels_of_text: dict[str, int] = {}
-    for split in ("train", "dev", "test"):
-        texts = [f"{split} example {i:03d}" for i in range(num_examples)]
-        labels = [i % num_classes for i in range(num_examples)]
-        labels_of_text.update(zip(texts, labels, strict=True))
-        splits[split] = ClassificationDataset(texts, labels, f"toy:{split}")
+    splits, labels_of_text = _toy_splits(num_examples, num_classes, "{split} example {i:03d}")  # no text inside another
     config = Config(
         template="{demos}{sentence} =>",
         prompt="",
@@ -208,8 +209,8 @@ def make_toy_demo_task(k: int = 3, num_examples: int = 32, num_classes: int = 2,
         seed=seed,
     )
     data = TaskData(splits["train"], splits["dev"], splits["test"], num_classes)
-    words = [v.strip() for v in config.verbalizers]
-    pool = DemoPool(config.demos.template, list(data.train.texts), [words[y] for y in data.train.labels], list(data.train.labels))
+    pool = DemoPool(config.demos.template, list(data.train.texts), [config.label_words[y] for y in data.train.labels],
+                    list(data.train.labels))  # fmt: skip
     target = [int(i) for i in rng.choice(num_examples, size=k, replace=False)]
     model = DemoOverlapTaskModel(pool, target, labels_of_text, num_classes, seed=seed)
     return Task(config, data, model)
