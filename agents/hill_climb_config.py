@@ -1,4 +1,4 @@
-"""Config of greedy hill-climbing over edits (``agent.name: hill_climb``); the algorithm is in ``hill_climb.py``."""
+"""Config of greedy hill-climbing over edits or slot swaps and replacements (``agent.name: hill_climb``); the algorithm is in ``hill_climb.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("hill_climb", agent="rlprompt.agents.hill_climb:HillClimb", env_kinds=("edit",))
+@register_agent("hill_climb", agent="rlprompt.agents.hill_climb:HillClimb", env_kinds=("edit", "demos"))
 @dataclass
 class HillClimbConfig(AgentConfig):
     n_envs: int = 16

@@ -21,7 +21,16 @@ line in ``_KINDS`` below; ``tests/test_envs.py`` runs ``check_env`` on every reg
 
 from gymnasium.envs.registration import register, registry
 
-from rlprompt.envs.base import EnvConfig, EnvSpec, PromptEnv, ScoreRequest, ScoreResult, make_task, score_requests
+from rlprompt.envs.base import (
+    EnvConfig,
+    EnvSpec,
+    PromptEnv,
+    ScoreRequest,
+    ScoreResult,
+    SlotChoices,
+    make_task,
+    score_requests,
+)
 from rlprompt.envs.demos import DemoSelectionEnv, DemosEnvConfig
 from rlprompt.envs.edit import EditEnvConfig, PromptEditEnv, enumerate_edits
 from rlprompt.envs.selection import PromptSelectionEnv, SelectionEnvConfig, load_candidates
@@ -66,6 +75,7 @@ __all__ = [
     "NormalizeReward",
     "PromptEditEnv",
     "PromptEnv",
+    "SlotChoices",
     "PromptSelectionEnv",
     "ScoreRequest",
     "ScoreResult",

@@ -220,6 +220,24 @@ def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), 
         raise ConfigError(f"{name}: {exc}") from None
 
 
+@typing.runtime_checkable
+class SlotChoices(typing.Protocol):
+    """An env whose prompt is a fixed number of slot choices, one per step (the demonstration
+    env: a pool example per slot). A local search moves between such prompts by swapping two
+    slots or replacing one, checking each choice against :meth:`mask_of`."""
+
+    @property
+    def episode_length(self) -> int: ...
+
+    def mask_of(self, slots: typing.Sequence[int]) -> np.ndarray:
+        """The choices allowed for the next slot after ``slots``."""
+        ...
+
+    def prompt_text(self, slots: typing.Sequence[int]) -> str:
+        """The prompt of a full (or partial) sequence of choices."""
+        ...
+
+
 @dataclass
 class ScoreRequest:
     """One prompt to score on ``indices`` of ``split`` with ``task``."""

@@ -36,8 +36,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.config import load_config
+    from rlprompt.errors import ConfigError
 
     _check_outcome_target(args.save_outcomes)
+    _check_retriever_target(args.save_retriever)
     if args.run is not None:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
@@ -47,10 +49,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with progress.stage(f"loading {config.task_model.label} and the data", total=1):
         progress.step("")
         task = Task.from_config(config)
-    prompt = config.manual_prompt if args.prompt is None else args.prompt
+    if args.save_retriever is not None and config.demos.select != "nearest":
+        raise ConfigError("--save-retriever writes the per-input retriever of demos.select: nearest; this config "
+                          "shows fixed prompts")  # fmt: skip
+    shown = config.manual_prompt if args.prompt is None else args.prompt
     with progress.stage(f"scoring on {args.split}", total=1):
-        progress.step(f"{progress.shorten(prompt)} ({len(task.data.split(args.split))} examples)")
-        result = evaluate_prompt(config, prompt, args.split, task=task, per_example=args.save_outcomes is not None)
+        progress.step(f"{progress.shorten(shown)} ({len(task.data.split(args.split))} examples)")
+        result = evaluate_prompt(config, args.prompt, args.split, task=task, per_example=args.save_outcomes is not None)
+    prompt = result["prompt"]
     outcomes = result.pop("per_example", None)
     print(f"task model : {result['task_model']}")
     print(f"prompt     : {result['prompt']!r}")
@@ -63,6 +69,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if outcomes is not None:
         _save_outcomes(args.save_outcomes, task=config.task, metric_names=list(task.metric_names), prompt=prompt,
                        split=args.split, record=outcomes, source=f"config {args.config or '(defaults)'}")  # fmt: skip
+    if args.save_retriever is not None:
+        print(f"retriever  : {task.retriever().save(args.save_retriever)} "
+              "(DemoRetriever.load(path).prompt(x): a new input's demonstrations)")  # fmt: skip
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
@@ -88,6 +97,9 @@ def _eval_run(args: argparse.Namespace) -> int:
 
     if args.config is not None or args.prompt is not None:
         raise ConfigError("eval --run takes the prompt and config from the run directory; use --set for transfer")
+    if args.save_retriever is not None:
+        raise ConfigError("--save-retriever writes the retriever of a demos.select: nearest config (rlprompt eval "
+                          "CONFIG); a run's prompt is one fixed prompt")  # fmt: skip
     with progress.stage(f"re-scoring the run's prompt on {args.split}", total=1):
         progress.step(str(args.run))
         result = evaluate_run(args.run, args.split, args.overrides, per_example=args.save_outcomes is not None)
@@ -139,6 +151,31 @@ def _check_outcome_target(path: str | None) -> None:
             ours = False
         if not ours:
             raise RLPromptError(f"--save-outcomes {path} exists and is not an outcome file of rlprompt eval; "
+                                "rlprompt never replaces it (choose another path)")  # fmt: skip
+
+
+def _check_retriever_target(path: str | None) -> None:
+    """``--save-retriever`` may name a new ``.json`` file or an earlier retriever file only."""
+    if path is None:
+        return
+    from rlprompt.errors import RLPromptError
+    from rlprompt.io import read_json
+    from rlprompt.retrieval import FORMAT
+    from rlprompt.rundir import check_output_path
+
+    target = Path(path)
+    if target.suffix != ".json":
+        raise RLPromptError(f"--save-retriever {path}: a retriever file is JSON; name it *.json")
+    check_output_path(target, "--save-retriever")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise RLPromptError(f"--save-retriever {path} exists and is not a file; choose another path")
+    if target.exists():
+        try:
+            ours = read_json(target).get("format") == FORMAT
+        except (RLPromptError, AttributeError):
+            ours = False
+        if not ours:
+            raise RLPromptError(f"--save-retriever {path} exists and is not a retriever file of rlprompt; "
                                 "rlprompt never replaces it (choose another path)")  # fmt: skip
 
 
@@ -322,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--save-outcomes", metavar="FILE.json",
                         help="also write the per-example outcomes (scores, predictions) to FILE.json, for "
                              "rlprompt compare (replaces only an earlier outcome file)")  # fmt: skip
+    p_eval.add_argument("--save-retriever", metavar="FILE.json",
+                        help="demos.select: nearest: also write the retriever (pool, embeddings, settings) to "
+                             "FILE.json; DemoRetriever.load(FILE).prompt(x) gives a new input's demonstrations "
+                             "(replaces only an earlier retriever file)")  # fmt: skip
     _add_verbose(p_eval)
     p_eval.set_defaults(func=_cmd_eval)
 

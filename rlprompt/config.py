@@ -338,8 +338,30 @@ class DemosConfig:
     """Where demonstrations come from: ``train`` (the train split) or a data file (.tsv, .csv
     or .jsonl with the train split's columns). An example a prompt shows is never scored with
     that prompt, whatever the split."""
+    select: str = "fixed"
+    """Which demonstrations an input is shown: ``fixed`` (one block for every input: the
+    searched or given prompt) or ``nearest`` (per input: its ``k`` most similar pool examples by
+    sentence embedding, :mod:`rlprompt.retrieval`; a baseline that ``rlprompt eval`` scores,
+    nothing is searched)."""
+    k: int = 4
+    """``select: nearest``: demonstrations per input."""
+    order: str = "similar_last"
+    """``select: nearest``: ``similar_last`` (the most similar next to the input) or ``similar_first``."""
+    balanced: bool = False
+    """``select: nearest``: the ``k / C`` most similar of each class instead of the ``k`` most similar."""
+    encoder: str = "embedded:minilm"
+    """``select: nearest``: the sentence encoder that embeds inputs (``embedded:minilm``, a local
+    directory or a hub id)."""
 
     def __post_init__(self) -> None:
+        if self.select not in ("fixed", "nearest"):
+            raise ConfigError(f"demos.select must be 'fixed' or 'nearest', got {self.select!r}")
+        if self.k < 1:
+            raise ConfigError(f"demos.k must be >= 1, got {self.k}")
+        if self.order not in ("similar_last", "similar_first"):
+            raise ConfigError(f"demos.order must be 'similar_last' or 'similar_first', got {self.order!r}")
+        if not self.encoder:
+            raise ConfigError("demos.encoder must name a sentence encoder (e.g. embedded:minilm)")
         if self.template is not None and not self.template.strip():
             raise ConfigError("demos.template is empty: it renders one demonstration (input fields and "
                               "{label_word} or {answer})")  # fmt: skip

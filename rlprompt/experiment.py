@@ -134,6 +134,9 @@ def run_experiment(
     is returned as it is). ``progress=None`` shows the bar when stderr is a terminal. The run
     holds the directory's lock while it writes (``command`` is what the lock file says it is).
     """
+    if config.demos.select == "nearest":
+        raise ConfigError("demos.select: nearest retrieves each input's demonstrations: nothing is searched, so "
+                          "there is no run; score it with rlprompt eval (set demos.select: fixed to search a block)")  # fmt: skip
     run_dir = Path(output_dir) if output_dir is not None else Path(config.output.dir or default_run_dir(config))
     check_run_dir(run_dir, resume)  # before anything is created: a refused directory stays as it was
     if resume:

@@ -32,7 +32,7 @@ from rlprompt.outcomes import example_key, split_record
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
 from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
-from rlprompt.template import input_fields
+from rlprompt.template import input_fields, shows_input
 
 SAMPLE_OUTPUTS = 3
 """Greedy outputs kept in a split's metrics (the first examples'), to show what a prompt does."""
@@ -177,22 +177,48 @@ class GenerationTask(Task):
         shown = len(dataset) - len(kept)
         if shown:  # the examples the prompt shows as demonstrations are not scored
             dataset = dataset.subset(kept)
+        examples, references = list(dataset.examples), list(dataset.references)
+        metrics = self._metrics_of([prompt], [examples], [references], per_example)
+        if shown:
+            metrics["shown_excluded"] = shown
+        return metrics
+
+    def evaluate_per_input(self, prompts: Sequence[str], split: str = "test", per_example: bool = False) -> dict[str, Any]:
+        """As :meth:`evaluate`, with each example generated under its own prompt (``prompts[i]``
+        for example ``i`` of ``split``; e.g. :meth:`retrieved_prompts`). A prompt that shows its
+        own example is refused."""
+        split = checked_split(split)
+        dataset = self.data.split(split)
+        if isinstance(prompts, str) or len(prompts) != len(dataset):
+            raise ConfigError(f"per-input prompts: one prompt per {split} example ({len(dataset)}), got "
+                              f"{1 if isinstance(prompts, str) else len(prompts)}")  # fmt: skip
+        prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        examples, references = list(dataset.examples), list(dataset.references)
+        shown = [i for i, (p, x) in enumerate(zip(prompts, examples, strict=True))
+                 if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip
+        if shown:
+            raise RLPromptError(f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
+                                f"({len(shown)} such); an example is never scored with a prompt that shows it")  # fmt: skip
+        return self._metrics_of(prompts, [[x] for x in examples], [[r] for r in references], per_example)
+
+    def _metrics_of(self, prompts: list[Prompt], examples: list[list[Any]], references: list[list[Any]],
+                    per_example: bool) -> dict[str, Any]:  # fmt: skip
+        """Metrics of prompt ``i`` generating for its examples ``examples[i]`` (all groups pooled, in order)."""
         before = self.task_model.stats.lm_calls
         tokens_before = self.task_model.stats.generated_tokens
-        examples, references = list(dataset.examples), list(dataset.references)
-        per_likelihood = self.task_model.log_likelihood([prompt], [examples], [references])[0]
+        per_likelihood = torch.cat([v.reshape(-1) for v in self.task_model.log_likelihood(prompts, examples, references)])
+        outputs = [out for group in self.task_model.generate(prompts, examples) for out in group]
+        examples = [x for group in examples for x in group]
+        references = [r for group in references for r in group]
         likelihood = float(per_likelihood.mean())
-        outputs = self.task_model.generate([prompt], [examples])[0]
         metrics: dict[str, Any] = {name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names}
         metrics["likelihood"] = likelihood
         reward = self.config.reward.name
         metrics["reward"] = likelihood if reward == "likelihood" else float(GENERATION_METRICS[reward](outputs, references))
-        metrics["n"] = len(dataset)
+        metrics["n"] = len(examples)
         metrics["outputs"] = outputs[:SAMPLE_OUTPUTS]
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         metrics["generated_tokens"] = self.task_model.stats.generated_tokens - tokens_before
-        if shown:
-            metrics["shown_excluded"] = shown
         if per_example:
             scores = {name: [float(GENERATION_METRICS[name]([out], [refs])) for out, refs in zip(outputs, references, strict=True)]
                       for name in self.metric_names}  # fmt: skip

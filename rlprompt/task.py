@@ -153,6 +153,7 @@ class Task:
     """What training may still spend (installed by :meth:`spending`); None: unlimited."""
     _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _demo_pool: DemoPool | None = field(default=None, repr=False)
+    _retriever: Any = field(default=None, repr=False)
 
     @classmethod
     def from_config(
@@ -435,14 +436,58 @@ class Task:
         kept = self._unshown_sets([prompt], split, [list(range(len(dataset)))])[0]
         if len(kept) < len(dataset):  # the examples the prompt shows as demonstrations are not scored
             dataset = dataset.subset(kept)
-        labels = self.labels(split)[torch.as_tensor(kept, dtype=torch.long)]
         raw = self.task_model.score([prompt], dataset.texts)[0]
+        metrics = self._split_metrics(raw, split, dataset, kept, per_example)
+        metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        return metrics
+
+    def evaluate_per_input(self, prompts: Sequence[str], split: str = "test", per_example: bool = False) -> dict[str, Any]:
+        """As :meth:`evaluate`, with each example scored under its own prompt (``prompts[i]``
+        for example ``i`` of ``split``; e.g. :meth:`retrieved_prompts`). Calibration shifts by the
+        mean over the split as for one prompt. A prompt that shows its own example is refused."""
+        split = checked_split(split)
+        dataset: ClassificationDataset = self.data.split(split)
+        if isinstance(prompts, str) or len(prompts) != len(dataset):
+            raise ConfigError(f"per-input prompts: one prompt per {split} example ({len(dataset)}), got "
+                              f"{1 if isinstance(prompts, str) else len(prompts)}")  # fmt: skip
+        prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        shown = [i for i, (p, x) in enumerate(zip(prompts, self._inputs(split), strict=True))
+                 if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip
+        if shown:
+            raise RLPromptError(f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
+                                f"({len(shown)} such); an example is never scored with a prompt that shows it")  # fmt: skip
+        before = self.task_model.stats.lm_calls
+        raw = torch.cat(self.task_model.score_pairs(prompts, [[text] for text in dataset.texts]))
+        metrics = self._split_metrics(raw, split, dataset, list(range(len(dataset))), per_example)
+        metrics["lm_calls"] = self.task_model.stats.lm_calls - before
+        return metrics
+
+    def retriever(self) -> Any:
+        """The per-input demonstration retriever of ``demos.select: nearest`` (built once):
+        :class:`rlprompt.retrieval.DemoRetriever` over :meth:`demo_pool`."""
+        if self._retriever is None:
+            from rlprompt.retrieval import DemoRetriever
+            from rlprompt.task_models.embedding import SentenceEncoder
+
+            demos = self.config.demos
+            self._retriever = DemoRetriever.build(self.demo_pool(), SentenceEncoder(demos.encoder), k=demos.k,
+                                                  order=demos.order, balanced=demos.balanced,
+                                                  template=self.config.model_template)  # fmt: skip
+        return self._retriever
+
+    def retrieved_prompts(self, split: str = "test") -> list[str]:
+        """Each ``split`` example's demonstration block by retrieval (:meth:`retriever`)."""
+        return self.retriever().blocks(self._inputs(checked_split(split)))
+
+    def _split_metrics(self, raw: torch.Tensor, split: str, dataset: ClassificationDataset, kept: list[int],
+                       per_example: bool) -> dict[str, Any]:  # fmt: skip
+        """Metrics of raw class scores ``[N, C]`` of ``dataset`` (the ``kept`` examples of ``split``)."""
+        labels = self.labels(split)[torch.as_tensor(kept, dtype=torch.long)]
         logits = self.calibrate(raw)
         metrics = classification_metrics(logits, labels)
         if self.config.calibration != "none":
             metrics["class_shift"] = [float(v) for v in class_log_probs(raw).mean(0)]
         metrics["reward"] = float(self._reward_of(logits, labels))
-        metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         if len(kept) < len(self.data.split(split)):
             metrics["shown_excluded"] = len(self.data.split(split)) - len(kept)
         if per_example:
@@ -453,6 +498,13 @@ class Task:
                  "gold_log_prob": per_example_gold_log_prob(logits, labels).tolist()},
                 hard_predictions(logits).tolist(), log_probs.tolist())  # fmt: skip
         return metrics
+
+
+def retrieval_description(config: Config) -> str:
+    """How a ``demos.select: nearest`` config prompts (what results show as its prompt)."""
+    d = config.demos
+    balanced = ", class-balanced" if d.balanced else ""
+    return f"<per input: the {d.k} nearest pool examples by {d.encoder}, {d.order}{balanced}>"
 
 
 def evaluate_prompt(
@@ -471,10 +523,18 @@ def evaluate_prompt(
         checked_prompt(prompt)
     if task is not None and not isinstance(task, Task):
         raise ConfigError(f"task= must be an rlprompt Task (or None), got {_describe(task)}")
+    per_input = config.demos.select == "nearest"
+    if per_input and prompt is not None:
+        raise ConfigError("demos.select: nearest gives each input its own demonstrations by retrieval; a prompt "
+                          "given here would be one fixed block for every input (set demos.select: fixed for that)")  # fmt: skip
     task = task or Task.from_config(config)
-    prompt = config.manual_prompt if prompt is None else prompt
     batches_before = task.task_model.stats.forward_batches
-    metrics = task.evaluate(prompt, split, per_example=per_example)
+    if per_input:
+        prompt = retrieval_description(config)
+        metrics = task.evaluate_per_input(task.retrieved_prompts(split), split, per_example=per_example)
+    else:
+        prompt = config.manual_prompt if prompt is None else prompt
+        metrics = task.evaluate(prompt, split, per_example=per_example)
     metrics.update(
         prompt=prompt,
         split=split,

@@ -149,7 +149,12 @@ def assert_learns(name: str, qualities: list[float], random_qualities: list[floa
     assert mean > random_mean or both_optimal, shown
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+HEAVY_LEARNERS = ("a2c", "dqn", "hill_climb", "ppo", "reinforce")
+"""Their three-seed check takes 50-120 s each on 2 cores: the slow tier runs it (with CI)."""
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_LEARNERS else n
+                                  for n in LEARNERS])  # fmt: skip
 def test_agent_reaches_toy_optimum_and_beats_random_search(name, tmp_path):
     assert_learns(name, *learning_outcomes(name, SEEDS, tmp_path), misses=len(SEEDS) - 1)
 

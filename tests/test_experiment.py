@@ -234,6 +234,7 @@ def test_runs_saved_before_the_selection_section_keep_their_dev_only_selection(t
     assert not saved_config(tmp_path / "r").selection.include_manual
 
 
+@pytest.mark.slow  # about 90 s on 2 cores: the slow tier (the fast tier resumes every agent from a checkpoint)
 @pytest.mark.parametrize("kills", [2])
 def test_killed_run_resumes_to_identical_files(tmp_path, small_data, kills):
     config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 96},
@@ -491,6 +492,7 @@ def results_without_times(out: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(handle)]
 
 
+@pytest.mark.slow  # about 150 s on 2 cores: the slow tier
 def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
     config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 4})
     reference_dir = tmp_path / "ref"

@@ -315,6 +315,7 @@ def test_budgets_in_requests_need_a_served_model():
                           "verbalizers": [" a", " b"], "budget": {"cost": 1.0}})  # fmt: skip
 
 
+@pytest.mark.slow  # about 60 s on 2 cores: the slow tier
 def test_server_killed_mid_run_resumes_to_the_undisturbed_result(own_server, tmp_path, monkeypatch):
     from rlprompt.cli import main
 

@@ -53,6 +53,7 @@ def same_cells(out: Path, reference_out: Path) -> None:
         assert without_times(out / cell.relative_to(reference_out)) == without_times(cell)
 
 
+@pytest.mark.slow  # about 50-100 s on 2 cores (worker processes load the model): the slow tier
 def test_local_worker_processes_give_the_same_results(tmp_path, reference):
     config_path, reference_out = reference
     bench = write_grid(tmp_path / "procs", config_path)
@@ -73,7 +74,9 @@ def test_ray_backend_gives_the_same_results(tmp_path, reference):
     same_cells(tmp_path / "ray" / "bench-out", reference_out)
 
 
-@pytest.mark.parametrize("backend", [["--workers", "2"], ["--backend", "ray", "--workers", "2"]], ids=["processes", "ray"])
+@pytest.mark.parametrize("backend", [["--workers", "2"],
+                                     pytest.param(["--backend", "ray", "--workers", "2"], marks=pytest.mark.slow)],
+                         ids=["processes", "ray"])  # fmt: skip
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, small_data, backend):
     if "ray" in backend:
         pytest.importorskip("ray")
@@ -89,6 +92,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, small_data, 
     assert [(r["agent"], r["seed"]) for r in rows] == [("hill_climb", "1")]
 
 
+@pytest.mark.slow  # about 50-100 s on 2 cores (worker processes load the model): the slow tier
 def test_a_killed_driver_resumes_where_it_stopped(tmp_path, reference):
     config_path, reference_out = reference
     bench = write_grid(tmp_path / "killed", config_path)

@@ -20,7 +20,7 @@ LAYERS = [
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores
-    ["rlprompt.task", "rlprompt.generation_task", "rlprompt.tracker"],
+    ["rlprompt.task", "rlprompt.generation_task", "rlprompt.tracker", "rlprompt.retrieval"],
     # 3: environments
     ["rlprompt.envs"],
     # 4: agents and their training loop's callbacks
