@@ -236,3 +236,32 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     mine.write_text('{"mine": 1}')
     assert main(["eval", "--config", str(cfg), "--save-retriever", str(mine)]) == 2
     assert mine.read_text() == '{"mine": 1}'
+
+
+def test_eval_scores_retrieval_per_input_and_saves_a_retriever_that_reproduces_it(tiny_clm_dir, small_data, tmp_path,
+                                                                                  capsys):  # fmt: skip
+    """The CLI route with the real MiniLM: per-input scores equal Task.evaluate_per_input's, the
+    outcome file holds every test example, and the saved retriever gives each input's block."""
+    from rlprompt.config import save_config
+    from rlprompt.outcomes import read_outcomes
+
+    config = demo_config(tiny_clm_dir, small_data, demos={"template": "Review: {sentence}\nSentiment: {label_word}\n\n",
+                                                          "select": "nearest", "k": 2})  # fmt: skip
+    path = tmp_path / "retrieval.json"
+    save_config(config, path)
+    assert main(["eval", "--config", str(path), "--no-progress", "--save-outcomes", str(tmp_path / "o.json"),
+                 "--save-retriever", str(tmp_path / "r.json"), "--json"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    task = Task.from_config(config)
+    blocks = task.retrieved_prompts("test")
+    direct = task.evaluate_per_input(blocks, "test")
+    assert printed["accuracy"] == direct["accuracy"] and printed["n"] == direct["n"] == len(task.data.test)
+    assert printed["lm_calls"] == len(blocks) and len(set(blocks)) > 1
+    outcomes = read_outcomes(tmp_path / "o.json")["outcomes"]
+    assert outcomes["n"] == len(task.data.test)
+    retriever = DemoRetriever.load(tmp_path / "r.json")
+    assert [retriever.prompt(x) for x in task.data.test.texts[:5]] == blocks[:5]
+    assert retriever.text(task.data.test.texts[0]) == f"{blocks[0]}Review: {task.data.test.texts[0]}\nSentiment:"
+    # the same settings with a fixed prompt, or the retriever of a fixed-prompt config, are refused
+    assert main(["eval", "--config", str(path), "--prompt", "Sentiment:", "--no-progress"]) == 2
+    assert "one fixed block" in capsys.readouterr().err
