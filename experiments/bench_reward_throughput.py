@@ -42,7 +42,10 @@ review, ``Review: {sentence}\nSentiment: {label_word}`` each), 16 fresh class-ba
   and shared by the reviews scored with it (and kept: scoring the same blocks again is reported too);
 * plain: a batched HF forward of the full sequences (block, review, instruction; tokenized
   beforehand, sorted by length, right padded, batch 64, the LM head at the last position);
-* their ratio (median over interleaved repeats) and the largest score difference.
+* their ratio (median over interleaved repeats) and the largest score difference;
+* per-input blocks (retrieval's case): every pair its own fresh block, scored by
+  ``TaskModel.score_pairs`` (what ``Task.evaluate_per_input`` calls) against the plain forward of
+  the same sequences, and its time over the shared blocks' (what per-input prompts cost).
 
     python experiments/bench_reward_throughput.py [--case smollm2|squad|demos] [--data-dir DIR]
 """
@@ -198,6 +201,10 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; first call {result['ratio_cold_over_plain']:.2f})")
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
+    print(f"per-input blocks (each of the {scorings} pairs its own block, as retrieval gives; Task.evaluate_per_input): "
+          f"{result['per_input_scorings_per_s']:.1f} scorings/s, plain {result['plain_per_input_scorings_per_s']:.1f}, "
+          f"ratio {result['ratio_per_input_over_plain']:.2f}; {result['per_input_cost_over_fixed_blocks']:.2f}x the time "
+          f"of {args.prompts} shared blocks; largest |score difference| {result['per_input_max_abs_score_diff']:.1e}")  # fmt: skip
     return result
 
 
@@ -235,6 +242,19 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
             blocks.append(pool.render(rng.permutation(ids).tolist()))
         return blocks
 
+    def per_input_blocks() -> list[str]:  # one fresh block per (block, review) pair: per-input prompts
+        saved = args.prompts
+        args.prompts = saved * len(texts)
+        try:
+            return fresh_blocks()
+        finally:
+            args.prompts = saved
+
+    def plain_pairs(strings: list[str]) -> tuple[list, torch.Tensor, float]:
+        encoded = [tm.tokenizer(s)["input_ids"] for s in strings]
+        batches, order = sorted_batches(encoded, batch_size, tm.pad_id, device)
+        return batches, order, sum(len(e) for e in encoded) / len(encoded)
+
     def plain_inputs(blocks: list[str]) -> tuple[list, torch.Tensor, float]:
         """Full sequences (the whole string tokenized, as a user's tokenizer reads it) in
         length-sorted batches, and their mean length."""
@@ -253,9 +273,28 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
         sync(device)
         return time.perf_counter() - start, scores.reshape(-1, 2)
 
+    pair_texts = [t for _ in range(args.prompts) for t in texts]
+
+    def per_input(blocks: list[str]) -> tuple[float, torch.Tensor]:
+        """Each (block, review) pair with its own block: Task.evaluate_per_input's call."""
+        sync(device)
+        start = time.perf_counter()
+        scores = tm.score_pairs(blocks, [[t] for t in pair_texts])
+        sync(device)
+        return time.perf_counter() - start, torch.cat(scores)
+
     framework(fresh_blocks())  # warm-up
     framework_s, plain_s, again_s, diffs, lengths = [], [], [], [], []
+    per_input_s, plain_pair_s, pair_diffs = [], [], []
     for _ in range(args.repeats):
+        blocks = per_input_blocks()
+        batches, order, _ = plain_pairs([render(task.config.model_template, {"prompt": b, "sentence": t})
+                                         for b, t in zip(blocks, pair_texts, strict=True)])  # fmt: skip
+        f, ours = per_input(blocks)
+        p, theirs = plain(batches, order)
+        per_input_s.append(f)
+        plain_pair_s.append(p)
+        pair_diffs.append(float((ours - theirs).abs().max()))
         blocks = fresh_blocks()
         batches, order, mean_length = plain_inputs(blocks)
         f, ours = framework(blocks)  # new blocks: each block's key/value cache computed once, shared by the reviews
@@ -285,6 +324,11 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
         "ratio_framework_over_plain": statistics.median(ratios),
         "ratio_rescored_over_plain": statistics.median([p / a for a, p in zip(again_s, plain_s, strict=True)]),
         "max_abs_score_diff": max(diffs),
+        "per_input_scorings_per_s": scorings / statistics.median(per_input_s),
+        "plain_per_input_scorings_per_s": scorings / statistics.median(plain_pair_s),
+        "ratio_per_input_over_plain": statistics.median([p / f for f, p in zip(per_input_s, plain_pair_s, strict=True)]),
+        "per_input_cost_over_fixed_blocks": statistics.median(per_input_s) / statistics.median(framework_s),
+        "per_input_max_abs_score_diff": max(pair_diffs),
     }
     print(f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}")
     print(f"{args.prompts} fresh blocks of {args.demos} SST-2 train demonstrations x {len(texts)} test reviews = {scorings} "
@@ -296,6 +340,10 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
     print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; blocks scored again {result['ratio_rescored_over_plain']:.2f})")  # fmt: skip
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
+    print(f"per-input blocks (each of the {scorings} pairs its own block, as retrieval gives; Task.evaluate_per_input): "
+          f"{result['per_input_scorings_per_s']:.1f} scorings/s, plain {result['plain_per_input_scorings_per_s']:.1f}, "
+          f"ratio {result['ratio_per_input_over_plain']:.2f}; {result['per_input_cost_over_fixed_blocks']:.2f}x the time "
+          f"of {args.prompts} shared blocks; largest |score difference| {result['per_input_max_abs_score_diff']:.1e}")  # fmt: skip
     return result
 
 
