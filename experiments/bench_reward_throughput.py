@@ -201,10 +201,6 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
     print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
           f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; first call {result['ratio_cold_over_plain']:.2f})")
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
-    print(f"per-input blocks (each of the {scorings} pairs its own block, as retrieval gives; Task.evaluate_per_input): "
-          f"{result['per_input_scorings_per_s']:.1f} scorings/s, plain {result['plain_per_input_scorings_per_s']:.1f}, "
-          f"ratio {result['ratio_per_input_over_plain']:.2f}; {result['per_input_cost_over_fixed_blocks']:.2f}x the time "
-          f"of {args.prompts} shared blocks; largest |score difference| {result['per_input_max_abs_score_diff']:.1e}")  # fmt: skip
     return result
 
 
