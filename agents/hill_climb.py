@@ -9,10 +9,10 @@ cached and each candidate costs one evaluation.
 
 Slot envs (:class:`~rlprompt.envs.base.SlotChoices`): the first iteration plays ``n_envs``
 random valid sequences and keeps the best. Each later iteration replays the current sequence in
-one env copy (re-scored on this iteration's minibatch, or read from the cache) and a neighbour
-in each other copy - two slots swapped (order is part of the search) or one slot replaced by an
-allowed choice not in the sequence - and moves to the best neighbour if it beats the current
-sequence by more than ``min_improvement``.
+one env copy and a neighbour in each other copy - two slots swapped (order is part of the
+search) or one slot replaced by an allowed choice not in the sequence - all scored on one
+minibatch drawn for the iteration (each block leaves out the examples it shows), and moves to
+the best neighbour if it beats the current sequence by more than ``min_improvement``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class HillClimb(Agent):
         n = self.vec_env.num_envs
         if self.slots is None:
             candidates = [self._random_slots(env) for _ in range(n)]
-            rewards = self._play(candidates)
+            rewards = self._play(env, candidates)
             best = int(np.argmax(rewards))
             self.slots, self.slots_reward = candidates[best], float(rewards[best])
             self.current = env.prompt_text(self.slots)
@@ -64,7 +64,7 @@ class HillClimb(Agent):
         # copy 0 re-scores the current sequence (on this iteration's minibatch) unless it is alone
         replay = [list(self.slots)] if n >= 2 else []
         candidates = replay + [self._neighbour(env, self.slots) for _ in range(n - len(replay))]
-        rewards = self._play(candidates)
+        rewards = self._play(env, candidates)
         if replay:
             self.slots_reward = float(rewards[0])
         best = len(replay) + int(np.argmax(rewards[len(replay):]))
@@ -75,9 +75,11 @@ class HillClimb(Agent):
             self.current = env.prompt_text(self.slots)
         return {"best_improvement": improvement, "accepted": float(accepted), "current_reward": self.slots_reward}
 
-    def _play(self, sequences: list[list[int]]) -> np.ndarray:
-        """Play one episode per env copy, copy ``i`` choosing ``sequences[i]``; the final rewards."""
-        self.vec_env.reset(seed=self.seed if self.iterations == 0 else None)
+    def _play(self, env: SlotChoices, sequences: list[list[int]]) -> np.ndarray:
+        """Play one episode per env copy, copy ``i`` choosing ``sequences[i]``, all scored on one
+        minibatch (:meth:`SlotChoices.shared_minibatch`); the final rewards."""
+        options = env.shared_minibatch(int(self.rng.integers(2**31)))
+        self.vec_env.reset(seed=self.seed if self.iterations == 0 else None, options=options)
         rewards = np.zeros(len(sequences))
         for position in range(len(sequences[0])):
             _, rewards, _, _, _ = self.step_envs(np.array([s[position] for s in sequences]))

@@ -224,7 +224,8 @@ def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), 
 class SlotChoices(typing.Protocol):
     """An env whose prompt is a fixed number of slot choices, one per step (the demonstration
     env: a pool example per slot). A local search moves between such prompts by swapping two
-    slots or replacing one, checking each choice against :meth:`mask_of`."""
+    slots or replacing one, checking each choice against :meth:`mask_of` (which depends on the
+    choices made, not on their order)."""
 
     @property
     def episode_length(self) -> int: ...
@@ -235,6 +236,10 @@ class SlotChoices(typing.Protocol):
 
     def prompt_text(self, slots: typing.Sequence[int]) -> str:
         """The prompt of a full (or partial) sequence of choices."""
+        ...
+
+    def shared_minibatch(self, seed: int) -> dict[str, typing.Any]:
+        """Reset options under which copies reset together score on the same examples."""
         ...
 
 

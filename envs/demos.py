@@ -56,7 +56,7 @@ class DemoSelectionEnv(PromptEnv):
 
     kind = "demos"
     config_class = DemosEnvConfig
-    _state_keys = ("_slots",)
+    _state_keys = ("_slots", "_minibatch_seed")
 
     def __init__(
         self,
@@ -91,6 +91,7 @@ class DemoSelectionEnv(PromptEnv):
         self.observation_space = spaces.MultiDiscrete(np.full(k, size + 2, dtype=np.int64))
         self.action_space = spaces.Discrete(size)
         self._slots: list[int] = []  # pool ids, -1 for an empty slot
+        self._minibatch_seed: int | None = None
 
     @classmethod
     def from_config(cls, task: Task, config: DemosEnvConfig) -> DemoSelectionEnv:
@@ -141,8 +142,18 @@ class DemoSelectionEnv(PromptEnv):
     def current_prompt_text(self) -> str:
         return self.prompt_text(self._slots)
 
+    def shared_minibatch(self, seed: int) -> dict[str, Any]:
+        """Reset options under which every copy draws its episode's minibatch from one seeded
+        order of the split's examples (the first ``batch_size`` its block does not show): blocks
+        scored in one step are compared on (nearly) the same examples."""
+        return {"minibatch_seed": int(seed)}
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
+        shared = (options or {}).get("minibatch_seed")
+        if shared is not None and (isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) or shared < 0):
+            raise ConfigError(f"reset option minibatch_seed must be a non-negative integer, got {shared!r}")
+        self._minibatch_seed = None if shared is None else int(shared)
         self._slots = []
         self._last_result = None
         return self.observation_of(self._slots), self._info(None)
@@ -152,6 +163,9 @@ class DemoSelectionEnv(PromptEnv):
         candidates = np.asarray(self.task.unshown(prompt, self.split, range(self.num_examples)), dtype=np.int64)
         if self.batch_size is None or self.batch_size >= len(candidates):
             return candidates
+        if self._minibatch_seed is not None:
+            order = np.random.default_rng(self._minibatch_seed).permutation(self.num_examples)
+            return np.sort(order[np.isin(order, candidates)][: self.batch_size])
         return np.sort(self.np_random.choice(candidates, size=self.batch_size, replace=False))
 
     def _apply(self, action: Any) -> ScoreRequest | None:

@@ -230,21 +230,19 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
     texts = task.data.test.texts[: args.examples]  # never among the blocks' demonstrations (train)
     tm.input_layout.encode_texts(texts)  # tokenized once per dataset, as in any run
 
-    def fresh_blocks() -> list[str]:  # class-balanced random blocks, as the env's random search draws them
+    per_input_rng = np.random.default_rng(1)  # its own draws: the shared blocks are those of earlier runs
+
+    def fresh_blocks(count: int | None = None, generator: np.random.Generator = rng) -> list[str]:
+        """Class-balanced random blocks, as the env's random search draws them."""
         by_class = [np.flatnonzero(np.asarray(pool.labels) == c) for c in range(pool.num_classes)]
         blocks = []
-        for _ in range(args.prompts):
-            ids = np.concatenate([rng.choice(members, size=args.demos // 2, replace=False) for members in by_class])
-            blocks.append(pool.render(rng.permutation(ids).tolist()))
+        for _ in range(count or args.prompts):
+            ids = np.concatenate([generator.choice(members, size=args.demos // 2, replace=False) for members in by_class])
+            blocks.append(pool.render(generator.permutation(ids).tolist()))
         return blocks
 
     def per_input_blocks() -> list[str]:  # one fresh block per (block, review) pair: per-input prompts
-        saved = args.prompts
-        args.prompts = saved * len(texts)
-        try:
-            return fresh_blocks()
-        finally:
-            args.prompts = saved
+        return fresh_blocks(args.prompts * len(texts), per_input_rng)
 
     def plain_pairs(strings: list[str]) -> tuple[list, torch.Tensor, float]:
         encoded = [tm.tokenizer(s)["input_ids"] for s in strings]

@@ -39,19 +39,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rlprompt.errors import ConfigError
 
     _check_outcome_target(args.save_outcomes)
-    _check_retriever_target(args.save_retriever)
+    _check_retriever_target(args.save_retriever, args.save_outcomes)
     if args.run is not None:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
+    if args.save_retriever is not None and config.demos.select != "nearest":
+        raise ConfigError("--save-retriever writes the per-input retriever of demos.select: nearest; this config "
+                          "shows fixed prompts")  # fmt: skip
+    if args.prompt is not None and config.demos.select == "nearest":
+        raise ConfigError("demos.select: nearest gives each input its own demonstrations by retrieval; --prompt "
+                          "would be one fixed block for every input (set demos.select: fixed for that)")  # fmt: skip
     from rlprompt import progress
     from rlprompt.task import Task, evaluate_prompt  # torch and the model: only once the config is valid
 
     with progress.stage(f"loading {config.task_model.label} and the data", total=1):
         progress.step("")
         task = Task.from_config(config)
-    if args.save_retriever is not None and config.demos.select != "nearest":
-        raise ConfigError("--save-retriever writes the per-input retriever of demos.select: nearest; this config "
-                          "shows fixed prompts")  # fmt: skip
     shown = config.manual_prompt if args.prompt is None else args.prompt
     with progress.stage(f"scoring on {args.split}", total=1):
         progress.step(f"{progress.shorten(shown)} ({len(task.data.split(args.split))} examples)")
@@ -154,29 +157,19 @@ def _check_outcome_target(path: str | None) -> None:
                                 "rlprompt never replaces it (choose another path)")  # fmt: skip
 
 
-def _check_retriever_target(path: str | None) -> None:
-    """``--save-retriever`` may name a new ``.json`` file or an earlier retriever file only."""
+def _check_retriever_target(path: str | None, outcomes: str | None) -> None:
+    """``--save-retriever`` may name a new ``.json`` file or an earlier retriever file only, and
+    not the ``--save-outcomes`` file (checked before anything is scored)."""
     if path is None:
         return
     from rlprompt.errors import RLPromptError
-    from rlprompt.io import read_json
-    from rlprompt.retrieval import FORMAT
+    from rlprompt.retrieval import check_retriever_target
     from rlprompt.rundir import check_output_path
 
-    target = Path(path)
-    if target.suffix != ".json":
-        raise RLPromptError(f"--save-retriever {path}: a retriever file is JSON; name it *.json")
-    check_output_path(target, "--save-retriever")
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        raise RLPromptError(f"--save-retriever {path} exists and is not a file; choose another path")
-    if target.exists():
-        try:
-            ours = read_json(target).get("format") == FORMAT
-        except (RLPromptError, AttributeError):
-            ours = False
-        if not ours:
-            raise RLPromptError(f"--save-retriever {path} exists and is not a retriever file of rlprompt; "
-                                "rlprompt never replaces it (choose another path)")  # fmt: skip
+    if outcomes is not None and Path(outcomes).resolve() == Path(path).resolve():
+        raise RLPromptError(f"--save-outcomes and --save-retriever name the same file {path}: give two paths")
+    check_output_path(Path(path), "--save-retriever")
+    check_retriever_target(path)
 
 
 def _save_outcomes(path: str, **fields: object) -> None:

@@ -555,12 +555,13 @@ class Config:
         searches = getattr(type(self.env), "searches", "instruction")
         if slots > 1:
             raise ConfigError(f"template must contain '{{demos}}' at most once, got {self.template!r}")
+        self._check_retrieval(slots)
         if not slots:
             if searches == "demos":
                 raise ConfigError(f"env.kind={self.env_kind()} searches demonstrations: put '{{demos}}' in the template "
                                   "where they go (and set demos.template)")  # fmt: skip
             return
-        if searches != "demos":
+        if searches != "demos" and self.demos.select != "nearest":
             raise ConfigError(f"'{{demos}}' in the template makes the demonstrations the searched part (the prompt "
                               f"{self.prompt!r} is then fixed text): use env.kind: demos, or remove '{{demos}}' to "
                               f"search the instruction with env.kind={self.env_kind()}")  # fmt: skip
@@ -581,6 +582,22 @@ class Config:
             raise ConfigError(f"'{{demos}}' must come before the input in the template (demonstrations are shown "
                               f"first and cached once per prompt), got {self.template!r}")  # fmt: skip
         model_template(self.template, self.prompt)  # the prompt is fixed text: no placeholders
+
+    def _check_retrieval(self, slots: int) -> None:
+        """``demos.select: nearest`` needs a ``{demos}`` slot, and ``balanced`` classes that split ``k``."""
+        demos = self.demos
+        if demos.select != "nearest":
+            return
+        if not slots:
+            raise ConfigError("demos.select: nearest retrieves demonstrations for each input: put '{demos}' in the "
+                              "template where they go (and set demos.template)")  # fmt: skip
+        if demos.balanced:
+            if self.task == "generation":
+                raise ConfigError("demos.balanced takes k / C demonstrations of each class: a generation task has none")
+            classes = len(self.verbalizers or [])
+            if classes and demos.k % classes:
+                raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: demos.k={demos.k} is not "
+                                  f"a multiple of the {classes} classes")  # fmt: skip
 
     @property
     def model_template(self) -> str:

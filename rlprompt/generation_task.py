@@ -189,9 +189,9 @@ class GenerationTask(Task):
         own example is refused."""
         split = checked_split(split)
         dataset = self.data.split(split)
-        if isinstance(prompts, str) or len(prompts) != len(dataset):
-            raise ConfigError(f"per-input prompts: one prompt per {split} example ({len(dataset)}), got "
-                              f"{1 if isinstance(prompts, str) else len(prompts)}")  # fmt: skip
+        if not isinstance(prompts, (list, tuple)) or len(prompts) != len(dataset):
+            got = f"{len(prompts)}" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
+            raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
         prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         examples, references = list(dataset.examples), list(dataset.references)
         shown = [i for i, (p, x) in enumerate(zip(prompts, examples, strict=True))

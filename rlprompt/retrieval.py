@@ -33,6 +33,12 @@ ORDERS = ("similar_last", "similar_first")
 """Where the most similar demonstration stands: last (next to the input) or first."""
 FORMAT = "rlprompt-demo-retriever"
 VERSION = 1
+CHUNK = 256
+"""Inputs whose similarities to the pool are computed at once."""
+
+
+def _stripped(example: str | Mapping[str, str]) -> dict[str, str]:
+    return {k: v.strip() for k, v in example_fields(example).items()}
 
 
 def query_text(example: str | Mapping[str, str]) -> str:
@@ -62,6 +68,27 @@ def check_retrieval(k: int, order: str, balanced: bool, pool: DemoPool) -> None:
                               f"class; the pool has {counts.tolist()} per class")  # fmt: skip
 
 
+def is_retriever_file(path: Path) -> bool:
+    try:
+        data = read_json(path, "retriever file")
+    except RLPromptError:
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def check_retriever_target(path: str | os.PathLike[str]) -> None:
+    """A retriever may be written to a new ``.json`` file or over an earlier retriever file only
+    (one :class:`ConfigError` otherwise: rlprompt never replaces another file)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        raise ConfigError(f"a retriever is saved as one JSON file: name it *.json, got {path}")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ConfigError(f"{path} exists and is not a file; choose another path")
+    if path.exists() and not is_retriever_file(path):
+        raise ConfigError(f"{path} exists and is not a retriever file of rlprompt; rlprompt never replaces it "
+                          "(choose another path)")  # fmt: skip
+
+
 class DemoRetriever:
     """The ``k`` nearest pool examples of each input, as pool ids and as demonstration blocks.
 
@@ -79,7 +106,8 @@ class DemoRetriever:
                               f"embeddings of shape {list(embeddings.shape)}")  # fmt: skip
         if not torch.isfinite(embeddings).all():
             raise ConfigError("the pool's embeddings hold NaN or inf")
-        self.pool, self.embeddings = pool, embeddings
+        self.pool, self.embeddings = pool, torch.nn.functional.normalize(embeddings, dim=-1)
+        self._pool_fields = [_stripped(x) for x in pool.examples]
         self.k, self.order, self.balanced = k, order, balanced
         self.encoder_name, self._encoder, self.template = encoder_name, encoder, template
 
@@ -89,8 +117,11 @@ class DemoRetriever:
         """Embed ``pool``'s inputs with ``encoder`` (a :class:`~rlprompt.task_models.embedding.SentenceEncoder`)."""
         check_retrieval(k, order, balanced, pool)
         embeddings = encoder.encode([query_text(x) for x in pool.examples])
-        return cls(pool, embeddings, k=k, order=order, balanced=balanced,
-                   encoder_name=getattr(encoder, "name_or_path", "embedded:minilm"), encoder=encoder, template=template)  # fmt: skip
+        name = str(getattr(encoder, "name_or_path", "embedded:minilm"))
+        if Path(name).exists():  # a local checkpoint: saved files name it wherever they are read
+            name = str(Path(name).resolve())
+        return cls(pool, embeddings, k=k, order=order, balanced=balanced, encoder_name=name, encoder=encoder,
+                   template=template)  # fmt: skip
 
     @property
     def encoder(self) -> Any:
@@ -115,31 +146,39 @@ class DemoRetriever:
         if embeddings.shape != (len(inputs), self.embeddings.shape[1]):
             raise ConfigError(f"{len(inputs)} inputs need embeddings of shape {[len(inputs), self.embeddings.shape[1]]}, "
                               f"got {list(embeddings.shape)}")  # fmt: skip
-        similarity = (embeddings @ self.embeddings.T).numpy()
-        labels = np.asarray([-1 if y is None else int(y) for y in self.pool.labels])
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         out = []
-        for row, example in zip(similarity, inputs, strict=True):
-            # never the input itself: a pool example showing the input's text is out of reach
-            shown = [i for i, text in enumerate(self.pool.texts) if shows_input(text, example)]
-            row = row.astype(np.float64).copy()
-            row[shown] = -np.inf
-            ranked = np.argsort(-row, kind="stable")
-            ranked = ranked[np.isfinite(row[ranked])]
-            if self.balanced:
-                per_class = self.k // self.pool.num_classes
-                chosen = [i for c in range(self.pool.num_classes) for i in ranked[labels[ranked] == c][:per_class]]
-                if len(chosen) < self.k:
-                    raise RLPromptError(f"input {query_text(example)[:60]!r}: fewer than {per_class} pool examples of "
-                                        "some class do not show it")  # fmt: skip
-                chosen.sort(key=lambda i: -row[i])
-            else:
-                chosen = [int(i) for i in ranked[: self.k]]
-                if len(chosen) < self.k:
-                    raise RLPromptError(f"input {query_text(example)[:60]!r}: fewer than k={self.k} pool examples "
-                                        "do not show it")  # fmt: skip
-            most_similar_first = [int(i) for i in chosen]
-            out.append(most_similar_first[::-1] if self.order == "similar_last" else most_similar_first)
+        for start in range(0, len(inputs), CHUNK):  # a bounded similarity matrix, whatever the sizes
+            similarity = (embeddings[start : start + CHUNK] @ self.embeddings.T).numpy()
+            for row, example in zip(similarity, inputs[start : start + CHUNK], strict=True):
+                out.append(self._nearest(row, example))
         return out
+
+    def _nearest(self, similarity: np.ndarray, example: str | Mapping[str, str]) -> list[int]:
+        """The ``k`` most similar pool examples (``k / C`` of each class with ``balanced``) that
+        are not the input itself and that, put together, do not show it; in the configured order."""
+        fields = _stripped(example)
+        ranked = np.argsort(-similarity.astype(np.float64), kind="stable")
+        per_class = self.k // self.pool.num_classes if self.balanced else self.k
+        counts: dict[int | None, int] = {}
+        chosen: list[int] = []
+        for i in ranked:
+            i = int(i)
+            label = self.pool.labels[i] if self.balanced else None
+            if counts.get(label, 0) >= per_class or self._pool_fields[i] == fields:
+                continue
+            block = "".join(self.pool.texts[j] for j in chosen) + self.pool.texts[i]
+            if shows_input(block, example):  # never the input itself, alone or pieced together
+                continue
+            chosen.append(i)
+            counts[label] = counts.get(label, 0) + 1
+            if len(chosen) == self.k:
+                break
+        if len(chosen) < self.k:
+            raise RLPromptError(f"input {query_text(example)[:60]!r}: only {len(chosen)} of the pool's examples can be "
+                                f"shown to it without showing the input itself; k={self.k} needs more")  # fmt: skip
+        chosen.sort(key=lambda j: -similarity[j])  # most similar first
+        return chosen[::-1] if self.order == "similar_last" else chosen
 
     def blocks(self, inputs: Sequence[str | Mapping[str, str]], embeddings: torch.Tensor | None = None) -> list[str]:
         """Each input's demonstration block (what fills the ``{demos}`` slot)."""
@@ -169,12 +208,10 @@ class DemoRetriever:
         }  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the retriever to one JSON file (atomically); :meth:`load` reads it back."""
+        """Write the retriever to one JSON file (atomically; a new file or an earlier retriever's
+        only, never another file); :meth:`load` reads it back."""
         path = Path(path)
-        if path.suffix != ".json":
-            raise ConfigError(f"a retriever is saved as one JSON file: name it *.json, got {path}")
-        if path.exists() and not path.is_file():
-            raise ConfigError(f"{path} exists and is not a file")
+        check_retriever_target(path)
         atomic_write_json(path, self.to_dict(), compact=True)
         return path
 
@@ -195,8 +232,8 @@ class DemoRetriever:
             pool = DemoPool(data["demo_template"], data["examples"], data["answers"], data["labels"])
             return cls(pool, embeddings, k=data["k"], order=data["order"], balanced=data["balanced"],
                        encoder_name=data["encoder"], encoder=encoder, template=data["template"])  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path} is a damaged retriever file ({type(exc).__name__}: {exc})") from None
 
 
-__all__ = ["ORDERS", "DemoRetriever", "check_retrieval", "query_text"]
+__all__ = ["ORDERS", "DemoRetriever", "check_retrieval", "check_retriever_target", "query_text"]

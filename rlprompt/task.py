@@ -447,9 +447,9 @@ class Task:
         mean over the split as for one prompt. A prompt that shows its own example is refused."""
         split = checked_split(split)
         dataset: ClassificationDataset = self.data.split(split)
-        if isinstance(prompts, str) or len(prompts) != len(dataset):
-            raise ConfigError(f"per-input prompts: one prompt per {split} example ({len(dataset)}), got "
-                              f"{1 if isinstance(prompts, str) else len(prompts)}")  # fmt: skip
+        if not isinstance(prompts, (list, tuple)) or len(prompts) != len(dataset):
+            got = f"{len(prompts)}" if isinstance(prompts, (list, tuple)) else _describe(prompts)
+            raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
         prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         shown = [i for i, (p, x) in enumerate(zip(prompts, self._inputs(split), strict=True))
                  if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip

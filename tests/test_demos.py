@@ -192,6 +192,17 @@ def test_hill_climbing_swaps_and_replaces_demonstrations_to_the_best_block(tmp_p
         block = agent._neighbour(env, agent.slots)
         labels = [task.demo_pool().labels[i] for i in block]
         assert len(set(block)) == 4 and sorted(labels) == [0, 0, 1, 1], block
+    # the copies of one iteration score on one minibatch: the same examples, less each block's own
+    copies = [env, env.spawn()]
+    for copy in copies:
+        copy.reset(options=env.shared_minibatch(7))
+    pool = task.demo_pool()
+    plain = copies[0]._draw_unshown("")
+    shown = task.data.train.texts.index(pool.examples[int(plain[0])])
+    with_block = copies[1]._draw_unshown(pool.render([shown]))
+    assert len(plain) == len(with_block) == 8 and set(plain) - {shown} <= set(with_block)
+    with pytest.raises(ConfigError, match="minibatch_seed"):
+        env.reset(options={"minibatch_seed": -1})
     agent.save(tmp_path / "hc.safetensors")
     loaded = Agent.load(tmp_path / "hc.safetensors", DemoSelectionEnv(task=task, k=4, balanced=True, batch_size=8))
     assert loaded.slots == agent.slots and loaded.predict() == agent.predict()

@@ -109,6 +109,28 @@ def test_retrieval_never_returns_the_query_itself():
     assert 0 not in ids and 1 not in ids
 
 
+def test_an_input_is_never_shown_itself_whatever_the_template_shows_or_the_pieces_make():
+    # the demonstration shows the question only: the input's own pool entry is still out of reach
+    rows = [{"context": f"Passage {i} about topic {i % 3}.", "question": f"What is item {i}?"} for i in range(6)]
+    pool = DemoPool("Q: {question} A: {answer}\n", rows, [f"a{i}" for i in range(6)], [None] * 6)
+    table = TableEncoder({query_text(r): np.array([1.0, 0.01 * i]) for i, r in enumerate(rows)})
+    for i, ids in enumerate(DemoRetriever.build(pool, table, k=2).select(rows)):
+        assert i not in ids
+    # two demonstrations that together show a two-field input: the second is skipped
+    pool = DemoPool("{context} | {question} => {answer}\n",
+                    [{"context": "Alpha.", "question": "Other?"}, {"context": "Beta.", "question": "Which?"},
+                     {"context": "Gamma.", "question": "Else?"}], ["x", "y", "z"], [None] * 3)  # fmt: skip
+    query = {"context": "Alpha.", "question": "Which?"}
+    table = TableEncoder({query_text(x): np.array(v) for x, v in
+                          zip([*pool.examples, query], [[1.0, 0.0], [0.9, 0.1], [0.1, 1.0], [1.0, 0.05]], strict=True)})  # fmt: skip
+    (ids,) = DemoRetriever.build(pool, table, k=2, order="similar_first").select([query])
+    assert ids == [0, 2]
+    # an empty text is matched by its fields too
+    pool = DemoPool("{sentence} => {label_word}\n", ["", "fine", "bad"], ["pos", "pos", "neg"], [1, 1, 0])
+    table = TableEncoder({"": np.array([1.0, 0.0]), "fine": np.array([0.5, 0.5]), "bad": np.array([0.0, 1.0])})
+    assert 0 not in DemoRetriever.build(pool, table, k=2).select([""])[0]
+
+
 def test_retrieval_takes_the_nearest_in_the_configured_order():
     task = make_toy_demo_task(k=3)
     pool = task.demo_pool()
@@ -146,6 +168,15 @@ def test_per_input_demonstrations_beat_every_fixed_block_where_the_right_one_dep
     best_fixed = max(task.evaluate(pool.render([a, b]), "test")["accuracy"]
                      for a in range(len(pool)) for b in range(len(pool)) if a != b)  # fmt: skip
     assert retrieved["accuracy"] >= 0.9 and retrieved["accuracy"] > best_fixed + 0.2
+    # with batch calibration the class shift is the mean over the split's per-input scores
+    from rlprompt.rewards import batch_calibrate, class_log_probs
+
+    calibrated = dataclasses.replace(task, config=dataclasses.replace(task.config, calibration="batch"))
+    metrics = calibrated.evaluate_per_input(prompts, "test")
+    raw = torch.cat(task.task_model.score_pairs(prompts, [[t] for t in task.data.test.texts]))
+    expected = (batch_calibrate(raw).argmax(-1) == torch.tensor(task.data.test.labels)).float().mean()
+    assert metrics["accuracy"] == pytest.approx(float(expected))
+    assert metrics["class_shift"] == pytest.approx(class_log_probs(raw).mean(0).tolist())
     # the same evaluation through the config route
     config = dataclasses.replace(task.config, demos=dataclasses.replace(task.config.demos, select="nearest", k=2))
     task.config = config
@@ -194,6 +225,10 @@ def test_a_saved_retriever_gives_the_same_prompts_for_new_inputs(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ConfigError, match="not a retriever"):
         DemoRetriever.load(tmp_path / "other.json")
+    with pytest.raises(ConfigError, match="never replaces"):  # saving over another file is refused
+        retriever.save(tmp_path / "other.json")
+    assert (tmp_path / "other.json").read_text() == "{}"
+    retriever.save(path)  # an earlier retriever may be replaced
 
 
 # ------------------------------------------------------------------ bad input
@@ -219,6 +254,8 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
         DemoRetriever.build(pool, encoder, k=len(pool))
     with pytest.raises(ConfigError, match="one prompt per test example"):
         task.evaluate_per_input(["", ""], "test")
+    with pytest.raises(ConfigError, match="one prompt per test example"):
+        task.evaluate_per_input(None, "test")
     with pytest.raises(RLPromptError, match="shows that example"):
         train = task.data.train
         task.evaluate_per_input([pool.render([i]) for i in range(len(train))], "train")
@@ -229,6 +266,10 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="one fixed block"):
         evaluate_prompt(config, "Review: x\nSentiment: positive\n\n")
+    for change, message in (({"template": "Review: {sentence}\n{prompt}"}, "put '\\{demos\\}' in the template"),
+                            ({"demos": {**dataclasses.asdict(config.demos), "balanced": True, "k": 3}}, "multiple of the 2")):
+        with pytest.raises(ConfigError, match=message):
+            dataclasses.replace(config, **{k: (DemosConfig(**v) if k == "demos" else v) for k, v in change.items()})
     # the CLI never replaces a file that is not a retriever it wrote
     cfg = tmp_path / "c.yaml"
     cfg.write_text("template: \"{sentence} {prompt}\"\n")
@@ -236,6 +277,8 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     mine.write_text('{"mine": 1}')
     assert main(["eval", "--config", str(cfg), "--save-retriever", str(mine)]) == 2
     assert mine.read_text() == '{"mine": 1}'
+    same = str(tmp_path / "both.json")
+    assert main(["eval", "--config", str(cfg), "--save-retriever", same, "--save-outcomes", same]) == 2
 
 
 def test_eval_scores_retrieval_per_input_and_saves_a_retriever_that_reproduces_it(tiny_clm_dir, small_data, tmp_path,

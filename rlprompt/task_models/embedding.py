@@ -34,6 +34,11 @@ class SentenceEncoder:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path, "encoder")
         self.model = model if model is not None else load_model(name_or_path, "encoder", torch.device("cpu"),
                                                                 torch.float32)  # fmt: skip
+        if getattr(self.tokenizer, "pad_token", None) is None:  # batches are padded
+            if getattr(self.tokenizer, "eos_token", None) is None:
+                raise ConfigError(f"sentence encoder {name_or_path!r}: its tokenizer has no padding or end token, "
+                                  "so inputs cannot be embedded in batches")  # fmt: skip
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.texts_encoded = 0
         """Texts embedded so far (what retrieval costs besides the task model's calls)."""
 
