@@ -151,16 +151,22 @@ def test_prefix_cached_scores_with_demonstrations_equal_the_full_forward(tiny_cl
 # ------------------------------------------------------------------ RL against random search
 
 
+def toy_demo_qualities(name: str, seeds: tuple[int, ...], budget: int = 600) -> list[dict[str, float]]:
+    """Greedy quality of ``name`` and of random search on the toy demonstration task, per seed."""
+    outcomes = []
+    for seed in seeds:
+        quality = {}
+        for agent_name in (name, "random_search"):
+            agent, env = run(agent_name, "demos", seed, budget)
+            quality[agent_name] = float(env.task.task_model.quality(agent.predict()))
+        outcomes.append(quality)
+    return outcomes
+
+
 def test_an_rl_agent_beats_random_search_on_the_toy_demonstration_task():
     """The toy task's best block is 3 of 32 train examples in one order (29,760 blocks): at 600
     evaluations random search holds 1-2 of them in place, PPO the whole block on most seeds."""
-    outcomes = []
-    for seed in (0, 1, 2):
-        quality = {}
-        for name in ("ppo", "random_search"):
-            agent, env = run(name, "demos", seed, 600)
-            quality[name] = float(env.task.task_model.quality(agent.predict()))
-        outcomes.append(quality)
+    outcomes = toy_demo_qualities("ppo", (0, 1, 2))
     shown = f"greedy quality per seed {outcomes}"
     assert sum(q["ppo"] > q["random_search"] for q in outcomes) >= 2, shown
     assert np.mean([q["ppo"] for q in outcomes]) > np.mean([q["random_search"] for q in outcomes]), shown
@@ -169,19 +175,13 @@ def test_an_rl_agent_beats_random_search_on_the_toy_demonstration_task():
 def test_hill_climbing_swaps_and_replaces_demonstrations_to_the_best_block(tmp_path):
     """Local search over blocks: the first iteration keeps the best random block, then swaps
     (order) and replacements (which examples) that raise the reward. At 600 evaluations it holds
-    the whole best block on 3 of seeds 0-3 (random search: 1-2 of its 3 examples in place)."""
+    the whole best block on seeds 0-3 (asserted: at least 3 of 4; random search: 1-2 of its 3 in place)."""
     from rlprompt.agents import AGENT_REGISTRY, Agent
 
-    outcomes = []
-    for seed in (0, 2, 3):
-        quality = {}
-        for name in ("hill_climb", "random_search"):
-            agent, env = run(name, "demos", seed, 600)
-            quality[name] = float(env.task.task_model.quality(agent.predict()))
-        outcomes.append(quality)
+    outcomes = toy_demo_qualities("hill_climb", (0, 1, 2, 3))
     shown = f"greedy quality per seed {outcomes}"
     assert all(q["hill_climb"] > q["random_search"] for q in outcomes), shown
-    assert np.mean([q["hill_climb"] for q in outcomes]) >= 0.9, shown
+    assert sum(q["hill_climb"] >= 0.9 for q in outcomes) >= 3, shown
     # every move keeps a valid block (no repeats, class quota) and a saved agent resumes as it was
     task = make_toy_demo_task(k=4, seed=1)
     env = DemoSelectionEnv(task=task, k=4, balanced=True, batch_size=8)
