@@ -39,6 +39,7 @@ from rlprompt.logger import Logger
 from rlprompt.registry import AGENTS
 from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt, prompt_key
+from rlprompt.template import LabeledPrompt
 from rlprompt.tracker import PromptRecord, PromptTracker
 
 
@@ -132,7 +133,7 @@ class Agent(ABC):
         self.tracker = PromptTracker(self.config.top_k)
         self.iterations = 0
         self.prompt_evals = 0
-        self.lm_calls = 0
+        self.lm_calls = self.env.setup_lm_calls  # what building the env spent is part of the search
         self.api_spent: dict[str, float] = dict.fromkeys(API_KEYS, 0)
         """Served models' requests, tokens and money spent by ``learn()`` (see ``API_KEYS``)."""
         self.env_steps = 0
@@ -314,6 +315,9 @@ class Agent(ABC):
     # ---------------------------------------------------------- results
 
     def prompt_text(self, prompt: Prompt) -> str | None:
+        """A prompt as one line of text (None for a soft prompt)."""
+        if isinstance(prompt, LabeledPrompt):
+            return prompt.describe()
         return prompt if isinstance(prompt, str) else None
 
     @contextlib.contextmanager

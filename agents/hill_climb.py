@@ -34,7 +34,7 @@ class HillClimb(Agent):
         """Slot envs: the current sequence of choices (None before the first iteration)."""
         self.slots_reward = float("-inf")
         """Its reward when last scored."""
-        self.current = "" if isinstance(self.env, SlotChoices) else self.env.start_prompt
+        self.current = self.env.prompt_text([]) if isinstance(self.env, SlotChoices) else self.env.start_prompt
 
     def _learn_step(self) -> dict[str, float]:
         if isinstance(self.env, SlotChoices):
@@ -111,7 +111,7 @@ class HillClimb(Agent):
 
     # ------------------------------------------------------------ prediction and state
 
-    def predict(self, deterministic: bool = True) -> str:
+    def predict(self, deterministic: bool = True) -> Any:
         return self.current
 
     def _state(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("hill_climb", agent="rlprompt.agents.hill_climb:HillClimb", env_kinds=("edit", "demos"))
+@register_agent("hill_climb", agent="rlprompt.agents.hill_climb:HillClimb", env_kinds=("edit", "demos", "label_words"))
 @dataclass
 class HillClimbConfig(AgentConfig):
     n_envs: int = 16

@@ -9,7 +9,7 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos"))
+@register_agent("ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos", "label_words"))
 @dataclass
 class PPOConfig(AgentConfig):
     n_envs: int = 16

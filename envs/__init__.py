@@ -7,7 +7,8 @@ Gymnasium ids (no torch is imported):
 * ``selection`` - ``rlprompt/PromptSelection-v0`` - :class:`PromptSelectionEnv`, a bandit over K candidates;
 * ``edit`` - ``rlprompt/PromptEdit-v0`` - :class:`PromptEditEnv`, edit the manual prompt;
 * ``soft`` - ``rlprompt/SoftPrompt-v0`` - :class:`SoftPromptEnv`, soft prompts in a random subspace;
-* ``demos`` - ``rlprompt/DemoSelection-v0`` - :class:`DemoSelectionEnv`, choose and order demonstrations.
+* ``demos`` - ``rlprompt/DemoSelection-v0`` - :class:`DemoSelectionEnv`, choose and order demonstrations;
+* ``label_words`` - ``rlprompt/LabelWords-v0`` - :class:`LabelWordsEnv`, choose each class's word.
 
 ``gymnasium.make(id)`` with no kwargs builds the embedded default task (MiniLM on the
 built-in demo data); ``task=``, ``config=`` (a Config, dict or YAML path) and ``overrides=``
@@ -33,6 +34,7 @@ from rlprompt.envs.base import (
 )
 from rlprompt.envs.demos import DemoSelectionEnv, DemosEnvConfig
 from rlprompt.envs.edit import EditEnvConfig, PromptEditEnv, enumerate_edits
+from rlprompt.envs.label_words import LabelWordsEnv, LabelWordsEnvConfig
 from rlprompt.envs.selection import PromptSelectionEnv, SelectionEnvConfig, load_candidates
 from rlprompt.envs.soft import SoftEnvConfig, SoftPromptEnv
 from rlprompt.envs.token import TokenEnvConfig, TokenPromptEnv
@@ -47,6 +49,7 @@ _KINDS = [
     EnvSpec("edit", EditEnvConfig, PromptEditEnv, "rlprompt/PromptEdit-v0"),
     EnvSpec("soft", SoftEnvConfig, SoftPromptEnv, "rlprompt/SoftPrompt-v0"),
     EnvSpec("demos", DemosEnvConfig, DemoSelectionEnv, "rlprompt/DemoSelection-v0"),
+    EnvSpec("label_words", LabelWordsEnvConfig, LabelWordsEnv, "rlprompt/LabelWords-v0"),
 ]
 ENV_IDS = {}
 for _spec in _KINDS:
@@ -72,6 +75,8 @@ __all__ = [
     "EnvSpec",
     "EpisodeStatistics",
     "LMCallBudget",
+    "LabelWordsEnv",
+    "LabelWordsEnvConfig",
     "NormalizeReward",
     "PromptEditEnv",
     "PromptEnv",

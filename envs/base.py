@@ -53,8 +53,9 @@ class EnvConfig:
     kind: str = "token"
     """A registered env kind."""
     searches: ClassVar[str] = "instruction"
-    """The prompt part the kind searches: ``instruction`` (the template's ``{prompt}``) or
-    ``demos`` (its ``{demos}``); the config checks that the template has that slot."""
+    """The prompt part the kind searches: ``instruction`` (the template's ``{prompt}``),
+    ``demos`` (its ``{demos}``) or ``label_words`` (the classes' words; the instruction fixed);
+    the config checks that the template and task fit it."""
     batch_size: int | None = 16
     """Train examples each prompt evaluation is scored on (a fresh minibatch every time);
     null scores every evaluation on the whole split."""
@@ -234,8 +235,8 @@ class SlotChoices(typing.Protocol):
         """The choices allowed for the next slot after ``slots``."""
         ...
 
-    def prompt_text(self, slots: typing.Sequence[int]) -> str:
-        """The prompt of a full (or partial) sequence of choices."""
+    def prompt_text(self, slots: typing.Sequence[int]) -> typing.Any:
+        """The prompt of a full (or partial) sequence of choices (text, or a labeled prompt)."""
         ...
 
     def shared_minibatch(self, seed: int) -> dict[str, typing.Any]:
@@ -306,6 +307,9 @@ class PromptEnv(gym.Env):
     """The dataclass of this kind's ``env`` section."""
     reset_scorings: ClassVar[int] = 0
     """Prompt evaluations a reset spends (the edit env scores its start prompt)."""
+    setup_lm_calls: int = 0
+    """LM calls building the env spent (the label-word env ranks its vocabulary on the train
+    split): an agent on the env starts with them in its ``lm_calls``."""
     _state_keys: tuple[str, ...] = ("_episode_indices", "_last_result", "_was_reset")
     """Attributes that make up the episode state (saved with agent checkpoints)."""
 

@@ -109,6 +109,8 @@ def _eval_run(args: argparse.Namespace) -> int:
     outcomes = result.pop("per_example", None)
     m = result["metrics"]
     shown = repr(result["prompt"]) if result["kind"] == "discrete" else "<soft prompt>"
+    if result.get("label_words"):
+        shown += f" [{'/'.join(result['label_words'])}]"
     print(f"run        : {result['run']}")
     print(
         f"task model : {result['task_model']}"

@@ -556,6 +556,8 @@ class Config:
         if slots > 1:
             raise ConfigError(f"template must contain '{{demos}}' at most once, got {self.template!r}")
         self._check_retrieval(slots)
+        if searches == "label_words" and self.task != "classification":
+            raise ConfigError(f"env.kind={self.env_kind()} chooses the classes' words: it is for classification tasks")
         if not slots:
             if searches == "demos":
                 raise ConfigError(f"env.kind={self.env_kind()} searches demonstrations: put '{{demos}}' in the template "

@@ -55,8 +55,9 @@ from rlprompt.rundir import (
     saved_config,
     writing_run_dir,
 )
-from rlprompt.task import Task
-from rlprompt.task_models.base import Prompt
+from rlprompt.task import Task, prompt_text
+from rlprompt.task_models.base import Prompt, prompt_key
+from rlprompt.template import LabeledPrompt
 
 METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "invalid", "likelihood",
                "outputs", "class_shift", "shown_excluded")
@@ -101,7 +102,7 @@ class RunCheckpoint(Callback):
 
 def save_run_checkpoint(agent: Agent, path: Path) -> None:
     task = agent.task
-    agent.save(path, extra={"task_model": task.task_model.cache_state(), "task_prompt_evals": task.prompt_evals})
+    agent.save(path, extra={**task.cache_state(), "task_prompt_evals": task.prompt_evals})
 
 
 def load_run_checkpoint(path: Path, task: Task, env: PromptEnv, config: Config | None = None) -> Agent:
@@ -112,7 +113,7 @@ def load_run_checkpoint(path: Path, task: Task, env: PromptEnv, config: Config |
     agent = Agent.load(path, env, expected=expected)
     extra = agent.checkpoint_extra or {}
     try:
-        task.task_model.load_cache_state(extra["task_model"])
+        task.load_cache_state(extra)
         task.prompt_evals = extra["task_prompt_evals"]
     except (KeyError, TypeError, ValueError) as exc:
         raise RLPromptError(f"checkpoint {path} holds no usable task-model state ({exc})") from None
@@ -200,7 +201,9 @@ def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt, records:
     if records is not None:
         write_run_outcomes(run_dir / RUN_OUTCOMES, task=result.task, metric_names=list(result.metric_names),
                            found=records["found"], manual=records["manual"],
-                           prompts={"found": result.prompt, "manual": result.baseline["prompt"]})  # fmt: skip
+                           prompts={"found": result.prompt if result.label_words is None
+                                    else LabeledPrompt(str(result.prompt), tuple(result.label_words)).describe(),
+                                    "manual": result.baseline["prompt"]})  # fmt: skip
     if result.kind == "soft":
         from safetensors.torch import save_file
 
@@ -264,16 +267,20 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
                     outcomes[name][split] = full.pop("per_example")
                     scores[split] = slim_metrics(full, task)
         eval_lm_calls = task.task_model.stats.lm_calls - before
-    soft = not isinstance(best.prompt, str)
+    soft = isinstance(best.prompt, torch.Tensor)
+    text = None if soft else prompt_text(best.prompt)
+    words = list(best.prompt.label_words) if isinstance(best.prompt, LabeledPrompt) else None
     result = RunResult(
         kind="soft" if soft else "discrete",
-        prompt=None if soft else best.prompt,
-        token_ids=None if soft else task.task_model.prompt_token_ids(best.prompt),
+        prompt=text,
+        token_ids=None if soft else task.task_model.prompt_token_ids(text),
         soft_prompt_path=SOFT_PROMPT if soft else None,
         n_virtual_tokens=int(best.prompt.shape[0]) if soft else None,
         metrics=metrics,
         baseline={"prompt": config.manual_prompt, "metrics": baseline},
-        demonstrations=None if soft else task.demonstrations(best.prompt),
+        demonstrations=None if soft else task.demonstrations(text),
+        label_words=words,
+        verbalizers=None if words is None else task.verbalizers_for(words),
         train_reward=best.train_reward,
         candidates=best.candidates,
         lm_calls=agent.lm_calls,
@@ -323,7 +330,7 @@ def evaluate_run(
     config, best = load_run(run_dir, overrides)
     prompt = run_prompt(run_dir, best)
     task = Task.from_config(config)
-    if not isinstance(prompt, str) and prompt.shape[1] != task.task_model.hidden_size:
+    if isinstance(prompt, torch.Tensor) and prompt.shape[1] != task.task_model.hidden_size:
         raise RLPromptError(
             f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
             "soft prompts transfer only between models with the same embedding size"
@@ -333,6 +340,7 @@ def evaluate_run(
     metrics = slim_metrics(full, task)
     recorded = best.metrics.get(split)
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
+                              "label_words": best.label_words,
                               "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
                               "metric_names": task.metric_names,
                               "overrides": list(overrides or [])}  # fmt: skip
@@ -402,7 +410,7 @@ def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
             for name, prompt, recorded in (("found", found, best.metrics),
                                            ("manual", best.baseline["prompt"], best.baseline["metrics"])):  # fmt: skip
                 for split in SPLITS:
-                    key = (task_key, json.dumps(prompt) if isinstance(prompt, str) else f"soft:{run_dir}", split)
+                    key = (task_key, prompt_key(prompt) if not isinstance(prompt, torch.Tensor) else f"soft:{run_dir}", split)
                     if key not in records:
                         full = task.evaluate(prompt, split, per_example=True)
                         record = full.pop("per_example")

@@ -150,7 +150,7 @@ def export_run(
         body = json_safe({
             "prompt": best.prompt,
             "token_ids": best.token_ids,
-            **task_fields(config),
+            **task_fields(config, best),
             **demonstration_fields(config, best),
             "metrics": best.metrics,
             "baseline": best.baseline,
@@ -161,7 +161,7 @@ def export_run(
         record = {"run": str(run_dir), "format": "json", "sha256": _data_hash(body)}
         data = (json.dumps({**body, EXPORT_MARK: record}, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     else:
-        description = {**task_fields(config), "metrics": best.metrics, "agent": best.agent, "seed": best.seed,
+        description = {**task_fields(config, best), "metrics": best.metrics, "agent": best.agent, "seed": best.seed,
                        EXPORT_MARK: {"run": str(run_dir), "format": "peft"}}  # fmt: skip
         _check_peft_target(out, force)  # before the model is read
         return export_peft(config, run_prompt(run_dir, best), out, description, force=force)
@@ -170,13 +170,20 @@ def export_run(
     return out
 
 
-def task_fields(config: Any) -> dict[str, Any]:
+def task_fields(config: Any, best: Any = None) -> dict[str, Any]:
     """What a user of an exported prompt needs beside it to score as the run did: the task, its
     template, its verbalizers and calibration (a classification task; with ``calibration: batch``
     a single input's class log-probs minus ``metrics["train"]["class_shift"]``) or its generation
-    settings, and the task model."""
-    family = ({"verbalizers": config.verbalizers, "calibration": config.calibration}
-              if config.task == "classification" else {"generation": config_to_dict(config.generation)})  # fmt: skip
+    settings, and the task model. A run that found label words exports the verbalizers they make
+    (``label_words`` beside them, the config's in ``manual_verbalizers``)."""
+    family: dict[str, Any]
+    if config.task != "classification":
+        family = {"generation": config_to_dict(config.generation)}
+    elif best is not None and best.label_words is not None:
+        family = {"verbalizers": best.verbalizers, "label_words": best.label_words,
+                  "manual_verbalizers": config.verbalizers, "calibration": config.calibration}  # fmt: skip
+    else:
+        family = {"verbalizers": config.verbalizers, "calibration": config.calibration}
     return {"task": config.task, "template": config.template, **family,
             "task_model": config_to_dict(config.task_model)}  # fmt: skip
 

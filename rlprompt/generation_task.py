@@ -32,7 +32,7 @@ from rlprompt.outcomes import example_key, split_record
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
 from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
-from rlprompt.template import input_fields, shows_input
+from rlprompt.template import LabeledPrompt, input_fields, shows_input
 
 SAMPLE_OUTPUTS = 3
 """Greedy outputs kept in a split's metrics (the first examples'), to show what a prompt does."""
@@ -171,7 +171,7 @@ class GenerationTask(Task):
         train, dev or test). ``per_example`` adds ``per_example``: the split's
         :func:`rlprompt.outcomes.split_record` (each metric on each example alone, its reference
         likelihood and its generated text)."""
-        prompt = checked_prompt(prompt)
+        prompt = _unlabeled(checked_prompt(prompt))
         dataset = self.data.split(checked_split(split))
         kept = self._unshown_sets([prompt], split, [list(range(len(dataset)))])[0]
         shown = len(dataset) - len(kept)
@@ -192,7 +192,7 @@ class GenerationTask(Task):
         if not isinstance(prompts, (list, tuple)) or len(prompts) != len(dataset):
             got = f"{len(prompts)}" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
             raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
-        prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        prompts = [_unlabeled(checked_prompt(p, f"prompts[{i}]")) for i, p in enumerate(prompts)]
         examples, references = list(dataset.examples), list(dataset.references)
         shown = [i for i, (p, x) in enumerate(zip(prompts, examples, strict=True))
                  if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip
@@ -228,8 +228,18 @@ class GenerationTask(Task):
         return metrics
 
 
+def _unlabeled(prompt: Any) -> Any:
+    """``prompt``, refusing a labeled prompt (label words are class words: classification only)."""
+    if isinstance(prompt, LabeledPrompt):
+        raise ConfigError(f"the prompt {prompt.describe()} has label words, which are for classification tasks; "
+                          "a generation task's prompt is text")  # fmt: skip
+    return prompt
+
+
 def _prompt_list(prompts: Sequence[Prompt] | torch.Tensor) -> list[Prompt]:
     prompts = checked_prompts(prompts)  # a str is refused, not split into characters
+    if isinstance(prompts, list):
+        prompts = [_unlabeled(p) for p in prompts]
     if isinstance(prompts, torch.Tensor):
         return list(prompts.unsqueeze(0) if prompts.dim() == 2 else prompts)
     return list(prompts)

@@ -3,7 +3,9 @@
 loads them through these classes, so a field is named in one place.
 
 Both carry a ``schema_version``. Version 1 files (written before the field existed, and
-without ``budget``) and version 2 files (without ``outcomes``) still load.
+without ``budget``), version 2 files (without ``outcomes``), version 3 (without
+``demonstrations``) and version 4 (without ``label_words``) still load; a reader older than a
+file's version refuses it (a field it does not know could change what the prompt means).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 from rlprompt.errors import RLPromptError
 from rlprompt.io import atomic_write_json, read_json
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SPLITS = ("train", "dev", "test")
 SplitMetrics = dict[str, Any]
 """One prompt's metrics on one split (accuracy, macro_f1, gold_log_prob, reward, n, predicted_counts ...;
@@ -123,6 +125,12 @@ class RunResult(_Result):
     """Runs whose prompts are demonstrations (``{demos}`` in the template, schema 4): the found
     block's pool ``ids`` and ``texts`` in order, the fixed ``instruction``, the demonstration
     ``template``, the ``pool`` and the ``label_words``; None otherwise and in older runs."""
+    label_words: list[str] | None = None
+    """Runs that searched label words (schema 5): the found words, one per class, which score the
+    found prompt in place of the config's verbalizers' words (each verbalizer keeps its form);
+    None: the config's words (every other run, and older runs)."""
+    verbalizers: list[str] | None = None
+    """With ``label_words``: the verbalizers they make (what the task model reads per class)."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -135,7 +143,9 @@ class RunResult(_Result):
 
     @property
     def shown_prompt(self) -> str:
-        return repr(self.prompt) if self.kind == "discrete" else f"<soft prompt, {self.n_virtual_tokens} tokens>"
+        if self.kind != "discrete":
+            return f"<soft prompt, {self.n_virtual_tokens} tokens>"
+        return repr(self.prompt) + (f" [{'/'.join(self.label_words)}]" if self.label_words else "")
 
 
 @dataclass

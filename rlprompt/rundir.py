@@ -329,8 +329,13 @@ def load_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = None
 
 
 def run_prompt(run_dir: str | os.PathLike[str], result: RunResult) -> Any:
-    """The prompt a run found: its text, or its soft prompt tensor ``[n_tokens, hidden]``."""
+    """The prompt a run found: its text, its text with the label words it found
+    (:class:`~rlprompt.template.LabeledPrompt`), or its soft prompt tensor ``[n_tokens, hidden]``."""
     if result.kind == "discrete":
+        if result.label_words is not None:
+            from rlprompt.template import LabeledPrompt
+
+            return LabeledPrompt(str(result.prompt), tuple(result.label_words))
         return result.prompt
     from safetensors import SafetensorError
     from safetensors.torch import load_file

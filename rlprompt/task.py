@@ -27,7 +27,8 @@ from rlprompt.outcomes import example_key, split_record
 from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
 from rlprompt.rewards.classification import hard_predictions, per_example_correct, per_example_gold_log_prob
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
-from rlprompt.template import DemoPool, has_demos_slot, shows_input
+from rlprompt.task_models.base import Relabelable
+from rlprompt.template import DemoPool, LabeledPrompt, has_demos_slot, shows_input, verbalizer_with
 
 SPLITS = ("train", "dev", "test")
 
@@ -52,8 +53,20 @@ def _check_soft_prompt(prompt: torch.Tensor, name: str) -> None:
         raise ConfigError(f"{name}: a soft prompt must hold finite floating-point numbers")
 
 
+MAX_LABEL_WORD_VERBALIZERS = 4096
+"""Verbalizers one label-word scoring model reads at most (beyond, it is rebuilt for those asked)."""
+
+
+def prompt_text(prompt: Any) -> Any:
+    """The text at the prompt slot: a labeled prompt's text, else ``prompt`` itself."""
+    return prompt.text if isinstance(prompt, LabeledPrompt) else prompt
+
+
 def checked_prompt(prompt: Any, name: str = "prompt") -> Prompt:
-    """One prompt: a str (numpy strings too) or a 2-D soft-prompt tensor; else one :class:`ConfigError`."""
+    """One prompt: a str (numpy strings too), a :class:`~rlprompt.template.LabeledPrompt` or a
+    2-D soft-prompt tensor; else one :class:`ConfigError`."""
+    if isinstance(prompt, LabeledPrompt):
+        return prompt  # type: ignore[return-value]
     if isinstance(prompt, str):
         return str(prompt)
     if isinstance(prompt, torch.Tensor):
@@ -154,6 +167,8 @@ class Task:
     _labels: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _demo_pool: DemoPool | None = field(default=None, repr=False)
     _retriever: Any = field(default=None, repr=False)
+    _words_model: TaskModel | None = field(default=None, repr=False)
+    _words_columns: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(
@@ -183,6 +198,11 @@ class Task:
 
     batch_metric = "accuracy"
     """What the second value of :meth:`score_requests` is (envs report it per step)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Task:
+        """A task is its loaded model and data: a deep copy is the task itself (what
+        ``gymnasium.make``, which deep-copies its keyword arguments, needs to share the model)."""
+        return self
 
     # ------------------------------------------------------------ demonstrations
 
@@ -238,6 +258,7 @@ class Task:
     def unshown(self, prompt: Prompt, split: str, indices: Sequence[int]) -> list[int]:
         """``indices`` without the examples ``prompt`` shows as demonstrations: an example is
         never scored with a prompt that shows it (:func:`rlprompt.template.shows_input`)."""
+        prompt = prompt_text(prompt)
         if not self.shows_demos or not isinstance(prompt, str) or not prompt:
             return list(indices)
         inputs = self._inputs(split)
@@ -251,8 +272,82 @@ class Task:
         for prompt, idx in zip(prompts, kept, strict=True):
             if not idx:
                 raise RLPromptError(f"every example asked for is shown by the prompt as a demonstration: none is left "
-                                    f"to score it on ({prompt[:60]!r}...)")  # fmt: skip
+                                    f"to score it on ({prompt_text(prompt)[:60]!r}...)")  # fmt: skip
         return kept
+
+    # ------------------------------------------------------------ label words
+
+    def verbalizers_for(self, label_words: Sequence[str]) -> list[str]:
+        """The verbalizers reading ``label_words`` (one per class), each in its class's form
+        (the configured verbalizer with the word replaced: :func:`rlprompt.template.verbalizer_with`)."""
+        if len(label_words) != self.num_classes:
+            raise ConfigError(f"label words {list(label_words)}: one per class, and the task has {self.num_classes} classes")
+        return [verbalizer_with(v, w) for v, w in zip(self.config.verbalizers, label_words, strict=True)]
+
+    def label_word_model(self, verbalizers: Sequence[str]) -> TaskModel:
+        """The task model that reads every one of ``verbalizers`` (built once for a union of
+        them and reused: each labeled prompt reads its own columns, so one forward per example
+        scores every label-word choice). It shares the loaded model, counters and budget."""
+        if not isinstance(self.task_model, Relabelable):
+            raise ConfigError(f"label words are read from a language model's head, and the task model "
+                              f"{type(self.task_model).__name__} scores classes otherwise: label-word search needs "
+                              "task_model.kind causal_lm or masked_lm")  # fmt: skip
+        wanted = list(dict.fromkeys(verbalizers))
+        if self._words_model is None or any(v not in self._words_columns for v in wanted):
+            union = list(dict.fromkeys([*self._words_columns, *wanted]))
+            if len(union) > MAX_LABEL_WORD_VERBALIZERS:
+                union = wanted
+            self._words_model = self.task_model.with_verbalizers(union)
+            self._words_columns = {v: i for i, v in enumerate(union)}
+        model = self._words_model
+        model.stats, model.budget = self.task_model.stats, self.task_model.budget
+        return model
+
+    def verbalizer_scores(self, prompt: str, texts: Sequence[str], verbalizers: Sequence[str]) -> torch.Tensor:
+        """Raw scores ``[N, V]`` of each of ``verbalizers`` after ``prompt`` on ``texts`` (one
+        forward per text whatever ``V``, through :meth:`label_word_model`)."""
+        model = self.label_word_model(verbalizers)
+        raw = model.score_pairs([prompt], [list(texts)])[0]
+        return raw[:, [self._words_columns[v] for v in verbalizers]]
+
+    def cache_state(self) -> dict[str, Any]:
+        """The task model's score cache and counters, and the label-word model's (its verbalizers
+        and cache) when labeled prompts were scored: restored, a resumed run re-pays nothing."""
+        state: dict[str, Any] = {"task_model": self.task_model.cache_state()}
+        if self._words_model is not None:
+            state["label_word_model"] = {"verbalizers": list(self._words_columns),
+                                         "cache": self._words_model.cache_state()}  # fmt: skip
+        return state
+
+    def load_cache_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`cache_state` (counters shared with the label-word model as before)."""
+        self.task_model.load_cache_state(state["task_model"])
+        words = state.get("label_word_model")
+        if words is not None:
+            if list(self._words_columns) != list(words["verbalizers"]):  # the cache's columns are the saved model's
+                self._words_model, self._words_columns = None, {}
+            model = self.label_word_model(words["verbalizers"])
+            model.load_cache_state(words["cache"])
+            model.stats = self.task_model.stats
+
+    def _raw_pairs(self, prompts: list[Any] | torch.Tensor, texts: list[list[str]]) -> list[torch.Tensor]:
+        """Raw class scores ``[n_i, C]`` of prompt ``i`` on ``texts[i]``; labeled prompts read
+        their own words through :meth:`label_word_model`."""
+        labeled = [] if isinstance(prompts, torch.Tensor) else [i for i, p in enumerate(prompts) if isinstance(p, LabeledPrompt)]
+        if not labeled:
+            return self.task_model.score_pairs(prompts, texts)
+        out: list[torch.Tensor | None] = [None] * len(prompts)
+        plain = [i for i in range(len(prompts)) if i not in set(labeled)]
+        if plain:
+            rows = self.task_model.score_pairs([prompts[i] for i in plain], [texts[i] for i in plain])
+            for i, row in zip(plain, rows, strict=True):
+                out[i] = row
+        needed = [self.verbalizers_for(prompts[i].label_words) for i in labeled]
+        model = self.label_word_model([v for vs in needed for v in vs])
+        rows = model.score_pairs([prompts[i].text for i in labeled], [texts[i] for i in labeled])
+        for i, row, verbalizers in zip(labeled, rows, needed, strict=True):
+            out[i] = row[:, [self._words_columns[v] for v in verbalizers]]
+        return out  # type: ignore[return-value]
 
     @property
     def num_classes(self) -> int:
@@ -331,6 +426,8 @@ class Task:
         prompts = checked_prompts(prompts)
         dataset: ClassificationDataset = self.data.split(checked_split(split))
         texts = dataset.texts if indices is None else [dataset.texts[i] for i in self._checked_indices(split, indices)]
+        if not isinstance(prompts, torch.Tensor) and any(isinstance(p, LabeledPrompt) for p in prompts):
+            return self.calibrate(torch.stack(self._raw_pairs(prompts, [list(texts)] * len(prompts))))
         return self.calibrate(self.task_model.score(prompts, texts))
 
     def reward(
@@ -411,7 +508,7 @@ class Task:
         if self.budget is not None:
             self.budget.check("prompt_evals", len(indices))
         texts = [[dataset.texts[i] for i in idx] for idx in indices]
-        logits = self.task_model.score_pairs(prompts, texts)
+        logits = self._raw_pairs(prompts, texts)
         self._check_reward_fits_scores()
         labels = self.labels(split)
         rewards, accuracies = [], []
@@ -436,7 +533,10 @@ class Task:
         kept = self._unshown_sets([prompt], split, [list(range(len(dataset)))])[0]
         if len(kept) < len(dataset):  # the examples the prompt shows as demonstrations are not scored
             dataset = dataset.subset(kept)
-        raw = self.task_model.score([prompt], dataset.texts)[0]
+        if isinstance(prompt, LabeledPrompt):
+            raw = self._raw_pairs([prompt], [list(dataset.texts)])[0]
+        else:
+            raw = self.task_model.score([prompt], dataset.texts)[0]
         metrics = self._split_metrics(raw, split, dataset, kept, per_example)
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics
@@ -452,12 +552,13 @@ class Task:
             raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
         prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         shown = [i for i, (p, x) in enumerate(zip(prompts, self._inputs(split), strict=True))
-                 if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip
+                 if isinstance(prompt_text(p), str) and prompt_text(p) and self.shows_demos
+                 and shows_input(prompt_text(p), x)]  # fmt: skip
         if shown:
             raise RLPromptError(f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
                                 f"({len(shown)} such); an example is never scored with a prompt that shows it")  # fmt: skip
         before = self.task_model.stats.lm_calls
-        raw = torch.cat(self.task_model.score_pairs(prompts, [[text] for text in dataset.texts]))
+        raw = torch.cat(self._raw_pairs(prompts, [[text] for text in dataset.texts]))
         metrics = self._split_metrics(raw, split, dataset, list(range(len(dataset))), per_example)
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics

@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rlprompt.checkpoint import checkpoint_type
 from rlprompt.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -119,6 +120,47 @@ def shows_input(prompt: str, example: str | Mapping[str, str]) -> bool:
     return bool(values) and all(v and v in prompt for v in values)
 
 
+@checkpoint_type
+@dataclass(frozen=True)
+class LabeledPrompt:
+    """A prompt with its own label words: the instruction ``text`` at the template's prompt slot,
+    scored with ``label_words[c]`` as class ``c``'s word in place of the config's (each class's
+    verbalizer keeps its form: ``" {word}"``, ``"{prompt} {word}."`` ...; :func:`verbalizer_with`).
+    What the label-word env searches; hashable, so trackers and caches key on it."""
+
+    text: str
+    label_words: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise ConfigError(f"a labeled prompt's text must be a str, got {type(self.text).__name__}")
+        words = self.label_words
+        if isinstance(words, str) or not isinstance(words, (list, tuple)):
+            raise ConfigError(f"label_words must be a list of words (one per class), got {type(words).__name__} {words!r:.60}")
+        if not all(isinstance(w, str) and w.strip() and w == w.strip() for w in words):
+            raise ConfigError(f"label_words must be non-empty words without surrounding spaces, got {list(words)}")
+        if len(set(words)) != len(words):
+            raise ConfigError(f"label_words must be distinct (one per class), got {list(words)}")
+        object.__setattr__(self, "label_words", tuple(words))
+
+    def describe(self) -> str:
+        """The prompt as one line: ``'text' [word0/word1/...]``."""
+        return f"{self.text!r} [{'/'.join(self.label_words)}]"
+
+
+_WORD = re.compile(r"\w+")
+
+
+def verbalizer_with(verbalizer: str, word: str) -> str:
+    """``verbalizer`` with ``word`` in place of its last word (what a label word replaces; the
+    rest of its form stays): ``" negative"`` -> ``" bad"``, ``"{prompt} terrible."`` -> ``"{prompt} bad."``."""
+    matches = [m for m in _WORD.finditer(verbalizer.replace("{prompt}", " " * len("{prompt}")))]
+    if not matches:
+        raise ConfigError(f"verbalizer {verbalizer!r} has no word for a label word to replace")
+    last = matches[-1]
+    return verbalizer[: last.start()] + word + verbalizer[last.end() :]
+
+
 @dataclass
 class DemoPool:
     """The examples demonstrations are drawn from, each rendered once by the demonstration
@@ -177,6 +219,7 @@ __all__ = [
     "PLACEHOLDER",
     "SLOTS",
     "DemoPool",
+    "LabeledPrompt",
     "check_placeholders",
     "example_fields",
     "has_demos_slot",
@@ -186,4 +229,5 @@ __all__ = [
     "render",
     "segments",
     "shows_input",
+    "verbalizer_with",
 ]

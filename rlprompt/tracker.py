@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from rlprompt.checkpoint import checkpoint_type
 from rlprompt.task_models.base import Prompt, prompt_key
+from rlprompt.template import LabeledPrompt
 
 
 @checkpoint_type
@@ -43,7 +44,7 @@ class PromptTracker:
         key = prompt_key(prompt)
         record = self.records.get(key)
         if record is None:
-            stored = prompt if isinstance(prompt, str) else prompt.detach().float().cpu().clone()
+            stored = prompt if isinstance(prompt, (str, LabeledPrompt)) else prompt.detach().float().cpu().clone()
             record = self.records[key] = PromptRecord(stored)
         record.total_reward += float(reward)
         record.count += 1

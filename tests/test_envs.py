@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
@@ -27,7 +28,9 @@ from rlprompt.envs import (
 from rlprompt.envs.edit import enumerate_edits
 from rlprompt.errors import ConfigError
 from rlprompt.registry import ENVS
+from rlprompt.task import Task
 from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
+from rlprompt.testing.toy_lm import toy_lm_config
 
 TOY_KWARGS = {
     "rlprompt/TokenPrompt-v0": {"prompt_length": 3},
@@ -35,14 +38,24 @@ TOY_KWARGS = {
     "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
     "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 10},
     "rlprompt/DemoSelection-v0": {"k": 3},
+    "rlprompt/LabelWords-v0": {"per_class": 4, "vocab_regex": None},
 }
+
+
+@functools.cache
+def toy_lm_task():
+    return Task.from_config(toy_lm_config())
 
 
 def task_for(env_id: str, toy_task):
     """The toy task an env kind runs on: envs that search demonstrations get the toy
-    demonstration task (its template has ``{demos}``), the others the toy instruction task."""
+    demonstration task (its template has ``{demos}``), label words the toy LM's (whose head
+    reads them), the others the toy instruction task."""
     kind = next(k for k in ENVS.names() if ENVS[k].gym_id == env_id)
-    return make_toy_demo_task(k=3) if ENVS[kind].config_class.searches == "demos" else toy_task
+    searches = ENVS[kind].config_class.searches
+    if searches == "demos":
+        return make_toy_demo_task(k=3)
+    return toy_lm_task() if searches == "label_words" else toy_task
 
 
 @pytest.fixture

@@ -22,25 +22,47 @@ checks every registered kind against them.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
 import torch
 
 from rlprompt.budget import Budget
 from rlprompt.errors import ConfigError
+from rlprompt.template import LabeledPrompt
 
 Prompt = Union[str, torch.Tensor]
+"""What a task model scores: text at the template's prompt slot, or a soft prompt ``[n, hidden]``.
+Agents and tasks also handle :class:`~rlprompt.template.LabeledPrompt` (text with its own label
+words), which the task resolves into text scored with those words."""
 
 
-def prompt_key(prompt: Prompt) -> str:
-    """A hashable key of a prompt: its text, or a digest of a soft prompt's values."""
+def prompt_key(prompt: Prompt | LabeledPrompt) -> str:
+    """A hashable key of a prompt: its text, its text and label words, or a digest of a soft
+    prompt's values."""
     if isinstance(prompt, str):
         return prompt
+    if isinstance(prompt, LabeledPrompt):
+        return "words:" + json.dumps([prompt.text, list(prompt.label_words)])
     data = prompt.detach().float().contiguous().cpu().numpy().tobytes()
     return "soft:" + hashlib.sha1(data).hexdigest()
+
+
+@runtime_checkable
+class Relabelable(Protocol):
+    """A task model that reads the classes' words from a language-model head, so other label
+    words can be scored (label-word search): the LM task models."""
+
+    def verbalizer_length(self, verbalizer: str) -> int:
+        """Tokens ``verbalizer`` spans (0 when the tokenizer cannot represent it)."""
+        ...
+
+    def with_verbalizers(self, verbalizers: Sequence[str]) -> TaskModel:
+        """The same loaded model scoring ``verbalizers`` as the classes."""
+        ...
 
 
 @dataclass

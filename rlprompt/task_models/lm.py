@@ -60,6 +60,19 @@ class _LMTaskModel(HFTaskModel):
         self._verbalizer_tensor = torch.tensor(firsts, device=self.device)
         self._use_head_shortcut = self._probe_head_shortcut()
 
+    # ------------------------------------------------------------ other label words
+
+    def verbalizer_length(self, verbalizer: str) -> int:
+        """Tokens ``verbalizer`` spans in this tokenizer (0: none, or an unknown token)."""
+        ids = list(self.tokenizer(verbalizer, add_special_tokens=False)["input_ids"])
+        unk = self.tokenizer.unk_token_id
+        return 0 if unk is not None and unk in ids else len(ids)
+
+    def with_verbalizers(self, verbalizers: Sequence[str]) -> _LMTaskModel:
+        """This model (weights, tokenizer, template, config) reading ``verbalizers`` as the
+        classes' words: what label-word search scores with. Counters are the caller's to share."""
+        return type(self)(self.config, self.template, verbalizers, model=self._main_model, tokenizer=self.tokenizer)
+
     @property
     def _head_modules(self) -> list[torch.nn.Module]:
         """The LM head of the model in use (a replica's own, in data-parallel batches)."""

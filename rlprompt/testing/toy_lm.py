@@ -107,6 +107,31 @@ def write_toy_sentiment(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def toy_sentiment_path() -> Path:
+    """A cached directory of :func:`write_toy_sentiment` (under ``$RLPROMPT_CACHE``)."""
+    path = cache_dir() / f"toy-sentiment-{_VERSION}"
+    if not (path / "test.tsv").is_file():
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_toy_sentiment(tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def toy_lm_config(overrides: list[str] | None = None):
+    """A classification config on the toy LM and toy sentiment data (calibrated; ``overrides``
+    as ``key=value``): label words matter to it, which makes it the label-word env's toy task."""
+    from rlprompt.config import load_config
+
+    base = ["task_model.kind=causal_lm", f"task_model.name_or_path={toy_model_path()}", "task_model.device=cpu",
+            f"data.dir={toy_sentiment_path()}", "template=review : {sentence} {prompt}", "prompt=sentiment :",
+            "verbalizers=[' negative', ' positive']", "calibration=batch", "reward.name=accuracy"]  # fmt: skip
+    return load_config(None, base + list(overrides or []))
+
+
 if __name__ == "__main__":  # python -m rlprompt.testing.toy_lm DIR
     import sys
 
