@@ -8,6 +8,8 @@ rollout: that is what separates it from PPO).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ from rlprompt.agents.networks import (
     sample_actions,
     seeded_module,
 )
+from rlprompt.envs.base import Chooser
 from rlprompt.rl import gae
 
 
@@ -69,14 +72,19 @@ class A2C(Agent):
         return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
                 "entropy": float(entropy.detach()), "mean_reward": float(torch.stack(rew_buf).sum(0).mean())}  # fmt: skip
 
-    def predict(self, deterministic: bool = True) -> str:
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The policy as ``(observation, mask) -> action``: greedy, or sampled."""
+
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
                 logits = self.net(torch.as_tensor(obs)[None])[0]
             logits = masked_logits(logits, torch.as_tensor(mask)[None] if mask is not None else None)
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
-        return self.env.decode(choose)
+        return choose
+
+    def predict(self, deterministic: bool = True) -> Any:
+        return self.env.decode(self.chooser(deterministic))
 
     def _state(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

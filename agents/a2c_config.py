@@ -8,7 +8,7 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("a2c", agent="rlprompt.agents.a2c:A2C", env_kinds=("token", "edit", "demos", "label_words"))
+@register_agent("a2c", agent="rlprompt.agents.a2c:A2C", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
 @dataclass
 class A2CConfig(AgentConfig):
     n_envs: int = 4

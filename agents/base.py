@@ -20,7 +20,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +34,7 @@ from rlprompt.callbacks import Callback
 from rlprompt.checkpoint import load_checkpoint, save_checkpoint
 from rlprompt.config import config_from_dict
 from rlprompt.envs import BatchedPromptVectorEnv, PromptEnv
+from rlprompt.envs.base import Chooser
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.logger import Logger
 from rlprompt.registry import AGENTS
@@ -41,6 +42,17 @@ from rlprompt.task import Task
 from rlprompt.task_models.base import Prompt, prompt_key
 from rlprompt.template import LabeledPrompt
 from rlprompt.tracker import PromptRecord, PromptTracker
+
+
+@runtime_checkable
+class DiscretePolicy(Protocol):
+    """An agent with a policy over discrete actions (PPO, A2C, REINFORCE, DQN, the Q-table): it
+    can choose actions for any observation, which is what decodes a prompt from a fresh episode
+    or, on the per-input env, each input's prompt."""
+
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The policy as ``(observation, action mask or None) -> action``."""
+        ...
 
 
 @dataclass

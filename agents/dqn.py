@@ -9,12 +9,15 @@ a Polyak update of the target network.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.dqn_config import DQNConfig
 from rlprompt.agents.networks import QNetwork, current_masks, masked_logits, seeded_module
+from rlprompt.envs.base import Chooser
 from rlprompt.rl import polyak_update
 
 
@@ -99,7 +102,9 @@ class DQN(Agent):
             losses.append(float(loss.detach()))
         return {"td_loss": float(np.mean(losses)), "epsilon": self.epsilon()}
 
-    def predict(self, deterministic: bool = True) -> str:
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The greedy policy of the Q-network (epsilon-greedy when not ``deterministic``)."""
+
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
                 q = self.q(torch.as_tensor(obs)[None])[0]
@@ -109,7 +114,10 @@ class DQN(Agent):
                 return int(self.rng.choice(valid))
             return int(q.argmax())
 
-        return self.env.decode(choose)
+        return choose
+
+    def predict(self, deterministic: bool = True) -> Any:
+        return self.env.decode(self.chooser(deterministic))
 
     def _state(self) -> dict:
         return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(), "optimizer": self.optimizer.state_dict(),

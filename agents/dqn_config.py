@@ -9,7 +9,7 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("dqn", agent="rlprompt.agents.dqn:DQN", env_kinds=("token", "edit", "demos", "label_words"))
+@register_agent("dqn", agent="rlprompt.agents.dqn:DQN", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
 @dataclass
 class DQNConfig(AgentConfig):
     n_envs: int = 16

@@ -14,21 +14,29 @@ from rlprompt.errors import ConfigError
 
 
 class ObsEncoder(nn.Module):
-    """Embeds each slot of a ``MultiDiscrete`` (or ``Discrete``) observation and concatenates."""
+    """Embeds each slot of a ``MultiDiscrete`` (or ``Discrete``) observation and concatenates;
+    a ``Box`` observation (an input's sentence embedding and the choices so far: the per-input
+    env) passes through flattened."""
 
     def __init__(self, space: spaces.Space, embed_dim: int = 16) -> None:
         super().__init__()
+        self.continuous = isinstance(space, spaces.Box)
+        if self.continuous:
+            self.out_dim = int(np.prod(space.shape))
+            return
         if isinstance(space, spaces.MultiDiscrete):
             nvec = np.asarray(space.nvec, dtype=np.int64).reshape(-1)
         elif isinstance(space, spaces.Discrete):
             nvec = np.array([space.n], dtype=np.int64)
         else:
-            raise ConfigError(f"ObsEncoder handles Discrete/MultiDiscrete observations, not {space}")
+            raise ConfigError(f"ObsEncoder handles Discrete/MultiDiscrete/Box observations, not {space}")
         self.register_buffer("offsets", torch.as_tensor(np.concatenate([[0], np.cumsum(nvec)[:-1]]), dtype=torch.long))
         self.embedding = nn.Embedding(int(nvec.sum()), embed_dim)
         self.out_dim = len(nvec) * embed_dim
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.continuous:
+            return obs.float().reshape(obs.shape[0], -1)
         obs = obs.long().reshape(obs.shape[0], -1)
         return self.embedding(obs + self.offsets).flatten(1)
 

@@ -9,6 +9,8 @@ with the fine-tuning PPO.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,6 +23,7 @@ from rlprompt.agents.networks import (
     seeded_module,
 )
 from rlprompt.agents.ppo_config import PPOConfig
+from rlprompt.envs.base import Chooser
 from rlprompt.rl import gae, ppo_policy_loss, ppo_value_loss
 
 
@@ -100,7 +103,9 @@ class PPO(Agent):
         row["mean_reward"] = float(torch.stack(rew_buf).sum(0).mean())
         return row
 
-    def predict(self, deterministic: bool = True) -> str:
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The policy as ``(observation, mask) -> action``: greedy, or sampled."""
+
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
                 logits = self.net(torch.as_tensor(obs)[None])[0][0]
@@ -109,7 +114,10 @@ class PPO(Agent):
                 return int(logits.argmax())
             return int(sample_actions(logits[None], self.torch_rng)[0])
 
-        return self.env.decode(choose)
+        return choose
+
+    def predict(self, deterministic: bool = True) -> Any:
+        return self.env.decode(self.chooser(deterministic))
 
     def _state(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

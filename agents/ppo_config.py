@@ -9,7 +9,7 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos", "label_words"))
+@register_agent("ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
 @dataclass
 class PPOConfig(AgentConfig):
     n_envs: int = 16

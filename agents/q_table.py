@@ -12,6 +12,7 @@ import numpy as np
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.q_table_config import QTableConfig
+from rlprompt.envs.base import Chooser
 from rlprompt.task_models import Prompt
 
 
@@ -65,8 +66,12 @@ class QTable(Agent):
             q[action] += alpha * (target - q[action])
         return {"mean_reward": float(np.mean(reward)), "states": float(len(self.q))}
 
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The table's greedy policy (UCB/epsilon exploration when not ``deterministic``)."""
+        return lambda obs, mask: self._choose(obs, mask, explore=not deterministic)
+
     def predict(self, deterministic: bool = True) -> Prompt:
-        return self.env.decode(lambda obs, mask: self._choose(obs, mask, explore=not deterministic))
+        return self.env.decode(self.chooser(deterministic))
 
     def _state(self) -> dict:
         return {"q": self.q, "visits": self.visits, "total_visits": self.total_visits}

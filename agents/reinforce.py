@@ -19,6 +19,8 @@ from gymnasium import spaces
 from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import ActorCritic, current_masks, masked_logits, sample_actions, seeded_module
 from rlprompt.agents.reinforce_config import ReinforceConfig
+from rlprompt.envs.base import Chooser
+from rlprompt.errors import ConfigError
 from rlprompt.rl import discounted_returns
 from rlprompt.task_models import Prompt
 
@@ -135,12 +137,20 @@ class Reinforce(Agent):
                 )
             return self.env.soft_prompt(z.detach().clamp(-1.0, 1.0).numpy())
 
+        return self.env.decode(self.chooser(deterministic))
+
+    def chooser(self, deterministic: bool = True) -> Chooser:
+        """The categorical policy as ``(observation, mask) -> action`` (discrete envs)."""
+        if self.soft:
+            raise ConfigError("REINFORCE on the soft env has a Gaussian policy over vectors: there is no discrete "
+                              "policy to choose actions with")  # fmt: skip
+
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
                 logits = masked_logits(self.net(torch.as_tensor(obs)[None])[0], torch.as_tensor(mask)[None] if mask is not None else None)
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
-        return self.env.decode(choose)
+        return choose
 
     def _state(self) -> dict:
         state = {

@@ -10,7 +10,7 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("reinforce", agent="rlprompt.agents.reinforce:Reinforce", env_kinds=("token", "soft", "demos", "label_words"))
+@register_agent("reinforce", agent="rlprompt.agents.reinforce:Reinforce", env_kinds=("token", "soft", "demos", "label_words", "demos_per_input"))
 @dataclass
 class ReinforceConfig(AgentConfig):
     n_envs: int = 4

@@ -8,7 +8,9 @@ Gymnasium ids (no torch is imported):
 * ``edit`` - ``rlprompt/PromptEdit-v0`` - :class:`PromptEditEnv`, edit the manual prompt;
 * ``soft`` - ``rlprompt/SoftPrompt-v0`` - :class:`SoftPromptEnv`, soft prompts in a random subspace;
 * ``demos`` - ``rlprompt/DemoSelection-v0`` - :class:`DemoSelectionEnv`, choose and order demonstrations;
-* ``label_words`` - ``rlprompt/LabelWords-v0`` - :class:`LabelWordsEnv`, choose each class's word.
+* ``label_words`` - ``rlprompt/LabelWords-v0`` - :class:`LabelWordsEnv`, choose each class's word;
+* ``demos_per_input`` - ``rlprompt/PerInputDemos-v0`` - :class:`PerInputDemoEnv`, choose each input's own
+  demonstrations, observing the input.
 
 ``gymnasium.make(id)`` with no kwargs builds the embedded default task (MiniLM on the
 built-in demo data); ``task=``, ``config=`` (a Config, dict or YAML path) and ``overrides=``
@@ -25,6 +27,7 @@ from gymnasium.envs.registration import register, registry
 from rlprompt.envs.base import (
     EnvConfig,
     EnvSpec,
+    PerInputPrompts,
     PromptEnv,
     ScoreRequest,
     ScoreResult,
@@ -35,6 +38,7 @@ from rlprompt.envs.base import (
 from rlprompt.envs.demos import DemoSelectionEnv, DemosEnvConfig
 from rlprompt.envs.edit import EditEnvConfig, PromptEditEnv, enumerate_edits
 from rlprompt.envs.label_words import LabelWordsEnv, LabelWordsEnvConfig
+from rlprompt.envs.per_input import PerInputDemoEnv, PerInputDemosEnvConfig
 from rlprompt.envs.selection import PromptSelectionEnv, SelectionEnvConfig, load_candidates
 from rlprompt.envs.soft import SoftEnvConfig, SoftPromptEnv
 from rlprompt.envs.token import TokenEnvConfig, TokenPromptEnv
@@ -50,6 +54,7 @@ _KINDS = [
     EnvSpec("soft", SoftEnvConfig, SoftPromptEnv, "rlprompt/SoftPrompt-v0"),
     EnvSpec("demos", DemosEnvConfig, DemoSelectionEnv, "rlprompt/DemoSelection-v0"),
     EnvSpec("label_words", LabelWordsEnvConfig, LabelWordsEnv, "rlprompt/LabelWords-v0"),
+    EnvSpec("demos_per_input", PerInputDemosEnvConfig, PerInputDemoEnv, "rlprompt/PerInputDemos-v0"),
 ]
 ENV_IDS = {}
 for _spec in _KINDS:
@@ -79,6 +84,9 @@ __all__ = [
     "LabelWordsEnvConfig",
     "NormalizeReward",
     "PromptEditEnv",
+    "PerInputDemoEnv",
+    "PerInputDemosEnvConfig",
+    "PerInputPrompts",
     "PromptEnv",
     "SlotChoices",
     "PromptSelectionEnv",

@@ -244,6 +244,16 @@ class SlotChoices(typing.Protocol):
         ...
 
 
+@typing.runtime_checkable
+class PerInputPrompts(typing.Protocol):
+    """An env whose prompts depend on the input (the per-input demonstration env): a discrete
+    policy gives each input its own prompt, and runs evaluate those per input."""
+
+    def prompts_for(self, examples: typing.Sequence[typing.Any], choose: Chooser) -> list[typing.Any]:
+        """Each example's prompt as the policy ``choose`` writes it, observing that example."""
+        ...
+
+
 @dataclass
 class ScoreRequest:
     """One prompt to score on ``indices`` of ``split`` with ``task``."""
@@ -254,6 +264,9 @@ class ScoreRequest:
     split: str = "train"
     budget_task: Task | None = None
     """The env's own task, charged the prompt evaluation when ``task`` is a variant of it."""
+    calibrate: bool = True
+    """False: the reward reads raw class scores (an input scored alone under its own prompt
+    cannot be batch-calibrated: the per-input env)."""
 
 
 @checkpoint_type
@@ -280,14 +293,15 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
     results: list[ScoreResult | None] = [None] * len(requests)
     groups: dict[tuple[int, str, bool], list[int]] = {}
     for i, request in enumerate(requests):
-        key = (id(request.task), request.split, _is_soft(request.prompt))
+        key = (id(request.task), request.split, _is_soft(request.prompt), request.calibrate)
         groups.setdefault(key, []).append(i)
     for members in groups.values():
         first = requests[members[0]]
         indices = [requests[i].indices for i in members]
-        rewards, accuracies = first.task.score_requests([requests[i].prompt for i in members], indices, first.split)
+        rewards, accuracies = first.task.score_requests([requests[i].prompt for i in members], indices, first.split,
+                                                        calibrate=first.calibrate)  # fmt: skip
         # the manual prompt on the same examples, in the env's own task (a selection env's variants share it)
-        references = (first.budget_task or first.task).reference_rewards(indices, first.split)
+        references = (first.budget_task or first.task).reference_rewards(indices, first.split) if first.calibrate else None
         gains = [None] * len(members) if references is None else (rewards - references).tolist()
         for i, reward, acc, gain in zip(members, rewards.tolist(), accuracies.tolist(), gains, strict=True):
             request = requests[i]

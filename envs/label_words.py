@@ -3,9 +3,10 @@
 The instruction stays the config's; an episode picks one label word per class, class by class,
 from that class's candidates. Candidates are a list (shared by every class, or one list per
 class) or words of the task model's vocabulary: whole words that are one token, filtered by a
-regular expression, ranked per class by how much more likely the model finds them after the
-manual prompt on that class's train examples than on all of them (the calibrated association
-of LM-BFF's automatic label-word search, Gao et al., 2021), optionally led by the manual words.
+regular expression, and for each class the words the model finds most likely after the manual
+prompt on that class's train examples among those that lean to it (more likely there than on
+the train split as a whole): the rule of LM-BFF's automatic label-word search (Gao et al.,
+2021), optionally led by the manual words.
 
 Each class's verbalizer keeps its form with the word replaced (``" negative"`` -> ``" bad"``).
 A language model reads every candidate's probability in the same forward pass, so one scoring
@@ -47,7 +48,7 @@ class LabelWordsEnvConfig(EnvConfig):
     words of the task model's vocabulary ranked per class (``per_class``, ``vocab_regex``,
     ``vocab_top_k``)."""
     per_class: int = 16
-    """Vocabulary candidates kept per class (the most associated with it on the train split)."""
+    """Vocabulary candidates kept per class (the likeliest of those leaning to it on the train split)."""
     vocab_regex: str | None = "[a-z]{3,}"
     """Vocabulary words must match it in full (default: lower-case words of 3+ letters)."""
     vocab_top_k: int = 3000
@@ -77,10 +78,12 @@ class LabelWordsEnvConfig(EnvConfig):
 
 
 def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manual: bool = True) -> list[list[str]]:
-    """Per class, the ``per_class`` words of ``words`` the task model finds most associated with
-    it: the mean log-probability of the word's verbalizer after the manual prompt on the class's
-    train examples minus its mean over all train examples. A word goes to the class it favours
-    most; with ``seed_manual`` each class's manual word leads its list."""
+    """Per class, the ``per_class`` words of ``words`` with the highest mean log-probability
+    (of the word's verbalizer after the manual prompt) on the class's train examples, among the
+    words that lean to the class: whose mean there minus their mean over all train examples is
+    highest for it (so a word goes to one class). With ``seed_manual`` each class's manual word
+    leads its list. Likely words, not merely contrastive ones: a rare fragment can lean to a
+    class by chance on a few examples."""
     import torch
 
     classes = task.num_classes
@@ -93,16 +96,16 @@ def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manu
                           "have none: give env.candidates")  # fmt: skip
     verbalizers = [[_form(task, c, w) for w in words] for c in range(classes)]
     task.label_word_model([v for per in verbalizers for v in per])  # one model reads every class's forms
-    association = []
+    association, likelihood = [], []
     for c in range(classes):
         with torch.no_grad():
             scores = task.verbalizer_scores(task.config.manual_prompt, train.texts, verbalizers[c])  # [N, W]
-        association.append(scores[labels == c].mean(0) - scores.mean(0))
-    table = torch.stack(association)  # [C, W]
-    favoured = table.argmax(0)
+        likelihood.append(scores[labels == c].mean(0))
+        association.append(likelihood[-1] - scores.mean(0))
+    favoured = torch.stack(association).argmax(0)  # [W]: the class each word leans to
     out: list[list[str]] = []
     for c in range(classes):
-        order = [int(i) for i in torch.argsort(table[c], descending=True) if int(favoured[i]) == c]
+        order = [int(i) for i in torch.argsort(likelihood[c], descending=True) if int(favoured[i]) == c]
         ranked = [words[i] for i in order if words[i] not in manual]
         head = [manual[c]] if seed_manual else []
         out.append((head + ranked)[:per_class])

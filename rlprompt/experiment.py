@@ -30,10 +30,10 @@ import torch
 from rlprompt import __version__
 from rlprompt import progress as stages
 from rlprompt.agents import AGENT_REGISTRY
-from rlprompt.agents.base import Agent
+from rlprompt.agents.base import Agent, DiscretePolicy
 from rlprompt.callbacks import Callback, ProgressBar
 from rlprompt.config import Config, save_config
-from rlprompt.envs import PromptEnv, build_env
+from rlprompt.envs import PerInputPrompts, PromptEnv, build_env
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import directory_lock, temp_path_for
 from rlprompt.logger import Logger
@@ -246,10 +246,23 @@ def _reselect_locked(run_dir: Path, overrides: list[str] | None) -> tuple[RunRes
     return previous, result
 
 
+def per_input_metrics(agent: Agent, task: Task, split: str) -> dict[str, Any]:
+    """Metrics (with per-example outcomes) of the agent's greedy per-input prompts on ``split``."""
+    env = agent.env
+    if not isinstance(agent, DiscretePolicy) or not isinstance(env, PerInputPrompts):
+        raise ConfigError(f"agent {type(agent).__name__} on env {type(env).__name__}: per-input prompts need a discrete "
+                          "policy (ppo, a2c, reinforce, dqn) on a per-input env")  # fmt: skip
+    prompts = env.prompts_for(task.inputs(split), agent.chooser(deterministic=True))
+    return task.evaluate_per_input(prompts, split, per_example=True)
+
+
 def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunResult, Prompt, dict[str, Any]]:
     """Selection (``config.selection``), then train/dev/test metrics of the chosen and the manual
     prompt; returns the result, the chosen prompt and both prompts' per-example outcomes
-    (``{"found"|"manual": {split: record}}``)."""
+    (``{"found"|"manual": {split: record}}``). A per-input policy is not selected among prompts:
+    it is evaluated as trained, each input under its own prompt."""
+    if isinstance(agent.env, PerInputPrompts):
+        return _evaluate_policy(agent, task, config)
     selection = config.selection
     text_prompts = config.env_kind() != "soft"
     extra = [config.manual_prompt] if selection.include_manual and text_prompts else []
@@ -309,6 +322,77 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
     return result, best.prompt, outcomes
 
 
+def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResult, Prompt, dict[str, Any]]:
+    """:func:`select_and_evaluate` for a per-input policy: its train/dev/test metrics (each input
+    under its own prompt) and the manual prompt's."""
+    metrics, baseline = {}, {}
+    outcomes: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
+    described = f"<per input: a {config.agent_name} policy choosing {config.env.k} demonstrations>"  # type: ignore[attr-defined]
+    with agent.evaluating():
+        before = task.task_model.stats.lm_calls
+        with stages.stage("evaluating the per-input policy and the manual prompt", total=2 * len(SPLITS)):
+            for split in SPLITS:
+                stages.step(f"per-input prompts on {split}")
+                full = per_input_metrics(agent, task, split)
+                outcomes["found"][split] = full.pop("per_example")
+                metrics[split] = slim_metrics(full, task)
+                stages.step(f"manual {stages.shorten(config.manual_prompt)} on {split}")
+                full = task.evaluate(config.manual_prompt, split, per_example=True)
+                outcomes["manual"][split] = full.pop("per_example")
+                baseline[split] = slim_metrics(full, task)
+        eval_lm_calls = task.task_model.stats.lm_calls - before
+    env_config = config.env
+    result = RunResult(
+        kind="discrete", prompt=described, token_ids=None, soft_prompt_path=None, n_virtual_tokens=None,
+        metrics=metrics, baseline={"prompt": config.manual_prompt, "metrics": baseline}, train_reward=None,
+        candidates=1, lm_calls=agent.lm_calls, prompt_evals=agent.prompt_evals, env_steps=agent.env_steps,
+        iterations=agent.iterations, dev_lm_calls=0, selected_on=[], eval_lm_calls=eval_lm_calls,
+        budget={k: v for k, v in budget_limits(config).items() if v is not None}, agent=config.agent_name,
+        env=config.env_kind(), task_model=config.task_model.label, reward=config.reward.name, seed=config.seed,
+        rlprompt_version=__version__, wall_time_s=None, task=config.task, metric_names=task.metric_names,
+        api=api_usage(agent, task), outcomes=RUN_OUTCOMES,
+        per_input={"checkpoint": CHECKPOINT, "env": config.env_kind(), "k": getattr(env_config, "k", None),
+                   "encoder": getattr(env_config, "encoder", None) or config.demos.encoder},
+    )  # fmt: skip
+    return result, described, outcomes
+
+
+def load_policy(run_dir: str | os.PathLike[str], task: Task | None = None) -> PerInputPolicy:
+    """The per-input policy a run trained (``env.kind: demos_per_input``), ready to give any
+    input its prompt: ``load_policy(run).prompt("a gripping film")``. ``task`` is the run's task
+    when already loaded (else it is built from the run's config)."""
+    config, best = load_run(run_dir)
+    return _policy(run_dir, config, best, task or Task.from_config(config))
+
+
+def _policy(run_dir: str | os.PathLike[str], config: Config, best: RunResult, task: Task) -> PerInputPolicy:
+    if best.per_input is None:
+        raise RLPromptError(f"{run_dir} did not train a per-input policy (env.kind={best.env}): its prompt is "
+                            f"{best.shown_prompt} for every input")  # fmt: skip
+    path = Path(run_dir) / str(best.per_input["checkpoint"])
+    if not path.is_file():
+        raise RLPromptError(f"{run_dir}: the policy's checkpoint {path.name} is missing")
+    env = make_env(task, config)
+    return PerInputPolicy(load_run_checkpoint(path, task, env, config), env)
+
+
+class PerInputPolicy:
+    """A trained per-input policy and its env: the reusable artefact of a per-input run."""
+
+    def __init__(self, agent: Agent, env: PromptEnv) -> None:
+        if not isinstance(agent, DiscretePolicy) or not isinstance(env, PerInputPrompts):
+            raise ConfigError(f"{type(agent).__name__} on {type(env).__name__} is not a per-input policy")
+        self.agent, self.env = agent, env
+
+    def prompts(self, examples: list[Any]) -> list[Any]:
+        """Each input's prompt (what fills the template's searched slot), greedy."""
+        return self.env.prompts_for(examples, self.agent.chooser(deterministic=True))  # type: ignore[attr-defined]
+
+    def prompt(self, example: Any) -> Any:
+        """One input's prompt: a text, or a generation task's field mapping."""
+        return self.prompts([example])[0]
+
+
 def api_usage(agent: Agent, task: Task) -> dict[str, Any] | None:
     """What a served model's run sent and spent (None for local models)."""
     model = task.task_model
@@ -328,6 +412,8 @@ def evaluate_run(
     model or dataset). Without overrides the result is compared to ``best_prompt.json``.
     ``per_example`` adds the split's per-example outcomes (``per_example``)."""
     config, best = load_run(run_dir, overrides)
+    if best.per_input is not None:
+        return _evaluate_policy_run(run_dir, config, best, split, overrides, per_example)
     prompt = run_prompt(run_dir, best)
     task = Task.from_config(config)
     if isinstance(prompt, torch.Tensor) and prompt.shape[1] != task.task_model.hidden_size:
@@ -344,6 +430,28 @@ def evaluate_run(
                               "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
                               "metric_names": task.metric_names,
                               "overrides": list(overrides or [])}  # fmt: skip
+    if not overrides and recorded is not None:
+        result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
+        result["recorded"] = recorded
+    if outcomes is not None:
+        result["per_example"] = outcomes
+    return result
+
+
+def _evaluate_policy_run(run_dir: str | os.PathLike[str], config: Config, best: RunResult, split: str,
+                         overrides: list[str] | None, per_example: bool) -> dict[str, Any]:  # fmt: skip
+    """:func:`evaluate_run` of a per-input policy: every ``split`` input under the prompt the
+    policy gives it."""
+    task = Task.from_config(config)
+    policy = _policy(run_dir, config, best, task)
+    full = task.evaluate_per_input(policy.prompts(task.inputs(split)), split, per_example=per_example)
+    outcomes = full.pop("per_example", None)
+    metrics = slim_metrics(full, task)
+    result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
+                              "label_words": None, "task_model": config.task_model.label, "metrics": metrics,
+                              "task": config.task, "metric_names": task.metric_names,
+                              "overrides": list(overrides or [])}  # fmt: skip
+    recorded = best.metrics.get(split)
     if not overrides and recorded is not None:
         result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
         result["recorded"] = recorded

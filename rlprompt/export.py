@@ -144,6 +144,10 @@ def export_run(
         raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
                             "(peft adapters hold soft prompts)")  # fmt: skip
     _check_out_path(out, Path(run_dir), fmt)
+    if best.per_input is not None and fmt == "txt":
+        raise RLPromptError(f"{run_dir} trained a per-input policy: each input has its own prompt, so there is no one "
+                            "prompt to write as text; export --format json records the policy, and "
+                            "rlprompt.experiment.load_policy(run_dir).prompt(input) gives an input's prompt")  # fmt: skip
     if fmt == "txt":
         data = (str(best.prompt) + "\n").encode("utf-8")
     elif fmt == "json":
@@ -192,7 +196,10 @@ def demonstration_fields(config: Any, best: Any) -> dict[str, Any]:
     """A demonstration run's structured prompt: ``demonstrations`` (the found block's pool ids
     and texts, the fixed instruction, the demonstration template, the pool, the label words) and
     ``rendered``: the template as the task model reads it with the block written in (the input
-    fields left as placeholders). Nothing for instruction prompts."""
+    fields left as placeholders). Nothing for instruction prompts. A per-input policy's run
+    gives ``per_input`` instead: where its policy is and how it observes an input."""
+    if best.per_input is not None:
+        return {"per_input": best.per_input, "demo_template": config.demos.template, "pool": config.demos.pool}
     if not has_demos_slot(config.template) or best.prompt is None:
         return {}
     rendered = render(config.model_template, {"prompt": best.prompt})

@@ -142,9 +142,10 @@ class GenerationTask(Task):
         return rewards
 
     def score_requests(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[Sequence[int] | np.ndarray],
-                       split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                       split: str = "train", calibrate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Reward of prompt ``i`` on its own examples ``indices[i]`` (twice: the batch metric a
-        classification task reports as accuracy is the reward itself here)."""
+        classification task reports as accuracy is the reward itself here). Generation has no
+        class scores to calibrate (``calibrate`` changes nothing)."""
         prompt_list = _prompt_list(prompts)
         split = checked_split(split)
         indices = self._unshown_sets(prompt_list, split, self._checked_index_sets(split, indices, len(prompt_list)))

@@ -131,6 +131,11 @@ class RunResult(_Result):
     None: the config's words (every other run, and older runs)."""
     verbalizers: list[str] | None = None
     """With ``label_words``: the verbalizers they make (what the task model reads per class)."""
+    per_input: dict[str, Any] | None = None
+    """Runs of a per-input policy (``env.kind: demos_per_input``, schema 5): each input's prompt is
+    the policy's choice given the input, and ``metrics`` score every example under its own prompt.
+    ``checkpoint`` (the policy, relative to the run directory), ``env``, ``k``, ``encoder``;
+    :func:`rlprompt.experiment.load_policy` gives the prompt of any input. None otherwise."""
     schema_version: int = SCHEMA_VERSION
 
     @property

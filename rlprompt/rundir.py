@@ -331,6 +331,9 @@ def load_run(run_dir: str | os.PathLike[str], overrides: list[str] | None = None
 def run_prompt(run_dir: str | os.PathLike[str], result: RunResult) -> Any:
     """The prompt a run found: its text, its text with the label words it found
     (:class:`~rlprompt.template.LabeledPrompt`), or its soft prompt tensor ``[n_tokens, hidden]``."""
+    if result.per_input is not None:
+        raise RLPromptError(f"{run_dir} trained a per-input policy: each input has its own prompt "
+                            "(rlprompt.experiment.load_policy(run_dir).prompt(input))")  # fmt: skip
     if result.kind == "discrete":
         if result.label_words is not None:
             from rlprompt.template import LabeledPrompt

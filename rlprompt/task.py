@@ -255,6 +255,10 @@ class Task:
         """The inputs of ``split`` (what a demonstration shows of an example)."""
         return self.data.split(split).texts
 
+    def inputs(self, split: str) -> list[Any]:
+        """The inputs of ``split``: texts, or a generation task's field mappings."""
+        return list(self._inputs(checked_split(split)))
+
     def unshown(self, prompt: Prompt, split: str, indices: Sequence[int]) -> list[int]:
         """``indices`` without the examples ``prompt`` shows as demonstrations: an example is
         never scored with a prompt that shows it (:func:`rlprompt.template.shows_input`)."""
@@ -497,10 +501,13 @@ class Task:
         prompts: Sequence[Prompt] | torch.Tensor,
         indices: Sequence[Sequence[int] | np.ndarray],
         split: str = "train",
+        calibrate: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward and accuracy ``[P]`` of prompt ``i`` on its own examples ``indices[i]``.
 
         All prompts are scored in one batched task-model call (a vector env's N sub-envs).
+        ``calibrate=False`` reads the raw class scores (a single input scored under its own
+        prompt cannot be batch-calibrated: the per-input env's reward).
         """
         prompts = checked_prompts(prompts)
         dataset = self.data.split(checked_split(split))
@@ -513,7 +520,7 @@ class Task:
         labels = self.labels(split)
         rewards, accuracies = [], []
         for idx, row in zip(indices, logits, strict=True):
-            row = self.calibrate(row)
+            row = self.calibrate(row) if calibrate else row
             gold = labels[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
             rewards.append(self._reward_of(row, gold))
             accuracies.append(accuracy(row, gold))
