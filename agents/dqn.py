@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.dqn_config import DQNConfig
@@ -33,9 +34,10 @@ class DQN(Agent):
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.learning_rate)
         obs_dim = int(np.prod(space.shape))
         size = self.config.buffer_size
+        obs_dtype = torch.float32 if isinstance(space, spaces.Box) else torch.long  # embeddings stay floats
         self.buffer = {
-            "obs": torch.zeros(size, obs_dim, dtype=torch.long),
-            "next_obs": torch.zeros(size, obs_dim, dtype=torch.long),
+            "obs": torch.zeros(size, obs_dim, dtype=obs_dtype),
+            "next_obs": torch.zeros(size, obs_dim, dtype=obs_dtype),
             "action": torch.zeros(size, dtype=torch.long),
             "reward": torch.zeros(size),
             "done": torch.zeros(size),

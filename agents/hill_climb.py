@@ -92,19 +92,22 @@ class HillClimb(Agent):
         return slots
 
     def _neighbour(self, env: SlotChoices, slots: list[int]) -> list[int]:
-        """``slots`` with two positions swapped or one replaced (each half the time, where possible)."""
+        """``slots`` with one position replaced by an allowed choice or, where the env's slots
+        are :attr:`~rlprompt.envs.base.SlotChoices.swappable`, two positions swapped (each half
+        the time)."""
         out = list(slots)
-        if len(out) >= 2 and self.rng.random() < 0.5:
+        swap = env.swappable and len(out) >= 2
+        if swap and self.rng.random() < 0.5:
             i, j = self.rng.choice(len(out), size=2, replace=False)
             out[i], out[j] = out[j], out[i]
             return out
         position = int(self.rng.integers(len(out)))
-        allowed = env.mask_of(out[:position] + out[position + 1 :])
+        allowed = env.mask_at(out, position)
         allowed[out[position]] = False
         choices = np.flatnonzero(allowed)
         if len(choices):
             out[position] = int(self.rng.choice(choices))
-        elif len(out) >= 2:  # nothing else fits this slot: reorder instead
+        elif swap:  # nothing else fits this slot: reorder instead
             i, j = self.rng.choice(len(out), size=2, replace=False)
             out[i], out[j] = out[j], out[i]
         return out

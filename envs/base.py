@@ -224,15 +224,25 @@ def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), 
 @typing.runtime_checkable
 class SlotChoices(typing.Protocol):
     """An env whose prompt is a fixed number of slot choices, one per step (the demonstration
-    env: a pool example per slot). A local search moves between such prompts by swapping two
-    slots or replacing one, checking each choice against :meth:`mask_of` (which depends on the
-    choices made, not on their order)."""
+    env: a pool example per slot; the label-word env: a word per class). A local search moves
+    between such prompts by replacing one slot's choice (:meth:`mask_at`) or, where
+    :attr:`swappable`, exchanging two slots."""
 
     @property
     def episode_length(self) -> int: ...
 
+    @property
+    def swappable(self) -> bool:
+        """Whether two slots' choices may be exchanged (demonstrations: a reordering; label
+        words: no, each slot is its own class's)."""
+        ...
+
     def mask_of(self, slots: typing.Sequence[int]) -> np.ndarray:
         """The choices allowed for the next slot after ``slots``."""
+        ...
+
+    def mask_at(self, slots: typing.Sequence[int], position: int) -> np.ndarray:
+        """The choices allowed at ``position`` of a full sequence, the other slots as they are."""
         ...
 
     def prompt_text(self, slots: typing.Sequence[int]) -> typing.Any:

@@ -115,6 +115,14 @@ class DemoSelectionEnv(PromptEnv):
             mask &= counts[labels] < self.quota
         return mask
 
+    swappable = True
+    """Exchanging two demonstrations reorders the block (order is part of the search)."""
+
+    def mask_at(self, slots: Sequence[int], position: int) -> np.ndarray:
+        """The examples that may fill ``position``, the other slots as they are (the quota and
+        repeats do not depend on order)."""
+        return self.mask_of([s for i, s in enumerate(slots) if i != position])
+
     def action_masks(self) -> np.ndarray:
         return self.mask_of(self._slots)
 

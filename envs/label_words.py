@@ -87,7 +87,7 @@ def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manu
     import torch
 
     classes = task.num_classes
-    manual = list(task.config.label_words)
+    manual = list(task.manual_label_words)
     train = task.data.split("train")
     labels = torch.as_tensor(train.labels, dtype=torch.long)
     missing = [c for c in range(classes) if not bool((labels == c).any())]
@@ -157,10 +157,16 @@ class LabelWordsEnv(PromptEnv):
                               "'{demos}' from the template (demonstrations are searched with env.kind: demos)")  # fmt: skip
         self.instruction = task.config.manual_prompt
         classes = task.num_classes
-        manual = list(task.config.label_words)
+        manual = list(task.manual_label_words)
+        from rlprompt.task_models.base import Relabelable  # (imports torch: not at env import)
+
         before = task.task_model.stats.lm_calls
+        model = task.task_model
+        if not isinstance(model, Relabelable):
+            raise ConfigError(f"label words are read from a language model's head, and the task model "
+                              f"{type(model).__name__} scores classes otherwise: label-word search needs "
+                              "task_model.kind causal_lm or masked_lm")  # fmt: skip
         if candidates is None:
-            model = task.label_word_model(task.config.verbalizers)  # checks the model reads label words
             vocabulary = build_vocabulary(model, None, vocab_top_k, vocab_regex)
             single = [w for w in vocabulary if all(model.verbalizer_length(_form(task, c, w)) == 1 for c in range(classes))]
             if len(single) < classes:
@@ -174,10 +180,16 @@ class LabelWordsEnv(PromptEnv):
                                   "or one list shared by all)")  # fmt: skip
             self.candidates = [list(dict.fromkeys(([manual[c]] if seed_manual else []) + lists[c])) for c in range(classes)]
         for c, words in enumerate(self.candidates):
-            if not words:
-                raise ConfigError(f"class {c} has no candidate label words")
-        if len({w for words in self.candidates for w in words}) < classes:
-            raise ConfigError(f"the candidates {self.candidates} cannot give {classes} classes distinct words")
+            if len(words) < classes:  # the classes before it take at most classes - 1 of its words
+                raise ConfigError(f"class {c} has {len(words)} candidate label word(s) {words}: each class needs at "
+                                  f"least {classes} (one per class), so a word is left whatever the others take")  # fmt: skip
+            for word in words:
+                length = model.verbalizer_length(_form(task, c, word))
+                if length != 1:
+                    what = "is not in the tokenizer's vocabulary" if length == 0 else f"spans {length} tokens"
+                    raise ConfigError(f"label word {word!r} of class {c} ({_form(task, c, word)!r}) {what}: label-word "
+                                      "search reads one token per class (every candidate's probability comes from "
+                                      "one forward)")  # fmt: skip
         # one model reads every candidate: labeled prompts share its forwards and cache
         task.label_word_model([_form(task, c, w) for c in range(classes) for w in self.candidates[c]])
         self.setup_lm_calls = task.task_model.stats.lm_calls - before
@@ -213,6 +225,17 @@ class LabelWordsEnv(PromptEnv):
             mask[i] = word not in taken
         return mask
 
+    swappable = False
+    """Each slot is its own class's: exchanging two would read one class's list with another's index."""
+
+    def mask_at(self, slots: Sequence[int], position: int) -> np.ndarray:
+        """Class ``position``'s candidates that no other class took."""
+        taken = {self.candidates[c][i] for c, i in enumerate(slots) if c != position}
+        mask = np.zeros(self.size, dtype=bool)
+        for i, word in enumerate(self.candidates[position]):
+            mask[i] = word not in taken
+        return mask
+
     def action_masks(self) -> np.ndarray:
         return self.mask_of(self._slots)
 
@@ -239,7 +262,7 @@ class LabelWordsEnv(PromptEnv):
         """The labeled prompt of the chosen words (classes not chosen yet keep a word of their
         own: the manual one, or their first candidate no other class took)."""
         words = [self.candidates[c][i] for c, i in enumerate(slots)]
-        manual = self.task.config.label_words
+        manual = self.task.manual_label_words
         for c in range(len(words), len(self.candidates)):
             options = [manual[c], *self.candidates[c]]
             words.append(next(w for w in options if w not in words))
@@ -249,7 +272,7 @@ class LabelWordsEnv(PromptEnv):
         return self.prompt_text(self._slots).describe()
 
     def default_prompt(self) -> LabeledPrompt:
-        return LabeledPrompt(self.instruction, tuple(self.task.config.label_words))
+        return LabeledPrompt(self.instruction, self.task.manual_label_words)
 
     def shared_minibatch(self, seed: int) -> dict[str, Any]:
         """Reset options under which copies reset together score on one seeded minibatch."""

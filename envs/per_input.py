@@ -78,6 +78,10 @@ class PerInputDemoEnv(DemoSelectionEnv):
                               f"{type(sentence_encoder).__name__}")  # fmt: skip
         self.encoder = sentence_encoder
         self.inputs = self.task.inputs(split)
+        for i, example in enumerate(self.inputs):  # every input can fill its k slots without itself
+            if not self._fillable(self._query_of(np.zeros(0, dtype=np.float32), example)[1]):
+                raise ConfigError(f"{split} input {i} cannot get k={k} demonstrations from the pool without its own "
+                                  f"entry{' within the class quota' if self.quota else ''}: lower env.k")  # fmt: skip
         self._embeddings = self.embed(self.inputs)
         self.dim = int(self._embeddings.shape[1])
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(self.dim + len(self.pool),), dtype=np.float32)
@@ -104,6 +108,13 @@ class PerInputDemoEnv(DemoSelectionEnv):
         """(embedding, mask of the pool examples that do not show ``example``)."""
         allowed = np.array([not shows_input(text, example) for text in self.pool.texts], dtype=bool)
         return embedding, allowed
+
+    def _fillable(self, allowed: np.ndarray) -> bool:
+        """Whether ``k`` slots can be filled from the ``allowed`` pool examples (class quota kept)."""
+        if self.quota is None:
+            return int(allowed.sum()) >= self.k
+        labels = np.asarray(self.pool.labels, dtype=np.int64)[allowed]
+        return int(np.minimum(np.bincount(labels, minlength=self.pool.num_classes), self.quota).sum()) >= self.k
 
     def mask_of(self, slots: Sequence[int]) -> np.ndarray:
         return super().mask_of(slots) & self._query[1]

@@ -394,7 +394,7 @@ def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]
         row = {
             "task": cell.task, "model": cell.model, "split": cell.split, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
             "seed": cell.seed, "agent_name": best.agent, "env": best.env, "kind": best.kind,
-            "prompt": best.prompt if best.kind == "discrete" else "<soft>",
+            "prompt": best.named_prompt if best.kind == "discrete" else "<soft>",
             "dev_reward": m["dev"]["reward"], "lm_calls": best.lm_calls,
             "prompt_evals": best.prompt_evals, "dev_lm_calls": best.dev_lm_calls,
             "wall_time_s": best.wall_time_s,

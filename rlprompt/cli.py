@@ -127,7 +127,8 @@ def _eval_run(args: argparse.Namespace) -> int:
         print(f"check      : {verdict}")
     if outcomes is not None:
         _save_outcomes(args.save_outcomes, task=result["task"], metric_names=list(result["metric_names"]),
-                       prompt=result["prompt"], split=args.split, record=outcomes,
+                       prompt=result["prompt"] if not result.get("label_words")
+                       else f"{result['prompt']} [{'/'.join(result['label_words'])}]", split=args.split, record=outcomes,
                        source=f"run {args.run}" + (f" with {' '.join(result['overrides'])}" if result["overrides"] else ""))  # fmt: skip
     if args.json:
         print(json.dumps(result, sort_keys=True))

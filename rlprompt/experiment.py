@@ -201,9 +201,7 @@ def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt, records:
     if records is not None:
         write_run_outcomes(run_dir / RUN_OUTCOMES, task=result.task, metric_names=list(result.metric_names),
                            found=records["found"], manual=records["manual"],
-                           prompts={"found": result.prompt if result.label_words is None
-                                    else LabeledPrompt(str(result.prompt), tuple(result.label_words)).describe(),
-                                    "manual": result.baseline["prompt"]})  # fmt: skip
+                           prompts={"found": result.named_prompt, "manual": result.baseline["prompt"]})  # fmt: skip
     if result.kind == "soft":
         from safetensors.torch import save_file
 
@@ -265,7 +263,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         return _evaluate_policy(agent, task, config)
     selection = config.selection
     text_prompts = config.env_kind() != "soft"
-    extra = [config.manual_prompt] if selection.include_manual and text_prompts else []
+    # the manual prompt as the env writes it (the label-word env: the instruction read with the manual words)
+    extra = [agent.env.default_prompt()] if selection.include_manual and text_prompts else []
     with agent.evaluating():
         guard = selection.guard_splits if extra else []
         best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
@@ -282,7 +281,7 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         eval_lm_calls = task.task_model.stats.lm_calls - before
     soft = isinstance(best.prompt, torch.Tensor)
     text = None if soft else prompt_text(best.prompt)
-    words = list(best.prompt.label_words) if isinstance(best.prompt, LabeledPrompt) else None
+    words = list(best.prompt.label_words) if isinstance(best.prompt, LabeledPrompt) and not best.extra_won else None
     result = RunResult(
         kind="soft" if soft else "discrete",
         prompt=text,
@@ -373,7 +372,10 @@ def _policy(run_dir: str | os.PathLike[str], config: Config, best: RunResult, ta
     if not path.is_file():
         raise RLPromptError(f"{run_dir}: the policy's checkpoint {path.name} is missing")
     env = make_env(task, config)
-    return PerInputPolicy(load_run_checkpoint(path, task, env, config), env)
+    # the agent alone: the task's score cache stays the caller's (a task under overrides would
+    # otherwise read the training model's cached scores)
+    agent = Agent.load(path, env, expected=(config.agent_name, config.agent_config()))
+    return PerInputPolicy(agent, env)
 
 
 class PerInputPolicy:
@@ -513,6 +515,9 @@ def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
             shared = {k: v for k, v in config_to_dict(config).items()
                       if k not in ("agent", "env", "budget", "selection", "output", "finetune", "seed")}  # fmt: skip
             task_key = json.dumps(shared, sort_keys=True, default=str)
+            if best.per_input is not None:
+                raise RLPromptError(f"{run_dir} trained a per-input policy and has no {RUN_OUTCOMES}: write them with "
+                                    f"rlprompt eval --run {run_dir} --save-outcomes FILE (one split a file)")  # fmt: skip
             found = run_prompt(run_dir, best)
             out: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
             for name, prompt, recorded in (("found", found, best.metrics),
@@ -533,7 +538,7 @@ def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
             best.outcomes = RUN_OUTCOMES
             write_run_outcomes(run_dir / RUN_OUTCOMES, task=best.task, metric_names=list(best.metric_names),
                                found=out["found"], manual=out["manual"],
-                               prompts={"found": best.prompt, "manual": best.baseline["prompt"]})  # fmt: skip
+                               prompts={"found": best.named_prompt, "manual": best.baseline["prompt"]})  # fmt: skip
             best.save(run_dir / BEST_PROMPT)
         written.append(run_dir)
         sizes = ", ".join(f"{split} {out['found'][split]['n']}" for split in SPLITS)

@@ -144,6 +144,10 @@ def export_run(
         raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
                             "(peft adapters hold soft prompts)")  # fmt: skip
     _check_out_path(out, Path(run_dir), fmt)
+    if best.label_words is not None and fmt == "txt":
+        raise RLPromptError(f"{run_dir} found label words {best.label_words}: a txt export holds the prompt alone, which "
+                            "would be read with the config's words; export --format json (the prompt with its "
+                            "verbalizers)")  # fmt: skip
     if best.per_input is not None and fmt == "txt":
         raise RLPromptError(f"{run_dir} trained a per-input policy: each input has its own prompt, so there is no one "
                             "prompt to write as text; export --format json records the policy, and "

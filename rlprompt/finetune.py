@@ -145,6 +145,13 @@ def resolve_prompt(config: Config) -> str:
         raise ConfigError(f"finetune.prompt_file: {exc}") from None
     if best.kind == "soft" or best.prompt is None:
         raise ConfigError(f"finetune.prompt_file {p} holds a soft prompt; fine-tuning needs a discrete one")
+    if best.per_input is not None:
+        raise ConfigError(f"finetune.prompt_file {p} is a per-input policy's run (each input has its own prompt); "
+                          "fine-tuning needs one prompt for every input")  # fmt: skip
+    if best.label_words is not None and list(best.verbalizers or []) != list(config.verbalizers):
+        raise ConfigError(f"finetune.prompt_file {p} found label words {best.label_words}: fine-tune with the "
+                          f"verbalizers they make (--set \"verbalizers={best.verbalizers}\"), which the answers are "
+                          "read as")  # fmt: skip
     return best.prompt
 
 

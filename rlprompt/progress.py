@@ -71,7 +71,12 @@ def step(detail: str) -> None:
 
 def shorten(text: Any, limit: int = 40) -> str:
     """A prompt as a short quoted string for a progress line."""
-    shown = repr(text) if isinstance(text, str) else "<soft prompt>"
+    from rlprompt.template import LabeledPrompt
+
+    if isinstance(text, LabeledPrompt):
+        shown = text.describe()
+    else:
+        shown = repr(text) if isinstance(text, str) else "<soft prompt>"
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 

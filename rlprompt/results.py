@@ -147,6 +147,14 @@ class RunResult(_Result):
             raise RLPromptError(f"run result kind must be 'discrete' or 'soft', got {self.kind!r}")
 
     @property
+    def named_prompt(self) -> str | None:
+        """The found prompt as outcome files and tables name it: its text, followed by its label
+        words when the run found some (``'Sentiment:' [bad/good]``)."""
+        if self.label_words:
+            return f"{self.prompt!r} [{'/'.join(self.label_words)}]"
+        return self.prompt
+
+    @property
     def shown_prompt(self) -> str:
         if self.kind != "discrete":
             return f"<soft prompt, {self.n_virtual_tokens} tokens>"

@@ -28,7 +28,7 @@ from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classif
 from rlprompt.rewards.classification import hard_predictions, per_example_correct, per_example_gold_log_prob
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
 from rlprompt.task_models.base import Relabelable
-from rlprompt.template import DemoPool, LabeledPrompt, has_demos_slot, shows_input, verbalizer_with
+from rlprompt.template import DemoPool, LabeledPrompt, has_demos_slot, label_word_of, shows_input, verbalizer_with
 
 SPLITS = ("train", "dev", "test")
 
@@ -280,6 +280,11 @@ class Task:
         return kept
 
     # ------------------------------------------------------------ label words
+
+    @property
+    def manual_label_words(self) -> tuple[str, ...]:
+        """The configured verbalizers' words as label words read them (each one's last word)."""
+        return tuple(label_word_of(v) for v in self.config.verbalizers)
 
     def verbalizers_for(self, label_words: Sequence[str]) -> list[str]:
         """The verbalizers reading ``label_words`` (one per class), each in its class's form

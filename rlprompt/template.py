@@ -151,13 +151,23 @@ class LabeledPrompt:
 _WORD = re.compile(r"\w+")
 
 
+def _last_word(verbalizer: str) -> re.Match[str]:
+    matches = list(_WORD.finditer(verbalizer.replace("{prompt}", " " * len("{prompt}"))))
+    if not matches:
+        raise ConfigError(f"verbalizer {verbalizer!r} has no word for a label word to replace")
+    return matches[-1]
+
+
+def label_word_of(verbalizer: str) -> str:
+    """The word of ``verbalizer`` a label word replaces (its last word): ``" negative"`` ->
+    ``"negative"``, ``"{prompt} terrible."`` -> ``"terrible"``, ``" very bad"`` -> ``"bad"``."""
+    return _last_word(verbalizer).group(0)
+
+
 def verbalizer_with(verbalizer: str, word: str) -> str:
     """``verbalizer`` with ``word`` in place of its last word (what a label word replaces; the
     rest of its form stays): ``" negative"`` -> ``" bad"``, ``"{prompt} terrible."`` -> ``"{prompt} bad."``."""
-    matches = [m for m in _WORD.finditer(verbalizer.replace("{prompt}", " " * len("{prompt}")))]
-    if not matches:
-        raise ConfigError(f"verbalizer {verbalizer!r} has no word for a label word to replace")
-    last = matches[-1]
+    last = _last_word(verbalizer)
     return verbalizer[: last.start()] + word + verbalizer[last.end() :]
 
 
@@ -224,6 +234,7 @@ __all__ = [
     "example_fields",
     "has_demos_slot",
     "input_fields",
+    "label_word_of",
     "model_template",
     "placeholders",
     "render",

@@ -14,9 +14,10 @@ from rlprompt.agents import AGENT_REGISTRY
 from rlprompt.checkpoint import load_checkpoint
 from rlprompt.config import load_config
 from rlprompt.envs import LabelWordsEnv
-from rlprompt.errors import ConfigError
+from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.experiment import evaluate_run, load_run_checkpoint, make_env, run_experiment
 from rlprompt.export import export_run
+from rlprompt.finetune import resolve_prompt
 from rlprompt.registry import ENVS
 from rlprompt.task import Task
 from rlprompt.task_models import build_task_model
@@ -110,6 +111,11 @@ def test_label_word_search_beats_the_manual_words_on_the_toy_lm(tmp_path):
     assert exported["manual_verbalizers"] == [" negative", " positive"]
     outcomes = json.loads((tmp_path / "run" / "outcomes.json").read_text())
     assert result.label_words[0] in json.dumps(outcomes["prompts"]["found"])
+    with pytest.raises(RLPromptError, match="label words"):  # a txt export would be read with the config's words
+        export_run(tmp_path / "run", "txt", tmp_path / "prompt.txt")
+    finetune = toy_lm_config([f"finetune.prompt_file={tmp_path / 'run' / 'best_prompt.json'}"])
+    with pytest.raises(ConfigError, match="verbalizers they make"):
+        resolve_prompt(finetune)
 
 
 @pytest.mark.parametrize("agent", LABEL_AGENTS)
@@ -124,6 +130,41 @@ def test_every_slot_agent_runs_on_the_label_word_env(agent, toy_lm_task):
     best = model.best_prompt(splits=("dev",), extra=["sentiment :"])
     assert isinstance(best.prompt, (LabeledPrompt, str)) and best.scores["accuracy"] > 0
     assert 0 < model.prompt_evals <= 24 and len(model.tracker.records) >= 1
+
+
+def test_punctuated_verbalizers_keep_their_form(toy_lm_task):
+    from rlprompt.template import label_word_of
+
+    assert label_word_of("{prompt} terrible.") == "terrible" and label_word_of(" very bad") == "bad"
+    config = replace(toy_lm_task.config, verbalizers=[" negative :", " positive :"])
+    model = toy_lm_task.task_model.with_verbalizers(config.verbalizers)
+    task = Task(config, toy_lm_task.data, model)
+    assert task.manual_label_words == ("negative", "positive")
+    assert task.verbalizers_for(["bad", "good"]) == [" bad :", " good :"]
+    manual = task.evaluate(LabeledPrompt("sentiment :", task.manual_label_words), "dev")
+    assert manual["accuracy"] == task.evaluate("sentiment :", "dev")["accuracy"]
+    with pytest.raises(ConfigError, match="spans 2 tokens"):  # one forward reads one token per class
+        LabelWordsEnv(task=task, candidates=["bad", "good"])
+
+
+def test_hill_climbing_replaces_words_within_each_class_list(toy_lm_task):
+    """Per-class lists of different lengths: a move replaces one class's word by another of its
+    own list (never swaps across classes), and the prompt reported is one that was scored."""
+    config = replace(toy_lm_task.config, env=ENVS["label_words"].config_class(
+        candidates=[["bad", "awful"], ["good", "fun", "great", "love"]], batch_size=16))  # fmt: skip
+    env = make_env(toy_lm_task, config)
+    assert [len(c) for c in env.candidates] == [3, 5]
+    agent = AGENT_REGISTRY["hill_climb"].agent_class(env, AGENT_REGISTRY["hill_climb"].config_class(seed=0))
+    agent.learn(total_prompt_evals=80)
+    found = agent.predict()
+    assert found.label_words[0] in env.candidates[0] and found.label_words[1] in env.candidates[1]
+    from rlprompt.task_models.base import prompt_key
+
+    assert prompt_key(found) in agent.tracker.records or found == env.default_prompt()
+    for slots in ([0, 4], [2, 1]):
+        for position in (0, 1):
+            mask = env.mask_at(slots, position)
+            assert not mask[len(env.candidates[position]):].any()
 
 
 def test_env_masks_distinct_words_and_plays_masked_actions(toy_lm_task):
@@ -146,6 +187,7 @@ def test_env_masks_distinct_words_and_plays_masked_actions(toy_lm_task):
         (["env.candidates=[' bad']"], "not a word"),
         (["env.vocab_regex=[a-"], "not a valid regular expression"),
         (["env.per_class=0"], "per_class"),
+        (["env.candidates=[[fun], [good]]", "env.seed_manual=false"], "needs at least 2"),
     ],
 )
 def test_bad_label_word_settings_are_one_clear_error(overrides, message):
@@ -168,7 +210,8 @@ def test_label_words_need_a_classification_task_an_instruction_template_and_an_l
 
 
 def test_checkpoint_keeps_labeled_prompts_and_the_label_word_cache(tmp_path):
-    config = toy_lm_config(["env.kind=label_words", "env.per_class=4", "env.vocab_regex=null", "agent.name=random_search",
+    # listed candidates: building the env scores nothing, so only the restored cache can spare LM calls
+    config = toy_lm_config(["env.kind=label_words", "env.candidates=[good, bad, fun, awful, great]", "agent.name=random_search",
                             "budget.prompt_evals=40", "output.checkpoint_every=1"])  # fmt: skip
     run = tmp_path / "run"
     result = run_experiment(config, run, progress=False)

@@ -38,7 +38,7 @@ def _best_fixed(task, k: int = 1) -> float:
     return max(task.evaluate(pool.render(ids), "test")["accuracy"] for ids in blocks)
 
 
-@pytest.mark.parametrize("agent_name, seed", [("ppo", 0), ("ppo", 1), ("reinforce", 0)])
+@pytest.mark.parametrize("agent_name, seed", [("ppo", 0), ("ppo", 1), ("reinforce", 0), ("a2c", 0), ("dqn", 0)])
 def test_an_input_conditioned_policy_beats_every_fixed_prompt(agent_name, seed):
     """The toy task answers an input well when its demonstration shares the input's class, and
     the observed embedding carries the class: no fixed demonstration serves both classes (best
@@ -77,6 +77,8 @@ def test_bad_per_input_settings_are_one_clear_error():
     env = PerInputDemoEnv(task=task, k=1, sentence_encoder=class_encoder(task))
     with pytest.raises(ConfigError, match="reset option input"):
         env.reset(options={"input": len(task.inputs("train"))})
+    with pytest.raises(ConfigError, match="cannot get k=32 demonstrations"):
+        PerInputDemoEnv(task=task, k=32, sentence_encoder=class_encoder(task))
     with pytest.raises(ConfigError, match="runs on"):
         load_config(None, ["template={demos}{sentence} {prompt}", "demos.template={sentence} {label_word} ",
                            "env.kind=demos_per_input", "agent.name=random_search"])  # fmt: skip
