@@ -258,6 +258,11 @@ class Agent(ABC):
                 raise ConfigError(f"learn(): total_{key} must be a positive {'integer' if whole else 'number'}, got {value!r}")
             if value is not None and key in API_KEYS and not self.served:
                 raise ConfigError(f"a {key} budget needs a served task model (task_model.kind: openai)")
+        ending = [k for k, v in limits.items() if v is not None and k != "lm_calls"]
+        if total_lm_calls is not None and not ending and not self.env.lm_calls_end_training:
+            raise ConfigError(f"{type(self.env).__name__} prices every choice from forwards it caches, so training soon "
+                              "costs no LM calls and an LM-call budget alone would never end it: give "
+                              "total_prompt_evals or total_steps (budget.prompt_evals / budget.steps)")  # fmt: skip
         limits = {k: v for k, v in limits.items() if v is not None or k not in API_KEYS}
         already = self.spent()
         self._budget = Budget({k: None if v is None else v - already[k] for k, v in limits.items()})

@@ -331,6 +331,9 @@ class PromptEnv(gym.Env):
     """The dataclass of this kind's ``env`` section."""
     reset_scorings: ClassVar[int] = 0
     """Prompt evaluations a reset spends (the edit env scores its start prompt)."""
+    lm_calls_end_training: ClassVar[bool] = True
+    """Whether an LM-call budget alone ends training (False where every choice is priced from
+    cached forwards: the label-word env, whose training stops costing LM calls)."""
     setup_lm_calls: int = 0
     """LM calls building the env spent (the label-word env ranks its vocabulary on the train
     split): an agent on the env starts with them in its ``lm_calls``."""

@@ -131,6 +131,7 @@ class LabelWordsEnv(PromptEnv):
 
     kind = "label_words"
     config_class = LabelWordsEnvConfig
+    lm_calls_end_training = False
     _state_keys = ("_slots", "_minibatch_seed")
 
     def __init__(

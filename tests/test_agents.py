@@ -21,7 +21,15 @@ import torch
 
 from rlprompt.agents import AGENT_REGISTRY, Agent
 from rlprompt.callbacks import StopOnReward
-from rlprompt.envs import DemoSelectionEnv, PromptEditEnv, PromptSelectionEnv, SoftPromptEnv, TokenPromptEnv
+from rlprompt.envs import (
+    DemoSelectionEnv,
+    LabelWordsEnv,
+    PerInputDemoEnv,
+    PromptEditEnv,
+    PromptSelectionEnv,
+    SoftPromptEnv,
+    TokenPromptEnv,
+)
 from rlprompt.errors import ConfigError
 from rlprompt.logger import Logger
 from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
@@ -40,9 +48,29 @@ random search's mean was 0.42-0.73 of the optimum (q_table's 12 arms: 1.0, as th
 SOFT = {"n_tokens": 5, "subspace_dim": 30, "bound": 1.0}
 
 
+class HashEncoder:
+    """A deterministic toy sentence encoder: a seeded unit vector per text."""
+
+    def encode(self, texts):
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
+        return torch.tensor(np.stack([r / np.linalg.norm(r) for r in rows]), dtype=torch.float32)
+
+
+@functools.cache
+def toy_lm_task():
+    from rlprompt.task import Task
+    from rlprompt.testing.toy_lm import toy_lm_config
+
+    return Task.from_config(toy_lm_config())
+
+
 def toy_env(kind: str, seed: int):
     if kind == "demos":  # a hidden block of 3 of the 32 train examples, in order
         return DemoSelectionEnv(task=make_toy_demo_task(k=3, seed=seed), k=3, batch_size=None)
+    if kind == "demos_per_input":
+        return PerInputDemoEnv(task=make_toy_demo_task(k=2, seed=seed), k=2, sentence_encoder=HashEncoder())
+    if kind == "label_words":  # the toy LM reads each class's word among 4 listed ones
+        return LabelWordsEnv(task=toy_lm_task(), candidates=["bad", "good", "fun", "awful"], batch_size=None)
     task = make_toy_task(vocab_size=50, prompt_length=5, seed=seed)
     if kind == "token":
         return TokenPromptEnv(task=task, prompt_length=5, batch_size=None)
@@ -261,6 +289,13 @@ def test_budgets_are_hard_caps(name, kind):
     less than one step (two scorings per env copy: a step and an edit env's reset) short of it."""
     for key, limit, per_unit in (("prompt_evals", 37, 1), ("lm_calls", 1301, 32), ("steps", 45, 1)):
         agent = make_agent(name, toy_env(kind, 0), 0)
+        if kind == "label_words" and key == "lm_calls":
+            # one forward per train example prices every choice of words: once the 64 are scored
+            # training costs no LM calls, and an LM-call budget alone is one clear error up front
+            with pytest.raises(ConfigError, match="would never end it"):
+                agent.learn(total_lm_calls=limit)
+            assert agent.spent()["lm_calls"] == 0
+            continue
         agent.learn(**{f"total_{key}": limit})
         spent = agent.spent()[key]
         step = agent.vec_env.num_envs * (1 if key == "steps" else 2 * per_unit)
