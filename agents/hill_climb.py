@@ -34,7 +34,7 @@ class HillClimb(Agent):
         """Slot envs: the current sequence of choices (None before the first iteration)."""
         self.slots_reward = float("-inf")
         """Its reward when last scored."""
-        self.current = self.env.prompt_text([]) if isinstance(self.env, SlotChoices) else self.env.start_prompt
+        self.current = self.env.prompt_text([]) if isinstance(self.env, SlotChoices) else self.env.default_prompt()
 
     def _learn_step(self) -> dict[str, float]:
         if isinstance(self.env, SlotChoices):
@@ -47,7 +47,7 @@ class HillClimb(Agent):
         best = int(np.argmax(improvement))
         accepted = improvement[best] > self.config.min_improvement
         if accepted:
-            self.current = str(step_info(infos, "prompt", best))
+            self.current = step_info(infos, "prompt_value", best)
         return {"best_improvement": float(improvement[best]), "accepted": float(accepted)}
 
     # ------------------------------------------------------------ slot envs

@@ -15,6 +15,7 @@ from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, Scor
 from rlprompt.envs.selection import load_candidates
 from rlprompt.envs.vocab import build_vocabulary
 from rlprompt.errors import ConfigError
+from rlprompt.template import LabeledPrompt
 
 if TYPE_CHECKING:
     from rlprompt.task import Task
@@ -38,10 +39,19 @@ class EditEnvConfig(EnvConfig):
     instruction can still grow)."""
     max_edits: int = 5
     """Edits per episode."""
+    label_words: list[Any] | None = None
+    """Label-word edits (TEMPERA's verbalizer edits) beside the instruction's: the words a ``label``
+    edit may set a class's word to (one list for every class, or one per class; the manual word
+    is each class's first), so the prompt becomes the instruction with its own label words;
+    null: instruction edits only. Classification on an LM task model; one token each."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
+        if self.label_words is not None and (not self.label_words or not all(
+                isinstance(w, (str, list)) for w in self.label_words)):  # fmt: skip
+            raise ConfigError(f"env.label_words must be a list of words or of word lists (one per class), got "
+                              f"{self.label_words!r}")  # fmt: skip
         if self.pool is not None and not isinstance(self.pool, (str, list)):
             raise ConfigError(f"env.pool must be null, a list of phrases or a candidates file, got {self.pool!r}")
         if isinstance(self.pool, list):
@@ -91,13 +101,15 @@ def default_max_units(start_prompt: str) -> int:
 Edit = tuple[str, int, int]  # (operation, position, pool index or second position)
 
 
-def enumerate_edits(max_units: int, pool_size: int) -> list[Edit]:
-    """Every edit the action space names: insert/replace a pool phrase, delete, swap, stop."""
+def enumerate_edits(max_units: int, pool_size: int, label_sizes: Sequence[int] = ()) -> list[Edit]:
+    """Every edit the action space names: insert/replace a pool phrase, delete, swap, set class
+    ``c``'s word to its candidate ``j`` (``label_sizes[c]`` candidates each), stop (last)."""
     edits: list[Edit] = []
     edits += [("insert", i, j) for i in range(max_units) for j in range(pool_size)]
     edits += [("replace", i, j) for i in range(max_units) for j in range(pool_size)]
     edits += [("delete", i, -1) for i in range(max_units)]
     edits += [("swap", i, k) for i in range(max_units) for k in range(i + 1, max_units)]
+    edits += [("label", c, j) for c, size in enumerate(label_sizes) for j in range(size)]
     edits.append(("stop", -1, -1))
     return edits
 
@@ -109,7 +121,10 @@ class PromptEditEnv(PromptEnv):
       apply to the current prompt (position past its end, insert into a full prompt) is a
       no-op that still uses up an edit. :meth:`action_masks` marks the applicable ones.
     * Observation: ``MultiDiscrete`` of the prompt's unit ids (0 = empty, ``u + 1`` = unit ``u``
-      of :attr:`units`: the start prompt's words, then the pool) plus the edits used.
+      of :attr:`units`: the start prompt's words, then the pool), with ``label_words`` each
+      class's word (``j + 1``: its candidate ``j``), plus the edits used.
+    * With ``label_words``, ``label`` edits set a class's word (to one no other class reads), and
+      prompts are :class:`~rlprompt.template.LabeledPrompt`: the instruction with its own words.
     * Reward: improvement of the task score on the episode's minibatch (drawn at reset), so an
       episode's rewards sum to final minus start score. Terminates on ``stop``; truncates after
       ``max_edits`` edits. ``reset(options={"prompt": text})`` starts from another prompt made
@@ -119,7 +134,7 @@ class PromptEditEnv(PromptEnv):
     kind = "edit"
     config_class = EditEnvConfig
     reset_scorings = 1
-    _state_keys = ("_prompt", "_edits_used", "_score", "_start_score", "_stopped", "_changed")
+    _state_keys = ("_prompt", "_words", "_edits_used", "_score", "_start_score", "_stopped", "_changed")
 
     def __init__(
         self,
@@ -132,12 +147,22 @@ class PromptEditEnv(PromptEnv):
         pool_size: int = 50,
         max_units: int | None = None,
         max_edits: int = 5,
+        label_words: Sequence[Any] | None = None,
         batch_size: int | None = 16,
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
         self.start_prompt = self.task.config.prompt if start_prompt is None else start_prompt
+        self.word_candidates: list[list[str]] = []
+        """Per class, the words ``label`` edits choose from (the manual word first); empty: none."""
+        if label_words is not None:
+            from rlprompt.envs.label_words import label_word_candidates
+
+            if self.task.shows_demos:
+                raise ConfigError("env.label_words edits the classes' words of an instruction prompt: remove '{demos}' "
+                                  "from the template")  # fmt: skip
+            self.word_candidates = label_word_candidates(self.task, list(label_words))
         max_units = default_max_units(self.start_prompt) if max_units is None else max_units
         if max_units < 1 or max_edits < 1:
             raise ConfigError(f"max_units and max_edits must be >= 1, got {max_units} and {max_edits}")
@@ -153,11 +178,13 @@ class PromptEditEnv(PromptEnv):
         self._start_ids = [self._unit_id[u] for u in start_units]
         self.max_units = max_units
         self.max_edits = max_edits
-        self.edits = enumerate_edits(max_units, len(self.pool))
+        self.edits = enumerate_edits(max_units, len(self.pool), [len(w) for w in self.word_candidates])
         self.action_space = spaces.Discrete(len(self.edits))
-        nvec = np.array([len(self.units) + 1] * max_units + [max_edits + 1], dtype=np.int64)
+        words_nvec = [max(len(w) for w in self.word_candidates) + 1] * len(self.word_candidates) if self.word_candidates else []
+        nvec = np.array([len(self.units) + 1] * max_units + words_nvec + [max_edits + 1], dtype=np.int64)
         self.observation_space = spaces.MultiDiscrete(nvec)
         self._prompt: list[int] = []
+        self._words: list[int] = [0] * len(self.word_candidates)
         self._edits_used = 0
         self._score = 0.0
         self._start_score = 0.0
@@ -167,7 +194,7 @@ class PromptEditEnv(PromptEnv):
     @classmethod
     def from_config(cls, task: Task, config: EditEnvConfig) -> PromptEditEnv:
         return cls(task=task, pool=config.pool, pool_size=config.pool_size, max_units=config.max_units, max_edits=config.max_edits,
-                   batch_size=config.batch_size)  # fmt: skip
+                   label_words=config.label_words, batch_size=config.batch_size)  # fmt: skip
 
     @property
     def episode_length(self) -> int:
@@ -176,30 +203,61 @@ class PromptEditEnv(PromptEnv):
     def sample_action(self, rng: np.random.Generator) -> int:
         return int(rng.choice(np.flatnonzero(self.action_masks()[:-1])))  # an applicable edit, never "stop"
 
-    def decode(self, choose: Chooser) -> str:
-        units = list(self._start_ids)
+    def decode(self, choose: Chooser) -> Any:
+        units, words = list(self._start_ids), [0] * len(self.word_candidates)
         for used in range(self.max_edits):
-            action = self.discrete_action(choose(self.observation_of(units, used), self.mask_of(units)))
+            action = self.discrete_action(choose(self.observation_of(units, used, words), self.mask_of(units, words)))
             if self.edits[action][0] == "stop":
                 break
-            units = self.apply_edit(units, action)
-        return self.text_of(units)
+            units, words = self.apply_edit(units, action), self.apply_label(words, action)
+        return self.prompt_of(units, words)
+
+    def prompt_of(self, units: Sequence[int], words: Sequence[int] = ()) -> Any:
+        """The prompt of units (and, with label edits, each class's word): text or a labeled prompt."""
+        if not self.word_candidates:
+            return self.text_of(units)
+        return LabeledPrompt(self.text_of(units), tuple(self.word_candidates[c][j] for c, j in enumerate(words)))
+
+    def current_prompt(self) -> Any:
+        return self.prompt_of(self._prompt, self._words)
+
+    def default_prompt(self) -> Any:
+        """The start prompt (with label edits: read with the manual words)."""
+        return self.prompt_of(self._start_ids, [0] * len(self.word_candidates))
 
     def current_prompt_text(self) -> str:
-        return " ".join(self.units[u] for u in self._prompt)
+        prompt = self.current_prompt()
+        return prompt.describe() if isinstance(prompt, LabeledPrompt) else prompt
 
-    def observation_of(self, units: Sequence[int], edits_used: int) -> np.ndarray:
-        """The observation of a prompt (unit ids) after ``edits_used`` edits, statelessly."""
-        obs = np.zeros(self.max_units + 1, dtype=np.int64)
+    def observation_of(self, units: Sequence[int], edits_used: int, words: Sequence[int] = ()) -> np.ndarray:
+        """The observation of a prompt (unit ids; with label edits each class's word) after
+        ``edits_used`` edits, statelessly."""
+        classes = len(self.word_candidates)
+        obs = np.zeros(self.max_units + classes + 1, dtype=np.int64)
         obs[: len(units)] = np.asarray(units, dtype=np.int64) + 1
+        if classes:
+            obs[self.max_units : self.max_units + classes] = np.asarray(list(words) or [0] * classes, dtype=np.int64) + 1
         obs[-1] = edits_used
         return obs
 
     def _observation(self) -> np.ndarray:
-        return self.observation_of(self._prompt, self._edits_used)
+        return self.observation_of(self._prompt, self._edits_used, self._words)
+
+    def _info(self, result: ScoreResult | None, **extra: Any) -> dict[str, Any]:
+        info = super()._info(result, **extra)
+        info["prompt_value"] = self.current_prompt()  # what a search restarts from (text or labeled prompt)
+        return info
 
     def text_of(self, units: Sequence[int]) -> str:
         return " ".join(self.units[u] for u in units)
+
+    def words_of(self, prompt: LabeledPrompt) -> list[int]:
+        """Each class's candidate index of a labeled prompt's words (one clear error otherwise)."""
+        if len(prompt.label_words) != len(self.word_candidates) or any(
+                w not in self.word_candidates[c] for c, w in enumerate(prompt.label_words)):  # fmt: skip
+            raise ConfigError(f"prompt {prompt.describe()} has label words this edit env cannot read (its candidates: "
+                              f"{self.word_candidates})")  # fmt: skip
+        return [self.word_candidates[c].index(w) for c, w in enumerate(prompt.label_words)]
 
     def units_of(self, prompt: str) -> list[int]:
         words = prompt.split()
@@ -209,10 +267,11 @@ class PromptEditEnv(PromptEnv):
         return [self._unit_id[w] for w in words]
 
     def apply_edit(self, units: Sequence[int], action: int) -> list[int]:
-        """The prompt after edit ``action`` (unchanged when it does not apply); pure."""
+        """The prompt's units after edit ``action`` (unchanged when it does not apply, or when it
+        is a ``label`` edit); pure."""
         op, i, k = self.edits[int(action)]
         out = list(units)
-        if op == "stop" or not self.applicable(self.edits[int(action)], len(out)):
+        if op in ("stop", "label") or not self.applicable(self.edits[int(action)], len(out)):
             return out
         if op == "insert":
             out.insert(i, self._pool_ids[k])
@@ -224,21 +283,40 @@ class PromptEditEnv(PromptEnv):
             out[i], out[k] = out[k], out[i]
         return out
 
-    def mask_of(self, units: Sequence[int]) -> np.ndarray:
-        return np.array([self.applicable(e, len(units)) for e in self.edits], dtype=bool)
+    def apply_label(self, words: Sequence[int], action: int) -> list[int]:
+        """Each class's word after edit ``action`` (a ``label`` edit that applies changes one); pure."""
+        op, c, j = self.edits[int(action)]
+        out = list(words)
+        if op == "label" and self._label_applicable(out, c, j):
+            out[c] = j
+        return out
+
+    def _label_applicable(self, words: Sequence[int], c: int, j: int) -> bool:
+        """Class ``c`` may read its candidate ``j``: a change, and a word no other class reads."""
+        word = self.word_candidates[c][j]
+        return words[c] != j and all(self.word_candidates[k][i] != word for k, i in enumerate(words) if k != c)
+
+    def mask_of(self, units: Sequence[int], words: Sequence[int] | None = None) -> np.ndarray:
+        words = self._words if words is None else words
+        return np.array([self._label_applicable(words, e[1], e[2]) if e[0] == "label" else self.applicable(e, len(units))
+                         for e in self.edits], dtype=bool)  # fmt: skip
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
         start = (options or {}).get("prompt")
-        if start is not None and not isinstance(start, str):
+        if start is not None and not isinstance(start, (str, LabeledPrompt)):
             raise ConfigError(f"reset options['prompt'] must be a prompt string, got {type(start).__name__} {start!r}")
+        self._words = [0] * len(self.word_candidates)
+        if isinstance(start, LabeledPrompt):
+            self._words = self.words_of(start)
+            start = start.text
         self._prompt = list(self._start_ids) if start is None else self.units_of(start)
         self._edits_used = 0
         self._stopped = False
         self._episode_indices = self._draw_indices()
-        result = self._score_now(self._request(self.current_prompt_text()))
+        result = self._score_now(self._request(self.current_prompt()))
         self._last_result = result
         self._score = self._start_score = result.reward
         return self._observation(), self._info(result, start_score=self._start_score)
@@ -268,10 +346,10 @@ class PromptEditEnv(PromptEnv):
             self._stopped = True
             return None
         self._edits_used += 1
-        before = self._prompt
-        self._prompt = self.apply_edit(before, index)
-        self._changed = self._prompt != before
-        return self._request(self.current_prompt_text()) if self._changed else None
+        before = (self._prompt, self._words)
+        self._prompt, self._words = self.apply_edit(self._prompt, index), self.apply_label(self._words, index)
+        self._changed = (self._prompt, self._words) != before
+        return self._request(self.current_prompt()) if self._changed else None
 
     def _finish(self, result: ScoreResult | None) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         reward = 0.0

@@ -117,6 +117,55 @@ def _form(task: Task, c: int, word: str) -> str:
     return verbalizer_with(task.config.verbalizers[c], word)
 
 
+def label_word_candidates(task: Task, candidates: Sequence[Any] | None = None, per_class: int = 16,
+                          vocab_regex: str | None = "[a-z]{3,}", vocab_top_k: int = 3000,
+                          seed_manual: bool = True) -> list[list[str]]:  # fmt: skip
+    """Each class's candidate label words: ``candidates`` (one list for every class, or one per
+    class) or vocabulary words ranked by :func:`rank_label_words`; with ``seed_manual`` the
+    manual word first. Checks that the task model reads label words, that each candidate is one
+    token, and that every class keeps a word whatever the others take; builds the one model that
+    reads them all (:meth:`rlprompt.task.Task.label_word_model`). Ranking costs one forward per
+    train example."""
+    from rlprompt.task_models.base import Relabelable  # (imports torch: not at env import)
+
+    if task.config.task != "classification":
+        raise ConfigError("label words are the classes' words: they are for classification tasks")
+    classes = task.num_classes
+    manual = list(task.manual_label_words)
+    model = task.task_model
+    if not isinstance(model, Relabelable):
+        raise ConfigError(f"label words are read from a language model's head, and the task model "
+                          f"{type(model).__name__} scores classes otherwise: label-word search needs "
+                          "task_model.kind causal_lm or masked_lm")  # fmt: skip
+    if candidates is None:
+        vocabulary = build_vocabulary(model, None, vocab_top_k, vocab_regex)
+        single = [w for w in vocabulary if all(model.verbalizer_length(_form(task, c, w)) == 1 for c in range(classes))]
+        if len(single) < classes:
+            raise ConfigError(f"the vocabulary has {len(single)} whole words that are one token and match "
+                              f"env.vocab_regex {vocab_regex!r}: too few for {classes} classes")  # fmt: skip
+        out = rank_label_words(task, single, per_class, seed_manual)
+    else:
+        lists = [list(c) for c in candidates] if isinstance(candidates[0], (list, tuple)) else [list(candidates)] * classes
+        if len(lists) != classes:
+            raise ConfigError(f"env.candidates has {len(lists)} word lists for {classes} classes (give one per class, "
+                              "or one list shared by all)")  # fmt: skip
+        out = [list(dict.fromkeys(([manual[c]] if seed_manual else []) + lists[c])) for c in range(classes)]
+    for c, words in enumerate(out):
+        if len(words) < classes:  # the classes before it take at most classes - 1 of its words
+            raise ConfigError(f"class {c} has {len(words)} candidate label word(s) {words}: each class needs at "
+                              f"least {classes} (one per class), so a word is left whatever the others take")  # fmt: skip
+        for word in words:
+            length = model.verbalizer_length(_form(task, c, word))
+            if length != 1:
+                what = "is not in the tokenizer's vocabulary" if length == 0 else f"spans {length} tokens"
+                raise ConfigError(f"label word {word!r} of class {c} ({_form(task, c, word)!r}) {what}: label-word "
+                                  "search reads one token per class (every candidate's probability comes from "
+                                  "one forward)")  # fmt: skip
+    # one model reads every candidate: labeled prompts share its forwards and cache
+    task.label_word_model([_form(task, c, w) for c in range(classes) for w in out[c]])
+    return out
+
+
 class LabelWordsEnv(PromptEnv):
     """The agent picks class ``c``'s word at step ``c``; the instruction is the config's.
 
@@ -157,43 +206,10 @@ class LabelWordsEnv(PromptEnv):
             raise ConfigError("env.kind=label_words keeps the instruction and searches the classes' words: remove "
                               "'{demos}' from the template (demonstrations are searched with env.kind: demos)")  # fmt: skip
         self.instruction = task.config.manual_prompt
-        classes = task.num_classes
-        manual = list(task.manual_label_words)
-        from rlprompt.task_models.base import Relabelable  # (imports torch: not at env import)
-
         before = task.task_model.stats.lm_calls
-        model = task.task_model
-        if not isinstance(model, Relabelable):
-            raise ConfigError(f"label words are read from a language model's head, and the task model "
-                              f"{type(model).__name__} scores classes otherwise: label-word search needs "
-                              "task_model.kind causal_lm or masked_lm")  # fmt: skip
-        if candidates is None:
-            vocabulary = build_vocabulary(model, None, vocab_top_k, vocab_regex)
-            single = [w for w in vocabulary if all(model.verbalizer_length(_form(task, c, w)) == 1 for c in range(classes))]
-            if len(single) < classes:
-                raise ConfigError(f"the vocabulary has {len(single)} whole words that are one token and match "
-                                  f"env.vocab_regex {vocab_regex!r}: too few for {classes} classes")  # fmt: skip
-            self.candidates = rank_label_words(task, single, per_class, seed_manual)
-        else:
-            lists = [list(c) for c in candidates] if isinstance(candidates[0], (list, tuple)) else [list(candidates)] * classes
-            if len(lists) != classes:
-                raise ConfigError(f"env.candidates has {len(lists)} word lists for {classes} classes (give one per class, "
-                                  "or one list shared by all)")  # fmt: skip
-            self.candidates = [list(dict.fromkeys(([manual[c]] if seed_manual else []) + lists[c])) for c in range(classes)]
-        for c, words in enumerate(self.candidates):
-            if len(words) < classes:  # the classes before it take at most classes - 1 of its words
-                raise ConfigError(f"class {c} has {len(words)} candidate label word(s) {words}: each class needs at "
-                                  f"least {classes} (one per class), so a word is left whatever the others take")  # fmt: skip
-            for word in words:
-                length = model.verbalizer_length(_form(task, c, word))
-                if length != 1:
-                    what = "is not in the tokenizer's vocabulary" if length == 0 else f"spans {length} tokens"
-                    raise ConfigError(f"label word {word!r} of class {c} ({_form(task, c, word)!r}) {what}: label-word "
-                                      "search reads one token per class (every candidate's probability comes from "
-                                      "one forward)")  # fmt: skip
-        # one model reads every candidate: labeled prompts share its forwards and cache
-        task.label_word_model([_form(task, c, w) for c in range(classes) for w in self.candidates[c]])
+        self.candidates = label_word_candidates(task, candidates, per_class, vocab_regex, vocab_top_k, seed_manual)
         self.setup_lm_calls = task.task_model.stats.lm_calls - before
+        classes = task.num_classes
         self.size = max(len(words) for words in self.candidates)
         self.observation_space = spaces.MultiDiscrete(np.full(classes, self.size + 1, dtype=np.int64))
         self.action_space = spaces.Discrete(self.size)
@@ -315,4 +331,4 @@ class LabelWordsEnv(PromptEnv):
         return self.observation_of(self._slots), float(reward), self.episode_over(), False, info
 
 
-__all__ = ["LabelWordsEnv", "LabelWordsEnvConfig", "rank_label_words"]
+__all__ = ["LabelWordsEnv", "LabelWordsEnvConfig", "label_word_candidates", "rank_label_words"]

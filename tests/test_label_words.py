@@ -224,3 +224,55 @@ def test_checkpoint_keeps_labeled_prompts_and_the_label_word_cache(tmp_path):
     fresh.score_requests([stored[0]], [list(range(16))], "train")  # scored in training: restored from the cache
     assert fresh.task_model.stats.lm_calls == before
     assert agent.lm_calls == result.lm_calls
+
+
+# ------------------------------------------------------------------ joint edits (TEMPERA's space)
+
+
+def test_edit_env_edits_label_words_beside_the_instruction(toy_lm_task):
+    from gymnasium.utils.env_checker import check_env
+
+    from rlprompt.envs import PromptEditEnv
+
+    env = PromptEditEnv(task=toy_lm_task, pool=["sentiment", ":", "review", "it", "was"], max_units=4, max_edits=3,
+                        label_words=[["bad", "awful"], ["good", "fun", "great"]], batch_size=16)  # fmt: skip
+    check_env(env, skip_render_check=True)
+    assert env.word_candidates == [["negative", "bad", "awful"], ["positive", "good", "fun", "great"]]
+    assert env.default_prompt() == LabeledPrompt("sentiment :", ("negative", "positive"))
+    obs, info = env.reset(seed=0)
+    assert info["prompt_value"] == env.default_prompt() and obs.shape == env.observation_space.shape
+    label = env.edits.index(("label", 1, 2))  # class 1 reads "fun"
+    obs, reward, _, _, info = env.step(label)
+    assert info["prompt_value"] == LabeledPrompt("sentiment :", ("negative", "fun")) and obs[env.max_units + 1] == 3
+    assert np.isfinite(reward) and not env.action_masks()[label]  # no change: masked
+    env.step(env.edits.index(("replace", 0, 3)))  # the instruction's first word becomes "it"
+    assert env.current_prompt() == LabeledPrompt("it :", ("negative", "fun"))
+    assert env.reset(options={"prompt": LabeledPrompt("was", ("awful", "great"))})[1]["prompt_value"].label_words == (
+        "awful", "great")
+    with pytest.raises(ConfigError, match="cannot read"):
+        env.reset(options={"prompt": LabeledPrompt("was", ("zebra", "great"))})
+
+
+@pytest.mark.parametrize("agent", ["a2c", "dqn", "hill_climb", "ppo", "q_table", "random_search"])
+def test_every_edit_agent_runs_on_joint_edits(agent, toy_lm_task):
+    config = replace(toy_lm_task.config, env=ENVS["edit"].config_class(
+        pool=["sentiment", ":", "review", "it"], max_units=4, max_edits=3, label_words=["bad", "good", "fun"],
+        batch_size=16))  # fmt: skip
+    env = make_env(toy_lm_task, config)
+    model = AGENT_REGISTRY[agent].agent_class(env, AGENT_REGISTRY[agent].config_class(seed=0))
+    model.learn(total_prompt_evals=48)
+    assert isinstance(model.predict(), LabeledPrompt)
+    assert any(isinstance(r.prompt, LabeledPrompt) for r in model.tracker.records.values())
+
+
+def test_joint_edit_run_finds_words_the_manual_ones_lose_to(tmp_path):
+    """Hill climbing over instruction and label-word edits of the toy LM's prompt: the words it
+    finds beat the manual ones on dev and on test (0.59 and 0.43 with 'negative'/'positive')."""
+    config = toy_lm_config(["env.kind=edit", "env.pool=[sentiment, ':']", "env.max_units=3", "env.max_edits=3",
+                            "env.label_words=[bad, good, fun, awful, great, movie, boring]", "env.batch_size=32",
+                            "agent.name=hill_climb", "budget.prompt_evals=300", "seed=0"])  # fmt: skip
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert result.label_words is not None and not result.manual_kept
+    assert result.metrics["dev"]["accuracy"] >= result.baseline["metrics"]["dev"]["accuracy"] + 0.05
+    assert result.metrics["test"]["accuracy"] >= result.baseline["metrics"]["test"]["accuracy"] + 0.05
+    assert evaluate_run(tmp_path / "run", "test")["reproduces"]
