@@ -41,7 +41,7 @@ def load_side(spec: str, split: str) -> dict[str, Any]:
             )  # fmt: skip
         which = side or "found"
         meta, record = run_record(path / result.outcomes, which, split)
-        prompt = result.prompt if which == "found" else result.baseline.get("prompt")
+        prompt = result.named_prompt if which == "found" else result.baseline.get("prompt")
         return {"label": f"{path}:{which}" if side else str(path), "prompt": prompt, "task": result.task,
                 "metric_names": list(result.metric_names), "record": record}  # fmt: skip
     if side is not None:
