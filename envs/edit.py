@@ -48,10 +48,10 @@ class EditEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("pool_size", "max_units", "max_edits"))
-        if self.label_words is not None and (not self.label_words or not all(
-                isinstance(w, (str, list)) for w in self.label_words)):  # fmt: skip
-            raise ConfigError(f"env.label_words must be a list of words or of word lists (one per class), got "
-                              f"{self.label_words!r}")  # fmt: skip
+        if self.label_words is not None:
+            from rlprompt.envs.label_words import check_word_lists
+
+            check_word_lists(self.label_words, "env.label_words")
         if self.pool is not None and not isinstance(self.pool, (str, list)):
             raise ConfigError(f"env.pool must be null, a list of phrases or a candidates file, got {self.pool!r}")
         if isinstance(self.pool, list):
@@ -212,18 +212,28 @@ class PromptEditEnv(PromptEnv):
             units, words = self.apply_edit(units, action), self.apply_label(words, action)
         return self.prompt_of(units, words)
 
-    def prompt_of(self, units: Sequence[int], words: Sequence[int] = ()) -> Any:
-        """The prompt of units (and, with label edits, each class's word): text or a labeled prompt."""
+    def prompt_of(self, units: Sequence[int], words: Sequence[int] | None = None) -> Any:
+        """The prompt of units (and, with label edits, each class's word; None: the manual ones):
+        text or a labeled prompt."""
         if not self.word_candidates:
             return self.text_of(units)
+        words = [0] * len(self.word_candidates) if words is None else words
         return LabeledPrompt(self.text_of(units), tuple(self.word_candidates[c][j] for c, j in enumerate(words)))
 
     def current_prompt(self) -> Any:
         return self.prompt_of(self._prompt, self._words)
 
     def default_prompt(self) -> Any:
-        """The start prompt (with label edits: read with the manual words)."""
-        return self.prompt_of(self._start_ids, [0] * len(self.word_candidates))
+        """The start prompt as written (with label edits: read with the manual words)."""
+        if not self.word_candidates:
+            return self.start_prompt
+        return LabeledPrompt(self.start_prompt, tuple(words[0] for words in self.word_candidates))
+
+    @property
+    def lm_calls_end_training(self) -> bool:  # type: ignore[override]
+        """Without label edits every new instruction costs LM calls; with them, word edits are
+        read from cached forwards, so an LM-call budget alone might never end training."""
+        return not self.word_candidates
 
     def current_prompt_text(self) -> str:
         prompt = self.current_prompt()
@@ -308,11 +318,12 @@ class PromptEditEnv(PromptEnv):
         start = (options or {}).get("prompt")
         if start is not None and not isinstance(start, (str, LabeledPrompt)):
             raise ConfigError(f"reset options['prompt'] must be a prompt string, got {type(start).__name__} {start!r}")
-        self._words = [0] * len(self.word_candidates)
+        words = [0] * len(self.word_candidates)
         if isinstance(start, LabeledPrompt):
-            self._words = self.words_of(start)
+            words = self.words_of(start)
             start = start.text
-        self._prompt = list(self._start_ids) if start is None else self.units_of(start)
+        units = list(self._start_ids) if start is None else self.units_of(start)
+        self._prompt, self._words = units, words  # both checked before either changes
         self._edits_used = 0
         self._stopped = False
         self._episode_indices = self._draw_indices()

@@ -61,20 +61,25 @@ class LabelWordsEnvConfig(EnvConfig):
         super().__post_init__()
         check_ranges(self, "env", at_least_one=("per_class", "vocab_top_k"))
         if self.candidates is not None:
-            if not self.candidates:
-                raise ConfigError("env.candidates is empty: give label words (or null for words of the vocabulary)")
-            nested = [isinstance(c, list) for c in self.candidates]
-            if any(nested) and not all(nested):
-                raise ConfigError("env.candidates must be a list of words, or a list of word lists (one per class), "
-                                  "not a mix")  # fmt: skip
-            for word in (w for c in self.candidates for w in (c if isinstance(c, list) else [c])):
-                if not isinstance(word, str) or not word.strip() or word != word.strip():
-                    raise ConfigError(f"env.candidates: {word!r} is not a word (non-empty text, no surrounding spaces)")
+            check_word_lists(self.candidates, "env.candidates")
         if self.vocab_regex is not None:
             try:
                 re.compile(self.vocab_regex)
             except re.error as exc:
                 raise ConfigError(f"env.vocab_regex {self.vocab_regex!r} is not a valid regular expression: {exc}") from None
+
+
+def check_word_lists(value: Any, key: str) -> None:
+    """``value`` is a non-empty list of words, or of word lists (one per class), not a mix; each
+    word non-empty text without surrounding spaces. One :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{key} must be a non-empty list of label words (or of word lists, one per class), got {value!r}")
+    nested = [isinstance(c, (list, tuple)) for c in value]
+    if any(nested) and not all(nested):
+        raise ConfigError(f"{key} must be a list of words, or a list of word lists (one per class), not a mix")
+    for word in (w for c in value for w in (c if isinstance(c, (list, tuple)) else [c])):
+        if not isinstance(word, str) or not word.strip() or word != word.strip():
+            raise ConfigError(f"{key}: {word!r} is not a word (non-empty text, no surrounding spaces)")
 
 
 def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manual: bool = True) -> list[list[str]]:
@@ -127,6 +132,9 @@ def label_word_candidates(task: Task, candidates: Sequence[Any] | None = None, p
     reads them all (:meth:`rlprompt.task.Task.label_word_model`). Ranking costs one forward per
     train example."""
     from rlprompt.task_models.base import Relabelable  # (imports torch: not at env import)
+
+    if candidates is not None:
+        check_word_lists(list(candidates), "env.candidates")
 
     if task.config.task != "classification":
         raise ConfigError("label words are the classes' words: they are for classification tasks")

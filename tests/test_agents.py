@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ class HashEncoder:
     """A deterministic toy sentence encoder: a seeded unit vector per text."""
 
     def encode(self, texts):
-        rows = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
+        rows = [np.random.default_rng(zlib.crc32(t.encode("utf-8"))).normal(size=8) for t in texts]
         return torch.tensor(np.stack([r / np.linalg.norm(r) for r in rows]), dtype=torch.float32)
 
 

@@ -10,6 +10,7 @@ override properties.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import string
 from pathlib import Path
@@ -28,6 +29,7 @@ from rlprompt.config import DataConfig, config_to_dict, load_config
 from rlprompt.data import load_task_data
 from rlprompt.errors import RLPromptError
 from rlprompt.registry import ENVS
+from rlprompt.task import Task
 from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -209,15 +211,28 @@ SMALL = {"rlprompt/TokenPrompt-v0": {"prompt_length": 3},
          "rlprompt/PromptSelection-v0": {"candidates": ["w00 w01 w02", "w03 w04 w05"]},
          "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
          "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 4},
-         "rlprompt/DemoSelection-v0": {"k": 3}}  # fmt: skip
+         "rlprompt/DemoSelection-v0": {"k": 3},
+         "rlprompt/LabelWords-v0": {"candidates": ["bad", "good", "fun"]}}  # fmt: skip
 IDS = sorted(ENVS[kind].gym_id for kind in ENVS.names())
 TOY_DEMOS = make_toy_demo_task(k=3, seed=0)
 
 
+@functools.cache
+def toy_lm_task():
+    """The toy LM's task: its head reads label words (the label-word env's toy task)."""
+    from rlprompt.testing.toy_lm import toy_lm_config
+
+    return Task.from_config(toy_lm_config())
+
+
 def toy_for(env_id: str):
-    """The toy task an env kind searches: demonstrations (its template has ``{demos}``) or instructions."""
+    """The toy task an env kind searches: demonstrations (its template has ``{demos}``), label
+    words (the toy LM) or instructions."""
     kind = next(k for k in ENVS.names() if ENVS[k].gym_id == env_id)
-    return TOY_DEMOS if ENVS[kind].config_class.searches == "demos" else TOY
+    searches = ENVS[kind].config_class.searches
+    if searches == "demos":
+        return TOY_DEMOS
+    return toy_lm_task() if searches == "label_words" else TOY
 
 
 def env_fields(env_id: str) -> list[str]:

@@ -251,6 +251,19 @@ def test_edit_env_edits_label_words_beside_the_instruction(toy_lm_task):
         "awful", "great")
     with pytest.raises(ConfigError, match="cannot read"):
         env.reset(options={"prompt": LabeledPrompt("was", ("zebra", "great"))})
+    # a shared list: a class never takes the word another class reads, and a masked edit changes nothing
+    shared = PromptEditEnv(task=toy_lm_task, pool=["sentiment", ":"], max_units=3, max_edits=4,
+                           label_words=["bad", "good"], batch_size=16)  # fmt: skip
+    shared.reset(seed=0)
+    shared.step(shared.edits.index(("label", 0, 2)))  # class 0 reads "good"
+    taken = shared.edits.index(("label", 1, 2))  # class 1 "good" too: masked
+    assert not shared.action_masks()[taken]
+    before = shared.current_prompt()
+    _, reward, _, _, info = shared.step(taken)
+    assert shared.current_prompt() == before == LabeledPrompt("sentiment :", ("good", "positive")) and reward == 0.0
+    for bad, message in (([" bad"], "not a word"), (["bad", ["good"]], "not a mix"), ([["bad", 1], ["good"]], "not a word")):
+        with pytest.raises(ConfigError, match=message):
+            ENVS["edit"].config_class(label_words=bad)
 
 
 @pytest.mark.parametrize("agent", ["a2c", "dqn", "hill_climb", "ppo", "q_table", "random_search"])
@@ -272,7 +285,7 @@ def test_joint_edit_run_finds_words_the_manual_ones_lose_to(tmp_path):
                             "env.label_words=[bad, good, fun, awful, great, movie, boring]", "env.batch_size=32",
                             "agent.name=hill_climb", "budget.prompt_evals=300", "seed=0"])  # fmt: skip
     result = run_experiment(config, tmp_path / "run", progress=False)
-    assert result.label_words is not None and not result.manual_kept
+    assert result.label_words is not None and result.label_words != ["negative", "positive"] and not result.manual_kept
     assert result.metrics["dev"]["accuracy"] >= result.baseline["metrics"]["dev"]["accuracy"] + 0.05
     assert result.metrics["test"]["accuracy"] >= result.baseline["metrics"]["test"]["accuracy"] + 0.05
     assert evaluate_run(tmp_path / "run", "test")["reproduces"]
