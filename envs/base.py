@@ -101,6 +101,15 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def minibatch_seed_option(options: dict[str, Any] | None) -> int | None:
+    """The ``minibatch_seed`` reset option of slot envs (:meth:`SlotChoices.shared_minibatch`):
+    None, or a non-negative integer (else one :class:`ConfigError`)."""
+    shared = (options or {}).get("minibatch_seed")
+    if shared is not None and (isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) or shared < 0):
+        raise ConfigError(f"reset option minibatch_seed must be a non-negative integer, got {shared!r}")
+    return None if shared is None else int(shared)
+
+
 def check_seed(seed: Any, name: str = "seed") -> int | None:
     """``seed`` as an int (None stays None): a non-negative integer (Gymnasium's rule), else one error."""
     if seed is None:

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlprompt.config import Config, check_ranges
-from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult
+from rlprompt.envs.base import Chooser, EnvConfig, PromptEnv, ScoreRequest, ScoreResult, minibatch_seed_option
 from rlprompt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -158,10 +158,7 @@ class DemoSelectionEnv(PromptEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
-        shared = (options or {}).get("minibatch_seed")
-        if shared is not None and (isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) or shared < 0):
-            raise ConfigError(f"reset option minibatch_seed must be a non-negative integer, got {shared!r}")
-        self._minibatch_seed = None if shared is None else int(shared)
+        self._minibatch_seed = minibatch_seed_option(options)
         self._slots = []
         self._last_result = None
         return self.observation_of(self._slots), self._info(None)

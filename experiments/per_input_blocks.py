@@ -36,8 +36,8 @@ def main() -> None:
         f"inputs: {len(blocks)} ({args.split}); distinct blocks: {len(set(blocks))}",
         f"most common blocks (pool ids: count): {collections.Counter(tuple(b) for b in ids).most_common(5)}",
         f"class patterns of the blocks (labels in shown order: count): {patterns.most_common(6)}",
-        f"prediction = last demonstration's label: {sum(p == l for p, l in zip(predicted, last, strict=True)) / len(last):.3f}",
-        f"last demonstration's label = gold: {sum(g == l for g, l in zip(data.labels, last, strict=True)) / len(last):.3f}",
+        f"prediction = last demonstration's label: {sum(p == y for p, y in zip(predicted, last, strict=True)) / len(last):.3f}",
+        f"last demonstration's label = gold: {sum(g == y for g, y in zip(data.labels, last, strict=True)) / len(last):.3f}",
         f"accuracy: {sum(p == g for p, g in zip(predicted, data.labels, strict=True)) / len(last):.4f}",
     ]
     print("\n".join(lines))

@@ -414,16 +414,18 @@ def evaluate_run(
     model or dataset). Without overrides the result is compared to ``best_prompt.json``.
     ``per_example`` adds the split's per-example outcomes (``per_example``)."""
     config, best = load_run(run_dir, overrides)
-    if best.per_input is not None:
-        return _evaluate_policy_run(run_dir, config, best, split, overrides, per_example)
-    prompt = run_prompt(run_dir, best)
     task = Task.from_config(config)
-    if isinstance(prompt, torch.Tensor) and prompt.shape[1] != task.task_model.hidden_size:
-        raise RLPromptError(
-            f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
-            "soft prompts transfer only between models with the same embedding size"
-        )
-    full = task.evaluate(prompt, split, per_example=per_example)
+    if best.per_input is not None:  # every input under the prompt the run's policy gives it
+        prompts = _policy(run_dir, config, best, task).prompts(task.inputs(split))
+        full = task.evaluate_per_input(prompts, split, per_example=per_example)
+    else:
+        prompt = run_prompt(run_dir, best)
+        if isinstance(prompt, torch.Tensor) and prompt.shape[1] != task.task_model.hidden_size:
+            raise RLPromptError(
+                f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
+                "soft prompts transfer only between models with the same embedding size"
+            )
+        full = task.evaluate(prompt, split, per_example=per_example)
     outcomes = full.pop("per_example", None)
     metrics = slim_metrics(full, task)
     recorded = best.metrics.get(split)
@@ -432,28 +434,6 @@ def evaluate_run(
                               "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
                               "metric_names": task.metric_names,
                               "overrides": list(overrides or [])}  # fmt: skip
-    if not overrides and recorded is not None:
-        result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
-        result["recorded"] = recorded
-    if outcomes is not None:
-        result["per_example"] = outcomes
-    return result
-
-
-def _evaluate_policy_run(run_dir: str | os.PathLike[str], config: Config, best: RunResult, split: str,
-                         overrides: list[str] | None, per_example: bool) -> dict[str, Any]:  # fmt: skip
-    """:func:`evaluate_run` of a per-input policy: every ``split`` input under the prompt the
-    policy gives it."""
-    task = Task.from_config(config)
-    policy = _policy(run_dir, config, best, task)
-    full = task.evaluate_per_input(policy.prompts(task.inputs(split)), split, per_example=per_example)
-    outcomes = full.pop("per_example", None)
-    metrics = slim_metrics(full, task)
-    result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
-                              "label_words": None, "task_model": config.task_model.label, "metrics": metrics,
-                              "task": config.task, "metric_names": task.metric_names,
-                              "overrides": list(overrides or [])}  # fmt: skip
-    recorded = best.metrics.get(split)
     if not overrides and recorded is not None:
         result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
         result["recorded"] = recorded
