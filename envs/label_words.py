@@ -136,7 +136,7 @@ def label_word_candidates(task: Task, candidates: Sequence[Any] | None = None, p
     if candidates is not None:
         check_word_lists(list(candidates), "env.candidates")
 
-    if task.config.task != "classification":
+    if not task.num_classes:
         raise ConfigError("label words are the classes' words: they are for classification tasks")
     classes = task.num_classes
     manual = list(task.manual_label_words)
@@ -208,7 +208,7 @@ class LabelWordsEnv(PromptEnv):
     ) -> None:
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
         task = self.task
-        if task.config.task != "classification":
+        if not task.num_classes:
             raise ConfigError("env.kind=label_words chooses the classes' words: it is for classification tasks")
         if task.shows_demos:
             raise ConfigError("env.kind=label_words keeps the instruction and searches the classes' words: remove "

@@ -122,7 +122,7 @@ class PromptSelectionEnv(PromptEnv):
         if isinstance(candidate, str) or ("template" not in candidate and "verbalizers" not in candidate):
             return self.task
         base = self.task
-        if base.config.task != "classification":
+        if not base.num_classes:
             raise ConfigError(f"candidate {candidate}: template/verbalizer candidates are for classification tasks; "
                               "a generation task's candidates are prompts (one instruction per line)")  # fmt: skip
         config = replace(

@@ -41,6 +41,7 @@ from typing import Any
 from rlprompt.config import load_config
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.io import atomic_write_text
+from rlprompt.registry import TASKS
 from rlprompt.results import RunResult
 from rlprompt.rundir import (
     BENCH_FILES,
@@ -208,7 +209,7 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     if bench.base == "":
         raise ConfigError(f"bench file {path} names no base run config: add 'base: <run config>.yaml' (relative to "
                           "the bench file), or 'base: null' for the built-in demo task")  # fmt: skip
-    kinds = {(c.task, tuple(c.generation.metrics) if c.task == "generation" else ()) for c in configs.values()}
+    kinds = {(c.task, tuple(c.family.metric_names(c))) for c in configs.values()}
     if len(kinds) > 1:
         raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
     check_bench_dir(out)
@@ -260,38 +261,6 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         raise RLPromptError(f"{len(failed)} bench cell(s) failed (the others finished; rerun to retry them): "
                             + "; ".join(failed[:3]))  # fmt: skip
     return rows
-
-
-def model_key(config: Any) -> str:
-    """What cells must share to share a loaded model: their whole ``task_model`` section."""
-    import json
-
-    from rlprompt.config import config_to_dict
-
-    return json.dumps(config_to_dict(config.task_model), sort_keys=True)
-
-
-def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
-    """The cell's task, on the model, tokenizer and prefix key/value cache of an earlier cell
-    with the same ``task_model`` section (models load once per bench). Sharing the prefix cache
-    changes no result (a prefix's values do not depend on when it was computed); the score
-    cache, which decides LM-call counts, stays each cell's own."""
-    from rlprompt.experiment import seed_everything
-    from rlprompt.task import Task
-
-    key = model_key(config)
-    seed_everything(config.seed)
-    if key not in loaded:
-        loaded.clear()  # cells run task by task: an earlier model is not needed again
-        task = Task.from_config(config)
-        tm = task.task_model
-        loaded[key] = (getattr(tm, "model", None), getattr(tm, "tokenizer", None), getattr(tm, "prefix_cache", None))
-        return task
-    model, tokenizer, prefix_cache = loaded[key]
-    task = Task.from_config(config, model=model, tokenizer=tokenizer)
-    if prefix_cache is not None and hasattr(task.task_model, "prefix_cache"):
-        task.task_model.prefix_cache = prefix_cache
-    return task
 
 
 def check_bench_dir(out: Path) -> None:
@@ -399,17 +368,7 @@ def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]
             "prompt_evals": best.prompt_evals, "dev_lm_calls": best.dev_lm_calls,
             "wall_time_s": best.wall_time_s,
         }  # fmt: skip
-        if best.task == "classification":
-            row.update({"test_accuracy": m["test"]["accuracy"], "dev_accuracy": m["dev"]["accuracy"],
-                        "train_accuracy": m["train"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
-                        "manual_test_accuracy": base["test"]["accuracy"],
-                        "manual_dev_accuracy": base["dev"]["accuracy"]})  # fmt: skip
-        else:
-            for name in names:
-                row.update({f"test_{name}": m["test"][name], f"dev_{name}": m["dev"][name],
-                            f"train_{name}": m["train"][name], f"manual_test_{name}": base["test"][name],
-                            f"manual_dev_{name}": base["dev"][name]})  # fmt: skip
-            row.update(test_likelihood=m["test"]["likelihood"], manual_test_likelihood=base["test"]["likelihood"])
+        row.update(TASKS[best.task].result_row(m, base, names))
         row.update(paired_vs_manual(path.parent, best))
         rows.append(row)
     return rows, names

@@ -38,8 +38,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from rlprompt.errors import ConfigError, first_line
-from rlprompt.registry import AGENTS, ENVS, GENERATION_METRICS, REWARDS, TASK_MODELS, Registry
-from rlprompt.template import PLACEHOLDER as _PLACEHOLDER
+from rlprompt.registry import AGENTS, ENVS, GENERATION_METRICS, REWARDS, TASK_MODELS, TASKS, Registry
 from rlprompt.template import check_placeholders, has_demos_slot, input_fields, model_template, placeholders
 
 DEFAULT_AGENT = "ppo"
@@ -487,9 +486,10 @@ class Config:
     """A prompt-optimization experiment: task model, data, template, verbalizers, reward, and
     the env, agent, budget and output of ``rlprompt run``."""
 
-    task: Literal["classification", "generation"] = "classification"
-    """The task family: ``classification`` (class verbalizers scored by the LM) or
-    ``generation`` (outputs generated and compared with references; see ``generation``)."""
+    task: str = "classification"
+    """The task family (a name registered in :data:`rlprompt.registry.TASKS`): ``classification``
+    (class verbalizers scored by the LM) or ``generation`` (outputs generated and compared with
+    references; see ``generation``)."""
     task_model: Annotated[Any, TASK_MODEL_SECTION] = field(default_factory=lambda: TASK_MODEL_SECTION.resolve({}, "task_model"))
     """Which model scores prompts: ``kind`` (a registered task-model kind: ``encoder``,
     ``encoder-tuned``, ``masked_lm``, ``causal_lm`` ...) and that kind's fields."""
@@ -538,10 +538,7 @@ class Config:
         for key, value in seeds:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32):
                 raise ConfigError(f"{key} must be an integer with 0 <= {key} < 2**32, got {value!r}")
-        if self.task == "generation":
-            self._check_generation()
-        else:
-            self._check_classification()
+        self.family.check_config(self)  # the family's own checks and defaults (rlprompt.families)
         self.env = self._resolve_env(self.env)
         self._check_demos()
         self._check_calibration()
@@ -556,7 +553,7 @@ class Config:
         if slots > 1:
             raise ConfigError(f"template must contain '{{demos}}' at most once, got {self.template!r}")
         self._check_retrieval(slots)
-        if searches == "label_words" and self.task != "classification":
+        if searches == "label_words" and not self.family.has_classes:
             raise ConfigError(f"env.kind={self.env_kind()} chooses the classes' words: it is for classification tasks")
         if not slots:
             if searches == "demos":
@@ -571,7 +568,7 @@ class Config:
         if demo is None:
             raise ConfigError("the template has '{demos}': set demos.template, how one demonstration is shown "
                               "(e.g. 'Review: {sentence}\\nSentiment: {label_word}\\n\\n')")  # fmt: skip
-        answer = "answer" if self.task == "generation" else "label_word"
+        answer = self.family.answer_field
         fields = input_fields(self.template)
         check_placeholders("demos.template", demo, (*fields, answer))
         names = placeholders(demo)
@@ -594,12 +591,17 @@ class Config:
             raise ConfigError("demos.select: nearest retrieves demonstrations for each input: put '{demos}' in the "
                               "template where they go (and set demos.template)")  # fmt: skip
         if demos.balanced:
-            if self.task == "generation":
-                raise ConfigError("demos.balanced takes k / C demonstrations of each class: a generation task has none")
+            if not self.family.has_classes:
+                raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: a {self.task} task has none")
             classes = len(self.verbalizers or [])
             if classes and demos.k % classes:
                 raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: demos.k={demos.k} is not "
                                   f"a multiple of the {classes} classes")  # fmt: skip
+
+    @property
+    def family(self) -> Any:
+        """The task family ``task`` names (:class:`rlprompt.families.base.TaskFamily`)."""
+        return TASKS[self.task]
 
     @property
     def model_template(self) -> str:
@@ -622,8 +624,8 @@ class Config:
     def _check_calibration(self) -> None:
         if self.calibration == "none":
             return
-        if self.task == "generation":
-            raise ConfigError("calibration shifts class scores: it is for classification tasks, not task: generation")
+        if not self.family.has_classes:
+            raise ConfigError(f"calibration shifts class scores: it is for classification tasks, not task: {self.task}")
         if getattr(self.task_model, "scoring", None) == "generation":
             raise ConfigError("calibration: batch shifts class log-probabilities; task_model.scoring=generation "
                               "scores by generated answers (none): set calibration: none or another scoring")  # fmt: skip
@@ -652,82 +654,6 @@ class Config:
         if self.budget.cost is not None and not getattr(self.task_model, "priced", False):
             raise ConfigError("budget.cost needs prices: set task_model.price_prompt_per_1m and/or "
                               "task_model.price_completion_per_1m")  # fmt: skip
-
-    def _check_generation(self) -> None:
-        spec = TASK_MODELS[self.task_model.kind]
-        if self.verbalizers:
-            raise ConfigError("verbalizers are for classification tasks; a generation task scores references "
-                              "(remove 'verbalizers' or set task: classification)")  # fmt: skip
-        self.verbalizers = []
-        if spec.generation_entry_point is None:
-            kinds = [k for k in TASK_MODELS.names() if TASK_MODELS[k].generation_entry_point is not None]
-            raise ConfigError(f"task_model.kind={self.task_model.kind} cannot generate text; "
-                              f"generation tasks need one of {kinds}")  # fmt: skip
-        names = [m.group(1) for m in _PLACEHOLDER.finditer(self.template)]
-        if "mask" in names:
-            raise ConfigError("'{mask}' in template is only for masked-LM classification")
-        prompts = names.count("prompt")
-        wanted = 0 if self.generation.chat == "system" else 1
-        if "demos" in names and self.generation.chat == "system":
-            raise ConfigError("'{demos}' places demonstrations in the template; generation.chat=system moves the prompt "
-                              "into the system message: use generation.chat none or user with demonstrations")  # fmt: skip
-        if prompts != wanted and not ("demos" in names and prompts == 0):
-            where = ("the system message holds the prompt (generation.chat=system): remove '{prompt}' from template"
-                     if wanted == 0 else "template must contain '{prompt}' exactly once (where the prompt goes)")  # fmt: skip
-            raise ConfigError(f"{where}, got {self.template!r}")
-        if not input_fields(self.template):
-            raise ConfigError(f"template names no input field ('{{context}}', '{{source}}' ...), got {self.template!r}")
-        if self.generation.chat == "system" and getattr(self.task_model, "soft_prompt_position", None) == "template":
-            raise ConfigError("task_model.soft_prompt_position=template places soft prompts at '{prompt}', which "
-                              "generation.chat=system moves into the system message; use soft_prompt_position=prefix")  # fmt: skip
-        if AGENTS[self.agent_name].needs_gradients:
-            raise ConfigError(f"agent '{self.agent_name}' trains through class logits: classification tasks only")
-        reward = self.reward.name
-        if reward is None:
-            self.reward.name = "likelihood"
-        elif reward in REWARDS and reward not in GENERATION_METRICS:
-            raise ConfigError(f"reward '{reward}' scores class predictions; a generation task takes 'likelihood' "
-                              f"or a generation metric ({GENERATION_METRICS.names()})")  # fmt: skip
-        elif reward not in GENERATION_REWARDS and reward not in GENERATION_METRICS:
-            if "." in reward or ":" in reward:
-                GENERATION_METRICS.check(reward)  # a metric function of an installed module
-            else:
-                raise ConfigError(f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
-                                  f"({GENERATION_METRICS.names()})")  # fmt: skip
-
-    def _check_classification(self) -> None:
-        spec = TASK_MODELS[self.task_model.kind]
-        if self.verbalizers is None:
-            self.verbalizers = ["{prompt} terrible.", "{prompt} great."]
-        reward = self.reward.name
-        if reward is None:
-            self.reward.name = "gold_log_prob"
-        elif reward in GENERATION_REWARDS or (reward in GENERATION_METRICS and reward not in REWARDS):
-            raise ConfigError(f"reward '{reward}' scores generated text; this is a classification task "
-                              f"(set task: generation, or pick one of {REWARDS.names()})")  # fmt: skip
-        check_placeholders("template", self.template, ("sentence", "prompt", "demos", "mask"))
-        if "{sentence}" not in self.template:
-            raise ConfigError("template must contain '{sentence}'")
-        kind = self.task_model.kind
-        if spec.mask_slot and self.template.count("{mask}") != 1:
-            raise ConfigError(f"task_model.kind={kind} needs exactly one '{{mask}}' in template")
-        if not spec.mask_slot and "{mask}" in self.template:
-            raise ConfigError(f"'{{mask}}' in template is only for task_model.kind=masked_lm, not {kind}")
-        if self.template.count("{prompt}") != 1 and not (has_demos_slot(self.template) and "{prompt}" not in self.template):
-            raise ConfigError(
-                f"template must contain '{{prompt}}' exactly once (where the prompt goes), got {self.template!r}: "
-                "without it every prompt would score the same"
-            )
-        if len(self.verbalizers) < 2:
-            raise ConfigError(f"verbalizers must name at least 2 classes, got {len(self.verbalizers)}")
-        if len(set(self.verbalizers)) != len(self.verbalizers):
-            raise ConfigError(f"verbalizers must be distinct, got {self.verbalizers}")
-        for i, verbalizer in enumerate(self.verbalizers):
-            check_placeholders(f"verbalizers[{i}]", verbalizer, ("prompt",))
-            if not verbalizer.replace("{prompt}", "").strip():
-                raise ConfigError(f"verbalizers[{i}] is empty ({verbalizer!r}): each class needs words to score")
-        if not spec.prompt_in_verbalizers and any("{prompt}" in v for v in self.verbalizers):
-            raise ConfigError(f"'{{prompt}}' in verbalizers is only for encoder kinds, not {kind}")
 
     def _resolve_env(self, env: Any) -> Any:
         """``env.kind: auto`` becomes the agent's main kind; the agent must run on the kind."""

@@ -180,18 +180,10 @@ def export_run(
 
 def task_fields(config: Any, best: Any = None) -> dict[str, Any]:
     """What a user of an exported prompt needs beside it to score as the run did: the task, its
-    template, its verbalizers and calibration (a classification task; with ``calibration: batch``
-    a single input's class log-probs minus ``metrics["train"]["class_shift"]``) or its generation
-    settings, and the task model. A run that found label words exports the verbalizers they make
-    (``label_words`` beside them, the config's in ``manual_verbalizers``)."""
-    family: dict[str, Any]
-    if config.task != "classification":
-        family = {"generation": config_to_dict(config.generation)}
-    elif best is not None and best.label_words is not None:
-        family = {"verbalizers": best.verbalizers, "label_words": best.label_words,
-                  "manual_verbalizers": config.verbalizers, "calibration": config.calibration}  # fmt: skip
-    else:
-        family = {"verbalizers": config.verbalizers, "calibration": config.calibration}
+    template, the family's fields (:meth:`rlprompt.families.base.TaskFamily.export_fields`: a
+    classification task's verbalizers and calibration, a generation task's settings) and the task
+    model."""
+    family = config.family.export_fields(config, best)
     return {"task": config.task, "template": config.template, **family,
             "task_model": config_to_dict(config.task_model)}  # fmt: skip
 

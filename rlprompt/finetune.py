@@ -266,7 +266,7 @@ def run_finetune(config: Config, output_dir: str | os.PathLike[str] | None = Non
 def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -> tuple[FinetuneResult, Any]:
     """:func:`run_finetune` that also returns the trained model (base + adapter in memory)."""
     ft = config.finetune
-    if config.task != "classification":
+    if not config.family.has_classes:
         raise ConfigError("rlprompt finetune trains answers to classification tasks (verbalizers as the answers); "
                           f"this config has task: {config.task}")  # fmt: skip
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"

@@ -30,7 +30,7 @@ from rlprompt.data.generation import GenerationTaskData, generation_dataset_from
 from rlprompt.errors import ConfigError, RLPromptError
 from rlprompt.outcomes import example_key, split_record
 from rlprompt.registry import GENERATION_METRICS, TASK_MODELS
-from rlprompt.task import Task, as_config, check_loaded_objects, checked_prompt, checked_prompts, checked_split
+from rlprompt.task import Task, checked_prompt, checked_prompts, checked_split
 from rlprompt.task_models.base import Prompt
 from rlprompt.template import LabeledPrompt, input_fields, shows_input
 
@@ -48,11 +48,7 @@ class GenerationTask(Task):
     """Data with references + a generating task model + a likelihood or metric reward."""
 
     @classmethod
-    def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:  # type: ignore[override]
-        config = as_config(config)
-        check_loaded_objects(model, tokenizer)
-        if config.task != "generation":
-            raise ConfigError(f"GenerationTask needs task: generation, got task: {config.task}")
+    def load(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:
         data = load_generation_data(config.data, template_fields(config))
         spec = TASK_MODELS[config.task_model.kind]
         if spec.generation_entry_point is None:  # pragma: no cover - refused by the config already

@@ -1,4 +1,4 @@
-"""The extension points: one registry each for task-model kinds, env kinds, agents, rewards and metrics.
+"""The extension points: one registry each for task families, task-model kinds, env kinds, agents, rewards and metrics.
 
 A :class:`Registry` maps names to entries. Entries are registered by the package that
 provides them (``rlprompt.task_models`` registers the task-model kinds, ``rlprompt.envs`` the
@@ -122,6 +122,8 @@ class Registry(Generic[T]):
         return self._entries[name]
 
 
+TASKS: Registry[Any] = Registry("task family", provider="rlprompt.families")
+"""``task`` -> a :class:`rlprompt.families.base.TaskFamily` (classification, generation)."""
 TASK_MODELS: Registry[Any] = Registry("task model kind", provider="rlprompt.task_models")
 """``task_model.kind`` -> :class:`rlprompt.task_models.TaskModelSpec`."""
 ENVS: Registry[Any] = Registry("env kind", provider="rlprompt.envs")

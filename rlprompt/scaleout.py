@@ -65,6 +65,38 @@ class CellOutcome:
     wall_s: float = 0.0
 
 
+def model_key(config: Any) -> str:
+    """What cells must share to share a loaded model: their whole ``task_model`` section."""
+    import json
+
+    from rlprompt.config import config_to_dict
+
+    return json.dumps(config_to_dict(config.task_model), sort_keys=True)
+
+
+def cell_task(config: Any, loaded: dict[str, tuple[Any, Any, Any]]) -> Any:
+    """The cell's task, on the model, tokenizer and prefix key/value cache of an earlier cell
+    with the same ``task_model`` section (models load once per bench). Sharing the prefix cache
+    changes no result (a prefix's values do not depend on when it was computed); the score
+    cache, which decides LM-call counts, stays each cell's own."""
+    from rlprompt.experiment import seed_everything
+    from rlprompt.task import Task
+
+    key = model_key(config)
+    seed_everything(config.seed)
+    if key not in loaded:
+        loaded.clear()  # cells run task by task: an earlier model is not needed again
+        task = Task.from_config(config)
+        tm = task.task_model
+        loaded[key] = (getattr(tm, "model", None), getattr(tm, "tokenizer", None), getattr(tm, "prefix_cache", None))
+        return task
+    model, tokenizer, prefix_cache = loaded[key]
+    task = Task.from_config(config, model=model, tokenizer=tokenizer)
+    if prefix_cache is not None and hasattr(task.task_model, "prefix_cache"):
+        task.task_model.prefix_cache = prefix_cache
+    return task
+
+
 class CellWorker:
     """Runs cells one after another, keeping the last task model it loaded for the next cell."""
 
@@ -76,7 +108,6 @@ class CellWorker:
 
         import torch
 
-        from rlprompt.bench import cell_task, model_key
         from rlprompt.config import config_from_dict
         from rlprompt.experiment import run_experiment
         from rlprompt.reporting import format_summary

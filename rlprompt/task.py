@@ -24,6 +24,7 @@ from rlprompt.config import Config, config_from_dict, load_config
 from rlprompt.data import ClassificationDataset, TaskData, load_file, load_task_data
 from rlprompt.errors import ConfigError, DataError, RLPromptError
 from rlprompt.outcomes import example_key, split_record
+from rlprompt.registry import TASKS
 from rlprompt.rewards import accuracy, batch_calibrate, class_log_probs, classification_metrics, compute_reward
 from rlprompt.rewards.classification import hard_predictions, per_example_correct, per_example_gold_log_prob
 from rlprompt.task_models import Prompt, TaskModel, build_task_model
@@ -174,15 +175,22 @@ class Task:
     def from_config(
         cls, config: Config | dict[str, Any] | str | os.PathLike[str], *, model: Any = None, tokenizer: Any = None
     ) -> Task:
-        """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path);
-        a generation config gives a :class:`~rlprompt.generation_task.GenerationTask`. ``model`` and
-        ``tokenizer`` are loaded objects (a model's name goes in ``task_model.name_or_path``)."""
+        """Load data and the task model of ``config`` (a Config, a dict of sections or a YAML path)
+        as the task class of its family (``TASKS[config.task].task_class``: a generation config
+        gives a :class:`~rlprompt.generation_task.GenerationTask`). ``model`` and ``tokenizer`` are
+        loaded objects (a model's name goes in ``task_model.name_or_path``). A family's own task
+        class refuses another family's config."""
         config = as_config(config)
         check_loaded_objects(model, tokenizer)
-        if config.task == "generation":
-            from rlprompt.generation_task import GenerationTask
+        task_class = TASKS[config.task].task_class
+        if not issubclass(task_class, cls):
+            wanted = next((n for n in TASKS.names() if TASKS[n].task_class is cls), "?")
+            raise ConfigError(f"{cls.__name__} needs task: {wanted}, got task: {config.task}")
+        return task_class.load(config, model=model, tokenizer=tokenizer)
 
-            return GenerationTask.from_config(config, model=model, tokenizer=tokenizer)
+    @classmethod
+    def load(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> Task:
+        """Build the task of a checked ``config`` of this class's family (what :meth:`from_config` calls)."""
         data = load_task_data(config.data, num_classes=len(config.verbalizers))
         task_model = build_task_model(
             config.task_model,

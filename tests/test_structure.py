@@ -16,7 +16,8 @@ LAYERS = [
     # 0: configs, data, results and the machinery everything uses
     ["rlprompt.errors", "rlprompt.io", "rlprompt.registry", "rlprompt.budget", "rlprompt.checkpoint",
      "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger", "rlprompt.progress",
-     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes", "rlprompt.aggregate", "rlprompt.template"],
+     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes", "rlprompt.aggregate", "rlprompt.template",
+     "rlprompt.families"],
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores
@@ -28,7 +29,7 @@ LAYERS = [
     # 5: experiments, reports and the command line
     ["rlprompt.rundir", "rlprompt.reporting", "rlprompt.experiment", "rlprompt.bench", "rlprompt.scaleout", "rlprompt.export",
      "rlprompt.compare",
-     "rlprompt.ppo_finetune", "rlprompt.finetune", "rlprompt.cli"],
+     "rlprompt.ppo_finetune", "rlprompt.finetune", "rlprompt.cli", "rlprompt.config_reference"],
 ]  # fmt: skip
 PACKAGE_DIRS = {"rlprompt": ROOT / "rlprompt", "rlprompt.envs": ROOT / "envs", "rlprompt.agents": ROOT / "agents"}
 
@@ -85,6 +86,42 @@ def test_layers_point_one_way():
             if other is not None and other > own:
                 violations.append(f"{module} (layer {own}) imports {target} (layer {other})")
     assert violations == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Product module -> the product modules it imports at run time (a package counts as its ``__init__``)."""
+    modules = product_modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for target in runtime_imports(path):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target not in (module, "rlprompt"):  # the root package only re-exports lazily
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or through others (lazy imports included: a cycle
+    broken only by a function-level import is still one). Registries import providers by name."""
+    graph = import_graph()
+    cycles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
 
 
 def test_configs_and_a_config_error_import_no_torch():
