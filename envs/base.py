@@ -291,11 +291,12 @@ class ScoreRequest:
 @checkpoint_type
 @dataclass
 class ScoreResult:
-    """A scored prompt: the task reward and accuracy on the request's examples."""
+    """A scored prompt: the task reward and the batch metric on the request's examples."""
 
     reward: float
-    accuracy: float
-    """The batch metric (``task.batch_metric``): accuracy for classification, the reward for generation."""
+    metric: float
+    """The value of the task's batch metric (``task.batch_metric``, which names it) on the request's
+    examples: accuracy for classification, the reward's metric for generation."""
     scorings: int
     prompt: Any = None
     """The prompt that was scored (text or soft-prompt tensor): what agents' trackers record."""
@@ -497,7 +498,7 @@ class PromptEnv(gym.Env):
             "scorings": 0 if result is None else result.scorings,
         }
         if result is not None:
-            info["metrics"] = {"reward": result.reward, self.task.batch_metric: result.accuracy}
+            info["metrics"] = {"reward": result.reward, self.task.batch_metric: result.metric}
         info.update(extra)
         return info
 
@@ -511,5 +512,5 @@ class PromptEnv(gym.Env):
             return None
         text = f"prompt: {self.current_prompt_text()!r}"
         if self._last_result is not None:
-            text += f" | reward {self._last_result.reward:+.4f} | batch {self.task.batch_metric} {self._last_result.accuracy:.3f}"
+            text += f" | reward {self._last_result.reward:+.4f} | batch {self.task.batch_metric} {self._last_result.metric:.3f}"
         return text + "\n"

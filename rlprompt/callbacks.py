@@ -3,8 +3,6 @@ False stops training (Stable-Baselines3's contract)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,19 +31,6 @@ class StopOnReward(Callback):
     def on_step(self, agent: Agent) -> bool:
         best = agent.tracker.best()
         return best is None or best.mean_reward < self.threshold
-
-
-class CheckpointCallback(Callback):
-    """Save the agent to ``path`` every ``every`` iterations (atomically)."""
-
-    def __init__(self, path: str | os.PathLike[str], every: int = 10) -> None:
-        self.path = Path(path)
-        self.every = every
-
-    def on_step(self, agent: Agent) -> bool:
-        if agent.iterations % self.every == 0:
-            agent.save(self.path)
-        return True
 
 
 class ProgressBar(Callback):

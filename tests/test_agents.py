@@ -200,6 +200,9 @@ def test_random_search_is_the_baseline_and_runs_on_every_env_kind():
     for kind in ("token", "selection", "edit", "soft", "demos"):
         agent, env = run("random_search", kind, 0, 64)
         assert agent.tracker.evaluations > 0 and agent.prompt_evals >= 64
+        # the tracker's best is the best mean reward of what was scored
+        records = list(agent.tracker.records.values())
+        assert agent.tracker.best().mean_reward == max(r.mean_reward for r in records)
 
 
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
@@ -220,6 +223,11 @@ def test_dev_selection_rescoring_and_reports(tmp_path):
     assert best.candidates >= 2 and best.dev_lm_calls > 0
     assert set(best.scores) >= {"accuracy", "reward", "n"}
     assert best.text is not None and len(best.text.split()) == 5
+    # the winner's reported score is its real dev score, and no candidate scores higher
+    task = agent.task
+    assert task.evaluate(best.prompt, "dev")["reward"] == best.scores["reward"]
+    candidates = [agent.predict(deterministic=True), *(r.prompt for r in agent.tracker.top(None))]
+    assert max(task.evaluate(p, "dev")["reward"] for p in candidates) == best.scores["reward"]
 
 
 def test_evaluation_inside_learn_is_not_charged_to_the_budget():

@@ -75,8 +75,9 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
     assert first.kind == "discrete" and isinstance(first.prompt, str)
     assert first.token_ids and first.soft_prompt_path is None
     for split in ("train", "dev", "test"):
-        assert 0.0 <= first.metrics[split]["accuracy"] <= 1.0
-        assert 0.0 <= first.baseline["metrics"][split]["accuracy"] <= 1.0
+        for metrics in (first.metrics[split], first.baseline["metrics"][split]):
+            n = metrics["n"]  # accuracy is a count of the split's examples, as the predictions say
+            assert sum(metrics["predicted_counts"]) == n and metrics["accuracy"] * n == pytest.approx(round(metrics["accuracy"] * n), abs=1e-4)
     assert first.baseline["prompt"] == "It was"
     assert first.prompt_evals >= 48 and first.lm_calls > 0 and first.dev_lm_calls > 0
     assert first.agent == "ppo" and first.task_model == "encoder:embedded" and first.seed == 0
@@ -101,7 +102,9 @@ def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, s
                                budget={"prompt_evals": 16})  # fmt: skip
     result = run_experiment(load_config(config_path), tmp_path / name, progress=False)
     assert result.kind == ("soft" if kind == "soft" else "discrete") and result.env == kind
-    assert result.prompt_evals >= 16 and 0 <= result.metrics["test"]["accuracy"] <= 1
+    test = result.metrics["test"]
+    assert result.prompt_evals >= 16 and sum(test["predicted_counts"]) == test["n"] > 0
+    assert test["accuracy"] * test["n"] == pytest.approx(round(test["accuracy"] * test["n"]), abs=1e-4)
     # a finished run's checkpoint reloads into a fresh agent with the same counters
     from rlprompt.agents import Agent
     from rlprompt.experiment import make_env
