@@ -65,8 +65,10 @@ docs: $(DOCS_STAMP)
 	$(PY) -m rlprompt.config_reference --check docs/reference/configuration.md
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
+# Lint and format checks (CI runs them): ruff's rules, and code exactly as `ruff format` writes it.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rlprompt envs agents tests experiments
+	$(VENV)/bin/ruff format --check rlprompt envs agents tests experiments
 
 clean:
 	rm -rf $(VENV) build *.egg-info

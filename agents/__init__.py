@@ -14,8 +14,18 @@ from typing import Any
 from rlprompt.agents.config import AgentConfig, AgentSpec, make_agent_config, register_agent
 from rlprompt.registry import AGENTS
 
-_CONFIG_MODULES = ("a2c", "cma_es", "dqn", "hill_climb", "ppo", "prompt_tuning", "q_table", "random_search",
-                   "reinforce", "sql")  # fmt: skip
+_CONFIG_MODULES = (
+    "a2c",
+    "cma_es",
+    "dqn",
+    "hill_climb",
+    "ppo",
+    "prompt_tuning",
+    "q_table",
+    "random_search",
+    "reinforce",
+    "sql",
+)
 for _module in _CONFIG_MODULES:
     importlib.import_module(f"rlprompt.agents.{_module}_config")
 
@@ -23,18 +33,30 @@ AGENT_REGISTRY = AGENTS
 """Name -> :class:`AgentSpec` (``.config_class``, ``.agent_class``, ``.env_kinds``)."""
 
 _LAZY = {
-    "Agent": "rlprompt.agents.base", "BestPrompt": "rlprompt.agents.base", "step_info": "rlprompt.agents.base",
-    "A2C": "rlprompt.agents.a2c", "A2CConfig": "rlprompt.agents.a2c_config",
-    "CMAES": "rlprompt.agents.cma_es", "CMAESConfig": "rlprompt.agents.cma_es_config",
-    "DQN": "rlprompt.agents.dqn", "DQNConfig": "rlprompt.agents.dqn_config",
-    "HillClimb": "rlprompt.agents.hill_climb", "HillClimbConfig": "rlprompt.agents.hill_climb_config",
-    "PPO": "rlprompt.agents.ppo", "PPOConfig": "rlprompt.agents.ppo_config",
-    "PromptTuning": "rlprompt.agents.prompt_tuning", "PromptTuningAgentConfig": "rlprompt.agents.prompt_tuning_config",
-    "QTable": "rlprompt.agents.q_table", "QTableConfig": "rlprompt.agents.q_table_config",
-    "RandomSearch": "rlprompt.agents.random_search", "RandomSearchConfig": "rlprompt.agents.random_search_config",
-    "Reinforce": "rlprompt.agents.reinforce", "ReinforceConfig": "rlprompt.agents.reinforce_config",
-    "SoftQLearning": "rlprompt.agents.sql", "SQLConfig": "rlprompt.agents.sql_config",
-}  # fmt: skip
+    "Agent": "rlprompt.agents.base",
+    "BestPrompt": "rlprompt.agents.base",
+    "step_info": "rlprompt.agents.base",
+    "A2C": "rlprompt.agents.a2c",
+    "A2CConfig": "rlprompt.agents.a2c_config",
+    "CMAES": "rlprompt.agents.cma_es",
+    "CMAESConfig": "rlprompt.agents.cma_es_config",
+    "DQN": "rlprompt.agents.dqn",
+    "DQNConfig": "rlprompt.agents.dqn_config",
+    "HillClimb": "rlprompt.agents.hill_climb",
+    "HillClimbConfig": "rlprompt.agents.hill_climb_config",
+    "PPO": "rlprompt.agents.ppo",
+    "PPOConfig": "rlprompt.agents.ppo_config",
+    "PromptTuning": "rlprompt.agents.prompt_tuning",
+    "PromptTuningAgentConfig": "rlprompt.agents.prompt_tuning_config",
+    "QTable": "rlprompt.agents.q_table",
+    "QTableConfig": "rlprompt.agents.q_table_config",
+    "RandomSearch": "rlprompt.agents.random_search",
+    "RandomSearchConfig": "rlprompt.agents.random_search_config",
+    "Reinforce": "rlprompt.agents.reinforce",
+    "ReinforceConfig": "rlprompt.agents.reinforce_config",
+    "SoftQLearning": "rlprompt.agents.sql",
+    "SQLConfig": "rlprompt.agents.sql_config",
+}
 
 
 def __getattr__(name: str) -> Any:

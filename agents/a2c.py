@@ -55,8 +55,14 @@ class A2C(Agent):
         logits = masked_logits(logits, torch.cat(mask_buf) if has_masks else None)
         with torch.no_grad():
             last_value = self.net(torch.as_tensor(obs))[1]
-        advantages, returns = gae(torch.stack(rew_buf), values.detach().view(self.n_steps, -1),
-                                  torch.stack(done_buf), last_value, cfg.gamma, cfg.gae_lambda)  # fmt: skip
+        advantages, returns = gae(
+            torch.stack(rew_buf),
+            values.detach().view(self.n_steps, -1),
+            torch.stack(done_buf),
+            last_value,
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
         log_probs = torch.log_softmax(logits, -1)
         chosen = log_probs.gather(-1, torch.cat(act_buf)[:, None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1).mean()
@@ -69,8 +75,12 @@ class A2C(Agent):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
-        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
-                "entropy": float(entropy.detach()), "mean_reward": float(torch.stack(rew_buf).sum(0).mean())}  # fmt: skip
+        return {
+            "policy_loss": float(policy_loss.detach()),
+            "value_loss": float(value_loss.detach()),
+            "entropy": float(entropy.detach()),
+            "mean_reward": float(torch.stack(rew_buf).sum(0).mean()),
+        }
 
     def chooser(self, deterministic: bool = True) -> Chooser:
         """The policy as ``(observation, mask) -> action``: greedy, or sampled."""

@@ -8,7 +8,9 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("a2c", agent="rlprompt.agents.a2c:A2C", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
+@register_agent(
+    "a2c", agent="rlprompt.agents.a2c:A2C", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input")
+)
 @dataclass
 class A2CConfig(AgentConfig):
     n_envs: int = 4
@@ -32,5 +34,11 @@ class A2CConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate", "max_grad_norm"), non_negative=("ent_coef", "vf_coef"),
-                     unit_interval=("gamma", "gae_lambda"), at_least_one=("n_steps", "hidden"))  # fmt: skip
+        check_ranges(
+            self,
+            "agent",
+            positive=("learning_rate", "max_grad_norm"),
+            non_negative=("ent_coef", "vf_coef"),
+            unit_interval=("gamma", "gae_lambda"),
+            at_least_one=("n_steps", "hidden"),
+        )

@@ -110,20 +110,25 @@ class Agent(ABC):
         if spec is not None:
             cls.name, cls.env_kinds, cls.is_baseline = spec.name, spec.env_kinds, spec.is_baseline
 
-    def __init__(self, env: PromptEnv | BatchedPromptVectorEnv, config: AgentConfig | None = None,
-                 logger: Logger | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, env: PromptEnv | BatchedPromptVectorEnv, config: AgentConfig | None = None, logger: Logger | None = None
+    ) -> None:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
             raise ConfigError(
                 f"agent '{self.name}' needs a {self.config_class.__name__}, got {type(self.config).__name__}"
             )
         if isinstance(env, gym.Wrapper):
-            raise ConfigError("pass env.unwrapped to an agent: agents step envs through their batched API, "
-                              "so Gymnasium wrappers would be bypassed")  # fmt: skip
+            raise ConfigError(
+                "pass env.unwrapped to an agent: agents step envs through their batched API, "
+                "so Gymnasium wrappers would be bypassed"
+            )
         if isinstance(env, BatchedPromptVectorEnv):
             if env.autoreset_mode != AutoresetMode.SAME_STEP:
-                raise ConfigError("agents need a vector env with autoreset_mode='SameStep' "
-                                  "(make_batched_vector_env(..., autoreset_mode='SameStep'))")  # fmt: skip
+                raise ConfigError(
+                    "agents need a vector env with autoreset_mode='SameStep' "
+                    "(make_batched_vector_env(..., autoreset_mode='SameStep'))"
+                )
             self.vec_env = env
         else:
             if not isinstance(env, PromptEnv):
@@ -133,8 +138,10 @@ class Agent(ABC):
         self.env: PromptEnv = self.vec_env.envs[0]
         kind = self.env.kind
         if getattr(self.env, "has_variant_tasks", False):
-            raise ConfigError("agents search prompt-only candidates; candidates with their own template or "
-                              "verbalizers are for direct env use (dev selection could not re-score them)")  # fmt: skip
+            raise ConfigError(
+                "agents search prompt-only candidates; candidates with their own template or "
+                "verbalizers are for direct env use (dev selection could not re-score them)"
+            )
         if kind not in self.env_kinds:
             raise ConfigError(f"agent '{self.name}' runs on {list(self.env_kinds)} envs, not on a {kind} env")
         self.task: Task = self.env.task
@@ -211,7 +218,11 @@ class Agent(ABC):
         Served models add ``requests``, ``tokens`` and ``cost``."""
         if self._in_learn:
             return self._spent()
-        spent: dict[str, float] = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.env_steps}
+        spent: dict[str, float] = {
+            "prompt_evals": self.prompt_evals,
+            "lm_calls": self.lm_calls,
+            "steps": self.env_steps,
+        }
         return {**spent, **self.api_spent} if self.served else spent
 
     def _api_usage(self) -> dict[str, float]:
@@ -246,23 +257,33 @@ class Agent(ABC):
         Budgets are hard caps: costs are charged before they are spent, and the iteration
         that would cross a budget stops there, without its update (see ``rlprompt.budget``).
         """
-        limits: dict[str, float | None] = {"prompt_evals": total_prompt_evals, "lm_calls": total_lm_calls,
-                                           "steps": total_steps, "requests": total_requests, "tokens": total_tokens,
-                                           "cost": total_cost}  # fmt: skip
+        limits: dict[str, float | None] = {
+            "prompt_evals": total_prompt_evals,
+            "lm_calls": total_lm_calls,
+            "steps": total_steps,
+            "requests": total_requests,
+            "tokens": total_tokens,
+            "cost": total_cost,
+        }
         if all(v is None for v in limits.values()):
             raise ConfigError("learn() needs a budget: total_prompt_evals, total_lm_calls or total_steps")
         for key, value in limits.items():
             whole = key != "cost"
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
-                                      or value <= 0):  # fmt: skip
-                raise ConfigError(f"learn(): total_{key} must be a positive {'integer' if whole else 'number'}, got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value <= 0
+            ):
+                raise ConfigError(
+                    f"learn(): total_{key} must be a positive {'integer' if whole else 'number'}, got {value!r}"
+                )
             if value is not None and key in API_KEYS and not self.served:
                 raise ConfigError(f"a {key} budget needs a served task model (task_model.kind: openai)")
         ending = [k for k, v in limits.items() if v is not None and k != "lm_calls"]
         if total_lm_calls is not None and not ending and not self.env.lm_calls_end_training:
-            raise ConfigError(f"{type(self.env).__name__} prices every choice from forwards it caches, so training soon "
-                              "costs no LM calls and an LM-call budget alone would never end it: give "
-                              "total_prompt_evals or total_steps (budget.prompt_evals / budget.steps)")  # fmt: skip
+            raise ConfigError(
+                f"{type(self.env).__name__} prices every choice from forwards it caches, so training soon "
+                "costs no LM calls and an LM-call budget alone would never end it: give "
+                "total_prompt_evals or total_steps (budget.prompt_evals / budget.steps)"
+            )
         limits = {k: v for k, v in limits.items() if v is not None or k not in API_KEYS}
         already = self.spent()
         self._budget = Budget({k: None if v is None else v - already[k] for k, v in limits.items()})
@@ -312,8 +333,10 @@ class Agent(ABC):
             stalled = 0 if progressed else stalled + 1
             if stalled >= 1000:
                 limited = [k for k, limit in limits.items() if limit is not None]
-                raise RLPromptError(f"agent '{self.name}' spent no {' or '.join(limited)} in 1000 iterations: "
-                                    "that budget would never run out; give it another budget")  # fmt: skip
+                raise RLPromptError(
+                    f"agent '{self.name}' spent no {' or '.join(limited)} in 1000 iterations: "
+                    "that budget would never run out; give it another budget"
+                )
             if self.iterations % self.config.log_interval == 0:
                 best = self.tracker.best()
                 spent = self._spent()
@@ -402,8 +425,16 @@ class Agent(ABC):
         ranked = sorted(range(len(candidates)), key=lambda i: (key(pooled[i]), -i), reverse=True)
         best = next(i for i in ranked if admissible(i))
         prompt, train = candidates[best]
-        return BestPrompt(prompt, self.prompt_text(prompt), train, pooled[best], self.task.task_model.stats.lm_calls - before,
-                          len(candidates), is_extra[best], guard_dropped=ranked.index(best))  # fmt: skip
+        return BestPrompt(
+            prompt,
+            self.prompt_text(prompt),
+            train,
+            pooled[best],
+            self.task.task_model.stats.lm_calls - before,
+            len(candidates),
+            is_extra[best],
+            guard_dropped=ranked.index(best),
+        )
 
     # ---------------------------------------------------------- persistence
 
@@ -420,17 +451,19 @@ class Agent(ABC):
             "torch_rng": self.torch_rng.get_state(),
             "envs": [env.get_state() for env in self.vec_env.envs],
             "tracker": {
-                "records": {k: (r.prompt, r.total_reward, r.count, r.total_gain, r.gain_count)
-                            for k, r in self.tracker.records.items()},
+                "records": {
+                    k: (r.prompt, r.total_reward, r.count, r.total_gain, r.gain_count)
+                    for k, r in self.tracker.records.items()
+                },
                 "evaluations": self.tracker.evaluations,
-            },  # fmt: skip
+            },
             "counters": {
                 "iterations": self.iterations,
                 "prompt_evals": spent["prompt_evals"],
                 "lm_calls": spent["lm_calls"],
                 "env_steps": self.env_steps,
                 "api": {k: spent.get(k, 0) for k in API_KEYS},
-            },  # fmt: skip
+            },
             "obs": self._obs,
             "spaces": [repr(self.env.observation_space), repr(self.env.action_space)],
             "extra": extra,
@@ -439,7 +472,10 @@ class Agent(ABC):
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], env: PromptEnv | BatchedPromptVectorEnv, logger: Logger | None = None,
+        cls,
+        path: str | os.PathLike[str],
+        env: PromptEnv | BatchedPromptVectorEnv,
+        logger: Logger | None = None,
         expected: tuple[str, Any] | None = None,
     ) -> Agent:
         """Rebuild an agent saved with :meth:`save` on ``env`` (same kind and sizes). ``expected``
@@ -483,22 +519,29 @@ class Agent(ABC):
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
             if isinstance(exc, RLPromptError):
                 raise
-            raise RLPromptError(f"checkpoint {path} does not fit this agent and env ({type(exc).__name__}: {exc})") from None
+            raise RLPromptError(
+                f"checkpoint {path} does not fit this agent and env ({type(exc).__name__}: {exc})"
+            ) from None
         return agent
 
 
 def _check_expected_agent(path: Any, name: str, saved: Any, expected_name: str, expected_config: Any) -> None:
     """The checkpoint's agent is the one the run's config names, with the same settings."""
     if name != expected_name:
-        raise RLPromptError(f"checkpoint {path} was trained by agent '{name}' but the run's config.json names agent "
-                            f"'{expected_name}': restore agent.name={name} in config.json, or start a new run")  # fmt: skip
+        raise RLPromptError(
+            f"checkpoint {path} was trained by agent '{name}' but the run's config.json names agent "
+            f"'{expected_name}': restore agent.name={name} in config.json, or start a new run"
+        )
     a, b = asdict(saved), asdict(expected_config)
     changed = [key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
     if changed:
-        shown = ", ".join(f"agent.{key}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} in config.json"
-                          for key in changed[:3])  # fmt: skip
-        raise RLPromptError(f"checkpoint {path} of agent '{name}' was trained with other settings than the run's "
-                            f"config.json ({shown}): restore them, or start a new run")  # fmt: skip
+        shown = ", ".join(
+            f"agent.{key}: {a.get(key)!r} in the checkpoint, {b.get(key)!r} in config.json" for key in changed[:3]
+        )
+        raise RLPromptError(
+            f"checkpoint {path} of agent '{name}' was trained with other settings than the run's "
+            f"config.json ({shown}): restore them, or start a new run"
+        )
 
 
 def step_info(infos: dict[str, Any], key: str, index: int) -> Any:

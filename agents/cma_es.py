@@ -77,8 +77,14 @@ class CMAState:
         self.sigma *= float(np.exp((self.cs / self.ds) * (np.linalg.norm(self.path_s) / self.chi_n - 1)))
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "sigma": self.sigma, "cov": self.cov, "path_c": self.path_c,
-                "path_s": self.path_s, "generation": self.generation}  # fmt: skip
+        return {
+            "mean": self.mean,
+            "sigma": self.sigma,
+            "cov": self.cov,
+            "path_c": self.path_c,
+            "path_s": self.path_s,
+            "generation": self.generation,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         for key in ("mean", "cov", "path_c", "path_s"):

@@ -35,8 +35,9 @@ class AgentConfig:
     """Log a row every this many learning iterations."""
 
     def __post_init__(self) -> None:
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2**32):  # fmt: skip
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32
+        ):
             raise ConfigError(f"agent.seed must be an integer with 0 <= agent.seed < 2**32, got {self.seed!r}")
         check_ranges(self, "agent", at_least_one=("n_envs", "top_k", "log_interval"))
 

@@ -122,8 +122,14 @@ class DQN(Agent):
         return self.env.decode(self.chooser(deterministic))
 
     def _state(self) -> dict:
-        return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "buffer": self.buffer, "buffer_pos": self.buffer_pos, "buffer_full": self.buffer_full}  # fmt: skip
+        return {
+            "q": self.q.state_dict(),
+            "q_target": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "buffer": self.buffer,
+            "buffer_pos": self.buffer_pos,
+            "buffer_full": self.buffer_full,
+        }
 
     def _load_state(self, state: dict) -> None:
         self.q.load_state_dict(state["q"])

@@ -9,7 +9,9 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("dqn", agent="rlprompt.agents.dqn:DQN", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
+@register_agent(
+    "dqn", agent="rlprompt.agents.dqn:DQN", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input")
+)
 @dataclass
 class DQNConfig(AgentConfig):
     n_envs: int = 16
@@ -39,9 +41,14 @@ class DQNConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate",), unit_interval=("gamma",),
-                     at_least_one=("buffer_size", "batch_size", "gradient_steps", "exploration_steps", "hidden"),
-                     non_negative=("learning_starts",))  # fmt: skip
+        check_ranges(
+            self,
+            "agent",
+            positive=("learning_rate",),
+            unit_interval=("gamma",),
+            at_least_one=("buffer_size", "batch_size", "gradient_steps", "exploration_steps", "hidden"),
+            non_negative=("learning_starts",),
+        )
         if not 0 < self.tau <= 1:
             raise ConfigError("agent.tau must lie in (0, 1]")
         if not 0 <= self.exploration_final <= self.exploration_initial <= 1:

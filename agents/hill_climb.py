@@ -67,7 +67,7 @@ class HillClimb(Agent):
         rewards = self._play(env, candidates)
         if replay:
             self.slots_reward = float(rewards[0])
-        best = len(replay) + int(np.argmax(rewards[len(replay):]))
+        best = len(replay) + int(np.argmax(rewards[len(replay) :]))
         improvement = float(rewards[best]) - self.slots_reward
         accepted = improvement > self.config.min_improvement
         if accepted:

@@ -9,7 +9,9 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input"))
+@register_agent(
+    "ppo", agent="rlprompt.agents.ppo:PPO", env_kinds=("token", "edit", "demos", "label_words", "demos_per_input")
+)
 @dataclass
 class PPOConfig(AgentConfig):
     n_envs: int = 16
@@ -44,8 +46,13 @@ class PPOConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate", "max_grad_norm", "clip_range_vf"),
-                     non_negative=("ent_coef", "vf_coef"), at_least_one=("hidden",))  # fmt: skip
+        check_ranges(
+            self,
+            "agent",
+            positive=("learning_rate", "max_grad_norm", "clip_range_vf"),
+            non_negative=("ent_coef", "vf_coef"),
+            at_least_one=("hidden",),
+        )
         if not 0 < self.clip_range < 1:
             raise ConfigError("agent.clip_range must lie in (0, 1)")
         if self.n_steps is not None and self.n_steps < 1:

@@ -8,8 +8,9 @@ from rlprompt.agents.config import AgentConfig, register_agent
 from rlprompt.config import check_ranges
 
 
-@register_agent("prompt_tuning", agent="rlprompt.agents.prompt_tuning:PromptTuning", env_kinds=("soft",),
-                needs_gradients=True)
+@register_agent(
+    "prompt_tuning", agent="rlprompt.agents.prompt_tuning:PromptTuning", env_kinds=("soft",), needs_gradients=True
+)
 @dataclass
 class PromptTuningAgentConfig(AgentConfig):
     learning_rate: float = 0.05
@@ -21,4 +22,6 @@ class PromptTuningAgentConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate",), non_negative=("weight_decay",), at_least_one=("batch_size",))
+        check_ranges(
+            self, "agent", positive=("learning_rate",), non_negative=("weight_decay",), at_least_one=("batch_size",)
+        )

@@ -10,7 +10,9 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("q_table", agent="rlprompt.agents.q_table:QTable", env_kinds=("selection", "edit", "demos", "label_words"))
+@register_agent(
+    "q_table", agent="rlprompt.agents.q_table:QTable", env_kinds=("selection", "edit", "demos", "label_words")
+)
 @dataclass
 class QTableConfig(AgentConfig):
     n_envs: int = 8

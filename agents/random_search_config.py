@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from rlprompt.agents.config import AgentConfig, register_agent
 
 
-@register_agent("random_search", agent="rlprompt.agents.random_search:RandomSearch", env_kinds=("token", "selection", "edit", "soft", "demos", "label_words"), is_baseline=True)
+@register_agent(
+    "random_search",
+    agent="rlprompt.agents.random_search:RandomSearch",
+    env_kinds=("token", "selection", "edit", "soft", "demos", "label_words"),
+    is_baseline=True,
+)
 @dataclass
 class RandomSearchConfig(AgentConfig):
     n_envs: int = 16

@@ -142,12 +142,16 @@ class Reinforce(Agent):
     def chooser(self, deterministic: bool = True) -> Chooser:
         """The categorical policy as ``(observation, mask) -> action`` (discrete envs)."""
         if self.soft:
-            raise ConfigError("REINFORCE on the soft env has a Gaussian policy over vectors: there is no discrete "
-                              "policy to choose actions with")  # fmt: skip
+            raise ConfigError(
+                "REINFORCE on the soft env has a Gaussian policy over vectors: there is no discrete "
+                "policy to choose actions with"
+            )
 
         def choose(obs: np.ndarray, mask: np.ndarray | None) -> int:
             with torch.no_grad():
-                logits = masked_logits(self.net(torch.as_tensor(obs)[None])[0], torch.as_tensor(mask)[None] if mask is not None else None)
+                logits = masked_logits(
+                    self.net(torch.as_tensor(obs)[None])[0], torch.as_tensor(mask)[None] if mask is not None else None
+                )
             return int(logits.argmax()) if deterministic else int(sample_actions(logits, self.torch_rng)[0])
 
         return choose

@@ -10,7 +10,11 @@ from rlprompt.config import check_ranges
 from rlprompt.errors import ConfigError
 
 
-@register_agent("reinforce", agent="rlprompt.agents.reinforce:Reinforce", env_kinds=("token", "soft", "demos", "label_words", "demos_per_input"))
+@register_agent(
+    "reinforce",
+    agent="rlprompt.agents.reinforce:Reinforce",
+    env_kinds=("token", "soft", "demos", "label_words", "demos_per_input"),
+)
 @dataclass
 class ReinforceConfig(AgentConfig):
     n_envs: int = 4
@@ -34,7 +38,12 @@ class ReinforceConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate", "soft_learning_rate"), non_negative=("ent_coef",),
-                     at_least_one=("hidden",))  # fmt: skip
+        check_ranges(
+            self,
+            "agent",
+            positive=("learning_rate", "soft_learning_rate"),
+            non_negative=("ent_coef",),
+            at_least_one=("hidden",),
+        )
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError("agent.baseline_decay must lie in [0, 1)")

@@ -138,8 +138,12 @@ class SoftQLearning(Agent):
             torch.nn.utils.clip_grad_norm_(self.head.parameters(), 5.0)
             self.optimizer.step()
             polyak_update(self.target_head, self.head, cfg.tau)
-        return {"loss": float(loss.detach()), "single_step_loss": float(single.detach()),
-                "multi_step_loss": float(multi.detach()), "mean_reward": float(raw.mean())}  # fmt: skip
+        return {
+            "loss": float(loss.detach()),
+            "single_step_loss": float(single.detach()),
+            "multi_step_loss": float(multi.detach()),
+            "mean_reward": float(raw.mean()),
+        }
 
     def predict(self, deterministic: bool = True) -> str:
         words: list[str] = []

@@ -36,7 +36,9 @@ class SQLConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, "agent", positive=("learning_rate", "reward_scale"), at_least_one=("mlp_hidden", "gradient_steps"))
+        check_ranges(
+            self, "agent", positive=("learning_rate", "reward_scale"), at_least_one=("mlp_hidden", "gradient_steps")
+        )
         if not 0 < self.tau <= 1:
             raise ConfigError("agent.tau must lie in (0, 1]")
         if self.sample_top_k is not None and self.sample_top_k < 1:

@@ -74,8 +74,11 @@ class EnvSpec:
     gym_id: str
 
 
-def make_task(task: Task | None = None, config: Config | dict | str | os.PathLike | None = None,
-              overrides: list[str] | None = None) -> Task:  # fmt: skip
+def make_task(
+    task: Task | None = None,
+    config: Config | dict | str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+) -> Task:
     """The env's task: given, built from a config (object, dict or YAML path), or the default."""
     from rlprompt.task import Task
 
@@ -132,9 +135,11 @@ def _check_task_arguments(task: Any, config: Any, overrides: Any) -> None:
         from rlprompt.task import Task
 
         if not isinstance(task, Task):
-            raise ConfigError(f"task= must be an rlprompt Task (rlprompt.task.Task.from_config(...)), got "
-                              f"{_describe(task)}; to build one from a config pass config= (a Config, a dict "
-                              "or a YAML path)")  # fmt: skip
+            raise ConfigError(
+                f"task= must be an rlprompt Task (rlprompt.task.Task.from_config(...)), got "
+                f"{_describe(task)}; to build one from a config pass config= (a Config, a dict "
+                "or a YAML path)"
+            )
     if config is not None and not isinstance(config, (Config, dict, str, os.PathLike)):
         raise ConfigError(f"config= must be a Config, a dict of sections or a YAML path, got {_describe(config)}")
     if overrides is not None:
@@ -163,7 +168,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+def check_env_arguments(
+    env_class: type[PromptEnv], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+) -> None:
     """Check the arguments of ``env_class(*args, **kwargs)`` before anything is built or loaded:
     unknown names, ``task=``/``config=``/``overrides=``, ``split=``, and every argument that is a
     field of the kind's config dataclass by the config loader's rules (a str where a number is
@@ -222,7 +229,9 @@ def check_env_arguments(env_class: type[PromptEnv], args: tuple[Any, ...] = (), 
         try:
             json.dumps(value, allow_nan=True)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}: {key} must be plain data (numbers, strings, lists), got {_describe(value)}") from None
+            raise ConfigError(
+                f"{name}: {key} must be plain data (numbers, strings, lists), got {_describe(value)}"
+            ) from None
         data[key] = value
     try:
         config_from_dict(data, cls=config_class)
@@ -318,10 +327,13 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
     for members in groups.values():
         first = requests[members[0]]
         indices = [requests[i].indices for i in members]
-        rewards, accuracies = first.task.score_requests([requests[i].prompt for i in members], indices, first.split,
-                                                        calibrate=first.calibrate)  # fmt: skip
+        rewards, accuracies = first.task.score_requests(
+            [requests[i].prompt for i in members], indices, first.split, calibrate=first.calibrate
+        )
         # the manual prompt on the same examples, in the env's own task (a selection env's variants share it)
-        references = (first.budget_task or first.task).reference_rewards(indices, first.split) if first.calibrate else None
+        references = (
+            (first.budget_task or first.task).reference_rewards(indices, first.split) if first.calibrate else None
+        )
         gains = [None] * len(members) if references is None else (rewards - references).tolist()
         for i, reward, acc, gain in zip(members, rewards.tolist(), accuracies.tolist(), gains, strict=True):
             request = requests[i]
@@ -398,8 +410,10 @@ class PromptEnv(gym.Env):
     def get_state(self) -> dict[str, Any]:
         """Episode state and RNG state: restoring it continues the env exactly."""
         keys = [k for cls in type(self).__mro__ for k in getattr(cls, "_state_keys", ())]
-        return {"attrs": {k: copy.deepcopy(getattr(self, k)) for k in dict.fromkeys(keys)},
-                "rng": self.np_random.bit_generator.state}  # fmt: skip
+        return {
+            "attrs": {k: copy.deepcopy(getattr(self, k)) for k in dict.fromkeys(keys)},
+            "rng": self.np_random.bit_generator.state,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         for key, value in state["attrs"].items():

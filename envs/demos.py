@@ -85,8 +85,10 @@ class DemoSelectionEnv(PromptEnv):
             self.quota = math.ceil(k / classes)
             available = np.bincount(np.asarray(self.pool.labels, dtype=np.int64), minlength=classes)
             if int(np.minimum(available, self.quota).sum()) < k:
-                raise ConfigError(f"env.balanced: the pool's classes {available.tolist()} cannot fill {k} slots with at "
-                                  f"most {self.quota} of each class")  # fmt: skip
+                raise ConfigError(
+                    f"env.balanced: the pool's classes {available.tolist()} cannot fill {k} slots with at "
+                    f"most {self.quota} of each class"
+                )
         self.skip = size + 1
         self.observation_space = spaces.MultiDiscrete(np.full(k, size + 2, dtype=np.int64))
         self.action_space = spaces.Discrete(size)
@@ -111,7 +113,11 @@ class DemoSelectionEnv(PromptEnv):
         mask[shown] = False
         if self.quota is not None:
             labels = np.asarray(self.pool.labels, dtype=np.int64)
-            counts = np.bincount(labels[shown], minlength=self.pool.num_classes) if shown else np.zeros(self.pool.num_classes, dtype=np.int64)
+            counts = (
+                np.bincount(labels[shown], minlength=self.pool.num_classes)
+                if shown
+                else np.zeros(self.pool.num_classes, dtype=np.int64)
+            )
             mask &= counts[labels] < self.quota
         return mask
 
@@ -156,7 +162,9 @@ class DemoSelectionEnv(PromptEnv):
         scored in one step are compared on (nearly) the same examples."""
         return {"minibatch_seed": int(seed)}
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
         self._minibatch_seed = minibatch_seed_option(options)
         self._slots = []

@@ -98,6 +98,7 @@ def default_max_units(start_prompt: str) -> int:
     """``max_units: null``: room for the start prompt and 3 more words, at least 8."""
     return max(8, len(start_prompt.split()) + 3)
 
+
 Edit = tuple[str, int, int]  # (operation, position, pool index or second position)
 
 
@@ -160,8 +161,10 @@ class PromptEditEnv(PromptEnv):
             from rlprompt.envs.label_words import label_word_candidates
 
             if self.task.shows_demos:
-                raise ConfigError("env.label_words edits the classes' words of an instruction prompt: remove '{demos}' "
-                                  "from the template")  # fmt: skip
+                raise ConfigError(
+                    "env.label_words edits the classes' words of an instruction prompt: remove '{demos}' "
+                    "from the template"
+                )
             self.word_candidates = label_word_candidates(self.task, list(label_words))
         max_units = default_max_units(self.start_prompt) if max_units is None else max_units
         if max_units < 1 or max_edits < 1:
@@ -180,7 +183,9 @@ class PromptEditEnv(PromptEnv):
         self.max_edits = max_edits
         self.edits = enumerate_edits(max_units, len(self.pool), [len(w) for w in self.word_candidates])
         self.action_space = spaces.Discrete(len(self.edits))
-        words_nvec = [max(len(w) for w in self.word_candidates) + 1] * len(self.word_candidates) if self.word_candidates else []
+        words_nvec = (
+            [max(len(w) for w in self.word_candidates) + 1] * len(self.word_candidates) if self.word_candidates else []
+        )
         nvec = np.array([len(self.units) + 1] * max_units + words_nvec + [max_edits + 1], dtype=np.int64)
         self.observation_space = spaces.MultiDiscrete(nvec)
         self._prompt: list[int] = []
@@ -193,8 +198,15 @@ class PromptEditEnv(PromptEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: EditEnvConfig) -> PromptEditEnv:
-        return cls(task=task, pool=config.pool, pool_size=config.pool_size, max_units=config.max_units, max_edits=config.max_edits,
-                   label_words=config.label_words, batch_size=config.batch_size)  # fmt: skip
+        return cls(
+            task=task,
+            pool=config.pool,
+            pool_size=config.pool_size,
+            max_units=config.max_units,
+            max_edits=config.max_edits,
+            label_words=config.label_words,
+            batch_size=config.batch_size,
+        )
 
     @property
     def episode_length(self) -> int:
@@ -246,7 +258,9 @@ class PromptEditEnv(PromptEnv):
         obs = np.zeros(self.max_units + classes + 1, dtype=np.int64)
         obs[: len(units)] = np.asarray(units, dtype=np.int64) + 1
         if classes:
-            obs[self.max_units : self.max_units + classes] = np.asarray(list(words) or [0] * classes, dtype=np.int64) + 1
+            obs[self.max_units : self.max_units + classes] = (
+                np.asarray(list(words) or [0] * classes, dtype=np.int64) + 1
+            )
         obs[-1] = edits_used
         return obs
 
@@ -264,9 +278,12 @@ class PromptEditEnv(PromptEnv):
     def words_of(self, prompt: LabeledPrompt) -> list[int]:
         """Each class's candidate index of a labeled prompt's words (one clear error otherwise)."""
         if len(prompt.label_words) != len(self.word_candidates) or any(
-                w not in self.word_candidates[c] for c, w in enumerate(prompt.label_words)):  # fmt: skip
-            raise ConfigError(f"prompt {prompt.describe()} has label words this edit env cannot read (its candidates: "
-                              f"{self.word_candidates})")  # fmt: skip
+            w not in self.word_candidates[c] for c, w in enumerate(prompt.label_words)
+        ):
+            raise ConfigError(
+                f"prompt {prompt.describe()} has label words this edit env cannot read (its candidates: "
+                f"{self.word_candidates})"
+            )
         return [self.word_candidates[c].index(w) for c, w in enumerate(prompt.label_words)]
 
     def units_of(self, prompt: str) -> list[int]:
@@ -308,8 +325,13 @@ class PromptEditEnv(PromptEnv):
 
     def mask_of(self, units: Sequence[int], words: Sequence[int] | None = None) -> np.ndarray:
         words = self._words if words is None else words
-        return np.array([self._label_applicable(words, e[1], e[2]) if e[0] == "label" else self.applicable(e, len(units))
-                         for e in self.edits], dtype=bool)  # fmt: skip
+        return np.array(
+            [
+                self._label_applicable(words, e[1], e[2]) if e[0] == "label" else self.applicable(e, len(units))
+                for e in self.edits
+            ],
+            dtype=bool,
+        )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

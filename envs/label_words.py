@@ -66,14 +66,18 @@ class LabelWordsEnvConfig(EnvConfig):
             try:
                 re.compile(self.vocab_regex)
             except re.error as exc:
-                raise ConfigError(f"env.vocab_regex {self.vocab_regex!r} is not a valid regular expression: {exc}") from None
+                raise ConfigError(
+                    f"env.vocab_regex {self.vocab_regex!r} is not a valid regular expression: {exc}"
+                ) from None
 
 
 def check_word_lists(value: Any, key: str) -> None:
     """``value`` is a non-empty list of words, or of word lists (one per class), not a mix; each
     word non-empty text without surrounding spaces. One :class:`ConfigError` naming ``key``."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key} must be a non-empty list of label words (or of word lists, one per class), got {value!r}")
+        raise ConfigError(
+            f"{key} must be a non-empty list of label words (or of word lists, one per class), got {value!r}"
+        )
     nested = [isinstance(c, (list, tuple)) for c in value]
     if any(nested) and not all(nested):
         raise ConfigError(f"{key} must be a list of words, or a list of word lists (one per class), not a mix")
@@ -97,8 +101,10 @@ def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manu
     labels = torch.as_tensor(train.labels, dtype=torch.long)
     missing = [c for c in range(classes) if not bool((labels == c).any())]
     if missing:
-        raise ConfigError(f"label words are ranked on the train examples of each class, and class(es) {missing} "
-                          "have none: give env.candidates")  # fmt: skip
+        raise ConfigError(
+            f"label words are ranked on the train examples of each class, and class(es) {missing} "
+            "have none: give env.candidates"
+        )
     verbalizers = [[_form(task, c, w) for w in words] for c in range(classes)]
     task.label_word_model([v for per in verbalizers for v in per])  # one model reads every class's forms
     association, likelihood = [], []
@@ -122,9 +128,14 @@ def _form(task: Task, c: int, word: str) -> str:
     return verbalizer_with(task.config.verbalizers[c], word)
 
 
-def label_word_candidates(task: Task, candidates: Sequence[Any] | None = None, per_class: int = 16,
-                          vocab_regex: str | None = "[a-z]{3,}", vocab_top_k: int = 3000,
-                          seed_manual: bool = True) -> list[list[str]]:  # fmt: skip
+def label_word_candidates(
+    task: Task,
+    candidates: Sequence[Any] | None = None,
+    per_class: int = 16,
+    vocab_regex: str | None = "[a-z]{3,}",
+    vocab_top_k: int = 3000,
+    seed_manual: bool = True,
+) -> list[list[str]]:
     """Each class's candidate label words: ``candidates`` (one list for every class, or one per
     class) or vocabulary words ranked by :func:`rank_label_words`; with ``seed_manual`` the
     manual word first. Checks that the task model reads label words, that each candidate is one
@@ -142,33 +153,45 @@ def label_word_candidates(task: Task, candidates: Sequence[Any] | None = None, p
     manual = list(task.manual_label_words)
     model = task.task_model
     if not isinstance(model, Relabelable):
-        raise ConfigError(f"label words are read from a language model's head, and the task model "
-                          f"{type(model).__name__} scores classes otherwise: label-word search needs "
-                          "task_model.kind causal_lm or masked_lm")  # fmt: skip
+        raise ConfigError(
+            f"label words are read from a language model's head, and the task model "
+            f"{type(model).__name__} scores classes otherwise: label-word search needs "
+            "task_model.kind causal_lm or masked_lm"
+        )
     if candidates is None:
         vocabulary = build_vocabulary(model, None, vocab_top_k, vocab_regex)
         single = [w for w in vocabulary if all(model.verbalizer_length(_form(task, c, w)) == 1 for c in range(classes))]
         if len(single) < classes:
-            raise ConfigError(f"the vocabulary has {len(single)} whole words that are one token and match "
-                              f"env.vocab_regex {vocab_regex!r}: too few for {classes} classes")  # fmt: skip
+            raise ConfigError(
+                f"the vocabulary has {len(single)} whole words that are one token and match "
+                f"env.vocab_regex {vocab_regex!r}: too few for {classes} classes"
+            )
         out = rank_label_words(task, single, per_class, seed_manual)
     else:
-        lists = [list(c) for c in candidates] if isinstance(candidates[0], (list, tuple)) else [list(candidates)] * classes
+        lists = (
+            [list(c) for c in candidates] if isinstance(candidates[0], (list, tuple)) else [list(candidates)] * classes
+        )
         if len(lists) != classes:
-            raise ConfigError(f"env.candidates has {len(lists)} word lists for {classes} classes (give one per class, "
-                              "or one list shared by all)")  # fmt: skip
+            raise ConfigError(
+                f"env.candidates has {len(lists)} word lists for {classes} classes (give one per class, "
+                "or one list shared by all)"
+            )
         out = [list(dict.fromkeys(([manual[c]] if seed_manual else []) + lists[c])) for c in range(classes)]
     for c, words in enumerate(out):
         if len(words) < classes:  # the classes before it take at most classes - 1 of its words
-            raise ConfigError(f"class {c} has {len(words)} candidate label word(s) {words}: each class needs at "
-                              f"least {classes} (one per class), so a word is left whatever the others take")  # fmt: skip
+            raise ConfigError(
+                f"class {c} has {len(words)} candidate label word(s) {words}: each class needs at "
+                f"least {classes} (one per class), so a word is left whatever the others take"
+            )
         for word in words:
             length = model.verbalizer_length(_form(task, c, word))
             if length != 1:
                 what = "is not in the tokenizer's vocabulary" if length == 0 else f"spans {length} tokens"
-                raise ConfigError(f"label word {word!r} of class {c} ({_form(task, c, word)!r}) {what}: label-word "
-                                  "search reads one token per class (every candidate's probability comes from "
-                                  "one forward)")  # fmt: skip
+                raise ConfigError(
+                    f"label word {word!r} of class {c} ({_form(task, c, word)!r}) {what}: label-word "
+                    "search reads one token per class (every candidate's probability comes from "
+                    "one forward)"
+                )
     # one model reads every candidate: labeled prompts share its forwards and cache
     task.label_word_model([_form(task, c, w) for c in range(classes) for w in out[c]])
     return out
@@ -211,8 +234,10 @@ class LabelWordsEnv(PromptEnv):
         if not task.num_classes:
             raise ConfigError("env.kind=label_words chooses the classes' words: it is for classification tasks")
         if task.shows_demos:
-            raise ConfigError("env.kind=label_words keeps the instruction and searches the classes' words: remove "
-                              "'{demos}' from the template (demonstrations are searched with env.kind: demos)")  # fmt: skip
+            raise ConfigError(
+                "env.kind=label_words keeps the instruction and searches the classes' words: remove "
+                "'{demos}' from the template (demonstrations are searched with env.kind: demos)"
+            )
         self.instruction = task.config.manual_prompt
         before = task.task_model.stats.lm_calls
         self.candidates = label_word_candidates(task, candidates, per_class, vocab_regex, vocab_top_k, seed_manual)
@@ -226,9 +251,15 @@ class LabelWordsEnv(PromptEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: LabelWordsEnvConfig) -> LabelWordsEnv:
-        return cls(task=task, candidates=config.candidates, per_class=config.per_class, vocab_regex=config.vocab_regex,
-                   vocab_top_k=config.vocab_top_k, seed_manual=config.seed_manual,
-                   batch_size=config.batch_size)  # fmt: skip
+        return cls(
+            task=task,
+            candidates=config.candidates,
+            per_class=config.per_class,
+            vocab_regex=config.vocab_regex,
+            vocab_top_k=config.vocab_top_k,
+            seed_manual=config.seed_manual,
+            batch_size=config.batch_size,
+        )
 
     # ------------------------------------------------------------ slot choices
 
@@ -280,7 +311,9 @@ class LabelWordsEnv(PromptEnv):
     def decode(self, choose: Chooser) -> LabeledPrompt:
         slots: list[int] = []
         while len(slots) < len(self.candidates):
-            slots.append(self._allowed(slots, self.discrete_action(choose(self.observation_of(slots), self.mask_of(slots)))))
+            slots.append(
+                self._allowed(slots, self.discrete_action(choose(self.observation_of(slots), self.mask_of(slots))))
+            )
         return self.prompt_text(slots)
 
     def prompt_text(self, slots: Sequence[int]) -> LabeledPrompt:
@@ -305,7 +338,9 @@ class LabelWordsEnv(PromptEnv):
 
     # ------------------------------------------------------------ episodes
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
         self._minibatch_seed = minibatch_seed_option(options)
         self._slots = []

@@ -67,21 +67,25 @@ class PerInputDemoEnv(DemoSelectionEnv):
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
-        super().__init__(task, config, overrides, k=k, balanced=balanced, batch_size=batch_size, split=split,
-                         render_mode=render_mode)  # fmt: skip
+        super().__init__(
+            task, config, overrides, k=k, balanced=balanced, batch_size=batch_size, split=split, render_mode=render_mode
+        )
         if sentence_encoder is None:
             from rlprompt.task_models.embedding import SentenceEncoder
 
             sentence_encoder = SentenceEncoder(encoder or self.task.config.demos.encoder)
         elif not callable(getattr(sentence_encoder, "encode", None)):
-            raise ConfigError(f"sentence_encoder must have encode(texts) -> [n, D] embeddings, got "
-                              f"{type(sentence_encoder).__name__}")  # fmt: skip
+            raise ConfigError(
+                f"sentence_encoder must have encode(texts) -> [n, D] embeddings, got {type(sentence_encoder).__name__}"
+            )
         self.encoder = sentence_encoder
         self.inputs = self.task.inputs(split)
         for i, example in enumerate(self.inputs):  # every input can fill its k slots without itself
             if not self._fillable(self._query_of(np.zeros(0, dtype=np.float32), example)[1]):
-                raise ConfigError(f"{split} input {i} cannot get k={k} demonstrations from the pool without its own "
-                                  f"entry{' within the class quota' if self.quota else ''}: lower env.k")  # fmt: skip
+                raise ConfigError(
+                    f"{split} input {i} cannot get k={k} demonstrations from the pool without its own "
+                    f"entry{' within the class quota' if self.quota else ''}: lower env.k"
+                )
         self._embeddings = self.embed(self.inputs)
         self.dim = int(self._embeddings.shape[1])
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(self.dim + len(self.pool),), dtype=np.float32)
@@ -90,7 +94,9 @@ class PerInputDemoEnv(DemoSelectionEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: PerInputDemosEnvConfig) -> PerInputDemoEnv:  # type: ignore[override]
-        return cls(task=task, k=config.k, balanced=config.balanced, encoder=config.encoder, batch_size=config.batch_size)
+        return cls(
+            task=task, k=config.k, balanced=config.balanced, encoder=config.encoder, batch_size=config.batch_size
+        )
 
     # ------------------------------------------------------------ the observed input
 
@@ -139,14 +145,20 @@ class PerInputDemoEnv(DemoSelectionEnv):
 
     # ------------------------------------------------------------ episodes
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
         chosen = (options or {}).get("input")
         if chosen is None:
             chosen = int(self.np_random.integers(len(self.inputs)))
-        elif isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or not 0 <= chosen < len(self.inputs):
-            raise ConfigError(f"reset option input must be an index of the {self.split} split (0..{len(self.inputs) - 1}), "
-                              f"got {chosen!r}")  # fmt: skip
+        elif (
+            isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or not 0 <= chosen < len(self.inputs)
+        ):
+            raise ConfigError(
+                f"reset option input must be an index of the {self.split} split (0..{len(self.inputs) - 1}), "
+                f"got {chosen!r}"
+            )
         self._input = int(chosen)
         self._query = self._query_of(self._embeddings[self._input], self.inputs[self._input])
         return self.observation_of(self._slots), self._info(None, input=self._input)

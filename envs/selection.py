@@ -29,6 +29,7 @@ class SelectionEnvConfig(EnvConfig):
     """A built-in candidate set (``sentiment``, ``topic``) or a file of candidates (.txt: one
     prompt per line; .json/.yaml: prompts or mappings with ``prompt``)."""
 
+
 BUILTIN_CANDIDATES = ("sentiment", "topic")
 Candidate = str | dict[str, Any]
 
@@ -123,8 +124,10 @@ class PromptSelectionEnv(PromptEnv):
             return self.task
         base = self.task
         if not base.num_classes:
-            raise ConfigError(f"candidate {candidate}: template/verbalizer candidates are for classification tasks; "
-                              "a generation task's candidates are prompts (one instruction per line)")  # fmt: skip
+            raise ConfigError(
+                f"candidate {candidate}: template/verbalizer candidates are for classification tasks; "
+                "a generation task's candidates are prompts (one instruction per line)"
+            )
         config = replace(
             base.config,
             template=candidate.get("template", base.config.template),
@@ -136,8 +139,13 @@ class PromptSelectionEnv(PromptEnv):
             )
         if getattr(base.task_model, "model", None) is None or getattr(base.task_model, "tokenizer", None) is None:
             raise ConfigError("template/verbalizer candidates need a Hugging Face task model")
-        model = build_task_model(config.task_model, config.model_template, config.verbalizers,
-                                 model=base.task_model.model, tokenizer=base.task_model.tokenizer)  # fmt: skip
+        model = build_task_model(
+            config.task_model,
+            config.model_template,
+            config.verbalizers,
+            model=base.task_model.model,
+            tokenizer=base.task_model.tokenizer,
+        )
         model.stats = base.task_model.stats  # one LM-call count for the env, whatever the candidate
         return Task(config, base.data, model)
 

@@ -114,9 +114,15 @@ class SoftPromptEnv(PromptEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: SoftEnvConfig) -> SoftPromptEnv:
-        return cls(task=task, n_tokens=config.n_tokens, subspace_dim=config.subspace_dim, bound=config.bound,
-                   projection_seed=config.projection_seed, clip_actions=config.clip_actions,
-                   batch_size=config.batch_size)  # fmt: skip
+        return cls(
+            task=task,
+            n_tokens=config.n_tokens,
+            subspace_dim=config.subspace_dim,
+            bound=config.bound,
+            projection_seed=config.projection_seed,
+            clip_actions=config.clip_actions,
+            batch_size=config.batch_size,
+        )
 
     def sample_action(self, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-1.0, 1.0, size=self.subspace_dim).astype(np.float32)
@@ -157,9 +163,11 @@ class SoftPromptEnv(PromptEnv):
             return z.astype(np.float32), False
         if not self.clip_actions:
             i = outside[0]
-            raise ConfigError(f"action is outside the action space {self.action_space}: coordinate {i} is {float(z[i])!r} "
-                              f"({outside.size} of {d} coordinates outside [-1, 1]); clip it, or build the env with "
-                              "clip_actions=True (env.clip_actions: true) to have such actions clipped")  # fmt: skip
+            raise ConfigError(
+                f"action is outside the action space {self.action_space}: coordinate {i} is {float(z[i])!r} "
+                f"({outside.size} of {d} coordinates outside [-1, 1]); clip it, or build the env with "
+                "clip_actions=True (env.clip_actions: true) to have such actions clipped"
+            )
         return np.clip(z, -1.0, 1.0).astype(np.float32), True
 
     def check_action(self, action: Any) -> tuple[np.ndarray, bool]:

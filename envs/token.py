@@ -87,9 +87,15 @@ class TokenPromptEnv(PromptEnv):
 
     @classmethod
     def from_config(cls, task: Task, config: TokenEnvConfig) -> TokenPromptEnv:
-        return cls(task=task, prompt_length=config.prompt_length, vocab_top_k=config.vocab_top_k,
-                   vocab_regex=config.vocab_regex, fixed_length=config.fixed_length, shaping=config.shaping,
-                   batch_size=config.batch_size)  # fmt: skip
+        return cls(
+            task=task,
+            prompt_length=config.prompt_length,
+            vocab_top_k=config.vocab_top_k,
+            vocab_regex=config.vocab_regex,
+            fixed_length=config.fixed_length,
+            shaping=config.shaping,
+            batch_size=config.batch_size,
+        )
 
     @property
     def episode_length(self) -> int:

@@ -41,7 +41,9 @@ class BatchedPromptVectorEnv(VectorEnv):
         self.num_envs = len(self.envs)
         for i, env in enumerate(self.envs):
             if not isinstance(env, PromptEnv):
-                raise ConfigError(f"BatchedPromptVectorEnv needs rlprompt prompt envs, got {type(env).__name__} at envs[{i}]")
+                raise ConfigError(
+                    f"BatchedPromptVectorEnv needs rlprompt prompt envs, got {type(env).__name__} at envs[{i}]"
+                )
         first = self.envs[0]
         for env in self.envs[1:]:
             if env.observation_space != first.observation_space or env.action_space != first.action_space:
@@ -73,10 +75,14 @@ class BatchedPromptVectorEnv(VectorEnv):
         elif isinstance(seed, (list, tuple, np.ndarray)):
             seeds = [check_seed(s, f"reset seed[{i}]") for i, s in enumerate(list(seed))]
             if len(seeds) != self.num_envs:
-                raise ConfigError(f"reset seed: {len(seeds)} seeds for {self.num_envs} envs (give one per env, or one int)")
+                raise ConfigError(
+                    f"reset seed: {len(seeds)} seeds for {self.num_envs} envs (give one per env, or one int)"
+                )
         else:
-            raise ConfigError(f"reset seed must be a non-negative integer, a list of {self.num_envs} of them, or None, "
-                              f"got {type(seed).__name__} {seed!r}")  # fmt: skip
+            raise ConfigError(
+                f"reset seed must be a non-negative integer, a list of {self.num_envs} of them, or None, "
+                f"got {type(seed).__name__} {seed!r}"
+            )
         infos: dict[str, Any] = {}
         observations = []
         for i, (env, env_seed) in enumerate(zip(self.envs, seeds, strict=True)):
@@ -92,16 +98,22 @@ class BatchedPromptVectorEnv(VectorEnv):
         (``(num_envs,)`` discrete, ``(num_envs, d)`` soft); extra or missing actions are refused."""
         expected = self.action_space.shape
         if isinstance(actions, (str, bytes)) or actions is None:
-            raise ConfigError(f"actions must be an array of shape {expected} (one action per env), got "
-                              f"{type(actions).__name__} {actions!r}")  # fmt: skip
+            raise ConfigError(
+                f"actions must be an array of shape {expected} (one action per env), got "
+                f"{type(actions).__name__} {actions!r}"
+            )
         try:
             array = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
         except (TypeError, ValueError):
-            raise ConfigError(f"actions must be an array of shape {expected} (one action per env), got {actions!r}") from None
+            raise ConfigError(
+                f"actions must be an array of shape {expected} (one action per env), got {actions!r}"
+            ) from None
         if array.shape != expected:
             count = f"{array.shape[0]} actions" if array.ndim else "a single action"
-            raise ConfigError(f"actions must have shape {expected}: one action per env for {self.num_envs} envs, "
-                              f"got shape {array.shape} ({count})")  # fmt: skip
+            raise ConfigError(
+                f"actions must have shape {expected}: one action per env for {self.num_envs} envs, "
+                f"got shape {array.shape} ({count})"
+            )
         return list(array)
 
     def step(self, actions: Any):
@@ -133,7 +145,9 @@ class BatchedPromptVectorEnv(VectorEnv):
         if budget is not None:  # the whole step's cost, resets included, before anything is scored
             resets = 0
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                resets = sum(env.reset_scorings for i, env in enumerate(self.envs) if not resetting[i] and env.episode_over())
+                resets = sum(
+                    env.reset_scorings for i, env in enumerate(self.envs) if not resetting[i] and env.episode_over()
+                )
             budget.check("prompt_evals", len(requests) + resets)
         results = dict(zip(pending, score_requests(requests), strict=True)) if requests else {}
         self.scored = []

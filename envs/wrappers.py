@@ -78,10 +78,14 @@ class NormalizeReward(gym.Wrapper):
 
     def __init__(self, env: gym.Env, epsilon: float = 1e-8, clip: float | None = 10.0) -> None:
         for name, value in (("epsilon", epsilon), ("clip", clip)):
-            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_)
+            )
             if (value is not None or name == "epsilon") and not (number and np.isfinite(value) and value > 0):
-                raise ConfigError(f"NormalizeReward: {name} must be a finite number > 0{' (or None)' if name == 'clip' else ''}, "
-                                  f"got {type(value).__name__} {value!r}")  # fmt: skip
+                raise ConfigError(
+                    f"NormalizeReward: {name} must be a finite number > 0{' (or None)' if name == 'clip' else ''}, "
+                    f"got {type(value).__name__} {value!r}"
+                )
         super().__init__(env)
         self.epsilon = epsilon
         self.clip = clip

@@ -40,8 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["transformers", "own"], default="transformers")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="own server: delay added to every answer")
-    parser.add_argument("--continuous-batching", action="store_true",
-                        help="transformers serve: batch concurrent requests (its --continuous-batching)")
+    parser.add_argument(
+        "--continuous-batching",
+        action="store_true",
+        help="transformers serve: batch concurrent requests (its --continuous-batching)",
+    )
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
@@ -61,8 +64,9 @@ def main() -> None:
     port = free_port()
     serving, own = None, None
     if args.server == "transformers":
-        serving = transformers_serve(model_dir, port,
-                                     extra_args=["--continuous-batching"] if args.continuous_batching else [])
+        serving = transformers_serve(
+            model_dir, port, extra_args=["--continuous-batching"] if args.continuous_batching else []
+        )
         serving.__enter__()
         model_name, scoring, threads = model_dir, "generation", "transformers serve defaults"
     else:
@@ -73,13 +77,25 @@ def main() -> None:
         own.start()
         model_name, scoring, threads = "smollm2", "logprobs", torch.get_num_threads()
     try:
-        config = config_from_dict({
-            "task_model": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": model_name,
-                           "api_key_env": None, "scoring": scoring, "max_tokens": 2, "response_cache": None,
-                           "top_logprobs": 20, "timeout_s": 300},
-            "data": {"dir": args.data}, "template": "Review: {sentence}\n{prompt}", "prompt": "Sentiment:",
-            "verbalizers": [" negative", " positive"],
-        })  # fmt: skip
+        config = config_from_dict(
+            {
+                "task_model": {
+                    "kind": "openai",
+                    "base_url": f"http://127.0.0.1:{port}/v1",
+                    "model": model_name,
+                    "api_key_env": None,
+                    "scoring": scoring,
+                    "max_tokens": 2,
+                    "response_cache": None,
+                    "top_logprobs": 20,
+                    "timeout_s": 300,
+                },
+                "data": {"dir": args.data},
+                "template": "Review: {sentence}\n{prompt}",
+                "prompt": "Sentiment:",
+                "verbalizers": [" negative", " positive"],
+            }
+        )
         task = Task.from_config(config)
         model = task.task_model
         texts = task.data.train.texts[: args.examples]
@@ -101,8 +117,11 @@ def main() -> None:
                 rates[level].append(len(prompts) * len(texts) / (time.perf_counter() - started))
         medians = {level: statistics.median(values) for level, values in rates.items()}
         result = {
-            "server": ("transformers serve" + (" --continuous-batching" if args.continuous_batching else "")
-                       if args.server == "transformers" else "rlprompt test server"),
+            "server": (
+                "transformers serve" + (" --continuous-batching" if args.continuous_batching else "")
+                if args.server == "transformers"
+                else "rlprompt test server"
+            ),
             "model": "SmolLM2-135M-Instruct",
             "scoring": model.scoring,
             "latency_ms_added": args.latency_ms,
@@ -114,13 +133,17 @@ def main() -> None:
             "ratio_to_concurrency_1": {str(k): medians[k] / medians[1] for k in LEVELS},
             "cpu_cores": os.cpu_count(),
         }
-        print(f"{result['server']} serving SmolLM2-135M-Instruct on 127.0.0.1, scoring={model.scoring}, "
-              f"{args.prompts} prompts x {args.examples} reviews = {args.prompts * args.examples} requests per "
-              f"measure, median of {args.repeats} interleaved repeats"
-              + (f", {args.latency_ms:g} ms added to every answer" if args.latency_ms else ""))  # fmt: skip
+        print(
+            f"{result['server']} serving SmolLM2-135M-Instruct on 127.0.0.1, scoring={model.scoring}, "
+            f"{args.prompts} prompts x {args.examples} reviews = {args.prompts * args.examples} requests per "
+            f"measure, median of {args.repeats} interleaved repeats"
+            + (f", {args.latency_ms:g} ms added to every answer" if args.latency_ms else "")
+        )
         for level in LEVELS:
-            print(f"max_concurrency {level:>2}: {medians[level]:7.2f} scorings/s   ratio to 1: "
-                  f"{medians[level] / medians[1]:.2f}   (per repeat: {', '.join(f'{v:.2f}' for v in rates[level])})")  # fmt: skip
+            print(
+                f"max_concurrency {level:>2}: {medians[level]:7.2f} scorings/s   ratio to 1: "
+                f"{medians[level] / medians[1]:.2f}   (per repeat: {', '.join(f'{v:.2f}' for v in rates[level])})"
+            )
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")

@@ -53,9 +53,24 @@ from rlprompt.data import load_file
 from rlprompt.task import Task
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["Sentiment:", "The sentiment is", "Overall, it was", "My verdict:", "In short, the film is",
-           "The review is", "Rating:", "This review sounds", "Answer:", "Label:", "Tone:", "Feeling:",
-           "Opinion:", "So the movie was", "The critic thinks it is", "Class:"]  # fmt: skip
+PROMPTS = [
+    "Sentiment:",
+    "The sentiment is",
+    "Overall, it was",
+    "My verdict:",
+    "In short, the film is",
+    "The review is",
+    "Rating:",
+    "This review sounds",
+    "Answer:",
+    "Label:",
+    "Tone:",
+    "Feeling:",
+    "Opinion:",
+    "So the movie was",
+    "The critic thinks it is",
+    "Class:",
+]
 WARMUP = ["It was", "Verdict:"]
 MODELS = {"smollm2": "embedded:smollm2", "gemma3-270m": "embedded:gemma3-270m"}
 
@@ -71,8 +86,13 @@ def _timed(fn, repeats: int) -> tuple[float, object]:
 
 def _setup(name: str) -> tuple[object, float]:
     start = time.perf_counter()
-    config = config_from_dict({"task_model": {"kind": "causal_lm", "name_or_path": MODELS[name], "cache_size": 0},
-                               "template": "Review: {sentence}\n{prompt}", "verbalizers": [" negative", " positive"]})  # fmt: skip
+    config = config_from_dict(
+        {
+            "task_model": {"kind": "causal_lm", "name_or_path": MODELS[name], "cache_size": 0},
+            "template": "Review: {sentence}\n{prompt}",
+            "verbalizers": [" negative", " positive"],
+        }
+    )
     task_model = Task.from_config(config).task_model
     assert task_model.prefix_caching and task_model._use_head_shortcut and not task_model.multi_token
     return task_model, time.perf_counter() - start
@@ -123,8 +143,13 @@ def measure_call(task_model, prompts: list[str], texts: list[str], repeats: int)
             return [h @ weight[verb].T for h in hidden_batches]
 
     # the replays are cheap: interleaved, 2 x as many repeats, medians
-    variants = {"head": head_stage, "matmul": matmul_only, "normalise": normalise_only, "logsumexp": logsumexp_stage,
-                "rows": verbalizer_rows_only}  # fmt: skip
+    variants = {
+        "head": head_stage,
+        "matmul": matmul_only,
+        "normalise": normalise_only,
+        "logsumexp": logsumexp_stage,
+        "rows": verbalizer_rows_only,
+    }
     times: dict[str, list[float]] = {key: [] for key in variants}
     outputs: dict[str, object] = {}
     for _ in range(2 * repeats):
@@ -169,10 +194,19 @@ def main() -> None:
     train = load_file(Path(args.data_dir) / "train.tsv").texts[: args.examples]
     test = load_file(Path(args.data_dir) / "test.tsv").texts[: args.eval_examples]
     prompts = PROMPTS[: args.prompts]
-    results = {"device": "cpu", "dtype": "float32", "torch_threads": torch.get_num_threads(), "batch_size": 64,
-               "repeats": args.repeats, "command": " ".join(["python", *sys.argv]), "models": {}}  # fmt: skip
-    print(f"cpu, float32, {results['torch_threads']} thread(s), batch 64, template 'Review: {{sentence}}\\n{{prompt}}', "
-          f"median of {args.repeats}")  # fmt: skip
+    results = {
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": 64,
+        "repeats": args.repeats,
+        "command": " ".join(["python", *sys.argv]),
+        "models": {},
+    }
+    print(
+        f"cpu, float32, {results['torch_threads']} thread(s), batch 64, template 'Review: {{sentence}}\\n{{prompt}}', "
+        f"median of {args.repeats}"
+    )
     print(
         f"training call: {len(prompts)} prompts x {len(train)} SST-2 train reviews, the reviews' key/value caches warm"
     )
@@ -180,23 +214,34 @@ def main() -> None:
     for name in args.models:
         task_model, load_s = _setup(name)
         weight = task_model.model.get_output_embeddings().weight
-        entry = {"model": MODELS[name], "architecture": type(task_model.model).__name__,
-                 "parameters": sum(p.numel() for p in task_model.model.parameters()),
-                 "vocab_size": int(weight.shape[0]), "hidden_size": int(weight.shape[1]), "load_s": load_s}  # fmt: skip
+        entry = {
+            "model": MODELS[name],
+            "architecture": type(task_model.model).__name__,
+            "parameters": sum(p.numel() for p in task_model.model.parameters()),
+            "vocab_size": int(weight.shape[0]),
+            "hidden_size": int(weight.shape[1]),
+            "load_s": load_s,
+        }
         task_model.score(WARMUP, train)  # the train reviews' key/value caches: the steady state of training
         entry["training"] = measure_call(task_model, prompts, train, args.repeats)
         entry["eval"] = measure_call(task_model, ["Sentiment:"], test, args.repeats)
         results["models"][name] = entry
-        print(f"\n{entry['model']} ({entry['architecture']}, {entry['parameters'] / 1e6:.1f} M parameters, head "
-              f"{entry['vocab_size']} x {entry['hidden_size']} = {entry['vocab_size'] * entry['hidden_size'] / 1e6:.1f} M)")  # fmt: skip
+        print(
+            f"\n{entry['model']} ({entry['architecture']}, {entry['parameters'] / 1e6:.1f} M parameters, head "
+            f"{entry['vocab_size']} x {entry['hidden_size']} = {entry['vocab_size'] * entry['hidden_size'] / 1e6:.1f} M)"
+        )
         for case in ("training", "eval"):
             r = entry[case]
-            print(f"  {case} call: {r['call_s'] * 1e3:.0f} ms for {r['rows']} rows; head {r['head_s'] * 1e3:.0f} ms = "
-                  f"{r['head_over_call']:.1%} of the call (matmul {r['head_matmul_s'] * 1e3:.0f} ms, log-softmax "
-                  f"{r['head_normalise_s'] * 1e3:.0f} ms), body {r['body_s'] * 1e3:.0f} ms = {r['body_over_call']:.1%}")  # fmt: skip
-            print(f"    log-sum-exp instead of log-softmax: {r['logsumexp_over_head']:.2f} x the head stage "
-                  f"(max |diff| {r['logsumexp_max_abs_diff']:.1e}); verbalizer rows only (unnormalised): "
-                  f"{r['verbalizer_rows_head_s'] * 1e3:.2f} ms")  # fmt: skip
+            print(
+                f"  {case} call: {r['call_s'] * 1e3:.0f} ms for {r['rows']} rows; head {r['head_s'] * 1e3:.0f} ms = "
+                f"{r['head_over_call']:.1%} of the call (matmul {r['head_matmul_s'] * 1e3:.0f} ms, log-softmax "
+                f"{r['head_normalise_s'] * 1e3:.0f} ms), body {r['body_s'] * 1e3:.0f} ms = {r['body_over_call']:.1%}"
+            )
+            print(
+                f"    log-sum-exp instead of log-softmax: {r['logsumexp_over_head']:.2f} x the head stage "
+                f"(max |diff| {r['logsumexp_max_abs_diff']:.1e}); verbalizer rows only (unnormalised): "
+                f"{r['verbalizer_rows_head_s'] * 1e3:.2f} ms"
+            )
         del task_model
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")

@@ -92,7 +92,9 @@ def time_framework(task: Task, prompts: list[str], texts: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def sorted_batches(encoded: list[list[int]], batch_size: int, pad_id: int, device: torch.device) -> tuple[list, torch.Tensor]:
+def sorted_batches(
+    encoded: list[list[int]], batch_size: int, pad_id: int, device: torch.device
+) -> tuple[list, torch.Tensor]:
     """Token-id rows sorted by length (so batches pad little), right padded into batches of
     (ids, mask, last position); and the order (row ``k`` of the sorted list is ``encoded[order[k]]``)."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -108,8 +110,9 @@ def sorted_batches(encoded: list[list[int]], batch_size: int, pad_id: int, devic
     return batches, torch.tensor(order)
 
 
-def plain_verbalizer_scores(model, batches: list, order: torch.Tensor, verbalizers: torch.Tensor,
-                            device: torch.device) -> tuple[float, torch.Tensor]:  # fmt: skip
+def plain_verbalizer_scores(
+    model, batches: list, order: torch.Tensor, verbalizers: torch.Tensor, device: torch.device
+) -> tuple[float, torch.Tensor]:
     """The plain baseline: a batched HF forward of the full sequences, the LM head at each row's
     last position, the verbalizers' log-probs; (seconds, scores in the rows' original order)."""
     sync(device)
@@ -133,10 +136,15 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
-    config = Config(task_model=HFTaskModelConfig(kind="causal_lm", name_or_path="embedded:smollm2", cache_size=0,
-                                                 batch_size=batch_size),
-                    data=DataConfig(dir=str(data_dir)), template="{sentence} {prompt}", prompt="It was",
-                    verbalizers=[" terrible", " great"])  # fmt: skip
+    config = Config(
+        task_model=HFTaskModelConfig(
+            kind="causal_lm", name_or_path="embedded:smollm2", cache_size=0, batch_size=batch_size
+        ),
+        data=DataConfig(dir=str(data_dir)),
+        template="{sentence} {prompt}",
+        prompt="It was",
+        verbalizers=[" terrible", " great"],
+    )
     task = Task.from_config(config)
     tm = task.task_model
     model = tm.model
@@ -192,14 +200,22 @@ def causal_case(args: argparse.Namespace, data_dir: Path) -> dict:
         "ratio_cold_over_plain": (scorings / cold_s) / (scorings / statistics.median(plain_s)),
         "max_abs_score_diff": max(diffs),
     }
-    print(f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}")
-    print(f"{args.prompts} fresh 5-word prompts x {len(texts)} SST-2 train examples = {scorings} scorings per call, "
-          f"template '{{sentence}} {{prompt}}', median of {args.repeats} interleaved repeats")  # fmt: skip
-    print(f"framework (TaskModel.score, examples' KV cached): {result['framework_scorings_per_s']:.1f} scorings/s"
-          f"   (first call, prefixes computed: {result['framework_cold_scorings_per_s']:.1f})")  # fmt: skip
+    print(
+        f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}"
+    )
+    print(
+        f"{args.prompts} fresh 5-word prompts x {len(texts)} SST-2 train examples = {scorings} scorings per call, "
+        f"template '{{sentence}} {{prompt}}', median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"framework (TaskModel.score, examples' KV cached): {result['framework_scorings_per_s']:.1f} scorings/s"
+        f"   (first call, prefixes computed: {result['framework_cold_scorings_per_s']:.1f})"
+    )
     print(f"plain batched HF forward of the full sequences:  {result['plain_scorings_per_s']:.1f} scorings/s")
-    print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
-          f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; first call {result['ratio_cold_over_plain']:.2f})")
+    print(
+        f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
+        f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; first call {result['ratio_cold_over_plain']:.2f})"
+    )
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
     return result
 
@@ -216,12 +232,23 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
-    config = config_from_dict({
-        "task_model": {"kind": "causal_lm", "name_or_path": "embedded:smollm2", "cache_size": 0, "batch_size": batch_size},
-        "data": {"dir": str(data_dir)}, "template": DEMOS_TEMPLATE, "prompt": "Sentiment:",
-        "verbalizers": [" negative", " positive"], "demos": {"template": DEMO_TEMPLATE},
-        "env": {"kind": "demos", "k": args.demos}, "agent": {"name": "random_search"},
-    })  # fmt: skip
+    config = config_from_dict(
+        {
+            "task_model": {
+                "kind": "causal_lm",
+                "name_or_path": "embedded:smollm2",
+                "cache_size": 0,
+                "batch_size": batch_size,
+            },
+            "data": {"dir": str(data_dir)},
+            "template": DEMOS_TEMPLATE,
+            "prompt": "Sentiment:",
+            "verbalizers": [" negative", " positive"],
+            "demos": {"template": DEMO_TEMPLATE},
+            "env": {"kind": "demos", "k": args.demos},
+            "agent": {"name": "random_search"},
+        }
+    )
     task = Task.from_config(config)
     tm = task.task_model
     model = tm.model
@@ -237,7 +264,9 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
         by_class = [np.flatnonzero(np.asarray(pool.labels) == c) for c in range(pool.num_classes)]
         blocks = []
         for _ in range(count or args.prompts):
-            ids = np.concatenate([generator.choice(members, size=args.demos // 2, replace=False) for members in by_class])
+            ids = np.concatenate(
+                [generator.choice(members, size=args.demos // 2, replace=False) for members in by_class]
+            )
             blocks.append(pool.render(generator.permutation(ids).tolist()))
         return blocks
 
@@ -282,8 +311,12 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
     per_input_s, plain_pair_s, pair_diffs = [], [], []
     for _ in range(args.repeats):
         blocks = per_input_blocks()
-        batches, order, _ = plain_pairs([render(task.config.model_template, {"prompt": b, "sentence": t})
-                                         for b, t in zip(blocks, pair_texts, strict=True)])  # fmt: skip
+        batches, order, _ = plain_pairs(
+            [
+                render(task.config.model_template, {"prompt": b, "sentence": t})
+                for b, t in zip(blocks, pair_texts, strict=True)
+            ]
+        )
         f, ours = per_input(blocks)
         p, theirs = plain(batches, order)
         per_input_s.append(f)
@@ -320,24 +353,36 @@ def demos_case(args: argparse.Namespace, data_dir: Path) -> dict:
         "max_abs_score_diff": max(diffs),
         "per_input_scorings_per_s": scorings / statistics.median(per_input_s),
         "plain_per_input_scorings_per_s": scorings / statistics.median(plain_pair_s),
-        "ratio_per_input_over_plain": statistics.median([p / f for f, p in zip(per_input_s, plain_pair_s, strict=True)]),
+        "ratio_per_input_over_plain": statistics.median(
+            [p / f for f, p in zip(per_input_s, plain_pair_s, strict=True)]
+        ),
         "per_input_cost_over_fixed_blocks": statistics.median(per_input_s) / statistics.median(framework_s),
         "per_input_max_abs_score_diff": max(pair_diffs),
     }
-    print(f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}")
-    print(f"{args.prompts} fresh blocks of {args.demos} SST-2 train demonstrations x {len(texts)} test reviews = {scorings} "
-          f"scorings per call ({result['mean_sequence_tokens']:.0f} tokens a full sequence), template "
-          f"{DEMOS_TEMPLATE!r}, median of {args.repeats} interleaved repeats")  # fmt: skip
-    print(f"framework (TaskModel.score, each block's KV computed once): {result['framework_scorings_per_s']:.1f} scorings/s"
-          f"   (the same blocks scored again, caches kept: {result['framework_rescored_scorings_per_s']:.1f})")  # fmt: skip
+    print(
+        f"SmolLM2-135M-Instruct, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, batch {batch_size}"
+    )
+    print(
+        f"{args.prompts} fresh blocks of {args.demos} SST-2 train demonstrations x {len(texts)} test reviews = {scorings} "
+        f"scorings per call ({result['mean_sequence_tokens']:.0f} tokens a full sequence), template "
+        f"{DEMOS_TEMPLATE!r}, median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"framework (TaskModel.score, each block's KV computed once): {result['framework_scorings_per_s']:.1f} scorings/s"
+        f"   (the same blocks scored again, caches kept: {result['framework_rescored_scorings_per_s']:.1f})"
+    )
     print(f"plain batched HF forward of the full sequences:  {result['plain_scorings_per_s']:.1f} scorings/s")
-    print(f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
-          f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; blocks scored again {result['ratio_rescored_over_plain']:.2f})")  # fmt: skip
+    print(
+        f"ratio framework / plain: {result['ratio_framework_over_plain']:.2f}  "
+        f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}; blocks scored again {result['ratio_rescored_over_plain']:.2f})"
+    )
     print(f"largest |score difference| framework vs plain: {result['max_abs_score_diff']:.1e}")
-    print(f"per-input blocks (each of the {scorings} pairs its own block, as retrieval gives; Task.evaluate_per_input): "
-          f"{result['per_input_scorings_per_s']:.1f} scorings/s, plain {result['plain_per_input_scorings_per_s']:.1f}, "
-          f"ratio {result['ratio_per_input_over_plain']:.2f}; {result['per_input_cost_over_fixed_blocks']:.2f}x the time "
-          f"of {args.prompts} shared blocks; largest |score difference| {result['per_input_max_abs_score_diff']:.1e}")  # fmt: skip
+    print(
+        f"per-input blocks (each of the {scorings} pairs its own block, as retrieval gives; Task.evaluate_per_input): "
+        f"{result['per_input_scorings_per_s']:.1f} scorings/s, plain {result['plain_per_input_scorings_per_s']:.1f}, "
+        f"ratio {result['ratio_per_input_over_plain']:.2f}; {result['per_input_cost_over_fixed_blocks']:.2f}x the time "
+        f"of {args.prompts} shared blocks; largest |score difference| {result['per_input_max_abs_score_diff']:.1e}"
+    )
     return result
 
 
@@ -353,13 +398,22 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = args.batch_size or (256 if device.type == "cuda" else 16)
-    config = config_from_dict({
-        "task": "generation", "template": SQUAD_TEMPLATE, "prompt": "Answer briefly.",
-        "task_model": {"kind": "causal_lm", "name_or_path": "embedded:smollm2", "cache_size": 0,
-                       "batch_size": batch_size, "max_sentence_tokens": 384},
-        "data": {"dir": str(data_dir), "input_fields": ["context", "question"]},
-        "generation": {"max_new_tokens": 24, "stop": ["\n"], "metrics": ["f1"], "batch_size": batch_size},
-    })  # fmt: skip
+    config = config_from_dict(
+        {
+            "task": "generation",
+            "template": SQUAD_TEMPLATE,
+            "prompt": "Answer briefly.",
+            "task_model": {
+                "kind": "causal_lm",
+                "name_or_path": "embedded:smollm2",
+                "cache_size": 0,
+                "batch_size": batch_size,
+                "max_sentence_tokens": 384,
+            },
+            "data": {"dir": str(data_dir), "input_fields": ["context", "question"]},
+            "generation": {"max_new_tokens": 24, "stop": ["\n"], "metrics": ["f1"], "batch_size": batch_size},
+        }
+    )
     task = Task.from_config(config)
     tm = task.task_model
     model = tm.model
@@ -378,8 +432,12 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
         return pre + tm.input_layout.prompt_ids(prompt) + post
 
     def plain_likelihood(prompts: list[str]) -> tuple[float, torch.Tensor]:
-        rows = [(p, n, tuple(tm.reference_ids(ref))) for p in range(len(prompts)) for n in range(len(examples))
-                for ref in references[n]]  # fmt: skip
+        rows = [
+            (p, n, tuple(tm.reference_ids(ref)))
+            for p in range(len(prompts))
+            for n in range(len(examples))
+            for ref in references[n]
+        ]
         encoded = [full_ids(prompts[p], examples[n]) + list(ref) for p, n, ref in rows]  # tokenized before timing
         order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
         sync(device)
@@ -398,7 +456,9 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
                     ref, end = rows[i][2], len(encoded[i])
                     positions = torch.arange(end - len(ref) - 1, end - 1, device=device)
                     log_probs = torch.log_softmax(model.lm_head(hidden[b, positions]).float(), -1)
-                    means[i] = log_probs[torch.arange(len(ref), device=device), torch.tensor(ref, device=device)].mean().cpu()
+                    means[i] = (
+                        log_probs[torch.arange(len(ref), device=device), torch.tensor(ref, device=device)].mean().cpu()
+                    )
         sync(device)
         elapsed = time.perf_counter() - start
         best = torch.full((len(prompts), len(examples)), -torch.inf)
@@ -442,9 +502,15 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
                 mask = torch.zeros(len(chunk), width, dtype=torch.long)
                 for b, i in enumerate(chunk):
                     ids[b, width - len(inputs[i]) :], mask[b, width - len(inputs[i]) :] = torch.tensor(inputs[i]), 1
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=24,
-                                     do_sample=False, stop_strings=["\n"], tokenizer=tm.tokenizer,
-                                     pad_token_id=tm.pad_id)  # fmt: skip
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=24,
+                    do_sample=False,
+                    stop_strings=["\n"],
+                    tokenizer=tm.tokenizer,
+                    pad_token_id=tm.pad_id,
+                )
                 for b, i in enumerate(chunk):
                     new = [t for t in out[b, width:].tolist() if t != tm.pad_id]
                     tokens += len(new)
@@ -490,21 +556,33 @@ def squad_case(args: argparse.Namespace, data_dir: Path) -> dict:
         "ratio_generation_framework_over_generate": statistics.median(gen_ratios),
         "generated_texts_identical": agree,
     }
-    print(f"SmolLM2-135M-Instruct, SQuAD, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, "
-          f"batch {batch_size}")  # fmt: skip
-    print(f"likelihood reward: {args.prompts} fresh 5-word prompts x {len(examples)} train questions = {scorings} "
-          f"scorings per call, template {SQUAD_TEMPLATE!r}, median of {args.repeats} interleaved repeats")  # fmt: skip
-    print(f"framework (log_likelihood, passages' KV cached): {result['framework_likelihood_scorings_per_s']:.1f} "
-          f"scorings/s   (first call, prefixes computed: {result['framework_cold_likelihood_scorings_per_s']:.1f})")  # fmt: skip
-    print(f"plain batched HF forward of the full sequences:  {result['plain_likelihood_scorings_per_s']:.1f} scorings/s")
-    print(f"ratio framework / plain: {result['ratio_likelihood_framework_over_plain']:.2f}  "
-          f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    print(
+        f"SmolLM2-135M-Instruct, SQuAD, {result['device']}, {result['dtype']}, {result['torch_threads']} threads, "
+        f"batch {batch_size}"
+    )
+    print(
+        f"likelihood reward: {args.prompts} fresh 5-word prompts x {len(examples)} train questions = {scorings} "
+        f"scorings per call, template {SQUAD_TEMPLATE!r}, median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"framework (log_likelihood, passages' KV cached): {result['framework_likelihood_scorings_per_s']:.1f} "
+        f"scorings/s   (first call, prefixes computed: {result['framework_cold_likelihood_scorings_per_s']:.1f})"
+    )
+    print(
+        f"plain batched HF forward of the full sequences:  {result['plain_likelihood_scorings_per_s']:.1f} scorings/s"
+    )
+    print(
+        f"ratio framework / plain: {result['ratio_likelihood_framework_over_plain']:.2f}  "
+        f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
     print(f"largest |likelihood difference|: {result['max_abs_likelihood_diff']:.1e}")
     print(f"generation: 4 prompts x {len(examples)} questions, greedy, <= 24 new tokens, stop at newline")
-    print(f"framework generate: {result['framework_generated_tokens_per_s']:.1f} tokens/s   "
-          f"model.generate: {result['plain_generate_tokens_per_s']:.1f} tokens/s   "
-          f"ratio {result['ratio_generation_framework_over_generate']:.2f}  "
-          f"(identical texts: {agree:.0%})")  # fmt: skip
+    print(
+        f"framework generate: {result['framework_generated_tokens_per_s']:.1f} tokens/s   "
+        f"model.generate: {result['plain_generate_tokens_per_s']:.1f} tokens/s   "
+        f"ratio {result['ratio_generation_framework_over_generate']:.2f}  "
+        f"(identical texts: {agree:.0%})"
+    )
     return result
 
 
@@ -522,7 +600,11 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.case == "squad":
-        data_dir = Path(args.data_dir) if args.data_dir != DEFAULT_DATA else ROOT.parent / "shared" / "data" / "squad" / "32-13"
+        data_dir = (
+            Path(args.data_dir)
+            if args.data_dir != DEFAULT_DATA
+            else ROOT.parent / "shared" / "data" / "squad" / "32-13"
+        )
         if not (data_dir / "train.jsonl").is_file():
             sys.exit(f"SQuAD data not found at {data_dir}; pass --data-dir")
         args.examples, args.prompts = args.examples or 16, args.prompts or 16

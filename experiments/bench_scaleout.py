@@ -27,8 +27,21 @@ BENCH = ROOT / "experiments" / "configs" / "bench-sst2.yaml"
 
 
 def run(label: str, out: Path, budget: int, extra: list[str]) -> tuple[float, str]:
-    command = [sys.executable, "-m", "rlprompt.cli", "bench", str(BENCH), "--no-progress",
-               "--set", f"output_dir={out}", "--set", f"budgets=[{budget}]", "--set", "num_cpus=1", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "rlprompt.cli",
+        "bench",
+        str(BENCH),
+        "--no-progress",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"budgets=[{budget}]",
+        "--set",
+        "num_cpus=1",
+        *extra,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -60,8 +73,11 @@ def main() -> None:
         if not args.no_ray:
             runs["ray, 2 workers"] = (base / "ray", ["--backend", "ray", "--workers", "2"])
         walls, logs = {}, {}
-        print(f"SST-2 grid of {BENCH.name} (sql, ppo-edit, random search x seeds 13/21/42 = 9 cells), "
-              f"{args.budget} prompt evaluations per cell, one CPU per cell, {os.cpu_count()} cores", flush=True)  # fmt: skip
+        print(
+            f"SST-2 grid of {BENCH.name} (sql, ppo-edit, random search x seeds 13/21/42 = 9 cells), "
+            f"{args.budget} prompt evaluations per cell, one CPU per cell, {os.cpu_count()} cores",
+            flush=True,
+        )
         for label, (out, extra) in runs.items():
             walls[label], logs[label] = run(label, out, args.budget, extra)
         tables = {label: table(out) for label, (out, _) in runs.items()}
@@ -71,14 +87,27 @@ def main() -> None:
     one = walls["local, 1 worker"]
     speedups = {label: one / wall for label, wall in walls.items()}
     for label in walls:
-        print(f"speed-up of {label:<28} over 1 worker: {speedups[label]:.2f}   results.csv identical: "
-              f"{identical[label]}   model loads: {loads[label]}")  # fmt: skip
+        print(
+            f"speed-up of {label:<28} over 1 worker: {speedups[label]:.2f}   results.csv identical: "
+            f"{identical[label]}   model loads: {loads[label]}"
+        )
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
-            "bench": str(BENCH.relative_to(ROOT)), "cells": len(reference), "budget": args.budget,
-            "cpu_cores": os.cpu_count(), "wall_s": walls, "speedup_over_one_worker": speedups,
-            "results_identical": identical, "model_loads": loads,
-        }, indent=2) + "\n")  # fmt: skip
+        Path(args.json_out).write_text(
+            json.dumps(
+                {
+                    "bench": str(BENCH.relative_to(ROOT)),
+                    "cells": len(reference),
+                    "budget": args.budget,
+                    "cpu_cores": os.cpu_count(),
+                    "wall_s": walls,
+                    "speedup_over_one_worker": speedups,
+                    "results_identical": identical,
+                    "model_loads": loads,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROMPTS = ["Sentiment:", "Sentiment: of", "Sentiment: that", "Sentiment: it", "Sentiment: to",
-           "This Label: tone Sentiment:", "The tone of the review is"]  # fmt: skip
+PROMPTS = [
+    "Sentiment:",
+    "Sentiment: of",
+    "Sentiment: that",
+    "Sentiment: it",
+    "Sentiment: to",
+    "This Label: tone Sentiment:",
+    "The tone of the review is",
+]
 """The manual prompt of sst2-smollm2.yaml and the prompts the raw-score bench reported."""
 
 
@@ -57,26 +64,37 @@ def main() -> None:
     rows = []
     for split in args.splits:
         task = task_for(split, first)
-        seen = class_log_probs(torch.cat([task.task_model.score(PROMPTS, task.data.split(s).texts) for s in ("train", "dev")], 1))
+        seen = class_log_probs(
+            torch.cat([task.task_model.score(PROMPTS, task.data.split(s).texts) for s in ("train", "dev")], 1)
+        )
         for i, prompt in enumerate(PROMPTS):
             shift = seen[i].mean(0)  # estimated on the 64 train + dev reviews, no labels
-            row = {"split": split, "prompt": prompt,
-                   "test_raw": float(accuracy(test[i], test_labels)),
-                   "test_calibrated_on_test": float(accuracy(batch_calibrate(test[i]), test_labels)),
-                   "test_calibrated_on_train_dev": float(accuracy(test[i] - shift, test_labels))}  # fmt: skip
+            row = {
+                "split": split,
+                "prompt": prompt,
+                "test_raw": float(accuracy(test[i], test_labels)),
+                "test_calibrated_on_test": float(accuracy(batch_calibrate(test[i]), test_labels)),
+                "test_calibrated_on_train_dev": float(accuracy(test[i] - shift, test_labels)),
+            }
             rows.append(row)
-            say(f"{split:7} {prompt!r:32} test raw {row['test_raw']:.4f}  calibrated on test {row['test_calibrated_on_test']:.4f}"
-                f"  with the train+dev shift {row['test_calibrated_on_train_dev']:.4f}")  # fmt: skip
+            say(
+                f"{split:7} {prompt!r:32} test raw {row['test_raw']:.4f}  calibrated on test {row['test_calibrated_on_test']:.4f}"
+                f"  with the train+dev shift {row['test_calibrated_on_train_dev']:.4f}"
+            )
     gaps = [abs(r["test_calibrated_on_test"] - r["test_calibrated_on_train_dev"]) for r in rows]
     gains = [r["test_calibrated_on_train_dev"] - r["test_raw"] for r in rows]
-    say(f"|calibrated on test - with the train+dev shift|: mean {sum(gaps) / len(gaps):.4f}, max {max(gaps):.4f} over "
+    say(
+        f"|calibrated on test - with the train+dev shift|: mean {sum(gaps) / len(gaps):.4f}, max {max(gaps):.4f} over "
         f"{len(rows)} (split, prompt); with the train+dev shift - raw: mean {sum(gains) / len(gains):+.4f}, "
-        f"min {min(gains):+.4f}; {time.perf_counter() - start:.0f} s")  # fmt: skip
+        f"min {min(gains):+.4f}; {time.perf_counter() - start:.0f} s"
+    )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (out / "stdout.txt").write_text(f"$ python experiments/calibration_shift.py --out {args.out}\n" + "\n".join(lines) + "\n")
+        (out / "stdout.txt").write_text(
+            f"$ python experiments/calibration_shift.py --out {args.out}\n" + "\n".join(lines) + "\n"
+        )
 
 
 if __name__ == "__main__":

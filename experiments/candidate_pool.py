@@ -62,16 +62,28 @@ def main() -> None:
     noisy = np.array([tracked.get(p, (np.nan, 0))[0] for p in prompts[1:]])
     seen = ~np.isnan(noisy)
     result = {
-        "run": str(run_dir), "manual": manual, "explored": len(prompts) - 1, "minibatch": k,
-        "manual_train_dev": float(pooled[0]), "manual_test_accuracy": test[manual],
+        "run": str(run_dir),
+        "manual": manual,
+        "explored": len(prompts) - 1,
+        "minibatch": k,
+        "manual_train_dev": float(pooled[0]),
+        "manual_test_accuracy": test[manual],
         "beat_manual_on_train_dev": len(better),
         "sd_minibatch_reward_median": float(np.median(sd_raw)),
         "sd_minibatch_paired_difference_median": float(np.median(sd_paired)),
         "spread_of_train_means_sd": float(train.mean(1).std(ddof=1)),
         "spearman_tracker_vs_full_train": spearman(noisy[seen], train[1:].mean(1)[seen]),
-        "best": [{"prompt": prompts[i], "train_dev": float(pooled[i]), "tracker_mean": tracked.get(prompts[i], (None,))[0],
-                  "tracker_count": tracked.get(prompts[i], (0, 0))[1], "test_accuracy": test[prompts[i]]} for i in order],
-    }  # fmt: skip
+        "best": [
+            {
+                "prompt": prompts[i],
+                "train_dev": float(pooled[i]),
+                "tracker_mean": tracked.get(prompts[i], (None,))[0],
+                "tracker_count": tracked.get(prompts[i], (0, 0))[1],
+                "test_accuracy": test[prompts[i]],
+            }
+            for i in order
+        ],
+    }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -33,11 +33,21 @@ def main() -> None:
     parser.add_argument("--candidates", required=True, help="hand-written instructions, one per line")
     parser.add_argument("--random", type=int, default=20, help="random 5-word prompts added")
     parser.add_argument("--test-n", type=int, default=100, help="test examples generated per prompt")
-    parser.add_argument("--dev-n", type=int, default=None,
-                        help="dev examples generated per prompt (default: all; 0 skips the dev metric)")
+    parser.add_argument(
+        "--dev-n",
+        type=int,
+        default=None,
+        help="dev examples generated per prompt (default: all; 0 skips the dev metric)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides (e.g. task_model.prefix_cache_mb=4000 to keep every passage cached)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides (e.g. task_model.prefix_cache_mb=4000 to keep every passage cached)",
+    )
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,10 +75,20 @@ def main() -> None:
         reward = float(tm.log_likelihood([prompt], [train.examples], [train.references])[0].mean())
         dev_value = float(metric(tm.generate([prompt], [dev_examples])[0], dev_refs)) if dev_examples else None
         test_value = float(metric(tm.generate([prompt], [test_examples])[0], test_refs))
-        rows.append({"prompt": prompt, "hand_written": i < len(written), "train_likelihood": reward,
-                     f"dev_{metric_name}": dev_value, f"test_{metric_name}": test_value})  # fmt: skip
-        print(f"{i + 1:>3}/{len(prompts)}  likelihood {reward:+.4f}  dev {metric_name} {_fmt(dev_value)}  "
-              f"test {metric_name} {test_value:.4f}  {prompt!r}", flush=True)  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt,
+                "hand_written": i < len(written),
+                "train_likelihood": reward,
+                f"dev_{metric_name}": dev_value,
+                f"test_{metric_name}": test_value,
+            }
+        )
+        print(
+            f"{i + 1:>3}/{len(prompts)}  likelihood {reward:+.4f}  dev {metric_name} {_fmt(dev_value)}  "
+            f"test {metric_name} {test_value:.4f}  {prompt!r}",
+            flush=True,
+        )
     likelihood = [r["train_likelihood"] for r in rows]
     tests = [r[f"test_{metric_name}"] for r in rows]
     devs = [r[f"dev_{metric_name}"] for r in rows]
@@ -92,12 +112,16 @@ def main() -> None:
         "wall_time_s": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
-    print(f"Spearman(train likelihood, test {metric_name}) over {len(rows)} prompts: "
-          f"{result['spearman_train_likelihood_vs_test']:.3f}  (hand-written only, {len(written_rows)}: "
-          f"{result['spearman_train_likelihood_vs_test_hand_written']:.3f}; dev {metric_name} vs test: "
-          f"{_fmt(result['spearman_dev_metric_vs_test'], 3)})")  # fmt: skip
-    print(f"{len(train)} train examples for the likelihood, {len(test_examples)} test examples generated per "
-          f"prompt; {result['wall_time_s']} s")  # fmt: skip
+    print(
+        f"Spearman(train likelihood, test {metric_name}) over {len(rows)} prompts: "
+        f"{result['spearman_train_likelihood_vs_test']:.3f}  (hand-written only, {len(written_rows)}: "
+        f"{result['spearman_train_likelihood_vs_test_hand_written']:.3f}; dev {metric_name} vs test: "
+        f"{_fmt(result['spearman_dev_metric_vs_test'], 3)})"
+    )
+    print(
+        f"{len(train)} train examples for the likelihood, {len(test_examples)} test examples generated per "
+        f"prompt; {result['wall_time_s']} s"
+    )
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")

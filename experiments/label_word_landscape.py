@@ -37,8 +37,10 @@ def pair_accuracies(task: Task, candidates: list[list[str]], split: str) -> dict
     labels = torch.tensor(task.data.split(split).labels)
     columns = {}
     for c, words in enumerate(candidates):
-        forms = [task.verbalizers_for([w if k == c else task.manual_label_words[k] for k in range(task.num_classes)])[c]
-                 for w in words]  # fmt: skip
+        forms = [
+            task.verbalizers_for([w if k == c else task.manual_label_words[k] for k in range(task.num_classes)])[c]
+            for w in words
+        ]
         scores = task.verbalizer_scores(task.config.manual_prompt, texts, forms)
         columns.update({(c, w): scores[:, i] for i, w in enumerate(words)})
     out = {}
@@ -74,17 +76,27 @@ def main() -> None:
     ties = [p for p in pairs if dev[p] == dev[top_dev]]
     result = {
         "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
-        "task_model": config.task_model.label, "data": config.data.dir, "template": config.template,
-        "prompt": config.manual_prompt, "candidates": env.candidates, "pairs": len(pairs),
+        "task_model": config.task_model.label,
+        "data": config.data.dir,
+        "template": config.template,
+        "prompt": config.manual_prompt,
+        "candidates": env.candidates,
+        "pairs": len(pairs),
         "manual": {"words": manual, "dev": dev.get(manual), "test": test.get(manual)},
-        "dev_first": {"words": top_dev, "dev": dev[top_dev], "test": test[top_dev], "tied_on_dev": len(ties),
-                      "test_of_tied_mean": float(np.mean([test[p] for p in ties]))},
+        "dev_first": {
+            "words": top_dev,
+            "dev": dev[top_dev],
+            "test": test[top_dev],
+            "tied_on_dev": len(ties),
+            "test_of_tied_mean": float(np.mean([test[p] for p in ties])),
+        },
         "test_oracle": {"words": pairs[int(t.argmax())], "dev": float(d[t.argmax()]), "test": float(t.max())},
         "test_quantiles": {q: float(np.quantile(t, q)) for q in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)},
         "pairs_beating_manual_on_test": int((t > test[manual]).sum()),
         "spearman_dev_test": spearman(d, t),
-        "lm_calls": task.task_model.stats.lm_calls, "wall_time_s": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
+        "lm_calls": task.task_model.stats.lm_calls,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "landscape.json", json.loads(json.dumps(result, default=list)))

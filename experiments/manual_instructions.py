@@ -64,18 +64,39 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
     n = {s: rows[0][s]["n"] for s in args.splits}
     command = "python experiments/manual_instructions.py " + " ".join(
-        [args.config, "--instructions", args.instructions] + (["--first", str(args.first)] if args.first else [])
-        + [f"--set {o}" for o in args.overrides] + ["--out", args.out])  # fmt: skip
-    table = "\n".join([f"Command: `{command}`", "",
-                       f"{config.task_model.label} on {config.data.dir} ({', '.join(f'{s} n={k}' for s, k in n.items())}), "
-                       f"greedy generations, {torch.get_num_threads()} torch threads, "
-                       f"{time.perf_counter() - started:.0f} s in all.", "", *lines, ""])  # fmt: skip
+        [args.config, "--instructions", args.instructions]
+        + (["--first", str(args.first)] if args.first else [])
+        + [f"--set {o}" for o in args.overrides]
+        + ["--out", args.out]
+    )
+    table = "\n".join(
+        [
+            f"Command: `{command}`",
+            "",
+            f"{config.task_model.label} on {config.data.dir} ({', '.join(f'{s} n={k}' for s, k in n.items())}), "
+            f"greedy generations, {torch.get_num_threads()} torch threads, "
+            f"{time.perf_counter() - started:.0f} s in all.",
+            "",
+            *lines,
+            "",
+        ]
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"config": args.config, "overrides": args.overrides,
-                                                   "task_model": config.task_model.label, "data": config.data.dir,
-                                                   "rows": rows}, indent=2) + "\n")  # fmt: skip
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.overrides,
+                "task_model": config.task_model.label,
+                "data": config.data.dir,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(table)
 
 

@@ -62,9 +62,11 @@ def main() -> int:
     print(f"test examples      : {len(texts)}")
     print(f"prediction agreement PEFT vs rlprompt: {agree:.4f}")
     print(f"max |logit diff|   : {(peft_logits - ours).abs().max().item():.2e}")
-    print(f"test accuracy      : PEFT {(peft_logits.argmax(-1) == labels).float().mean().item():.4f}, "
-          f"rlprompt {(ours.argmax(-1) == labels).float().mean().item():.4f}, "
-          f"best_prompt.json {best.metrics['test']['accuracy']:.4f}")  # fmt: skip
+    print(
+        f"test accuracy      : PEFT {(peft_logits.argmax(-1) == labels).float().mean().item():.4f}, "
+        f"rlprompt {(ours.argmax(-1) == labels).float().mean().item():.4f}, "
+        f"best_prompt.json {best.metrics['test']['accuracy']:.4f}"
+    )
     return 0 if agree == 1.0 else 1
 
 

@@ -29,8 +29,9 @@ def draw_block(pool, k: int, balanced: bool, seed: int) -> list[int]:
         return rng.choice(len(pool), size=k, replace=False).tolist()
     labels = np.asarray(pool.labels)
     per_class = k // pool.num_classes
-    ids = np.concatenate([rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
-                          for c in range(pool.num_classes)])  # fmt: skip
+    ids = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(pool.num_classes)]
+    )
     return rng.permutation(ids).tolist()
 
 
@@ -42,8 +43,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="demonstrations per block (default: the config's env.k)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN_DIR",
-                        help="also score this run's found block (re-scored here, with this rlprompt)")
+    parser.add_argument(
+        "--run",
+        dest="runs",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="also score this run's found block (re-scored here, with this rlprompt)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,8 +72,15 @@ def main() -> None:
         start = time.perf_counter()
         metrics = task.evaluate(prompt, args.split, per_example=True)
         record = metrics.pop("per_example")
-        write_outcome_file(out / f"{name}.outcomes.json", task=config.task, metric_names=list(task.metric_names),
-                           prompt=prompt, split=args.split, record=record, source=f"config {args.config}")  # fmt: skip
+        write_outcome_file(
+            out / f"{name}.outcomes.json",
+            task=config.task,
+            metric_names=list(task.metric_names),
+            prompt=prompt,
+            split=args.split,
+            record=record,
+            source=f"config {args.config}",
+        )
         print(f"{name}: {metric} {metrics[metric]:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
         return {"metrics": metrics, "record": record}
 
@@ -75,30 +89,57 @@ def main() -> None:
     for draw in range(args.draws):
         ids = draw_block(pool, k, balanced, draw)
         scored = score(pool.render(ids), f"draw{draw}")
-        paired, _, _ = compare_outcomes(out / f"draw{draw}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric)
-        rows.append({"draw": f"seed {draw}", "ids": ids, metric: scored["metrics"][metric], "n": scored["metrics"]["n"],
-                     "labels": [pool.labels[i] for i in ids], **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()}})  # fmt: skip
+        paired, _, _ = compare_outcomes(
+            out / f"draw{draw}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric
+        )
+        rows.append(
+            {
+                "draw": f"seed {draw}",
+                "ids": ids,
+                metric: scored["metrics"][metric],
+                "n": scored["metrics"]["n"],
+                "labels": [pool.labels[i] for i in ids],
+                **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()},
+            }
+        )
     for i, run in enumerate(args.runs):
         from rlprompt.results import RunResult
 
         found = RunResult.load(Path(run) / "best_prompt.json")
         scored = score(found.prompt, f"run{i}")
-        paired, _, _ = compare_outcomes(out / f"run{i}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric)
-        rows.append({"draw": f"{found.agent} ({run})", "ids": pool.parse(found.prompt), metric: scored["metrics"][metric],
-                     "n": scored["metrics"]["n"], **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()}})  # fmt: skip
-    lines = [f"Command: `python experiments/random_demos.py --config {args.config} --draws {args.draws}"
-             + (f" --k {args.k}" if args.k else "") + "".join(f" --set {o}" for o in args.overrides)
-             + "".join(f" --run {r}" for r in args.runs)
-             + f" --out {args.out}`", "",
-             f"Task model `{config.task_model.label}`, data `{config.data.dir}`, {args.split} split; {k} demonstrations a "
-             f"block{' (class-balanced)' if balanced else ''} from the {config.demos.pool} pool; the instruction "
-             f"{config.prompt!r}. Paired: the block minus zero-shot on the same examples, 95% bootstrap interval, "
-             "permutation p.", "",
-             f"| prompt | pool ids (in order) | {args.split} {metric} | n | difference from zero-shot [95% CI] | p |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        paired, _, _ = compare_outcomes(
+            out / f"run{i}.outcomes.json", out / "zero-shot.outcomes.json", args.split, metric
+        )
+        rows.append(
+            {
+                "draw": f"{found.agent} ({run})",
+                "ids": pool.parse(found.prompt),
+                metric: scored["metrics"][metric],
+                "n": scored["metrics"]["n"],
+                **{f"vs_zero_shot_{k_}": v for k_, v in paired.as_dict().items()},
+            }
+        )
+    lines = [
+        f"Command: `python experiments/random_demos.py --config {args.config} --draws {args.draws}"
+        + (f" --k {args.k}" if args.k else "")
+        + "".join(f" --set {o}" for o in args.overrides)
+        + "".join(f" --run {r}" for r in args.runs)
+        + f" --out {args.out}`",
+        "",
+        f"Task model `{config.task_model.label}`, data `{config.data.dir}`, {args.split} split; {k} demonstrations a "
+        f"block{' (class-balanced)' if balanced else ''} from the {config.demos.pool} pool; the instruction "
+        f"{config.prompt!r}. Paired: the block minus zero-shot on the same examples, 95% bootstrap interval, "
+        "permutation p.",
+        "",
+        f"| prompt | pool ids (in order) | {args.split} {metric} | n | difference from zero-shot [95% CI] | p |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        diff = ("-" if r["draw"] == "zero-shot" else
-                f"{r['vs_zero_shot_diff']:+.4f} [{r['vs_zero_shot_ci_low']:+.4f}, {r['vs_zero_shot_ci_high']:+.4f}]")  # fmt: skip
+        diff = (
+            "-"
+            if r["draw"] == "zero-shot"
+            else f"{r['vs_zero_shot_diff']:+.4f} [{r['vs_zero_shot_ci_low']:+.4f}, {r['vs_zero_shot_ci_high']:+.4f}]"
+        )
         p = "-" if r["draw"] == "zero-shot" else f"{r['vs_zero_shot_p_value']:.4f}"
         lines.append(f"| {r['draw']} | {r['ids'] or '-'} | {r[metric]:.4f} | {r['n']} | {diff} | {p} |")
     table = "\n".join(lines) + "\n"

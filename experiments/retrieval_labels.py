@@ -53,21 +53,31 @@ def main() -> None:
     last = np.asarray([labels[ids[-1]] for ids in blocks])
     agree = np.asarray([(labels[ids] == g).mean() for ids, g in zip(blocks, gold, strict=True)])
     result = {
-        "config": args.config, "overrides": args.overrides, "outcomes": args.outcomes, "n": len(split),
+        "config": args.config,
+        "overrides": args.overrides,
+        "outcomes": args.outcomes,
+        "n": len(split),
         "accuracy": float((pred == gold).mean()),
         "prediction_is_last_demo_label": float((pred == last).mean()),
         "last_demo_label_is_gold": float((last == gold).mean()),
         "demos_sharing_gold_label": float(agree.mean()),
-        "by_agreement": {f"{f:.2f}": {"n": int(m.sum()), "accuracy": float((pred[m] == gold[m]).mean())}
-                         for f in sorted(set(agree.round(2))) for m in [np.isclose(agree, f)]},
+        "by_agreement": {
+            f"{f:.2f}": {"n": int(m.sum()), "accuracy": float((pred[m] == gold[m]).mean())}
+            for f in sorted(set(agree.round(2)))
+            for m in [np.isclose(agree, f)]
+        },
         "most_shown": Counter(i for ids in blocks for i in ids).most_common(5),
-    }  # fmt: skip
-    print(f"{args.config} {' '.join(args.overrides)}: {len(split)} {args.split} inputs, k={d.k}, {d.order}"
-          f"{', balanced' if d.balanced else ''}")  # fmt: skip
-    print(f"accuracy {result['accuracy']:.4f}; the prediction is the last demonstration's label on "
-          f"{result['prediction_is_last_demo_label']:.3f} of inputs, which is the gold label on "
-          f"{result['last_demo_label_is_gold']:.3f}; demonstrations sharing the gold label: "
-          f"{result['demos_sharing_gold_label']:.3f} on average")  # fmt: skip
+    }
+    print(
+        f"{args.config} {' '.join(args.overrides)}: {len(split)} {args.split} inputs, k={d.k}, {d.order}"
+        f"{', balanced' if d.balanced else ''}"
+    )
+    print(
+        f"accuracy {result['accuracy']:.4f}; the prediction is the last demonstration's label on "
+        f"{result['prediction_is_last_demo_label']:.3f} of inputs, which is the gold label on "
+        f"{result['last_demo_label_is_gold']:.3f}; demonstrations sharing the gold label: "
+        f"{result['demos_sharing_gold_label']:.3f} on average"
+    )
     for f, row in result["by_agreement"].items():
         print(f"  {f} of the demonstrations share the gold label: {row['n']:5d} inputs, accuracy {row['accuracy']:.3f}")
     print(json.dumps(result))

@@ -80,8 +80,10 @@ def main() -> None:
     test_logits = task.logits(prompts, "test", test_idx)
     test_acc = accuracy(test_logits, task.labels("test")[torch.as_tensor(test_idx)]).numpy()
     labels = task.labels("train")
-    print(f"{len(prompts)} prompts ({args.prompts} random 5-word + {len(prompts) - args.prompts} manual) on {args.data_dir}; "
-          f"train n={len(labels)}, test n={len(test_idx)}")  # fmt: skip
+    print(
+        f"{len(prompts)} prompts ({args.prompts} random 5-word + {len(prompts) - args.prompts} manual) on {args.data_dir}; "
+        f"train n={len(labels)}, test n={len(test_idx)}"
+    )
     print(
         f"test accuracy over prompts: median {np.median(test_acc):.4f}, min {test_acc.min():.4f}, max {test_acc.max():.4f}"
     )

@@ -46,8 +46,10 @@ def main() -> None:
         gold = log_probs[torch.arange(len(labels)), labels].numpy()
         sd = minibatch_sd(gold, k)
         accuracy = float((log_probs.argmax(-1) == labels).float().mean())
-        print(f"{prompt!r:42} gold log-prob mean {gold.mean():+.4f}  accuracy {accuracy:.4f}  "
-              f"per-example sd {gold.std(ddof=1):.4f}  sd of a minibatch mean {sd:.4f}")
+        print(
+            f"{prompt!r:42} gold log-prob mean {gold.mean():+.4f}  accuracy {accuracy:.4f}  "
+            f"per-example sd {gold.std(ddof=1):.4f}  sd of a minibatch mean {sd:.4f}"
+        )
 
 
 if __name__ == "__main__":

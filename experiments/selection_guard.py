@@ -50,14 +50,27 @@ def guard_run(run_dir: Path) -> dict[str, Any] | None:
     if result.kind != "discrete" or result.metric_names[0] != "accuracy" or "dev" not in result.selected_on:
         return None  # a soft prompt (no manual prompt competes), a generation task, or no dev in the selection
     manual_test = result.baseline["metrics"]["test"]["accuracy"]
-    row = {"run": str(run_dir), "agent": result.agent, "env": result.env, "seed": result.seed,
-           "budget": result.budget.get("prompt_evals"), "manual_test": manual_test,
-           "prompt": result.prompt, "test": result.metrics["test"]["accuracy"], "manual_kept": result.manual_kept,
-           "dev_gain": result.metrics["dev"]["reward"] - result.baseline["metrics"]["dev"]["reward"]}  # fmt: skip
+    row = {
+        "run": str(run_dir),
+        "agent": result.agent,
+        "env": result.env,
+        "seed": result.seed,
+        "budget": result.budget.get("prompt_evals"),
+        "manual_test": manual_test,
+        "prompt": result.prompt,
+        "test": result.metrics["test"]["accuracy"],
+        "manual_kept": result.manual_kept,
+        "dev_gain": result.metrics["dev"]["reward"] - result.baseline["metrics"]["dev"]["reward"],
+    }
     passes = result.manual_kept or dev_key(result.metrics["dev"]) >= dev_key(result.baseline["metrics"]["dev"])
     if passes:
-        return {**row, "guarded_prompt": result.prompt, "guarded_test": row["test"], "guard_dropped": 0,
-                "reselected": False}  # fmt: skip
+        return {
+            **row,
+            "guarded_prompt": result.prompt,
+            "guarded_test": row["test"],
+            "guard_dropped": 0,
+            "reselected": False,
+        }
     if not (run_dir / "checkpoint.safetensors").is_file():  # committed results hold no checkpoint
         return {**row, "guarded_prompt": None, "guarded_test": None, "guard_dropped": None, "reselected": False}
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,9 +78,14 @@ def guard_run(run_dir: Path) -> dict[str, Any] | None:
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("tensorboard"))
         started = time.perf_counter()
         _, guarded = reselect_run(copy, GUARD)
-    return {**row, "guarded_prompt": guarded.prompt, "guarded_test": guarded.metrics["test"]["accuracy"],
-            "guard_dropped": guarded.guard_dropped, "reselected": True,
-            "reselect_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return {
+        **row,
+        "guarded_prompt": guarded.prompt,
+        "guarded_test": guarded.metrics["test"]["accuracy"],
+        "guard_dropped": guarded.guard_dropped,
+        "reselected": True,
+        "reselect_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def tally(rows: list[dict[str, Any]], column: str) -> str:
@@ -95,15 +113,23 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         name = row["run"].split("results/")[-1]
         kept = " (kept)" if row["manual_kept"] else ""
         if row["guarded_test"] is None:
-            lines.append(f"| {name} | {row['prompt']!r} | {row['test']:.4f} | {row['dev_gain']:+.3f} | "
-                         "no checkpoint: not selected again | - | - |")  # fmt: skip
+            lines.append(
+                f"| {name} | {row['prompt']!r} | {row['test']:.4f} | {row['dev_gain']:+.3f} | "
+                "no checkpoint: not selected again | - | - |"
+            )
             continue
-        lines.append(f"| {name} | {row['prompt']!r}{kept} | {row['test']:.4f} | {row['dev_gain']:+.3f} | "
-                     f"{row['guarded_prompt']!r} | {row['guarded_test']:.4f} | {row['guard_dropped']} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {row['prompt']!r}{kept} | {row['test']:.4f} | {row['dev_gain']:+.3f} | "
+            f"{row['guarded_prompt']!r} | {row['guarded_test']:.4f} | {row['guard_dropped']} |"
+        )
     missing = sum(row["guarded_test"] is None for row in rows)
-    lines += ["", f"Runs the guard would change but that have no checkpoint to select from: {missing} (left out of the counts).",
-              f"Recorded selection: {tally(rows, 'test')} against the manual prompt on test.",
-              f"With the guard: {tally(rows, 'guarded_test')}.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Runs the guard would change but that have no checkpoint to select from: {missing} (left out of the counts).",
+        f"Recorded selection: {tally(rows, 'test')} against the manual prompt on test.",
+        f"With the guard: {tally(rows, 'guarded_test')}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -118,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         if row is None:
             print(f"{run_dir}: skipped (a soft prompt, a generation task or a selection without dev)", flush=True)
             continue
-        change = (f"-> {row['guarded_prompt']!r} {row['guarded_test']:.4f}" if row["reselected"]
-                  else "fails the guard, no checkpoint" if row["guarded_test"] is None else "passes")  # fmt: skip
+        change = (
+            f"-> {row['guarded_prompt']!r} {row['guarded_test']:.4f}"
+            if row["reselected"]
+            else "fails the guard, no checkpoint"
+            if row["guarded_test"] is None
+            else "passes"
+        )
         print(f"{run_dir}: {row['prompt']!r} {row['test']:.4f} {change}", flush=True)
         rows.append(row)
     command = (

@@ -95,8 +95,9 @@ def iqm(scores: Any, reps: int = REPS, seed: int = 0) -> Estimate:
         _, interval = library.get_interval_estimates(
             {"x": matrix}, lambda x: np.array([trimmed_iqm(x.ravel())]), reps=reps
         )
-    return Estimate(float(metrics.aggregate_iqm(matrix)), float(interval["x"][0, 0]), float(interval["x"][1, 0]),
-                    matrix.shape[0])  # fmt: skip
+    return Estimate(
+        float(metrics.aggregate_iqm(matrix)), float(interval["x"][0, 0]), float(interval["x"][1, 0]), matrix.shape[0]
+    )
 
 
 def improvement_statistic(x: np.ndarray, y: np.ndarray) -> float:
@@ -168,8 +169,9 @@ def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
     return (scores.reshape(-1)[:, None] > np.asarray(taus)[None, :]).mean(axis=0)
 
 
-def performance_profile(score_dict: Mapping[str, Any], taus: np.ndarray, reps: int = REPS,
-                        seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+def performance_profile(
+    score_dict: Mapping[str, Any], taus: np.ndarray, reps: int = REPS, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per label, the share of its runs x tasks scores above each of ``taus``, and its 95% band
     (2 x len(taus))."""
     library, _ = _library()

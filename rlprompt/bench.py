@@ -115,11 +115,15 @@ class BenchConfig:
             names = [split_label(d) for d in self.data_dirs]
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
-                raise ConfigError(f"bench data_dirs must end in distinct folder names (they label the splits), "
-                                  f"got {repeated} more than once")  # fmt: skip
+                raise ConfigError(
+                    f"bench data_dirs must end in distinct folder names (they label the splits), "
+                    f"got {repeated} more than once"
+                )
             if any("{seed}" in o for overrides in self.tasks.values() for o in overrides if o.startswith("data.dir=")):
-                raise ConfigError("bench data_dirs gives every cell its data.dir: drop 'data.dir=...{seed}' from tasks "
-                                  "(with data_dirs the splits and the seeds are separate axes)")  # fmt: skip
+                raise ConfigError(
+                    "bench data_dirs gives every cell its data.dir: drop 'data.dir=...{seed}' from tasks "
+                    "(with data_dirs the splits and the seeds are separate axes)"
+                )
 
 
 def split_label(data_dir: str) -> str:
@@ -175,17 +179,31 @@ def cells_of(bench: BenchConfig) -> list[Cell]:
                 for budget in bench.budgets or [None]:
                     for split, split_overrides in splits.items():
                         for seed in bench.seeds:
-                            overrides = [*bench.set, *model_overrides, *(o.replace("{seed}", str(seed)) for o in task_overrides),
-                                         *split_overrides, *agent_overrides, f"seed={seed}"]  # fmt: skip
+                            overrides = [
+                                *bench.set,
+                                *model_overrides,
+                                *(o.replace("{seed}", str(seed)) for o in task_overrides),
+                                *split_overrides,
+                                *agent_overrides,
+                                f"seed={seed}",
+                            ]
                             if budget is not None:
                                 overrides.append(f"budget.prompt_evals={budget}")
                             cells.append(Cell(task, agent, budget, seed, overrides, split, model))
     return cells
 
 
-def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, progress: bool | None = None,
-              echo: Any = print, *, backend: str = "local", workers: int = 1,
-              address: str | None = None, report_only: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def run_bench(
+    path: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+    progress: bool | None = None,
+    echo: Any = print,
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    report_only: bool = False,
+) -> list[dict[str, Any]]:
     """Run every unfinished cell, then (and after each cell) rewrite the result tables.
 
     The tables show the cells of this invocation's grid only: after runs of parts of a grid
@@ -207,11 +225,15 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     command = " ".join(["rlprompt bench", str(path), *(f"--set {o}" for o in overrides or [])])
     configs = {cell.key: load_config(base, cell.overrides) for cell in cells}  # all cells validate up front
     if bench.base == "":
-        raise ConfigError(f"bench file {path} names no base run config: add 'base: <run config>.yaml' (relative to "
-                          "the bench file), or 'base: null' for the built-in demo task")  # fmt: skip
+        raise ConfigError(
+            f"bench file {path} names no base run config: add 'base: <run config>.yaml' (relative to "
+            "the bench file), or 'base: null' for the built-in demo task"
+        )
     kinds = {(c.task, tuple(c.family.metric_names(c))) for c in configs.values()}
     if len(kinds) > 1:
-        raise ConfigError(f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}")
+        raise ConfigError(
+            f"bench cells must share one task family and metrics (one results table), got {sorted(kinds)}"
+        )
     check_bench_dir(out)
     check_cells_unchanged(out, cells, configs)
     if not out.is_dir() or not any(out.iterdir()):  # a new bench directory: recorded as one
@@ -234,11 +256,25 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         if not resume and unstarted_run(cell_dir):  # cleared by its worker, under the cell's lock
             echo(f"[{i}/{len(cells)}] {cell.key}: stopped before its first checkpoint, starting over")
         echo(f"[{i}/{len(cells)}] {cell.key}: {'resuming' if resume else 'queued'}")
-        jobs.append(CellJob(cell.key, config_to_dict(configs[cell.key]), str(cell_dir.resolve()), resume, int(bench.num_cpus),
-                            progress=progress if backend == "local" and workers == 1 else False, command=command))
+        jobs.append(
+            CellJob(
+                cell.key,
+                config_to_dict(configs[cell.key]),
+                str(cell_dir.resolve()),
+                resume,
+                int(bench.num_cpus),
+                progress=progress if backend == "local" and workers == 1 else False,
+                command=command,
+            )
+        )
     if backend == "ray":
-        outcomes = run_on_ray(jobs, workers=workers if workers > 1 else None, address=address,
-                              num_cpus=bench.num_cpus, num_gpus=bench.num_gpus)  # fmt: skip
+        outcomes = run_on_ray(
+            jobs,
+            workers=workers if workers > 1 else None,
+            address=address,
+            num_cpus=bench.num_cpus,
+            num_gpus=bench.num_gpus,
+        )
     elif workers > 1:
         outcomes = run_in_processes(jobs, workers)
     else:
@@ -246,11 +282,15 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
     failed = []
     for outcome in outcomes:
         if outcome.error is None and not (out / "runs" / outcome.key / BEST_PROMPT).is_file():
-            outcome.error = (f"the worker {outcome.worker} finished it, but {out / 'runs' / outcome.key} has no "
-                             f"{BEST_PROMPT} here: workers need the driver's file system (a shared one on a cluster)")  # fmt: skip
+            outcome.error = (
+                f"the worker {outcome.worker} finished it, but {out / 'runs' / outcome.key} has no "
+                f"{BEST_PROMPT} here: workers need the driver's file system (a shared one on a cluster)"
+            )
         if outcome.error is None:
-            echo(f"{outcome.key} finished ({outcome.wall_s} s on {outcome.worker}"
-                 f"{', model loaded' if outcome.loaded_model else ', model reused'})")  # fmt: skip
+            echo(
+                f"{outcome.key} finished ({outcome.wall_s} s on {outcome.worker}"
+                f"{', model loaded' if outcome.loaded_model else ', model reused'})"
+            )
             echo(outcome.summary)
         else:
             failed.append(f"{outcome.key}: {outcome.error}")
@@ -258,8 +298,9 @@ def run_bench(path: str | os.PathLike[str], overrides: list[str] | None = None, 
         write_results(out, cells, command, bench.bootstrap_reps)
     rows = write_results(out, cells, command, bench.bootstrap_reps)
     if failed:
-        raise RLPromptError(f"{len(failed)} bench cell(s) failed (the others finished; rerun to retry them): "
-                            + "; ".join(failed[:3]))  # fmt: skip
+        raise RLPromptError(
+            f"{len(failed)} bench cell(s) failed (the others finished; rerun to retry them): " + "; ".join(failed[:3])
+        )
     return rows
 
 
@@ -276,14 +317,18 @@ def check_bench_dir(out: Path) -> None:
     if manifest is not None:
         if manifest["rlprompt"] == "bench":
             return
-        raise ConfigError(f"bench output_dir {out} is a {manifest['rlprompt']} directory; name a directory for the bench")
+        raise ConfigError(
+            f"bench output_dir {out} is a {manifest['rlprompt']} directory; name a directory for the bench"
+        )
     if (out / "runs").is_dir():
         return  # a bench of an older rlprompt (no manifest yet)
     names = sorted(entry.name for entry in out.iterdir())
     if names:
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        raise ConfigError(f"bench output_dir {out} holds files no bench wrote ({shown}); a bench writes its cells and "
-                          f"tables ({', '.join(BENCH_FILES)}) only into a new or empty directory, or one of its own")
+        raise ConfigError(
+            f"bench output_dir {out} holds files no bench wrote ({shown}); a bench writes its cells and "
+            f"tables ({', '.join(BENCH_FILES)}) only into a new or empty directory, or one of its own"
+        )
 
 
 def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any]) -> None:
@@ -308,10 +353,33 @@ def check_cells_unchanged(out: Path, cells: list[Cell], configs: dict[str, Any])
 
 # ---------------------------------------------------------------- tables and plot
 
-CSV_FIELDS = ["task", "model", "split", "agent", "budget", "seed", "agent_name", "env", "kind", "prompt", "test_accuracy",
-              "dev_accuracy", "train_accuracy", "test_macro_f1", "dev_reward", "manual_test_accuracy",
-              "manual_dev_accuracy", "paired_accuracy_diff", "paired_accuracy_ci_low", "paired_accuracy_ci_high",
-              "paired_accuracy_p", "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+CSV_FIELDS = [
+    "task",
+    "model",
+    "split",
+    "agent",
+    "budget",
+    "seed",
+    "agent_name",
+    "env",
+    "kind",
+    "prompt",
+    "test_accuracy",
+    "dev_accuracy",
+    "train_accuracy",
+    "test_macro_f1",
+    "dev_reward",
+    "manual_test_accuracy",
+    "manual_dev_accuracy",
+    "paired_accuracy_diff",
+    "paired_accuracy_ci_low",
+    "paired_accuracy_ci_high",
+    "paired_accuracy_p",
+    "lm_calls",
+    "prompt_evals",
+    "dev_lm_calls",
+    "wall_time_s",
+]
 """Columns of a classification bench's ``results.csv``."""
 
 
@@ -320,11 +388,22 @@ def csv_fields(metric_names: list[str]) -> list[str]:
     metric the test/dev/train values of the found prompt and the manual prompt's test/dev."""
     if metric_names[0] == "accuracy":
         return list(CSV_FIELDS)
-    per_metric = [f"{where}_{m}" for m in metric_names
-                  for where in ("test", "dev", "train", "manual_test", "manual_dev")]  # fmt: skip
+    per_metric = [
+        f"{where}_{m}" for m in metric_names for where in ("test", "dev", "train", "manual_test", "manual_dev")
+    ]
     paired = [f"paired_{metric_names[0]}_{x}" for x in ("diff", "ci_low", "ci_high", "p")]
-    return [*CSV_FIELDS[:10], *per_metric, "test_likelihood", "manual_test_likelihood", "dev_reward", *paired,
-            "lm_calls", "prompt_evals", "dev_lm_calls", "wall_time_s"]  # fmt: skip
+    return [
+        *CSV_FIELDS[:10],
+        *per_metric,
+        "test_likelihood",
+        "manual_test_likelihood",
+        "dev_reward",
+        *paired,
+        "lm_calls",
+        "prompt_evals",
+        "dev_lm_calls",
+        "wall_time_s",
+    ]
 
 
 def paired_vs_manual(cell_dir: Path, result: RunResult) -> dict[str, float]:
@@ -344,8 +423,14 @@ def paired_vs_manual(cell_dir: Path, result: RunResult) -> dict[str, float]:
     for metric in result.metric_names:
         if metric in found["scores"] and metric in manual["scores"]:
             c = compare_paired(found["scores"][metric], manual["scores"][metric], metric)
-            out.update({f"paired_{metric}_diff": c.diff, f"paired_{metric}_ci_low": c.ci_low,
-                        f"paired_{metric}_ci_high": c.ci_high, f"paired_{metric}_p": c.p_value})  # fmt: skip
+            out.update(
+                {
+                    f"paired_{metric}_diff": c.diff,
+                    f"paired_{metric}_ci_low": c.ci_low,
+                    f"paired_{metric}_ci_high": c.ci_high,
+                    f"paired_{metric}_p": c.p_value,
+                }
+            )
     return out
 
 
@@ -361,13 +446,22 @@ def _rows(out: Path, cells: list[Cell]) -> tuple[list[dict[str, Any]], list[str]
         names = best.metric_names
         m, base = best.metrics, best.baseline["metrics"]
         row = {
-            "task": cell.task, "model": cell.model, "split": cell.split, "agent": cell.agent, "budget": "base" if cell.budget is None else cell.budget,
-            "seed": cell.seed, "agent_name": best.agent, "env": best.env, "kind": best.kind,
+            "task": cell.task,
+            "model": cell.model,
+            "split": cell.split,
+            "agent": cell.agent,
+            "budget": "base" if cell.budget is None else cell.budget,
+            "seed": cell.seed,
+            "agent_name": best.agent,
+            "env": best.env,
+            "kind": best.kind,
             "prompt": best.named_prompt if best.kind == "discrete" else "<soft>",
-            "dev_reward": m["dev"]["reward"], "lm_calls": best.lm_calls,
-            "prompt_evals": best.prompt_evals, "dev_lm_calls": best.dev_lm_calls,
+            "dev_reward": m["dev"]["reward"],
+            "lm_calls": best.lm_calls,
+            "prompt_evals": best.prompt_evals,
+            "dev_lm_calls": best.dev_lm_calls,
             "wall_time_s": best.wall_time_s,
-        }  # fmt: skip
+        }
         row.update(TASKS[best.task].result_row(m, base, names))
         row.update(paired_vs_manual(path.parent, best))
         rows.append(row)
@@ -397,9 +491,14 @@ def write_results(out: Path, cells: list[Cell], command: str = "", reps: int = 2
         for c in finished:
             panel = f"{c.task} on {c.model}" if c.model is not None else c.task
             label = f"{c.agent} @ {c.budget}" if several_budgets else c.agent
-            curves.setdefault(panel, {}).setdefault(label, {}).setdefault(c.split, []).append(out / "runs" / c.key / METRICS)
-        plot_curves_iqm({p: {lab: list(by_split.values()) for lab, by_split in g.items()} for p, g in curves.items()},
-                        out / "curves.png", reps=reps)  # fmt: skip
+            curves.setdefault(panel, {}).setdefault(label, {}).setdefault(c.split, []).append(
+                out / "runs" / c.key / METRICS
+            )
+        plot_curves_iqm(
+            {p: {lab: list(by_split.values()) for lab, by_split in g.items()} for p, g in curves.items()},
+            out / "curves.png",
+            reps=reps,
+        )
         profiles: dict[str, dict[str, Any]] = {}
         for (task, model), task_rows in sections(rows).items():
             splits = list(dict.fromkeys(r.get("split") for r in task_rows))
@@ -410,8 +509,11 @@ def write_results(out: Path, cells: list[Cell], command: str = "", reps: int = 2
             for r in task_rows:
                 label = f"{r['agent']} @ {r['budget']}" if several_budgets else r["agent"]
                 if label not in panel:
-                    matrix, _ = score_matrix([x for x in task_rows if (x["agent"], x["budget"]) == (r["agent"], r["budget"])],
-                                             f"test_{names[0]}", splits)  # fmt: skip
+                    matrix, _ = score_matrix(
+                        [x for x in task_rows if (x["agent"], x["budget"]) == (r["agent"], r["budget"])],
+                        f"test_{names[0]}",
+                        splits,
+                    )
                     if matrix.size:
                         panel[label] = matrix
         plot_performance_profiles(profiles, out / "profile.png", names[0], reps=reps)

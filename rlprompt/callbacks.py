@@ -46,11 +46,17 @@ class ProgressBar(Callback):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("best {task.fields[best]}"), TextColumn("LM calls {task.fields[lm_calls]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("best {task.fields[best]}"),
+            TextColumn("LM calls {task.fields[lm_calls]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._progress.start()
         self._task = self._progress.add_task(self.description, total=1000, best="-", lm_calls=0)
         self._update(agent)
@@ -64,8 +70,9 @@ class ProgressBar(Callback):
             calls += f" | requests {int(spent['requests'])} tokens {int(spent['tokens'])}"
             if self.limits.get("cost") or spent["cost"]:
                 calls += f" cost {spent['cost']:.4f}"
-        self._progress.update(self._task, completed=int(1000 * fraction),
-                              best=f"{best.mean_reward:+.4f}" if best else "-", lm_calls=calls)  # fmt: skip
+        self._progress.update(
+            self._task, completed=int(1000 * fraction), best=f"{best.mean_reward:+.4f}" if best else "-", lm_calls=calls
+        )
 
     def on_step(self, agent: Agent) -> bool:
         self._update(agent)

@@ -18,15 +18,24 @@ from rlprompt.errors import RLPromptError, first_line
 
 def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help=f"override a config field by dotted path, e.g. --set {example} (repeatable)",
-    )  # fmt: skip
+    )
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                        help="show the libraries' own output too (transformers/peft/trl progress bars, "
-                             "info lines and advisory warnings, hidden by default)")  # fmt: skip
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the libraries' own output too (transformers/peft/trl progress bars, "
+        "info lines and advisory warnings, hidden by default)",
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +53,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return _eval_run(args)
     config = load_config(args.config, args.overrides)
     if args.save_retriever is not None and config.demos.select != "nearest":
-        raise ConfigError("--save-retriever writes the per-input retriever of demos.select: nearest; this config "
-                          "shows fixed prompts")  # fmt: skip
+        raise ConfigError(
+            "--save-retriever writes the per-input retriever of demos.select: nearest; this config shows fixed prompts"
+        )
     if args.prompt is not None and config.demos.select == "nearest":
-        raise ConfigError("demos.select: nearest gives each input its own demonstrations by retrieval; --prompt "
-                          "would be one fixed block for every input (set demos.select: fixed for that)")  # fmt: skip
+        raise ConfigError(
+            "demos.select: nearest gives each input its own demonstrations by retrieval; --prompt "
+            "would be one fixed block for every input (set demos.select: fixed for that)"
+        )
     from rlprompt import progress
     from rlprompt.task import Task, evaluate_prompt  # torch and the model: only once the config is valid
 
@@ -70,11 +82,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         f"cost       : {result['lm_calls']} LM calls in {result['forward_batches']} forward batches, {result['wall_time_s']:.2f} s"
     )
     if outcomes is not None:
-        _save_outcomes(args.save_outcomes, task=config.task, metric_names=list(task.metric_names), prompt=prompt,
-                       split=args.split, record=outcomes, source=f"config {args.config or '(defaults)'}")  # fmt: skip
+        _save_outcomes(
+            args.save_outcomes,
+            task=config.task,
+            metric_names=list(task.metric_names),
+            prompt=prompt,
+            split=args.split,
+            record=outcomes,
+            source=f"config {args.config or '(defaults)'}",
+        )
     if args.save_retriever is not None:
-        print(f"retriever  : {task.retriever().save(args.save_retriever)} "
-              "(DemoRetriever.load(path).prompt(x): a new input's demonstrations)")  # fmt: skip
+        print(
+            f"retriever  : {task.retriever().save(args.save_retriever)} "
+            "(DemoRetriever.load(path).prompt(x): a new input's demonstrations)"
+        )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
@@ -84,11 +105,28 @@ def _metrics_line(m: dict) -> str:
     """One line of a split's metrics: classification's accuracy/macro-F1/gold log-prob, or a
     generation task's metrics and reference likelihood."""
     if "accuracy" in m:
-        counts = f", predicted per class {'/'.join(str(c) for c in m['predicted_counts'])}" if "predicted_counts" in m else ""
-        return (f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  "
-                f"(n={m['n']}{counts})")  # fmt: skip
-    skip = {"reward", "n", "likelihood", "outputs", "lm_calls", "generated_tokens", "prompt", "split", "task_model",
-            "wall_time_s", "forward_batches"}  # fmt: skip
+        counts = (
+            f", predicted per class {'/'.join(str(c) for c in m['predicted_counts'])}"
+            if "predicted_counts" in m
+            else ""
+        )
+        return (
+            f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  gold log-prob {m['gold_log_prob']:.4f}  "
+            f"(n={m['n']}{counts})"
+        )
+    skip = {
+        "reward",
+        "n",
+        "likelihood",
+        "outputs",
+        "lm_calls",
+        "generated_tokens",
+        "prompt",
+        "split",
+        "task_model",
+        "wall_time_s",
+        "forward_batches",
+    }
     shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in skip and isinstance(v, float))
     return f"{shown}  likelihood {m['likelihood']:.4f}  (n={m['n']})"
 
@@ -101,8 +139,10 @@ def _eval_run(args: argparse.Namespace) -> int:
     if args.config is not None or args.prompt is not None:
         raise ConfigError("eval --run takes the prompt and config from the run directory; use --set for transfer")
     if args.save_retriever is not None:
-        raise ConfigError("--save-retriever writes the retriever of a demos.select: nearest config (rlprompt eval "
-                          "CONFIG); a run's prompt is one fixed prompt")  # fmt: skip
+        raise ConfigError(
+            "--save-retriever writes the retriever of a demos.select: nearest config (rlprompt eval "
+            "CONFIG); a run's prompt is one fixed prompt"
+        )
     with progress.stage(f"re-scoring the run's prompt on {args.split}", total=1):
         progress.step(str(args.run))
         result = evaluate_run(args.run, args.split, args.overrides, per_example=args.save_outcomes is not None)
@@ -126,10 +166,17 @@ def _eval_run(args: argparse.Namespace) -> int:
         )
         print(f"check      : {verdict}")
     if outcomes is not None:
-        _save_outcomes(args.save_outcomes, task=result["task"], metric_names=list(result["metric_names"]),
-                       prompt=result["prompt"] if not result.get("label_words")
-                       else f"{result['prompt']} [{'/'.join(result['label_words'])}]", split=args.split, record=outcomes,
-                       source=f"run {args.run}" + (f" with {' '.join(result['overrides'])}" if result["overrides"] else ""))  # fmt: skip
+        _save_outcomes(
+            args.save_outcomes,
+            task=result["task"],
+            metric_names=list(result["metric_names"]),
+            prompt=result["prompt"]
+            if not result.get("label_words")
+            else f"{result['prompt']} [{'/'.join(result['label_words'])}]",
+            split=args.split,
+            record=outcomes,
+            source=f"run {args.run}" + (f" with {' '.join(result['overrides'])}" if result["overrides"] else ""),
+        )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0 if result.get("reproduces", True) else 1
@@ -156,8 +203,10 @@ def _check_outcome_target(path: str | None) -> None:
         except RLPromptError:
             ours = False
         if not ours:
-            raise RLPromptError(f"--save-outcomes {path} exists and is not an outcome file of rlprompt eval; "
-                                "rlprompt never replaces it (choose another path)")  # fmt: skip
+            raise RLPromptError(
+                f"--save-outcomes {path} exists and is not an outcome file of rlprompt eval; "
+                "rlprompt never replaces it (choose another path)"
+            )
 
 
 def _check_retriever_target(path: str | None, outcomes: str | None) -> None:
@@ -238,8 +287,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     previous, result = reselect_run(args.run_dir, args.overrides)
     metric = result.primary_metric
-    print(f"before       : {previous.shown_prompt} (selected on {'+'.join(previous.selected_on)}) "
-          f"test {metric} {previous.metrics['test'][metric]:.4f}")  # fmt: skip
+    print(
+        f"before       : {previous.shown_prompt} (selected on {'+'.join(previous.selected_on)}) "
+        f"test {metric} {previous.metrics['test'][metric]:.4f}"
+    )
     print(format_summary(result, args.run_dir))
     return 0
 
@@ -247,9 +298,15 @@ def _cmd_select(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from rlprompt.bench import run_bench
 
-    rows = run_bench(args.bench, args.overrides, progress=False if args.no_progress else None,
-                     backend=args.backend, workers=args.workers, address=args.address,
-                     report_only=args.report)  # fmt: skip
+    rows = run_bench(
+        args.bench,
+        args.overrides,
+        progress=False if args.no_progress else None,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        report_only=args.report,
+    )
     if not args.report:
         print(f"{len(rows)} cells finished")
     return 0
@@ -284,10 +341,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlprompt", description="Prompt optimization with reinforcement learning.")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show the libraries' own output too (also accepted after the command)")  # fmt: skip
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show the libraries' own output too (also accepted after the command)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p_run = sub.add_parser("run", help="optimize a prompt: train an agent, select on train+dev (selection.splits), test, write a run dir")
+    p_run = sub.add_parser(
+        "run", help="optimize a prompt: train an agent, select on train+dev (selection.splits), test, write a run dir"
+    )
     p_run.add_argument("config", nargs="?", help="YAML run config (see experiments/configs)")
     _add_overrides(p_run, "agent.name=sql --set budget.prompt_evals=500")
     p_run.add_argument(
@@ -302,14 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("bench", help="YAML bench file (see experiments/configs/bench-sst2.yaml)")
     _add_overrides(p_bench, "seeds=[13]")
     p_bench.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p_bench.add_argument("--backend", choices=["local", "ray"], default="local",
-                         help="local: this machine (cells here, or in --workers processes); ray: Ray actors")
-    p_bench.add_argument("--workers", type=int, default=1,
-                         help="cells run at once (local processes, or Ray workers; ray default: as the CPUs allow)")
+    p_bench.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this machine (cells here, or in --workers processes); ray: Ray actors",
+    )
+    p_bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="cells run at once (local processes, or Ray workers; ray default: as the CPUs allow)",
+    )
     p_bench.add_argument("--address", default=None, help="--backend ray: join the Ray cluster at this address")
-    p_bench.add_argument("--report", action="store_true",
-                         help="run no cell: rewrite the tables and plot from the grid's finished cells (after "
-                              "runs of a part of the grid, e.g. --set seeds=[21])")  # fmt: skip
+    p_bench.add_argument(
+        "--report",
+        action="store_true",
+        help="run no cell: rewrite the tables and plot from the grid's finished cells (after "
+        "runs of a part of the grid, e.g. --set seeds=[21])",
+    )
     _add_verbose(p_bench)
     p_bench.set_defaults(func=_cmd_bench)
 
@@ -335,13 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_export.add_argument("run_dir")
     p_export.add_argument("--format", "-f", required=True, choices=["json", "txt", "peft"])
-    p_export.add_argument("--out", required=True,
-                          help="output file (json, txt) or directory (peft): a new path or an earlier rlprompt export; "
-                               "never the working directory, a run, or a path inside a run")  # fmt: skip
-    p_export.add_argument("--force", action="store_true",
-                          help="also replace an earlier rlprompt export at --out that was changed since it was written "
-                               "(only the files its rlprompt_export record lists; other files in an adapter directory "
-                               "stay). Nothing rlprompt did not write is ever replaced or deleted")  # fmt: skip
+    p_export.add_argument(
+        "--out",
+        required=True,
+        help="output file (json, txt) or directory (peft): a new path or an earlier rlprompt export; "
+        "never the working directory, a run, or a path inside a run",
+    )
+    p_export.add_argument(
+        "--force",
+        action="store_true",
+        help="also replace an earlier rlprompt export at --out that was changed since it was written "
+        "(only the files its rlprompt_export record lists; other files in an adapter directory "
+        "stay). Nothing rlprompt did not write is ever replaced or deleted",
+    )
     _add_verbose(p_export)
     p_export.set_defaults(func=_cmd_export)
 
@@ -352,33 +432,54 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p_eval.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p_eval.add_argument("--no-progress", action="store_true", help="no progress lines")
-    p_eval.add_argument("--save-outcomes", metavar="FILE.json",
-                        help="also write the per-example outcomes (scores, predictions) to FILE.json, for "
-                             "rlprompt compare (replaces only an earlier outcome file)")  # fmt: skip
-    p_eval.add_argument("--save-retriever", metavar="FILE.json",
-                        help="demos.select: nearest: also write the retriever (pool, embeddings, settings) to "
-                             "FILE.json; DemoRetriever.load(FILE).prompt(x) gives a new input's demonstrations "
-                             "(replaces only an earlier retriever file)")  # fmt: skip
+    p_eval.add_argument(
+        "--save-outcomes",
+        metavar="FILE.json",
+        help="also write the per-example outcomes (scores, predictions) to FILE.json, for "
+        "rlprompt compare (replaces only an earlier outcome file)",
+    )
+    p_eval.add_argument(
+        "--save-retriever",
+        metavar="FILE.json",
+        help="demos.select: nearest: also write the retriever (pool, embeddings, settings) to "
+        "FILE.json; DemoRetriever.load(FILE).prompt(x) gives a new input's demonstrations "
+        "(replaces only an earlier retriever file)",
+    )
     _add_verbose(p_eval)
     p_eval.set_defaults(func=_cmd_eval)
 
-    p_cmp = sub.add_parser("compare", help="paired test of two prompts on the same test examples (bootstrap "
-                                           "interval, permutation p-value)")  # fmt: skip
-    p_cmp.add_argument("a", help="a run directory (its found prompt), RUN:manual, or an outcome file of eval --save-outcomes")
+    p_cmp = sub.add_parser(
+        "compare", help="paired test of two prompts on the same test examples (bootstrap interval, permutation p-value)"
+    )
+    p_cmp.add_argument(
+        "a", help="a run directory (its found prompt), RUN:manual, or an outcome file of eval --save-outcomes"
+    )
     p_cmp.add_argument("b", help="the same kinds as A")
     p_cmp.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p_cmp.add_argument("--metric", help="per-example metric to compare (default: the task's main metric)")
-    p_cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and sign flips (default 10000)")
+    p_cmp.add_argument(
+        "--resamples", type=int, default=10_000, help="bootstrap resamples and sign flips (default 10000)"
+    )
     p_cmp.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
-    p_cmp.add_argument("--json", action="store_true",
-                       help='print one JSON line {"metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n"} last')  # fmt: skip
+    p_cmp.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON line {"metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n"} last',
+    )
     _add_verbose(p_cmp)
     p_cmp.set_defaults(func=_cmd_compare)
 
-    p_out = sub.add_parser("outcomes", help="write the per-example outcomes of runs from before rlprompt kept them "
-                           "(found and manual prompt re-scored; each split must reproduce best_prompt.json)")  # fmt: skip
-    p_out.add_argument("runs", nargs="+", metavar="RUN",
-                       help="a run directory, or a directory (a bench's output) whose finished runs below it are taken")  # fmt: skip
+    p_out = sub.add_parser(
+        "outcomes",
+        help="write the per-example outcomes of runs from before rlprompt kept them "
+        "(found and manual prompt re-scored; each split must reproduce best_prompt.json)",
+    )
+    p_out.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run directory, or a directory (a bench's output) whose finished runs below it are taken",
+    )
     _add_verbose(p_out)
     p_out.set_defaults(func=_cmd_outcomes)
     return parser
@@ -443,8 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, with the way to the full traceback
         if os.environ.get("RLPROMPT_DEBUG"):
             raise
-        print(f"rlprompt: error: unexpected {type(exc).__name__}: {first_line(exc)} "
-              "(a bug in rlprompt; set RLPROMPT_DEBUG=1 for the traceback and please report it)", file=sys.stderr)  # fmt: skip
+        print(
+            f"rlprompt: error: unexpected {type(exc).__name__}: {first_line(exc)} "
+            "(a bug in rlprompt; set RLPROMPT_DEBUG=1 for the traceback and please report it)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if args.verbose:

@@ -63,8 +63,9 @@ class Variant:
             names = self.registry.names()
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown {self.registry.what} '{name}'{hint}: config key '{where}.{self.key}' "
-                              f"must be one of {names}")  # fmt: skip
+            raise ConfigError(
+                f"unknown {self.registry.what} '{name}'{hint}: config key '{where}.{self.key}' must be one of {names}"
+            )
         return self.registry[name].config_class
 
     def resolve(self, value: Any, where: str) -> Any:
@@ -175,8 +176,10 @@ class RewardConfig:
         if not known and self.name not in GENERATION_METRICS:
             if "." not in self.name and ":" not in self.name:
                 names = sorted({*REWARDS.names(), *GENERATION_REWARDS, *GENERATION_METRICS.names()})
-                raise ConfigError(f"reward.name '{self.name}' is unknown; choose one of {names} "
-                                  "or a dotted path to a reward function (package.module:function)")  # fmt: skip
+                raise ConfigError(
+                    f"reward.name '{self.name}' is unknown; choose one of {names} "
+                    "or a dotted path to a reward function (package.module:function)"
+                )
             REWARDS.check(self.name)
         if self.balance_weight < 0:
             raise ConfigError("reward.balance_weight must be >= 0")
@@ -248,8 +251,14 @@ class BudgetConfig:
     """Served models: money, from the token counts and ``task_model.price_*_per_1m``."""
 
     def __post_init__(self) -> None:
-        values = {"prompt_evals": self.prompt_evals, "lm_calls": self.lm_calls, "steps": self.steps,
-                  "requests": self.requests, "tokens": self.tokens, "cost": self.cost}  # fmt: skip
+        values = {
+            "prompt_evals": self.prompt_evals,
+            "lm_calls": self.lm_calls,
+            "steps": self.steps,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "cost": self.cost,
+        }
         if all(value is None for value in values.values()):
             self.prompt_evals = 1000
         for name, value in values.items():
@@ -304,21 +313,27 @@ class SelectionConfig:
             raise ConfigError("selection.splits needs at least one split (train and/or dev)")
         for split in self.splits:
             if split == "test":
-                raise ConfigError("selection.splits must not include test: the reported test metrics would then "
-                                  "be selected on, not held out (use train and/or dev)")  # fmt: skip
+                raise ConfigError(
+                    "selection.splits must not include test: the reported test metrics would then "
+                    "be selected on, not held out (use train and/or dev)"
+                )
             if split not in SELECTION_SPLITS:
                 raise ConfigError(f"selection.splits: unknown split {split!r} (train and/or dev)")
         if len(set(self.splits)) != len(self.splits):
             raise ConfigError(f"selection.splits names a split twice: {self.splits}")
         for split in self.guard_splits:
             if split not in self.splits:
-                raise ConfigError(f"selection.guard_splits: {split!r} is not one of selection.splits {self.splits} "
-                                  "(a guard split is scored as part of the selection)")  # fmt: skip
+                raise ConfigError(
+                    f"selection.guard_splits: {split!r} is not one of selection.splits {self.splits} "
+                    "(a guard split is scored as part of the selection)"
+                )
         if len(set(self.guard_splits)) != len(self.guard_splits):
             raise ConfigError(f"selection.guard_splits names a split twice: {self.guard_splits}")
         if self.guard_splits and not self.include_manual:
-            raise ConfigError("selection.guard_splits compares found prompts with the manual prompt: "
-                              "it needs selection.include_manual: true")  # fmt: skip
+            raise ConfigError(
+                "selection.guard_splits compares found prompts with the manual prompt: "
+                "it needs selection.include_manual: true"
+            )
 
 
 @dataclass
@@ -362,8 +377,9 @@ class DemosConfig:
         if not self.encoder:
             raise ConfigError("demos.encoder must name a sentence encoder (e.g. embedded:minilm)")
         if self.template is not None and not self.template.strip():
-            raise ConfigError("demos.template is empty: it renders one demonstration (input fields and "
-                              "{label_word} or {answer})")  # fmt: skip
+            raise ConfigError(
+                "demos.template is empty: it renders one demonstration (input fields and {label_word} or {answer})"
+            )
         if not self.pool:
             raise ConfigError("demos.pool must be 'train' or a data file")
 
@@ -490,7 +506,9 @@ class Config:
     """The task family (a name registered in :data:`rlprompt.registry.TASKS`): ``classification``
     (class verbalizers scored by the LM) or ``generation`` (outputs generated and compared with
     references; see ``generation``)."""
-    task_model: Annotated[Any, TASK_MODEL_SECTION] = field(default_factory=lambda: TASK_MODEL_SECTION.resolve({}, "task_model"))
+    task_model: Annotated[Any, TASK_MODEL_SECTION] = field(
+        default_factory=lambda: TASK_MODEL_SECTION.resolve({}, "task_model")
+    )
     """Which model scores prompts: ``kind`` (a registered task-model kind: ``encoder``,
     ``encoder-tuned``, ``masked_lm``, ``causal_lm`` ...) and that kind's fields."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -533,8 +551,11 @@ class Config:
 
     def __post_init__(self) -> None:
         # seeds are range-checked first, so a bad one is refused before any model loads
-        seeds = (("seed", self.seed), ("data.seed", getattr(self.data, "seed", None)),
-                 ("agent.seed", getattr(self.agent, "seed", None)))  # fmt: skip
+        seeds = (
+            ("seed", self.seed),
+            ("data.seed", getattr(self.data, "seed", None)),
+            ("agent.seed", getattr(self.agent, "seed", None)),
+        )
         for key, value in seeds:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32):
                 raise ConfigError(f"{key} must be an integer with 0 <= {key} < 2**32, got {value!r}")
@@ -557,17 +578,23 @@ class Config:
             raise ConfigError(f"env.kind={self.env_kind()} chooses the classes' words: it is for classification tasks")
         if not slots:
             if searches == "demos":
-                raise ConfigError(f"env.kind={self.env_kind()} searches demonstrations: put '{{demos}}' in the template "
-                                  "where they go (and set demos.template)")  # fmt: skip
+                raise ConfigError(
+                    f"env.kind={self.env_kind()} searches demonstrations: put '{{demos}}' in the template "
+                    "where they go (and set demos.template)"
+                )
             return
         if searches != "demos" and self.demos.select != "nearest":
-            raise ConfigError(f"'{{demos}}' in the template makes the demonstrations the searched part (the prompt "
-                              f"{self.prompt!r} is then fixed text): use env.kind: demos, or remove '{{demos}}' to "
-                              f"search the instruction with env.kind={self.env_kind()}")  # fmt: skip
+            raise ConfigError(
+                f"'{{demos}}' in the template makes the demonstrations the searched part (the prompt "
+                f"{self.prompt!r} is then fixed text): use env.kind: demos, or remove '{{demos}}' to "
+                f"search the instruction with env.kind={self.env_kind()}"
+            )
         demo = self.demos.template
         if demo is None:
-            raise ConfigError("the template has '{demos}': set demos.template, how one demonstration is shown "
-                              "(e.g. 'Review: {sentence}\\nSentiment: {label_word}\\n\\n')")  # fmt: skip
+            raise ConfigError(
+                "the template has '{demos}': set demos.template, how one demonstration is shown "
+                "(e.g. 'Review: {sentence}\\nSentiment: {label_word}\\n\\n')"
+            )
         answer = self.family.answer_field
         fields = input_fields(self.template)
         check_placeholders("demos.template", demo, (*fields, answer))
@@ -575,11 +602,14 @@ class Config:
         if answer not in names:
             raise ConfigError(f"demos.template must show the answer with '{{{answer}}}', got {demo!r}")
         if not [n for n in names if n != answer]:
-            raise ConfigError(f"demos.template shows no input field ({', '.join('{' + f + '}' for f in fields)}), "
-                              f"got {demo!r}")  # fmt: skip
+            raise ConfigError(
+                f"demos.template shows no input field ({', '.join('{' + f + '}' for f in fields)}), got {demo!r}"
+            )
         if self.template.index("{demos}") > min(self.template.index("{" + f + "}") for f in fields):
-            raise ConfigError(f"'{{demos}}' must come before the input in the template (demonstrations are shown "
-                              f"first and cached once per prompt), got {self.template!r}")  # fmt: skip
+            raise ConfigError(
+                f"'{{demos}}' must come before the input in the template (demonstrations are shown "
+                f"first and cached once per prompt), got {self.template!r}"
+            )
         model_template(self.template, self.prompt)  # the prompt is fixed text: no placeholders
 
     def _check_retrieval(self, slots: int) -> None:
@@ -588,15 +618,21 @@ class Config:
         if demos.select != "nearest":
             return
         if not slots:
-            raise ConfigError("demos.select: nearest retrieves demonstrations for each input: put '{demos}' in the "
-                              "template where they go (and set demos.template)")  # fmt: skip
+            raise ConfigError(
+                "demos.select: nearest retrieves demonstrations for each input: put '{demos}' in the "
+                "template where they go (and set demos.template)"
+            )
         if demos.balanced:
             if not self.family.has_classes:
-                raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: a {self.task} task has none")
+                raise ConfigError(
+                    f"demos.balanced takes k / C demonstrations of each class: a {self.task} task has none"
+                )
             classes = len(self.verbalizers or [])
             if classes and demos.k % classes:
-                raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: demos.k={demos.k} is not "
-                                  f"a multiple of the {classes} classes")  # fmt: skip
+                raise ConfigError(
+                    f"demos.balanced takes k / C demonstrations of each class: demos.k={demos.k} is not "
+                    f"a multiple of the {classes} classes"
+                )
 
     @property
     def family(self) -> Any:
@@ -627,33 +663,42 @@ class Config:
         if not self.family.has_classes:
             raise ConfigError(f"calibration shifts class scores: it is for classification tasks, not task: {self.task}")
         if getattr(self.task_model, "scoring", None) == "generation":
-            raise ConfigError("calibration: batch shifts class log-probabilities; task_model.scoring=generation "
-                              "scores by generated answers (none): set calibration: none or another scoring")  # fmt: skip
+            raise ConfigError(
+                "calibration: batch shifts class log-probabilities; task_model.scoring=generation "
+                "scores by generated answers (none): set calibration: none or another scoring"
+            )
         # a gradient agent's batch_size counts the examples of its step (DQN's is a replay minibatch)
         owners = [("env", self.env)] + ([("agent", self.agent)] if AGENTS[self.agent_name].needs_gradients else [])
         for section, owner in owners:
             batch_size = getattr(owner, "batch_size", None)
             if batch_size is not None and batch_size < 2:
-                raise ConfigError(f"calibration: batch estimates each prompt's class shift on the examples of a batch; "
-                                  f"{section}.batch_size={batch_size} leaves every class at the same score: use 2 or "
-                                  "more")  # fmt: skip
+                raise ConfigError(
+                    f"calibration: batch estimates each prompt's class shift on the examples of a batch; "
+                    f"{section}.batch_size={batch_size} leaves every class at the same score: use 2 or "
+                    "more"
+                )
 
     def _check_edit_start(self) -> None:
         """The edit env starts from the manual prompt, one unit per word: it must fit ``max_units``."""
         max_units = getattr(self.env, "max_units", None)
         words = len(self.prompt.split())
         if self.env_kind() == "edit" and max_units is not None and words > max_units:
-            raise ConfigError(f"the edit env starts from the prompt ({words} words: {self.prompt!r}), more than "
-                              f"env.max_units={max_units}: set env.max_units to at least {words}")  # fmt: skip
+            raise ConfigError(
+                f"the edit env starts from the prompt ({words} words: {self.prompt!r}), more than "
+                f"env.max_units={max_units}: set env.max_units to at least {words}"
+            )
 
     def _check_served_budgets(self) -> None:
         served = [k for k in ("requests", "tokens", "cost") if getattr(self.budget, k) is not None]
         if served and not hasattr(self.task_model, "base_url"):
-            raise ConfigError(f"budget.{served[0]} counts API usage: it needs a served model (task_model.kind: openai), "
-                              f"not task_model.kind={self.task_model.kind}")  # fmt: skip
+            raise ConfigError(
+                f"budget.{served[0]} counts API usage: it needs a served model (task_model.kind: openai), "
+                f"not task_model.kind={self.task_model.kind}"
+            )
         if self.budget.cost is not None and not getattr(self.task_model, "priced", False):
-            raise ConfigError("budget.cost needs prices: set task_model.price_prompt_per_1m and/or "
-                              "task_model.price_completion_per_1m")  # fmt: skip
+            raise ConfigError(
+                "budget.cost needs prices: set task_model.price_prompt_per_1m and/or task_model.price_completion_per_1m"
+            )
 
     def _resolve_env(self, env: Any) -> Any:
         """``env.kind: auto`` becomes the agent's main kind; the agent must run on the kind."""
@@ -721,7 +766,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         variant = next((m for m in tp.__metadata__ if isinstance(m, Variant)), None)
         if variant is None:
             return _coerce(value, args[0], key)
-        if variant.deferred is not None and isinstance(value, dict) and value.get(variant.key, variant.default) == variant.deferred:
+        if (
+            variant.deferred is not None
+            and isinstance(value, dict)
+            and value.get(variant.key, variant.default) == variant.deferred
+        ):
             return dict(value)  # resolved by the containing config's __post_init__
         return variant.resolve(value, key)
     if tp is Any:
@@ -830,8 +879,12 @@ MAX_ALIASES = 100
 
 _YAML = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_YAML}{name}" for name in ("str", "int", "float", "bool", "null")}
-_TAG_WHAT = {"binary": "binary data (!!binary)", "set": "a set (!!set)", "omap": "an ordered map (!!omap)",
-             "pairs": "a list of pairs (!!pairs)"}  # fmt: skip
+_TAG_WHAT = {
+    "binary": "binary data (!!binary)",
+    "set": "a set (!!set)",
+    "omap": "an ordered map (!!omap)",
+    "pairs": "a list of pairs (!!pairs)",
+}
 PLAIN_DATA = "text, numbers, true/false, null, lists and mappings with text keys"
 """What a config value may be (the JSON data model)."""
 
@@ -878,11 +931,13 @@ class _BoundedComposer(yaml.composer.Composer):
             node = super().compose_node(parent, index)
             weight = getattr(node, "_rlp_weight", None)
             if weight is None:
-                raise _Problem(f"the alias *{event.anchor} is inside the value it names (a recursive alias)",
-                               event.start_mark)  # fmt: skip
+                raise _Problem(
+                    f"the alias *{event.anchor} is inside the value it names (a recursive alias)", event.start_mark
+                )
             if self._depth + node._rlp_height > MAX_DEPTH:
-                raise _Problem(f"the alias *{event.anchor} nests values more than {MAX_DEPTH} levels deep",
-                               event.start_mark)  # fmt: skip
+                raise _Problem(
+                    f"the alias *{event.anchor} nests values more than {MAX_DEPTH} levels deep", event.start_mark
+                )
             self._count(weight, event.start_mark)
             return node
         self._depth += 1
@@ -916,9 +971,13 @@ if _YamlParser is not None:
 else:  # pragma: no cover
 
     class _BoundedLoader(  # type: ignore[no-redef]
-        yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _BoundedComposer,
-        yaml.constructor.SafeConstructor, yaml.resolver.Resolver,
-    ):  # fmt: skip
+        yaml.reader.Reader,
+        yaml.scanner.Scanner,
+        yaml.parser.Parser,
+        _BoundedComposer,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
         def __init__(self, stream: str) -> None:
             yaml.reader.Reader.__init__(self, stream)
             yaml.scanner.Scanner.__init__(self)
@@ -984,8 +1043,9 @@ def _plain_value(node: Any) -> Any:
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in lines:
-                raise _Problem(f"key '{key}' appears twice in one mapping (line {lines[key]} and line {line})",
-                               key_node.start_mark)  # fmt: skip
+                raise _Problem(
+                    f"key '{key}' appears twice in one mapping (line {lines[key]} and line {line})", key_node.start_mark
+                )
             lines[key] = line
             out[key] = convert(value_node)
         return {**{k: v for k, v in merged.items() if k not in out}, **out} if merged else out
@@ -1000,8 +1060,14 @@ def _describe(node: Any) -> str:
     if tag in (f"{_YAML}seq", f"{_YAML}map"):
         return "a list" if name == "seq" else "a mapping"
     if isinstance(node, yaml.ScalarNode) and (tag in _SCALAR_TAGS or name == "timestamp"):
-        kind = {"int": "an integer", "float": "a number", "bool": "true/false", "null": "null",
-                "timestamp": "a date/time", "str": "text"}[name]  # fmt: skip
+        kind = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true/false",
+            "null": "null",
+            "timestamp": "a date/time",
+            "str": "text",
+        }[name]
         return f"{kind} ({_clip(node.value) or '~'})"
     return _TAG_WHAT[name] if name in _TAG_WHAT else f"a value tagged {_short_tag(tag)}"
 
@@ -1096,8 +1162,9 @@ def check_plain_data(value: Any, max_depth: int = MAX_DEPTH, max_nodes: int | No
             stack.extend((child, depth + 1) for child in children)
 
 
-def parse_json_text(text: str, what: str, error: type[Exception] = ConfigError,
-                    max_nodes: int | None = MAX_NODES) -> Any:  # fmt: skip
+def parse_json_text(
+    text: str, what: str, error: type[Exception] = ConfigError, max_nodes: int | None = MAX_NODES
+) -> Any:
     """Parse JSON within :data:`MAX_DEPTH` (and ``max_nodes``), a key given twice in one object
     an error; every problem is one ``error`` naming ``what`` (and the line of a syntax error)."""
     try:
@@ -1157,7 +1224,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         opens = raw.lstrip()[:1]
         if node is None:
             value = None
-        elif node is raw or (node.tag == f"{_YAML}map" and opens != "{") or (node.tag == f"{_YAML}seq" and opens != "["):
+        elif (
+            node is raw or (node.tag == f"{_YAML}map" and opens != "{") or (node.tag == f"{_YAML}seq" and opens != "[")
+        ):
             value = raw
         else:
             try:
@@ -1213,7 +1282,9 @@ def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
             continue
         config_class = variant.config_class(name, section)
         own = {f.name for f in dataclasses.fields(config_class)}
-        others = {f.name for name in variant.registry.names() for f in dataclasses.fields(variant.registry[name].config_class)}
+        others = {
+            f.name for name in variant.registry.names() for f in dataclasses.fields(variant.registry[name].config_class)
+        }
         out[section] = {k: v for k, v in value.items() if k in own or k == variant.key or k not in others}
         if hasattr(config_class, "upgrade_saved"):  # a kind whose defaults became computed ones
             out[section] = config_class.upgrade_saved(out[section], out)
@@ -1235,16 +1306,22 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     """
     data: dict[str, Any] = {}
     if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"a config path must be a str or a path (or None for the defaults), got "
-                          f"{type(path).__name__} {path!r}")  # fmt: skip
-    if overrides is not None and (isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple))
-                                  or not all(isinstance(o, str) for o in overrides)):  # fmt: skip
+        raise ConfigError(
+            f"a config path must be a str or a path (or None for the defaults), got {type(path).__name__} {path!r}"
+        )
+    if overrides is not None and (
+        isinstance(overrides, (str, bytes))
+        or not isinstance(overrides, (list, tuple))
+        or not all(isinstance(o, str) for o in overrides)
+    ):
         raise ConfigError(f"overrides must be a list of 'key=value' strings, got {overrides!r}")
     if path is not None:
         loaded = read_yaml(path)
         if loaded is None:  # an empty or comment-only file (or a bare null) is a mistake, not "all defaults"
-            raise ConfigError(f"config file {path} holds no settings (it is empty or only comments); "
-                              "a config that keeps every default is '{}'")  # fmt: skip
+            raise ConfigError(
+                f"config file {path} holds no settings (it is empty or only comments); "
+                "a config that keeps every default is '{}'"
+            )
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not a {type(loaded).__name__}")
         data = loaded

@@ -125,8 +125,9 @@ def _fixed_section(cls: type, key: str, intro: str, level: int) -> Iterator[str]
     for f in dataclasses.fields(cls):
         nested = _section_class(hints.get(f.name))
         if nested is not None:
-            yield from _fixed_section(nested, f"{key}.{f.name}", docs.get(f.name, ("", ""))[1] or _class_doc(nested),
-                                      level + 1)  # fmt: skip
+            yield from _fixed_section(
+                nested, f"{key}.{f.name}", docs.get(f.name, ("", ""))[1] or _class_doc(nested), level + 1
+            )
 
 
 def _variant_pages(section: str, variant: Variant) -> Iterator[str]:
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     text = reference_markdown()
     if args.check is not None:
         if not args.check.is_file() or args.check.read_text(encoding="utf-8") != text:
-            print(f"{args.check} is not the generated reference: run python -m rlprompt.config_reference --out {args.check}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{args.check} is not the generated reference: run python -m rlprompt.config_reference --out {args.check}",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if args.out is not None:

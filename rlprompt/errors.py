@@ -15,8 +15,12 @@ class RLPromptError(Exception):
         super().__init__(*args)
 
 
-_CONTROL = ({c: f"\\x{c:02x}" for c in (*range(9), *range(11, 32), 127, 0x85)}
-            | {10: "\\n", 13: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(9), *range(11, 32), 127, 0x85)} | {
+    10: "\\n",
+    13: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
 """Characters escaped in messages: every control character but the tab, and what ``str.splitlines`` breaks at."""
 
 

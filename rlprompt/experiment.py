@@ -59,8 +59,19 @@ from rlprompt.task import Task, prompt_text
 from rlprompt.task_models.base import Prompt, prompt_key
 from rlprompt.template import LabeledPrompt
 
-METRIC_KEYS = ("accuracy", "macro_f1", "gold_log_prob", "reward", "n", "predicted_counts", "invalid", "likelihood",
-               "outputs", "class_shift", "shown_excluded")
+METRIC_KEYS = (
+    "accuracy",
+    "macro_f1",
+    "gold_log_prob",
+    "reward",
+    "n",
+    "predicted_counts",
+    "invalid",
+    "likelihood",
+    "outputs",
+    "class_shift",
+    "shown_excluded",
+)
 """What a split's metrics keep besides a generation task's configured metrics."""
 
 
@@ -78,8 +89,14 @@ def slim_metrics(metrics: dict[str, Any], task: Task | None = None) -> dict[str,
 
 def budget_limits(config: Config) -> dict[str, float | None]:
     b = config.budget
-    return {"prompt_evals": b.prompt_evals, "lm_calls": b.lm_calls, "steps": b.steps, "requests": b.requests,
-            "tokens": b.tokens, "cost": b.cost}  # fmt: skip
+    return {
+        "prompt_evals": b.prompt_evals,
+        "lm_calls": b.lm_calls,
+        "steps": b.steps,
+        "requests": b.requests,
+        "tokens": b.tokens,
+        "cost": b.cost,
+    }
 
 
 def make_env(task: Task, config: Config) -> PromptEnv:
@@ -136,8 +153,10 @@ def run_experiment(
     holds the directory's lock while it writes (``command`` is what the lock file says it is).
     """
     if config.demos.select == "nearest":
-        raise ConfigError("demos.select: nearest retrieves each input's demonstrations: nothing is searched, so "
-                          "there is no run; score it with rlprompt eval (set demos.select: fixed to search a block)")  # fmt: skip
+        raise ConfigError(
+            "demos.select: nearest retrieves each input's demonstrations: nothing is searched, so "
+            "there is no run; score it with rlprompt eval (set demos.select: fixed to search a block)"
+        )
     run_dir = Path(output_dir) if output_dir is not None else Path(config.output.dir or default_run_dir(config))
     check_run_dir(run_dir, resume)  # before anything is created: a refused directory stays as it was
     if resume:
@@ -179,8 +198,15 @@ def _run_locked(config: Config, run_dir: Path, resume: bool, progress: bool | No
     if show and config.output.progress:
         callbacks.append(ProgressBar(limits, title))
     try:
-        agent.learn(limits["prompt_evals"], limits["lm_calls"], limits["steps"], callbacks=callbacks,
-                    total_requests=limits["requests"], total_tokens=limits["tokens"], total_cost=limits["cost"])  # fmt: skip
+        agent.learn(
+            limits["prompt_evals"],
+            limits["lm_calls"],
+            limits["steps"],
+            callbacks=callbacks,
+            total_requests=limits["requests"],
+            total_tokens=limits["tokens"],
+            total_cost=limits["cost"],
+        )
         save_run_checkpoint(agent, checkpoint)
     finally:
         logger.close()
@@ -199,9 +225,14 @@ def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt, records:
     """The soft prompt's file (soft runs) and the per-example outcomes, then ``best_prompt.json``:
     each written atomically."""
     if records is not None:
-        write_run_outcomes(run_dir / RUN_OUTCOMES, task=result.task, metric_names=list(result.metric_names),
-                           found=records["found"], manual=records["manual"],
-                           prompts={"found": result.named_prompt, "manual": result.baseline["prompt"]})  # fmt: skip
+        write_run_outcomes(
+            run_dir / RUN_OUTCOMES,
+            task=result.task,
+            metric_names=list(result.metric_names),
+            found=records["found"],
+            manual=records["manual"],
+            prompts={"found": result.named_prompt, "manual": result.baseline["prompt"]},
+        )
     if result.kind == "soft":
         from safetensors.torch import save_file
 
@@ -228,8 +259,10 @@ def _reselect_locked(run_dir: Path, overrides: list[str] | None) -> tuple[RunRes
     config = saved_config(run_dir, overrides)
     changed = config_changes(previous_config, config, may_change=("selection", "output"))
     if changed:
-        raise ConfigError(f"rlprompt select changes only selection.* (and output.*): {changed} would need training "
-                          "again (start a new run)")  # fmt: skip
+        raise ConfigError(
+            f"rlprompt select changes only selection.* (and output.*): {changed} would need training "
+            "again (start a new run)"
+        )
     checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
         raise RLPromptError(f"{run_dir} has no {CHECKPOINT}: its candidates are gone, it cannot be selected again")
@@ -248,8 +281,10 @@ def per_input_metrics(agent: Agent, task: Task, split: str) -> dict[str, Any]:
     """Metrics (with per-example outcomes) of the agent's greedy per-input prompts on ``split``."""
     env = agent.env
     if not isinstance(agent, DiscretePolicy) or not isinstance(env, PerInputPrompts):
-        raise ConfigError(f"agent {type(agent).__name__} on env {type(env).__name__}: per-input prompts need a discrete "
-                          "policy (ppo, a2c, reinforce, dqn) on a per-input env")  # fmt: skip
+        raise ConfigError(
+            f"agent {type(agent).__name__} on env {type(env).__name__}: per-input prompts need a discrete "
+            "policy (ppo, a2c, reinforce, dqn) on a per-input env"
+        )
     prompts = env.prompts_for(task.inputs(split), agent.chooser(deterministic=True))
     return task.evaluate_per_input(prompts, split, per_example=True)
 
@@ -342,17 +377,41 @@ def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResul
         eval_lm_calls = task.task_model.stats.lm_calls - before
     env_config = config.env
     result = RunResult(
-        kind="discrete", prompt=described, token_ids=None, soft_prompt_path=None, n_virtual_tokens=None,
-        metrics=metrics, baseline={"prompt": config.manual_prompt, "metrics": baseline}, train_reward=None,
-        candidates=1, lm_calls=agent.lm_calls, prompt_evals=agent.prompt_evals, env_steps=agent.env_steps,
-        iterations=agent.iterations, dev_lm_calls=0, selected_on=[], eval_lm_calls=eval_lm_calls,
-        budget={k: v for k, v in budget_limits(config).items() if v is not None}, agent=config.agent_name,
-        env=config.env_kind(), task_model=config.task_model.label, reward=config.reward.name, seed=config.seed,
-        rlprompt_version=__version__, wall_time_s=None, task=config.task, metric_names=task.metric_names,
-        api=api_usage(agent, task), outcomes=RUN_OUTCOMES,
-        per_input={"checkpoint": CHECKPOINT, "env": config.env_kind(), "k": getattr(env_config, "k", None),
-                   "encoder": getattr(env_config, "encoder", None) or config.demos.encoder},
-    )  # fmt: skip
+        kind="discrete",
+        prompt=described,
+        token_ids=None,
+        soft_prompt_path=None,
+        n_virtual_tokens=None,
+        metrics=metrics,
+        baseline={"prompt": config.manual_prompt, "metrics": baseline},
+        train_reward=None,
+        candidates=1,
+        lm_calls=agent.lm_calls,
+        prompt_evals=agent.prompt_evals,
+        env_steps=agent.env_steps,
+        iterations=agent.iterations,
+        dev_lm_calls=0,
+        selected_on=[],
+        eval_lm_calls=eval_lm_calls,
+        budget={k: v for k, v in budget_limits(config).items() if v is not None},
+        agent=config.agent_name,
+        env=config.env_kind(),
+        task_model=config.task_model.label,
+        reward=config.reward.name,
+        seed=config.seed,
+        rlprompt_version=__version__,
+        wall_time_s=None,
+        task=config.task,
+        metric_names=task.metric_names,
+        api=api_usage(agent, task),
+        outcomes=RUN_OUTCOMES,
+        per_input={
+            "checkpoint": CHECKPOINT,
+            "env": config.env_kind(),
+            "k": getattr(env_config, "k", None),
+            "encoder": getattr(env_config, "encoder", None) or config.demos.encoder,
+        },
+    )
     return result, described, outcomes
 
 
@@ -366,8 +425,10 @@ def load_policy(run_dir: str | os.PathLike[str], task: Task | None = None) -> Pe
 
 def _policy(run_dir: str | os.PathLike[str], config: Config, best: RunResult, task: Task) -> PerInputPolicy:
     if best.per_input is None:
-        raise RLPromptError(f"{run_dir} did not train a per-input policy (env.kind={best.env}): its prompt is "
-                            f"{best.shown_prompt} for every input")  # fmt: skip
+        raise RLPromptError(
+            f"{run_dir} did not train a per-input policy (env.kind={best.env}): its prompt is "
+            f"{best.shown_prompt} for every input"
+        )
     path = Path(run_dir) / str(best.per_input["checkpoint"])
     if not path.is_file():
         raise RLPromptError(f"{run_dir}: the policy's checkpoint {path.name} is missing")
@@ -401,8 +462,18 @@ def api_usage(agent: Agent, task: Task) -> dict[str, Any] | None:
     if not model.served:
         return None
     stats = model.stats.as_dict()
-    total = {k: stats[k] for k in ("requests", "requests_cached", "prompt_tokens", "completion_tokens", "cost",
-                                   "retries", "invalid_answers")}  # fmt: skip
+    total = {
+        k: stats[k]
+        for k in (
+            "requests",
+            "requests_cached",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "retries",
+            "invalid_answers",
+        )
+    }
     training = {k: v for k, v in agent.spent().items() if k in ("requests", "tokens", "cost")}
     return {"scoring": getattr(model, "scoring", None), "training": training, "total": total}
 
@@ -429,11 +500,18 @@ def evaluate_run(
     outcomes = full.pop("per_example", None)
     metrics = slim_metrics(full, task)
     recorded = best.metrics.get(split)
-    result: dict[str, Any] = {"run": str(run_dir), "split": split, "kind": best.kind, "prompt": best.prompt,
-                              "label_words": best.label_words,
-                              "task_model": config.task_model.label, "metrics": metrics, "task": config.task,
-                              "metric_names": task.metric_names,
-                              "overrides": list(overrides or [])}  # fmt: skip
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "split": split,
+        "kind": best.kind,
+        "prompt": best.prompt,
+        "label_words": best.label_words,
+        "task_model": config.task_model.label,
+        "metrics": metrics,
+        "task": config.task,
+        "metric_names": task.metric_names,
+        "overrides": list(overrides or []),
+    }
     if not overrides and recorded is not None:
         result["reproduces"], result["max_abs_diff"] = metrics_match(metrics, recorded)
         result["recorded"] = recorded
@@ -487,23 +565,37 @@ def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
                 loaded.clear()
                 seed_everything(config.seed)
                 task = Task.from_config(config)
-                loaded[model_key] = (getattr(task.task_model, "model", None), getattr(task.task_model, "tokenizer", None))
+                loaded[model_key] = (
+                    getattr(task.task_model, "model", None),
+                    getattr(task.task_model, "tokenizer", None),
+                )
             else:
                 seed_everything(config.seed)
                 model, tokenizer = loaded[model_key]
                 task = Task.from_config(config, model=model, tokenizer=tokenizer)
-            shared = {k: v for k, v in config_to_dict(config).items()
-                      if k not in ("agent", "env", "budget", "selection", "output", "finetune", "seed")}  # fmt: skip
+            shared = {
+                k: v
+                for k, v in config_to_dict(config).items()
+                if k not in ("agent", "env", "budget", "selection", "output", "finetune", "seed")
+            }
             task_key = json.dumps(shared, sort_keys=True, default=str)
             if best.per_input is not None:
-                raise RLPromptError(f"{run_dir} trained a per-input policy and has no {RUN_OUTCOMES}: write them with "
-                                    f"rlprompt eval --run {run_dir} --save-outcomes FILE (one split a file)")  # fmt: skip
+                raise RLPromptError(
+                    f"{run_dir} trained a per-input policy and has no {RUN_OUTCOMES}: write them with "
+                    f"rlprompt eval --run {run_dir} --save-outcomes FILE (one split a file)"
+                )
             found = run_prompt(run_dir, best)
             out: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
-            for name, prompt, recorded in (("found", found, best.metrics),
-                                           ("manual", best.baseline["prompt"], best.baseline["metrics"])):  # fmt: skip
+            for name, prompt, recorded in (
+                ("found", found, best.metrics),
+                ("manual", best.baseline["prompt"], best.baseline["metrics"]),
+            ):
                 for split in SPLITS:
-                    key = (task_key, prompt_key(prompt) if not isinstance(prompt, torch.Tensor) else f"soft:{run_dir}", split)
+                    key = (
+                        task_key,
+                        prompt_key(prompt) if not isinstance(prompt, torch.Tensor) else f"soft:{run_dir}",
+                        split,
+                    )
                     if key not in records:
                         full = task.evaluate(prompt, split, per_example=True)
                         record = full.pop("per_example")
@@ -511,14 +603,21 @@ def record_outcomes(run_dirs: list[Path], echo: Any = print) -> list[Path]:
                     record, metrics = records[key]
                     same, worst = metrics_match(metrics, recorded[split])
                     if not same:
-                        raise RLPromptError(f"{run_dir}: the {name} prompt's {split} metrics re-scored here differ from "
-                                            f"its {BEST_PROMPT} (largest deviation {worst:.1e}); its outcomes would not "
-                                            "describe its recorded results, so none are written")  # fmt: skip
+                        raise RLPromptError(
+                            f"{run_dir}: the {name} prompt's {split} metrics re-scored here differ from "
+                            f"its {BEST_PROMPT} (largest deviation {worst:.1e}); its outcomes would not "
+                            "describe its recorded results, so none are written"
+                        )
                     out[name][split] = record
             best.outcomes = RUN_OUTCOMES
-            write_run_outcomes(run_dir / RUN_OUTCOMES, task=best.task, metric_names=list(best.metric_names),
-                               found=out["found"], manual=out["manual"],
-                               prompts={"found": best.named_prompt, "manual": best.baseline["prompt"]})  # fmt: skip
+            write_run_outcomes(
+                run_dir / RUN_OUTCOMES,
+                task=best.task,
+                metric_names=list(best.metric_names),
+                found=out["found"],
+                manual=out["manual"],
+                prompts={"found": best.named_prompt, "manual": best.baseline["prompt"]},
+            )
             best.save(run_dir / BEST_PROMPT)
         written.append(run_dir)
         sizes = ", ".join(f"{split} {out['found'][split]['n']}" for split in SPLITS)

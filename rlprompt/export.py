@@ -41,6 +41,7 @@ LEGACY_PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SUFFIXES = {".json": "json", ".txt": "txt"}
 """A suffix of ``--out`` that says which format the file holds."""
 
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -64,24 +65,30 @@ def _check_out_path(out: Path, run_dir: Path, fmt: str) -> None:
         raise RLPromptError(f"--out {out}: name a new file or directory to export to")
     resolved, source = out.resolve(), run_dir.resolve()
     if resolved == source:
-        raise RLPromptError(f"--out {out} is the run directory itself, not a PEFT adapter directory; "
-                            "export never writes over a run")  # fmt: skip
+        raise RLPromptError(
+            f"--out {out} is the run directory itself, not a PEFT adapter directory; export never writes over a run"
+        )
     if is_run_dir(resolved):
         raise RLPromptError(f"--out {out} is a run directory; export never writes over a run")
     if source in resolved.parents:
         raise RLPromptError(f"--out {out} is inside the run directory {run_dir}; export never writes over a run")
     if resolved in source.parents:
-        raise RLPromptError(f"--out {out} holds the run directory {run_dir}; export never writes over a run "
-                            "(name a new file or directory)")  # fmt: skip
+        raise RLPromptError(
+            f"--out {out} holds the run directory {run_dir}; export never writes over a run "
+            "(name a new file or directory)"
+        )
     check_output_path(out, "--out")
     suffix_fmt = SUFFIXES.get(out.suffix.lower())
     if suffix_fmt is not None and suffix_fmt != fmt:
         shown = {"txt": "plain text", "json": "JSON", "peft": "a PEFT adapter directory"}[fmt]
-        raise RLPromptError(f"--out {out} ends in {out.suffix} but --format {fmt} writes {shown}: name it "
-                            f"{out.with_suffix('' if fmt == 'peft' else '.' + fmt).name}, or use --format {suffix_fmt}")  # fmt: skip
+        raise RLPromptError(
+            f"--out {out} ends in {out.suffix} but --format {fmt} writes {shown}: name it "
+            f"{out.with_suffix('' if fmt == 'peft' else '.' + fmt).name}, or use --format {suffix_fmt}"
+        )
     if out.is_symlink():
-        raise RLPromptError(f"--out {out} is a symbolic link; export writes only files and directories it "
-                            "creates (name a new path)")  # fmt: skip
+        raise RLPromptError(
+            f"--out {out} is a symbolic link; export writes only files and directories it creates (name a new path)"
+        )
     if fmt == "peft" and out.exists() and not out.is_dir():
         raise RLPromptError(f"--out {out} is a file; a PEFT adapter is a directory")
     if fmt != "peft" and out.is_dir():
@@ -90,9 +97,11 @@ def _check_out_path(out: Path, run_dir: Path, fmt: str) -> None:
 
 def _not_ours(out: Path, why: str) -> RLPromptError:
     kind = "directory" if out.is_dir() else "file"
-    return RLPromptError(f"--out {out}: the {kind} exists and {why}; export replaces only its own exports and "
-                         "never a file it did not write, even with --force (choose another --out, or move it away "
-                         "yourself)")  # fmt: skip
+    return RLPromptError(
+        f"--out {out}: the {kind} exists and {why}; export replaces only its own exports and "
+        "never a file it did not write, even with --force (choose another --out, or move it away "
+        "yourself)"
+    )
 
 
 def _check_file_target(out: Path, fmt: str, data: bytes, force: bool) -> None:
@@ -118,8 +127,9 @@ def _check_file_target(out: Path, fmt: str, data: bytes, force: bool) -> None:
         raise _not_ours(out, "holds no rlprompt_export record (rlprompt did not write it)")
     body = {k: v for k, v in existing.items() if k != EXPORT_MARK}
     if mark.get("sha256") != _data_hash(body) and not force:
-        raise RLPromptError(f"--out {out} is an rlprompt export that was changed since it was written; pass --force "
-                            "to replace it")  # fmt: skip
+        raise RLPromptError(
+            f"--out {out} is an rlprompt export that was changed since it was written; pass --force to replace it"
+        )
 
 
 def export_run(
@@ -141,36 +151,50 @@ def export_run(
     if best.kind == "soft" and fmt != "peft":
         raise RLPromptError(f"{run_dir} found a soft prompt: export it with --format peft (json/txt are for text)")
     if best.kind == "discrete" and fmt == "peft":
-        raise RLPromptError(f"{run_dir} found a discrete prompt: export it with --format json or txt "
-                            "(peft adapters hold soft prompts)")  # fmt: skip
+        raise RLPromptError(
+            f"{run_dir} found a discrete prompt: export it with --format json or txt (peft adapters hold soft prompts)"
+        )
     _check_out_path(out, Path(run_dir), fmt)
     if best.label_words is not None and fmt == "txt":
-        raise RLPromptError(f"{run_dir} found label words {best.label_words}: a txt export holds the prompt alone, which "
-                            "would be read with the config's words; export --format json (the prompt with its "
-                            "verbalizers)")  # fmt: skip
+        raise RLPromptError(
+            f"{run_dir} found label words {best.label_words}: a txt export holds the prompt alone, which "
+            "would be read with the config's words; export --format json (the prompt with its "
+            "verbalizers)"
+        )
     if best.per_input is not None and fmt == "txt":
-        raise RLPromptError(f"{run_dir} trained a per-input policy: each input has its own prompt, so there is no one "
-                            "prompt to write as text; export --format json records the policy, and "
-                            "rlprompt.experiment.load_policy(run_dir).prompt(input) gives an input's prompt")  # fmt: skip
+        raise RLPromptError(
+            f"{run_dir} trained a per-input policy: each input has its own prompt, so there is no one "
+            "prompt to write as text; export --format json records the policy, and "
+            "rlprompt.experiment.load_policy(run_dir).prompt(input) gives an input's prompt"
+        )
     if fmt == "txt":
         data = (str(best.prompt) + "\n").encode("utf-8")
     elif fmt == "json":
-        body = json_safe({
-            "prompt": best.prompt,
-            "token_ids": best.token_ids,
-            **task_fields(config, best),
-            **demonstration_fields(config, best),
-            "metrics": best.metrics,
-            "baseline": best.baseline,
-            "agent": best.agent,
-            "seed": best.seed,
-        })  # fmt: skip
+        body = json_safe(
+            {
+                "prompt": best.prompt,
+                "token_ids": best.token_ids,
+                **task_fields(config, best),
+                **demonstration_fields(config, best),
+                "metrics": best.metrics,
+                "baseline": best.baseline,
+                "agent": best.agent,
+                "seed": best.seed,
+            }
+        )
         body = json.loads(json.dumps(body, allow_nan=False))  # as it reads back
         record = {"run": str(run_dir), "format": "json", "sha256": _data_hash(body)}
-        data = (json.dumps({**body, EXPORT_MARK: record}, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+        data = (json.dumps({**body, EXPORT_MARK: record}, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(
+            "utf-8"
+        )
     else:
-        description = {**task_fields(config, best), "metrics": best.metrics, "agent": best.agent, "seed": best.seed,
-                       EXPORT_MARK: {"run": str(run_dir), "format": "peft"}}  # fmt: skip
+        description = {
+            **task_fields(config, best),
+            "metrics": best.metrics,
+            "agent": best.agent,
+            "seed": best.seed,
+            EXPORT_MARK: {"run": str(run_dir), "format": "peft"},
+        }
         _check_peft_target(out, force)  # before the model is read
         return export_peft(config, run_prompt(run_dir, best), out, description, force=force)
     _check_file_target(out, fmt, data, force)
@@ -184,8 +208,7 @@ def task_fields(config: Any, best: Any = None) -> dict[str, Any]:
     classification task's verbalizers and calibration, a generation task's settings) and the task
     model."""
     family = config.family.export_fields(config, best)
-    return {"task": config.task, "template": config.template, **family,
-            "task_model": config_to_dict(config.task_model)}  # fmt: skip
+    return {"task": config.task, "template": config.template, **family, "task_model": config_to_dict(config.task_model)}
 
 
 def demonstration_fields(config: Any, best: Any) -> dict[str, Any]:
@@ -216,11 +239,18 @@ def _peft_state(out: Path) -> tuple[set[str], list[str], list[str]]:
     if files is None:  # an older rlprompt's marker: what it wrote, unverifiable
         recorded: dict[str, Any] = dict.fromkeys(LEGACY_PEFT_FILES)
         changed = sorted(name for name in recorded if (out / name).exists())
-    elif isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) and "/" not in k and "\\" not in k
-                                         and k not in (".", "..", "", MARKER) for k, v in files.items()):  # fmt: skip
+    elif isinstance(files, dict) and all(
+        isinstance(k, str)
+        and isinstance(v, str)
+        and "/" not in k
+        and "\\" not in k
+        and k not in (".", "..", "", MARKER)
+        for k, v in files.items()
+    ):
         recorded = dict(files)
-        changed = sorted(name for name, digest in recorded.items()
-                         if (out / name).exists() and _file_hash(out / name) != digest)  # fmt: skip
+        changed = sorted(
+            name for name, digest in recorded.items() if (out / name).exists() and _file_hash(out / name) != digest
+        )
     else:  # not a record rlprompt wrote
         return set(), sorted(entry.name for entry in out.iterdir()), []
     foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in recorded and entry.name != MARKER)
@@ -243,9 +273,12 @@ def _check_peft_target(out: Path, force: bool) -> None:
         raise _not_ours(out, f"holds {', '.join(clash)}, which rlprompt export did not record")
     if (foreign or changed) and not force:
         parts = ([f"files rlprompt export did not write ({', '.join(foreign[:5])})"] if foreign else []) + (
-            [f"export files changed since ({', '.join(changed)})"] if changed else [])  # fmt: skip
-        raise RLPromptError(f"--out {out} is an earlier export that now holds {' and '.join(parts)}; pass --force "
-                            "to replace the export's own files (every other file stays)")  # fmt: skip
+            [f"export files changed since ({', '.join(changed)})"] if changed else []
+        )
+        raise RLPromptError(
+            f"--out {out} is an earlier export that now holds {' and '.join(parts)}; pass --force "
+            "to replace the export's own files (every other file stays)"
+        )
 
 
 def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str, Any], force: bool = False) -> Path:
@@ -270,8 +303,10 @@ def export_peft(config: Any, soft_prompt: Any, out: Path, description: dict[str,
     if task_type is None:
         raise RLPromptError(f"{tm.kind} runs score with parts a PEFT adapter does not hold; export needs another kind")
     if getattr(tm, "soft_prompt_position", "prefix") != "prefix":
-        raise RLPromptError("PEFT adapters prepend virtual tokens to the input; this run put its soft prompt at "
-                            "the template slot (task_model.soft_prompt_position=template), which PEFT cannot express")  # fmt: skip
+        raise RLPromptError(
+            "PEFT adapters prepend virtual tokens to the input; this run put its soft prompt at "
+            "the template slot (task_model.soft_prompt_position=template), which PEFT cannot express"
+        )
     path = resolve_name_or_path(tm.name_or_path, tm.kind)
     model_config = AutoConfig.from_pretrained(path)
     tensor = torch.as_tensor(soft_prompt).detach().float().cpu().contiguous()
@@ -309,8 +344,9 @@ def _move_in(tmp: Path, out: Path, force: bool) -> None:
         try:
             os.replace(tmp, out)  # a new path, or over an empty directory
         except OSError as exc:
-            raise RLPromptError(f"cannot write the adapter to {out}: {exc.strerror or exc} (did something else "
-                                "write there meanwhile?)") from None  # fmt: skip
+            raise RLPromptError(
+                f"cannot write the adapter to {out}: {exc.strerror or exc} (did something else write there meanwhile?)"
+            ) from None
         return
     recorded, foreign, changed = _peft_state(out)
     if not foreign and not changed:
@@ -328,8 +364,10 @@ def _move_in(tmp: Path, out: Path, force: bool) -> None:
         try:
             old.rmdir()
         except OSError:
-            raise RLPromptError(f"the adapter was written to {out}, but a file appeared in the earlier export meanwhile; "
-                                f"it is kept in {old}") from None  # fmt: skip
+            raise RLPromptError(
+                f"the adapter was written to {out}, but a file appeared in the earlier export meanwhile; "
+                f"it is kept in {old}"
+            ) from None
         return
     _check_peft_target(out, force)  # again: --force is needed to keep the others and replace ours
     written = {entry.name for entry in tmp.iterdir()}

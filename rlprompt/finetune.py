@@ -60,14 +60,19 @@ class AnswerTask:
         for verbalizer in config.verbalizers:
             ids = tokenizer(verbalizer, add_special_tokens=False)["input_ids"]
             if not ids or (unk is not None and unk in ids):
-                raise ConfigError(f"verbalizer {verbalizer!r} is not in the tokenizer's vocabulary "
-                                  f"(it tokenizes to {tokenizer.convert_ids_to_tokens(ids)})")  # fmt: skip
+                raise ConfigError(
+                    f"verbalizer {verbalizer!r} is not in the tokenizer's vocabulary "
+                    f"(it tokenizes to {tokenizer.convert_ids_to_tokens(ids)})"
+                )
             if len(ids) > max_new:
-                raise ConfigError(f"verbalizer {verbalizer!r} is {len(ids)} tokens but finetune.max_new_tokens is "
-                                  f"{max_new}: the LM could never write it")  # fmt: skip
+                raise ConfigError(
+                    f"verbalizer {verbalizer!r} is {len(ids)} tokens but finetune.max_new_tokens is "
+                    f"{max_new}: the LM could never write it"
+                )
             if tokenizer.decode(ids, skip_special_tokens=True).split() != verbalizer.split():
-                raise ConfigError(f"verbalizer {verbalizer!r} does not survive tokenization "
-                                  f"(decodes to {tokenizer.decode(ids)!r})")  # fmt: skip
+                raise ConfigError(
+                    f"verbalizer {verbalizer!r} does not survive tokenization (decodes to {tokenizer.decode(ids)!r})"
+                )
         if len({tuple(w) for w in self.verbalizer_words}) != len(self.verbalizer_words):
             raise ConfigError(f"verbalizers {config.verbalizers} are not distinct as words")
 
@@ -121,13 +126,20 @@ def load_policy(config: Config) -> tuple[Any, Any]:
         from peft import LoraConfig, get_peft_model
 
         ft = config.finetune
-        lora = LoraConfig(r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout,
-                          target_modules=ft.lora_target_modules, task_type="CAUSAL_LM", init_lora_weights=True)  # fmt: skip
+        lora = LoraConfig(
+            r=ft.lora_r,
+            lora_alpha=ft.lora_alpha,
+            lora_dropout=ft.lora_dropout,
+            target_modules=ft.lora_target_modules,
+            task_type="CAUSAL_LM",
+            init_lora_weights=True,
+        )
         try:
             model = get_peft_model(model, lora)
         except ValueError as exc:
-            raise ConfigError(f"LoRA cannot wrap this model: {first_line(exc)} "
-                              "(set finetune.lora_target_modules)") from None  # fmt: skip
+            raise ConfigError(
+                f"LoRA cannot wrap this model: {first_line(exc)} (set finetune.lora_target_modules)"
+            ) from None
     return model, tokenizer
 
 
@@ -146,12 +158,16 @@ def resolve_prompt(config: Config) -> str:
     if best.kind == "soft" or best.prompt is None:
         raise ConfigError(f"finetune.prompt_file {p} holds a soft prompt; fine-tuning needs a discrete one")
     if best.per_input is not None:
-        raise ConfigError(f"finetune.prompt_file {p} is a per-input policy's run (each input has its own prompt); "
-                          "fine-tuning needs one prompt for every input")  # fmt: skip
+        raise ConfigError(
+            f"finetune.prompt_file {p} is a per-input policy's run (each input has its own prompt); "
+            "fine-tuning needs one prompt for every input"
+        )
     if best.label_words is not None and list(best.verbalizers or []) != list(config.verbalizers):
-        raise ConfigError(f"finetune.prompt_file {p} found label words {best.label_words}: fine-tune with the "
-                          f"verbalizers they make (--set \"verbalizers={best.verbalizers}\"), which the answers are "
-                          "read as")  # fmt: skip
+        raise ConfigError(
+            f"finetune.prompt_file {p} found label words {best.label_words}: fine-tune with the "
+            f'verbalizers they make (--set "verbalizers={best.verbalizers}"), which the answers are '
+            "read as"
+        )
     return best.prompt
 
 
@@ -164,8 +180,13 @@ def greedy_answers(model: Any, tokenizer: Any, queries: list[str], max_new_token
     answers: list[str] = []
     for start in range(0, len(queries), batch_size):
         batch = tokenizer(queries[start : start + batch_size], return_tensors="pt", padding=True).to(device)
-        out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         new = out[:, batch["input_ids"].shape[1] :]
         answers += tokenizer.batch_decode(new, skip_special_tokens=True)
     return answers
@@ -198,13 +219,26 @@ def _train_trl(method: str, model: Any, task: AnswerTask, config: Config, run_di
         return task.rewards(list(completions), list(gold))
 
     common = dict(
-        output_dir=str(run_dir / "trainer"), max_steps=ft.steps, learning_rate=ft.learning_rate,
-        per_device_train_batch_size=ft.batch_size * ft.num_generations, num_generations=ft.num_generations,
-        max_completion_length=ft.max_new_tokens, temperature=ft.temperature, beta=ft.beta, logging_steps=1,
-        save_strategy="no", report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(), bf16=False,
-        lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True, remove_unused_columns=False,
+        output_dir=str(run_dir / "trainer"),
+        max_steps=ft.steps,
+        learning_rate=ft.learning_rate,
+        per_device_train_batch_size=ft.batch_size * ft.num_generations,
+        num_generations=ft.num_generations,
+        max_completion_length=ft.max_new_tokens,
+        temperature=ft.temperature,
+        beta=ft.beta,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        disable_tqdm=True,
+        remove_unused_columns=False,
         dataloader_num_workers=0,
-    )  # fmt: skip
+    )
     if method == "grpo":
         from trl import GRPOConfig as TrainerConfig
         from trl import GRPOTrainer as Trainer
@@ -222,8 +256,14 @@ def _train_trl(method: str, model: Any, task: AnswerTask, config: Config, run_di
                     {"iteration": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
                 )
 
-    trainer = Trainer(model=model, reward_funcs=answer_reward, args=args, train_dataset=train,
-                      processing_class=task.tokenizer, callbacks=[Record()])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        reward_funcs=answer_reward,
+        args=args,
+        train_dataset=train,
+        processing_class=task.tokenizer,
+        callbacks=[Record()],
+    )
     trainer.remove_callback(PrinterCallback)  # rlprompt prints its own summary
     trainer.train()
     return log
@@ -241,8 +281,16 @@ def _train_ppo(model: Any, task: AnswerTask, config: Config) -> list[dict[str, A
         answers = tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
         return torch.tensor(task.rewards(answers, gold[indices.cpu()].tolist()))
 
-    trainer = PPOFinetuner(model, tokenizer.pad_token_id, reward_fn, ft.ppo, learning_rate=ft.learning_rate,
-                           kl_coef=ft.beta, temperature=ft.temperature, max_new_tokens=ft.max_new_tokens)  # fmt: skip
+    trainer = PPOFinetuner(
+        model,
+        tokenizer.pad_token_id,
+        reward_fn,
+        ft.ppo,
+        learning_rate=ft.learning_rate,
+        kl_coef=ft.beta,
+        temperature=ft.temperature,
+        max_new_tokens=ft.max_new_tokens,
+    )
     generator = np.random.default_rng(config.seed)
     device = next(model.parameters()).device
     log = []
@@ -267,8 +315,10 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
     """:func:`run_finetune` that also returns the trained model (base + adapter in memory)."""
     ft = config.finetune
     if not config.family.has_classes:
-        raise ConfigError("rlprompt finetune trains answers to classification tasks (verbalizers as the answers); "
-                          f"this config has task: {config.task}")  # fmt: skip
+        raise ConfigError(
+            "rlprompt finetune trains answers to classification tasks (verbalizers as the answers); "
+            f"this config has task: {config.task}"
+        )
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
     check_finetune_dir(run_dir)  # before anything is created: a refused directory stays as it was
     prompt = resolve_prompt(config)

@@ -53,8 +53,9 @@ class GenerationTask(Task):
         spec = TASK_MODELS[config.task_model.kind]
         if spec.generation_entry_point is None:  # pragma: no cover - refused by the config already
             raise ConfigError(f"task_model.kind={config.task_model.kind} cannot generate text")
-        task_model = spec.generation_class.from_config(config.task_model, config.model_template, [],
-                                                       generation=config.generation, model=model, tokenizer=tokenizer)  # fmt: skip
+        task_model = spec.generation_class.from_config(
+            config.task_model, config.model_template, [], generation=config.generation, model=model, tokenizer=tokenizer
+        )
         for split in ("train", "dev", "test"):
             dataset = data.split(split)
             task_model.check_references(dataset.examples, dataset.references, dataset.source)
@@ -94,8 +95,14 @@ class GenerationTask(Task):
             if not path.is_file():
                 raise ConfigError(f"demos.pool: no such file {pool} (give 'train' or a data file)")
             first = 1 if path.suffix.lower() == ".jsonl" else 2
-            dataset = generation_dataset_from_records(_read_rows(path), str(path), self.data.fields,
-                                                      self.data.reference_field, self.config.data.empty_text, first)  # fmt: skip
+            dataset = generation_dataset_from_records(
+                _read_rows(path),
+                str(path),
+                self.data.fields,
+                self.data.reference_field,
+                self.config.data.empty_text,
+                first,
+            )
         return list(dataset.examples), [refs[0] for refs in dataset.references], [None] * len(dataset)
 
     def logits(self, prompts: Any, split: str = "train", indices: Any = None) -> torch.Tensor:
@@ -103,7 +110,9 @@ class GenerationTask(Task):
 
     # ------------------------------------------------------------ training rewards
 
-    def _batches(self, split: str, indices: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[list[Any]], list[list[list[str]]]]:
+    def _batches(
+        self, split: str, indices: Sequence[Sequence[int] | np.ndarray]
+    ) -> tuple[list[list[Any]], list[list[list[str]]]]:
         dataset = self.data.split(checked_split(split))
         checked = self._checked_index_sets(split, indices)
         examples = [[dataset.examples[i] for i in idx] for idx in checked]
@@ -119,8 +128,12 @@ class GenerationTask(Task):
         metric = GENERATION_METRICS[name]
         return torch.tensor([float(metric(out, refs)) for out, refs in zip(outputs, references, strict=True)])
 
-    def reward(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[int] | np.ndarray | None = None,
-               split: str = "train") -> torch.Tensor:  # fmt: skip
+    def reward(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        indices: Sequence[int] | np.ndarray | None = None,
+        split: str = "train",
+    ) -> torch.Tensor:
         """The configured reward ``[P]`` of each prompt on ``indices`` of ``split`` (all by default);
         the arguments are checked as :meth:`Task.reward` checks them (``prompts`` a list, never a str)."""
         prompt_list = _prompt_list(prompts)
@@ -137,8 +150,13 @@ class GenerationTask(Task):
         self.charge_prompt_evals(len(prompt_list))
         return rewards
 
-    def score_requests(self, prompts: Sequence[Prompt] | torch.Tensor, indices: Sequence[Sequence[int] | np.ndarray],
-                       split: str = "train", calibrate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def score_requests(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        indices: Sequence[Sequence[int] | np.ndarray],
+        split: str = "train",
+        calibrate: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward of prompt ``i`` on its own examples ``indices[i]`` (twice: the batch metric a
         classification task reports as accuracy is the reward itself here). Generation has no
         class scores to calibrate (``calibrate`` changes nothing)."""
@@ -152,7 +170,9 @@ class GenerationTask(Task):
         self.charge_prompt_evals(len(indices))
         return rewards, rewards.clone()
 
-    def reference_rewards(self, indices: Sequence[Sequence[int] | np.ndarray], split: str = "train") -> torch.Tensor | None:
+    def reference_rewards(
+        self, indices: Sequence[Sequence[int] | np.ndarray], split: str = "train"
+    ) -> torch.Tensor | None:
         """The manual prompt's reward ``[S]`` on each example set (``selection.paired``; None when
         off): the reference of paired ranking, charged no prompt evaluation (see :class:`~rlprompt.task.Task`)."""
         if not self.config.selection.paired:
@@ -180,7 +200,9 @@ class GenerationTask(Task):
             metrics["shown_excluded"] = shown
         return metrics
 
-    def evaluate_per_input(self, prompts: Sequence[str], split: str = "test", per_example: bool = False) -> dict[str, Any]:
+    def evaluate_per_input(
+        self, prompts: Sequence[str], split: str = "test", per_example: bool = False
+    ) -> dict[str, Any]:
         """As :meth:`evaluate`, with each example generated under its own prompt (``prompts[i]``
         for example ``i`` of ``split``; e.g. :meth:`retrieved_prompts`). A prompt that shows its
         own example is refused."""
@@ -188,37 +210,56 @@ class GenerationTask(Task):
         dataset = self.data.split(split)
         if not isinstance(prompts, (list, tuple)) or len(prompts) != len(dataset):
             got = f"{len(prompts)}" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
-            raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
+            raise ConfigError(
+                f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}"
+            )
         prompts = [_unlabeled(checked_prompt(p, f"prompts[{i}]")) for i, p in enumerate(prompts)]
         examples, references = list(dataset.examples), list(dataset.references)
-        shown = [i for i, (p, x) in enumerate(zip(prompts, examples, strict=True))
-                 if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)]  # fmt: skip
+        shown = [
+            i
+            for i, (p, x) in enumerate(zip(prompts, examples, strict=True))
+            if isinstance(p, str) and p and self.shows_demos and shows_input(p, x)
+        ]
         if shown:
-            raise RLPromptError(f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
-                                f"({len(shown)} such); an example is never scored with a prompt that shows it")  # fmt: skip
+            raise RLPromptError(
+                f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
+                f"({len(shown)} such); an example is never scored with a prompt that shows it"
+            )
         return self._metrics_of(prompts, [[x] for x in examples], [[r] for r in references], per_example)
 
-    def _metrics_of(self, prompts: list[Prompt], examples: list[list[Any]], references: list[list[Any]],
-                    per_example: bool) -> dict[str, Any]:  # fmt: skip
+    def _metrics_of(
+        self, prompts: list[Prompt], examples: list[list[Any]], references: list[list[Any]], per_example: bool
+    ) -> dict[str, Any]:
         """Metrics of prompt ``i`` generating for its examples ``examples[i]`` (all groups pooled, in order)."""
         before = self.task_model.stats.lm_calls
         tokens_before = self.task_model.stats.generated_tokens
-        per_likelihood = torch.cat([v.reshape(-1) for v in self.task_model.log_likelihood(prompts, examples, references)])
+        per_likelihood = torch.cat(
+            [v.reshape(-1) for v in self.task_model.log_likelihood(prompts, examples, references)]
+        )
         outputs = [out for group in self.task_model.generate(prompts, examples) for out in group]
         examples = [x for group in examples for x in group]
         references = [r for group in references for r in group]
         likelihood = float(per_likelihood.mean())
-        metrics: dict[str, Any] = {name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names}
+        metrics: dict[str, Any] = {
+            name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names
+        }
         metrics["likelihood"] = likelihood
         reward = self.config.reward.name
-        metrics["reward"] = likelihood if reward == "likelihood" else float(GENERATION_METRICS[reward](outputs, references))
+        metrics["reward"] = (
+            likelihood if reward == "likelihood" else float(GENERATION_METRICS[reward](outputs, references))
+        )
         metrics["n"] = len(examples)
         metrics["outputs"] = outputs[:SAMPLE_OUTPUTS]
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         metrics["generated_tokens"] = self.task_model.stats.generated_tokens - tokens_before
         if per_example:
-            scores = {name: [float(GENERATION_METRICS[name]([out], [refs])) for out, refs in zip(outputs, references, strict=True)]
-                      for name in self.metric_names}  # fmt: skip
+            scores = {
+                name: [
+                    float(GENERATION_METRICS[name]([out], [refs]))
+                    for out, refs in zip(outputs, references, strict=True)
+                ]
+                for name in self.metric_names
+            }
             scores["likelihood"] = [float(v) for v in per_likelihood.tolist()]
             keys = [example_key(example, refs) for example, refs in zip(examples, references, strict=True)]
             metrics["per_example"] = split_record(keys, scores, list(outputs))
@@ -228,8 +269,10 @@ class GenerationTask(Task):
 def _unlabeled(prompt: Any) -> Any:
     """``prompt``, refusing a labeled prompt (label words are class words: classification only)."""
     if isinstance(prompt, LabeledPrompt):
-        raise ConfigError(f"the prompt {prompt.describe()} has label words, which are for classification tasks; "
-                          "a generation task's prompt is text")  # fmt: skip
+        raise ConfigError(
+            f"the prompt {prompt.describe()} has label words, which are for classification tasks; "
+            "a generation task's prompt is text"
+        )
     return prompt
 
 

@@ -90,7 +90,9 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RLPromptError(f"{what} {p} is not valid JSON (truncated or corrupt: {exc.msg} at line {exc.lineno})") from None
+        raise RLPromptError(
+            f"{what} {p} is not valid JSON (truncated or corrupt: {exc.msg} at line {exc.lineno})"
+        ) from None
     except RecursionError:
         raise RLPromptError(f"{what} {p} is nested too deeply to be an rlprompt file") from None
 
@@ -147,17 +149,22 @@ def lock_holder(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 def _busy(directory: Path, what: str) -> RLPromptError:
     info = lock_holder(directory)
     if info:
-        who = (f"pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}: "
-               f"{' '.join(str(info.get('command', '?')).split())[:300]}")  # fmt: skip
+        who = (
+            f"pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}: "
+            f"{' '.join(str(info.get('command', '?')).split())[:300]}"
+        )
     else:
         who = "its details are not written yet"
-    return RLPromptError(f"{what} {directory} is in use by another rlprompt process ({who}); one process writes a "
-                         "directory at a time: wait for it to finish or stop it, then rerun")  # fmt: skip
+    return RLPromptError(
+        f"{what} {directory} is in use by another rlprompt process ({who}); one process writes a "
+        "directory at a time: wait for it to finish or stop it, then rerun"
+    )
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str | os.PathLike[str], what: str = "directory",
-                   command: str | None = None) -> Iterator[None]:  # fmt: skip
+def directory_lock(
+    directory: str | os.PathLike[str], what: str = "directory", command: str | None = None
+) -> Iterator[None]:
     """Hold ``directory`` (which must exist) as its only writer while the block runs: an exclusive
     ``flock`` on ``<directory>/.rlprompt.lock``, into which the holder's pid, host, command and
     start time are written. A second writer, in another process or another thread, gets one
@@ -207,10 +214,15 @@ def directory_lock(directory: str | os.PathLike[str], what: str = "directory",
     else:  # pragma: no cover - ten removals in a row
         raise RLPromptError(f"cannot lock {what} {root}: its lock file keeps disappearing")
     if command is None:
-        command = shlex.join(["rlprompt" if Path(sys.argv[0]).name in ("rlprompt", "cli.py") else sys.argv[0],
-                              *sys.argv[1:]])  # fmt: skip
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-            "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}  # fmt: skip
+        command = shlex.join(
+            ["rlprompt" if Path(sys.argv[0]).name in ("rlprompt", "cli.py") else sys.argv[0], *sys.argv[1:]]
+        )
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)

@@ -21,8 +21,12 @@ class Logger:
     resumed run logs them again) and TensorBoard events from that point on are purged.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, tensorboard: bool = True,
-                 keep_iterations: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        tensorboard: bool = True,
+        keep_iterations: int | None = None,
+    ) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.rows: list[dict[str, Any]] = []
         self._clock = time.perf_counter

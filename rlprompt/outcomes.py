@@ -41,34 +41,79 @@ def example_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def split_record(keys: list[str], scores: dict[str, list[float]], predictions: list[Any],
-                 log_probs: list[list[float]] | None = None) -> dict[str, Any]:  # fmt: skip
+def split_record(
+    keys: list[str], scores: dict[str, list[float]], predictions: list[Any], log_probs: list[list[float]] | None = None
+) -> dict[str, Any]:
     """One prompt's outcomes on one split (values rounded to 6 decimals: a compact file)."""
-    record: dict[str, Any] = {"n": len(keys), "keys": keys,
-                              "scores": {name: [round(float(v), 6) for v in values] for name, values in scores.items()},
-                              "predictions": predictions}  # fmt: skip
+    record: dict[str, Any] = {
+        "n": len(keys),
+        "keys": keys,
+        "scores": {name: [round(float(v), 6) for v in values] for name, values in scores.items()},
+        "predictions": predictions,
+    }
     if log_probs is not None:
         record["log_probs"] = [[round(float(v), 6) for v in row] for row in log_probs]
     return record
 
 
-def write_outcome_file(path: str | os.PathLike[str], *, task: str, metric_names: list[str], prompt: Any, split: str,
-                       record: dict[str, Any], source: str) -> None:  # fmt: skip
+def write_outcome_file(
+    path: str | os.PathLike[str],
+    *,
+    task: str,
+    metric_names: list[str],
+    prompt: Any,
+    split: str,
+    record: dict[str, Any],
+    source: str,
+) -> None:
     """One prompt's outcomes on one split, with what produced them (``source``: a run or a config)."""
-    atomic_write_json(path, {"format": FORMAT, "version": VERSION, "task": task, "metric_names": metric_names,
-                             "prompt": prompt, "split": split, "source": source, "outcomes": record}, compact=True)  # fmt: skip
+    atomic_write_json(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "task": task,
+            "metric_names": metric_names,
+            "prompt": prompt,
+            "split": split,
+            "source": source,
+            "outcomes": record,
+        },
+        compact=True,
+    )
 
 
-def write_run_outcomes(path: str | os.PathLike[str], *, task: str, metric_names: list[str],
-                       found: dict[str, dict[str, Any]], manual: dict[str, dict[str, Any]],
-                       prompts: dict[str, Any]) -> None:  # fmt: skip
+def write_run_outcomes(
+    path: str | os.PathLike[str],
+    *,
+    task: str,
+    metric_names: list[str],
+    found: dict[str, dict[str, Any]],
+    manual: dict[str, dict[str, Any]],
+    prompts: dict[str, Any],
+) -> None:
     """A run's outcomes: ``found`` and ``manual`` map splits to :func:`split_record` records."""
-    atomic_write_json(path, {"format": FORMAT, "version": VERSION, "task": task, "metric_names": metric_names,
-                             "prompts": prompts, "found": found, "manual": manual}, compact=True)  # fmt: skip
+    atomic_write_json(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "task": task,
+            "metric_names": metric_names,
+            "prompts": prompts,
+            "found": found,
+            "manual": manual,
+        },
+        compact=True,
+    )
 
 
 def _check_record(record: Any, where: str) -> dict[str, Any]:
-    if not isinstance(record, dict) or not isinstance(record.get("keys"), list) or not isinstance(record.get("scores"), dict):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("keys"), list)
+        or not isinstance(record.get("scores"), dict)
+    ):
         raise RLPromptError(f"{where} holds no per-example outcomes (keys and scores)")
     n = len(record["keys"])
     for name, values in record["scores"].items():
@@ -106,17 +151,23 @@ def run_record(path: Path, which: str, split: str) -> tuple[dict[str, Any], dict
     return data, _check_record(records[split], f"{path} ({which}, {split})")
 
 
-def paired_scores(a: dict[str, Any], b: dict[str, Any], metric: str, names: tuple[str, str]) -> tuple[list[float], list[float]]:
+def paired_scores(
+    a: dict[str, Any], b: dict[str, Any], metric: str, names: tuple[str, str]
+) -> tuple[list[float], list[float]]:
     """The two records' per-example ``metric`` on the same examples; a mismatch is one error naming it."""
     if a["keys"] != b["keys"]:
         if len(a["keys"]) != len(b["keys"]):
-            raise RLPromptError(f"{names[0]} and {names[1]} were scored on different examples ({len(a['keys'])} "
-                                f"against {len(b['keys'])}); a paired comparison needs the same test set")  # fmt: skip
+            raise RLPromptError(
+                f"{names[0]} and {names[1]} were scored on different examples ({len(a['keys'])} "
+                f"against {len(b['keys'])}); a paired comparison needs the same test set"
+            )
         first = next(i for i, (x, y) in enumerate(zip(a["keys"], b["keys"], strict=True)) if x != y)
         differing = sum(x != y for x, y in zip(a["keys"], b["keys"], strict=True))
-        raise RLPromptError(f"{names[0]} and {names[1]} were scored on different examples ({differing} of "
-                            f"{len(a['keys'])} differ, the first at position {first}); a paired comparison "
-                            "needs the same test set in the same order")  # fmt: skip
+        raise RLPromptError(
+            f"{names[0]} and {names[1]} were scored on different examples ({differing} of "
+            f"{len(a['keys'])} differ, the first at position {first}); a paired comparison "
+            "needs the same test set in the same order"
+        )
     for record, name in zip((a, b), names, strict=True):
         if metric not in record["scores"]:
             raise RLPromptError(f"{name} has no per-example '{metric}'; it has {sorted(record['scores'])}")

@@ -76,8 +76,9 @@ class PPOFinetuner:
         else:
             yield self.reference
 
-    def _forward(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, n_query: int,
-                 with_values: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def _forward(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, n_query: int, with_values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs ``[B, T]`` of the answer tokens (at temperature) and values ``[B, T]``."""
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=with_values)
@@ -95,8 +96,12 @@ class PPOFinetuner:
     @torch.no_grad()
     def generate(self, query_ids: torch.Tensor, query_mask: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """Answer ids ``[B, max_new_tokens]`` (padded after an early end)."""
-        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": self.max_new_tokens,
-                                  "min_new_tokens": self.max_new_tokens, "pad_token_id": self.pad_token_id}  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "do_sample": sample,
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.max_new_tokens,
+            "pad_token_id": self.pad_token_id,
+        }
         if sample:
             kwargs.update(temperature=self.temperature, top_k=0, top_p=1.0)
         out = self.policy.generate(input_ids=query_ids, attention_mask=query_mask, **kwargs)
@@ -126,8 +131,9 @@ class PPOFinetuner:
         dones = torch.zeros_like(rewards)
         dones[:, -1] = 1.0
         # 3. advantages by GAE (time-major), returns for the value head
-        advantages, returns = gae(rewards.T, old_values.T, dones.T, torch.zeros_like(scores),
-                                  gamma=cfg.gamma, lam=cfg.gae_lambda)  # fmt: skip
+        advantages, returns = gae(
+            rewards.T, old_values.T, dones.T, torch.zeros_like(scores), gamma=cfg.gamma, lam=cfg.gae_lambda
+        )
         advantages, returns = advantages.T, returns.T
         if cfg.whiten_advantages and advantages.numel() > 1:
             centred = advantages - advantages.mean()

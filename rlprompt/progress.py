@@ -95,8 +95,14 @@ class RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.stop()
-        columns = [SpinnerColumn(finished_text="done"), TextColumn("{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]  # fmt: skip
+        columns = [
+            SpinnerColumn(finished_text="done"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+        ]
         self._progress = Progress(*columns, console=Console(stderr=True), transient=False)
         self._progress.start()
         self._task = self._progress.add_task(description, total=total, detail="")

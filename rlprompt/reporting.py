@@ -83,8 +83,7 @@ def _curve_array(files: Sequence[Sequence[Path]], points: int = 60) -> tuple[np.
     return grid, values
 
 
-def plot_curves_iqm(panels: Mapping[str, Mapping[str, Sequence[Sequence[Path]]]], path: Path,
-                    reps: int = 2000) -> None:  # fmt: skip
+def plot_curves_iqm(panels: Mapping[str, Mapping[str, Sequence[Sequence[Path]]]], path: Path, reps: int = 2000) -> None:
     """One panel per task (and model); per label the IQM over runs x data splits of the running-best
     train reward against LM calls, with a 95% stratified-bootstrap band (:func:`rlprompt.aggregate.iqm_curve`).
     ``panels``: panel -> label -> per data split, the runs' ``metrics.csv`` files."""
@@ -109,8 +108,9 @@ def plot_curves_iqm(panels: Mapping[str, Mapping[str, Sequence[Sequence[Path]]]]
     _save(fig, path)
 
 
-def plot_performance_profiles(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, metric: str,
-                              reps: int = 2000) -> None:  # fmt: skip
+def plot_performance_profiles(
+    panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, metric: str, reps: int = 2000
+) -> None:
     """One panel per task (and model): per label the share of its runs x data splits whose test
     ``metric`` exceeds each threshold, with 95% bands (:func:`rlprompt.aggregate.performance_profile`)."""
     from rlprompt.aggregate import performance_profile
@@ -180,8 +180,9 @@ def sections(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[Any, Any], list[Ma
     return out
 
 
-def bench_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", heading: bool = False,
-                reps: int = 2000) -> str:  # fmt: skip
+def bench_table(
+    rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", heading: bool = False, reps: int = 2000
+) -> str:
     """Markdown: per task (and task model), the manual prompt and each (agent, budget) over the data
     splits (tasks) x seeds (runs): mean ± std, the IQM with its 95% stratified-bootstrap interval,
     the probability of improvement over the manual prompt and over random search of the same
@@ -194,27 +195,36 @@ def bench_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", hea
         splits = list(dict.fromkeys(r.get("split") for r in task_rows))
         seeds = sorted({r["seed"] for r in task_rows})
         name = f"{task} on {model}" if model is not None else str(task)
-        split_text = (f"data splits {[str(s) for s in splits]} (tasks) x seeds {seeds} (runs)" if splits != [None]
-                      else f"seeds {seeds} (runs; one task: each cell's data.dir)")  # fmt: skip
-        lines += [f"### {name}: {metric}" if heading else f"### {name}", "",
-                  f"Test {metric} over {split_text}; cells finished: {len(task_rows)}. IQM: interquartile mean "
-                  f"with its 95% stratified-bootstrap interval; P(> Y): probability that a run beats a run of Y on the "
-                  f"same split (ties count half), averaged over splits, with its 95% interval; the verdict says "
-                  f"'better' or 'worse' when that interval lies wholly above or below 0.5, and needs {MIN_RUNS} runs "
-                  f"or more (rliable, {reps} resamples; only seeds finished on every split count). Runs better / worse than manual: runs whose found "
-                  f"prompt's paired 95% bootstrap interval of the difference from the manual prompt on the same test "
-                  f"examples lies above / below 0 (rlprompt compare; runs without per-example outcomes are not "
-                  f"counted: rlprompt outcomes writes them).", "",
-                  f"| agent | env | budget (prompt evals) | runs | test {metric} mean ± std | test IQM [95% CI] | "
-                  f"P(> manual) [95% CI] | P(> random search) [95% CI] | verdict | runs better / worse than manual "
-                  f"(paired test) | dev {metric} | train LM calls | per-run test {metric} |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        split_text = (
+            f"data splits {[str(s) for s in splits]} (tasks) x seeds {seeds} (runs)"
+            if splits != [None]
+            else f"seeds {seeds} (runs; one task: each cell's data.dir)"
+        )
+        lines += [
+            f"### {name}: {metric}" if heading else f"### {name}",
+            "",
+            f"Test {metric} over {split_text}; cells finished: {len(task_rows)}. IQM: interquartile mean "
+            f"with its 95% stratified-bootstrap interval; P(> Y): probability that a run beats a run of Y on the "
+            f"same split (ties count half), averaged over splits, with its 95% interval; the verdict says "
+            f"'better' or 'worse' when that interval lies wholly above or below 0.5, and needs {MIN_RUNS} runs "
+            f"or more (rliable, {reps} resamples; only seeds finished on every split count). Runs better / worse than manual: runs whose found "
+            f"prompt's paired 95% bootstrap interval of the difference from the manual prompt on the same test "
+            f"examples lies above / below 0 (rlprompt compare; runs without per-example outcomes are not "
+            f"counted: rlprompt outcomes writes them).",
+            "",
+            f"| agent | env | budget (prompt evals) | runs | test {metric} mean ± std | test IQM [95% CI] | "
+            f"P(> manual) [95% CI] | P(> random search) [95% CI] | verdict | runs better / worse than manual "
+            f"(paired test) | dev {metric} | train LM calls | per-run test {metric} |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         manual, manual_seeds = score_matrix(task_rows, f"manual_test_{metric}", splits)
         manual_dev, _ = score_matrix(task_rows, f"manual_dev_{metric}", splits)
         if manual.size:
-            lines.append(f"| manual prompt | - | 0 | {manual.size} | {mean_std(manual.ravel())} | "
-                         f"{iqm(manual, reps).text()} | - | - | - | - | {manual_dev.mean():.4f} | 0 | "
-                         f"{_per_run(manual, splits)} |")  # fmt: skip
+            lines.append(
+                f"| manual prompt | - | 0 | {manual.size} | {mean_std(manual.ravel())} | "
+                f"{iqm(manual, reps).text()} | - | - | - | - | {manual_dev.mean():.4f} | 0 | "
+                f"{_per_run(manual, splits)} |"
+            )
         groups = section_groups(task_rows)
         matrices = {key: score_matrix(g, f"test_{metric}", splits)[0] for key, g in groups.items()}
         ordered = sorted(groups, key=lambda key: -float(np.mean([r[f"test_{metric}"] for r in groups[key]])))
@@ -222,8 +232,10 @@ def bench_table(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy", hea
             group, scores = groups[key], matrices[key]
             agent, budget = key
             if not scores.size:
-                lines.append(f"| {agent} | {group[0]['env']} | {budget} | 0 | - | - | - | - | not finished on every "
-                             f"split | {_paired_counts(group, metric)} | - | - | - |")  # fmt: skip
+                lines.append(
+                    f"| {agent} | {group[0]['env']} | {budget} | 0 | - | - | - | - | not finished on every "
+                    f"split | {_paired_counts(group, metric)} | - | - | - |"
+                )
                 continue
             own_manual, _ = score_matrix(group, f"manual_test_{metric}", splits)
             vs_manual = probability_of_improvement(scores, own_manual, reps)
@@ -274,20 +286,22 @@ def format_summary(result: RunResult, run_dir: str | os.PathLike[str], metric: s
     """The lines ``rlprompt run`` prints at the end (``metric``: the run's main one by default)."""
     base, best = result.baseline, result.metrics
     metric = metric or result.primary_metric
-    return "\n".join([
-        f"agent        : {result.agent} on the {result.env} env, task model {result.task_model}, seed {result.seed}",
-        f"manual prompt: {base['prompt']!r:<40} test {metric} {base['metrics']['test'][metric]:.4f}  "
-        f"(dev {base['metrics']['dev'][metric]:.4f})",
-        f"best prompt  : {result.shown_prompt:<40} test {metric} {best['test'][metric]:.4f}  "
-        f"(dev {best['dev'][metric]:.4f})",
-        *_selection_lines(result),
-        f"cost         : {result.lm_calls} LM calls for {result.prompt_evals} prompt evaluations in training "
-        f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for selection on "
-        f"{'+'.join(result.selected_on)} ({result.candidates} candidates), "
-        f"{result.eval_lm_calls} for evaluation; {result.wall_time_s} s",
-        *_api_lines(result),
-        f"results      : {run_dir}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"agent        : {result.agent} on the {result.env} env, task model {result.task_model}, seed {result.seed}",
+            f"manual prompt: {base['prompt']!r:<40} test {metric} {base['metrics']['test'][metric]:.4f}  "
+            f"(dev {base['metrics']['dev'][metric]:.4f})",
+            f"best prompt  : {result.shown_prompt:<40} test {metric} {best['test'][metric]:.4f}  "
+            f"(dev {best['dev'][metric]:.4f})",
+            *_selection_lines(result),
+            f"cost         : {result.lm_calls} LM calls for {result.prompt_evals} prompt evaluations in training "
+            f"(budget {_budget_text(result.budget)}), {result.dev_lm_calls} for selection on "
+            f"{'+'.join(result.selected_on)} ({result.candidates} candidates), "
+            f"{result.eval_lm_calls} for evaluation; {result.wall_time_s} s",
+            *_api_lines(result),
+            f"results      : {run_dir}",
+        ]
+    )
 
 
 def _selection_lines(result: RunResult) -> list[str]:
@@ -295,13 +309,17 @@ def _selection_lines(result: RunResult) -> list[str]:
     when the guard dropped prompts that would have been reported."""
     lines = []
     if result.guard_dropped:
-        lines.append(f"guard        : {result.guard_dropped} found prompt(s) beat the reported one on "
-                     f"{'+'.join(result.selected_on)} but lost to the manual prompt on {'+'.join(result.guarded_on)}; "
-                     "dropped (selection.guard_splits)")  # fmt: skip
+        lines.append(
+            f"guard        : {result.guard_dropped} found prompt(s) beat the reported one on "
+            f"{'+'.join(result.selected_on)} but lost to the manual prompt on {'+'.join(result.guarded_on)}; "
+            "dropped (selection.guard_splits)"
+        )
     if result.manual_kept:
-        lines.append(f"selection    : no prompt found in training beat the manual prompt on {'+'.join(result.selected_on)}"
-                     f"{' without losing on ' + '+'.join(result.guarded_on) if result.guarded_on else ''}; "
-                     "the manual prompt is kept")  # fmt: skip
+        lines.append(
+            f"selection    : no prompt found in training beat the manual prompt on {'+'.join(result.selected_on)}"
+            f"{' without losing on ' + '+'.join(result.guarded_on) if result.guarded_on else ''}; "
+            "the manual prompt is kept"
+        )
     return lines
 
 
@@ -311,20 +329,26 @@ def _api_lines(result: RunResult) -> list[str]:
         return []
     train, total = result.api["training"], result.api["total"]
     money = f", cost {total['cost']:.4f} (training {train.get('cost', 0):.4f})" if total.get("cost") else ""
-    return [f"API          : scoring={result.api['scoring']}; {total['requests']} requests "
-            f"({total['requests_cached']} from the response cache, {total['retries']} retries), "
-            f"{total['prompt_tokens'] + total['completion_tokens']} tokens{money}; training "
-            f"{int(train.get('requests', 0))} requests, {int(train.get('tokens', 0))} tokens"
-            + (f"; {total['invalid_answers']} invalid answers" if total.get("invalid_answers") else "")]  # fmt: skip
+    return [
+        f"API          : scoring={result.api['scoring']}; {total['requests']} requests "
+        f"({total['requests_cached']} from the response cache, {total['retries']} retries), "
+        f"{total['prompt_tokens'] + total['completion_tokens']} tokens{money}; training "
+        f"{int(train.get('requests', 0))} requests, {int(train.get('tokens', 0))} tokens"
+        + (f"; {total['invalid_answers']} invalid answers" if total.get("invalid_answers") else "")
+    ]
 
 
 def format_finetune_summary(result: FinetuneResult, splits: Sequence[str] = ("dev", "test")) -> str:
     """The lines ``rlprompt finetune`` prints at the end."""
     b, a = result.before["metrics"], result.after["metrics"]
-    lines = [f"method   : {result.method} ({'LoRA' if result.lora else 'full fine-tuning'}) on "
-             f"{result.task_model}, prompt {result.prompt!r}, {result.steps} steps"]  # fmt: skip
+    lines = [
+        f"method   : {result.method} ({'LoRA' if result.lora else 'full fine-tuning'}) on "
+        f"{result.task_model}, prompt {result.prompt!r}, {result.steps} steps"
+    ]
     for split in splits:
-        lines.append(f"{split:<9}: greedy accuracy {b[split]['accuracy']:.4f} -> {a[split]['accuracy']:.4f}  "
-                     f"(invalid answers {b[split]['invalid']} -> {a[split]['invalid']} of {a[split]['n']})")  # fmt: skip
+        lines.append(
+            f"{split:<9}: greedy accuracy {b[split]['accuracy']:.4f} -> {a[split]['accuracy']:.4f}  "
+            f"(invalid answers {b[split]['invalid']} -> {a[split]['invalid']} of {a[split]['n']})"
+        )
     lines.append(f"saved    : {Path(result.run_dir) / result.saved}  ({result.wall_time_s} s)")
     return "\n".join(lines)

@@ -33,8 +33,11 @@ def _from_dict(cls: type, data: Any, path: Path, what: str) -> Any:
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise RLPromptError(f"{path} has schema version {version!r}; this rlprompt reads up to {SCHEMA_VERSION}")
     names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # fmt: skip
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     missing = sorted(required - set(data))
     if missing:
         raise RLPromptError(f"{path} is not {what}: it lacks {', '.join(missing)}")

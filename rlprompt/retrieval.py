@@ -53,19 +53,27 @@ def check_retrieval(k: int, order: str, balanced: bool, pool: DemoPool) -> None:
     if order not in ORDERS:
         raise ConfigError(f"demos.order must be one of {', '.join(ORDERS)}, got {order!r}")
     if k >= len(pool):
-        raise ConfigError(f"retrieval of k={k} demonstrations needs a pool of more than {k} examples (an input is "
-                          f"never shown itself); the pool has {len(pool)}")  # fmt: skip
+        raise ConfigError(
+            f"retrieval of k={k} demonstrations needs a pool of more than {k} examples (an input is "
+            f"never shown itself); the pool has {len(pool)}"
+        )
     if balanced:
         classes = pool.num_classes
         if classes == 0:
-            raise ConfigError("demos.balanced takes k / C demonstrations of each class: a generation pool has no classes")
+            raise ConfigError(
+                "demos.balanced takes k / C demonstrations of each class: a generation pool has no classes"
+            )
         if k % classes:
-            raise ConfigError(f"demos.balanced takes k / C demonstrations of each class: k={k} is not a multiple "
-                              f"of the {classes} classes")  # fmt: skip
+            raise ConfigError(
+                f"demos.balanced takes k / C demonstrations of each class: k={k} is not a multiple "
+                f"of the {classes} classes"
+            )
         counts = np.bincount([int(label) for label in pool.labels], minlength=classes)  # type: ignore[arg-type]
         if counts.min() <= k // classes:
-            raise ConfigError(f"demos.balanced with k={k} needs more than {k // classes} pool examples of every "
-                              f"class; the pool has {counts.tolist()} per class")  # fmt: skip
+            raise ConfigError(
+                f"demos.balanced with k={k} needs more than {k // classes} pool examples of every "
+                f"class; the pool has {counts.tolist()} per class"
+            )
 
 
 def is_retriever_file(path: Path) -> bool:
@@ -85,8 +93,9 @@ def check_retriever_target(path: str | os.PathLike[str]) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ConfigError(f"{path} exists and is not a file; choose another path")
     if path.exists() and not is_retriever_file(path):
-        raise ConfigError(f"{path} exists and is not a retriever file of rlprompt; rlprompt never replaces it "
-                          "(choose another path)")  # fmt: skip
+        raise ConfigError(
+            f"{path} exists and is not a retriever file of rlprompt; rlprompt never replaces it (choose another path)"
+        )
 
 
 class DemoRetriever:
@@ -96,14 +105,25 @@ class DemoRetriever:
     inputs (loaded from ``encoder_name`` on first use when not given); ``template`` is the model
     template the blocks fill (its ``{prompt}`` slot), used by :meth:`text`."""
 
-    def __init__(self, pool: DemoPool, embeddings: torch.Tensor, *, k: int, order: str = "similar_last",
-                 balanced: bool = False, encoder_name: str = "embedded:minilm", encoder: Any = None,
-                 template: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: DemoPool,
+        embeddings: torch.Tensor,
+        *,
+        k: int,
+        order: str = "similar_last",
+        balanced: bool = False,
+        encoder_name: str = "embedded:minilm",
+        encoder: Any = None,
+        template: str | None = None,
+    ) -> None:
         check_retrieval(k, order, balanced, pool)
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
         if embeddings.dim() != 2 or embeddings.shape[0] != len(pool):
-            raise ConfigError(f"a retriever needs one embedding per pool example: {len(pool)} examples, "
-                              f"embeddings of shape {list(embeddings.shape)}")  # fmt: skip
+            raise ConfigError(
+                f"a retriever needs one embedding per pool example: {len(pool)} examples, "
+                f"embeddings of shape {list(embeddings.shape)}"
+            )
         if not torch.isfinite(embeddings).all():
             raise ConfigError("the pool's embeddings hold NaN or inf")
         self.pool, self.embeddings = pool, torch.nn.functional.normalize(embeddings, dim=-1)
@@ -112,16 +132,25 @@ class DemoRetriever:
         self.encoder_name, self._encoder, self.template = encoder_name, encoder, template
 
     @classmethod
-    def build(cls, pool: DemoPool, encoder: Any, *, k: int, order: str = "similar_last", balanced: bool = False,
-              template: str | None = None) -> DemoRetriever:  # fmt: skip
+    def build(
+        cls,
+        pool: DemoPool,
+        encoder: Any,
+        *,
+        k: int,
+        order: str = "similar_last",
+        balanced: bool = False,
+        template: str | None = None,
+    ) -> DemoRetriever:
         """Embed ``pool``'s inputs with ``encoder`` (a :class:`~rlprompt.task_models.embedding.SentenceEncoder`)."""
         check_retrieval(k, order, balanced, pool)
         embeddings = encoder.encode([query_text(x) for x in pool.examples])
         name = str(getattr(encoder, "name_or_path", "embedded:minilm"))
         if Path(name).exists():  # a local checkpoint: saved files name it wherever they are read
             name = str(Path(name).resolve())
-        return cls(pool, embeddings, k=k, order=order, balanced=balanced, encoder_name=name, encoder=encoder,
-                   template=template)  # fmt: skip
+        return cls(
+            pool, embeddings, k=k, order=order, balanced=balanced, encoder_name=name, encoder=encoder, template=template
+        )
 
     @property
     def encoder(self) -> Any:
@@ -133,8 +162,9 @@ class DemoRetriever:
 
     # ------------------------------------------------------------ retrieval
 
-    def select(self, inputs: Sequence[str | Mapping[str, str]],
-               embeddings: torch.Tensor | None = None) -> list[list[int]]:  # fmt: skip
+    def select(
+        self, inputs: Sequence[str | Mapping[str, str]], embeddings: torch.Tensor | None = None
+    ) -> list[list[int]]:
         """Pool ids of each input's demonstrations, in the order shown. ``embeddings`` are the
         inputs' own (computed by the encoder when None)."""
         inputs = list(inputs)
@@ -144,8 +174,10 @@ class DemoRetriever:
             embeddings = self.encoder.encode([query_text(x) for x in inputs])
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
         if embeddings.shape != (len(inputs), self.embeddings.shape[1]):
-            raise ConfigError(f"{len(inputs)} inputs need embeddings of shape {[len(inputs), self.embeddings.shape[1]]}, "
-                              f"got {list(embeddings.shape)}")  # fmt: skip
+            raise ConfigError(
+                f"{len(inputs)} inputs need embeddings of shape {[len(inputs), self.embeddings.shape[1]]}, "
+                f"got {list(embeddings.shape)}"
+            )
         embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         out = []
         for start in range(0, len(inputs), CHUNK):  # a bounded similarity matrix, whatever the sizes
@@ -175,8 +207,10 @@ class DemoRetriever:
             if len(chosen) == self.k:
                 break
         if len(chosen) < self.k:
-            raise RLPromptError(f"input {query_text(example)[:60]!r}: only {len(chosen)} of the pool's examples can be "
-                                f"shown to it without showing the input itself; k={self.k} needs more")  # fmt: skip
+            raise RLPromptError(
+                f"input {query_text(example)[:60]!r}: only {len(chosen)} of the pool's examples can be "
+                f"shown to it without showing the input itself; k={self.k} needs more"
+            )
         chosen.sort(key=lambda j: -similarity[j])  # most similar first
         return chosen[::-1] if self.order == "similar_last" else chosen
 
@@ -200,12 +234,24 @@ class DemoRetriever:
     def to_dict(self) -> dict[str, Any]:
         data = np.ascontiguousarray(self.embeddings.numpy().astype("<f4")).tobytes()
         return {
-            "format": FORMAT, "version": VERSION, "k": self.k, "order": self.order, "balanced": self.balanced,
-            "encoder": self.encoder_name, "template": self.template, "demo_template": self.pool.demo_template,
-            "examples": self.pool.examples, "answers": self.pool.answers, "labels": self.pool.labels,
-            "embeddings": {"shape": list(self.embeddings.shape), "dtype": "float32-le",
-                           "sha256": hashlib.sha256(data).hexdigest(), "base64": base64.b64encode(data).decode()},
-        }  # fmt: skip
+            "format": FORMAT,
+            "version": VERSION,
+            "k": self.k,
+            "order": self.order,
+            "balanced": self.balanced,
+            "encoder": self.encoder_name,
+            "template": self.template,
+            "demo_template": self.pool.demo_template,
+            "examples": self.pool.examples,
+            "answers": self.pool.answers,
+            "labels": self.pool.labels,
+            "embeddings": {
+                "shape": list(self.embeddings.shape),
+                "dtype": "float32-le",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "base64": base64.b64encode(data).decode(),
+            },
+        }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the retriever to one JSON file (atomically; a new file or an earlier retriever's
@@ -230,8 +276,16 @@ class DemoRetriever:
                 raise ConfigError(f"{path}: the embeddings do not match their sha256 (the file is damaged)")
             embeddings = torch.from_numpy(np.frombuffer(raw, dtype="<f4").reshape(blob["shape"]).copy())
             pool = DemoPool(data["demo_template"], data["examples"], data["answers"], data["labels"])
-            return cls(pool, embeddings, k=data["k"], order=data["order"], balanced=data["balanced"],
-                       encoder_name=data["encoder"], encoder=encoder, template=data["template"])  # fmt: skip
+            return cls(
+                pool,
+                embeddings,
+                k=data["k"],
+                order=data["order"],
+                balanced=data["balanced"],
+                encoder_name=data["encoder"],
+                encoder=encoder,
+                template=data["template"],
+            )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path} is a damaged retriever file ({type(exc).__name__}: {exc})") from None
 

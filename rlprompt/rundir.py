@@ -45,8 +45,17 @@ OUTCOMES = RUN_OUTCOMES
 FINETUNE_RESULT = "finetune_result.json"
 RUN_FILES = (CONFIG, METRICS, "tensorboard", REWARD_CURVE, CHECKPOINT, SOFT_PROMPT, OUTCOMES, BEST_PROMPT)
 """What a run writes into its directory (besides the manifest and the lock file)."""
-FINETUNE_FILES = (CONFIG, METRICS, "tensorboard", "trainer", "adapter", "model", "adapter.tmp", "model.tmp",
-                  FINETUNE_RESULT)  # fmt: skip
+FINETUNE_FILES = (
+    CONFIG,
+    METRICS,
+    "tensorboard",
+    "trainer",
+    "adapter",
+    "model",
+    "adapter.tmp",
+    "model.tmp",
+    FINETUNE_RESULT,
+)
 """What ``rlprompt finetune`` writes into its directory."""
 BENCH_FILES = ("runs", "results.csv", "results.md", "curves.png", "profile.png")
 """What ``rlprompt bench`` writes into its ``output_dir``."""
@@ -102,8 +111,9 @@ def owned_names(directory: Path, kind: str) -> set[str]:
 
 def record_files(directory: Path, kind: str) -> None:
     """Write ``directory``'s manifest: it holds the files of a ``kind`` directory that rlprompt writes."""
-    atomic_write_json(directory / MANIFEST, {"rlprompt": kind, "files": list(OWN_FILES[kind]),
-                                             "directory": _identity(directory)})  # fmt: skip
+    atomic_write_json(
+        directory / MANIFEST, {"rlprompt": kind, "files": list(OWN_FILES[kind]), "directory": _identity(directory)}
+    )
 
 
 def remove_owned(directory: Path, kind: str, keep_lock: bool = False) -> None:
@@ -129,7 +139,9 @@ def is_run_dir(path: Path) -> bool:
     manifest = read_manifest(path)
     if manifest is not None:
         return manifest["rlprompt"] in DONE
-    return (path / CONFIG).is_file() and any((path / name).is_file() for name in (BEST_PROMPT, CHECKPOINT, FINETUNE_RESULT))
+    return (path / CONFIG).is_file() and any(
+        (path / name).is_file() for name in (BEST_PROMPT, CHECKPOINT, FINETUNE_RESULT)
+    )
 
 
 def enclosing_run(path: Path) -> Path | None:
@@ -148,13 +160,19 @@ def check_output_path(path: Path, what: str) -> None:
         raise RLPromptError(f"{what} {path} is the working directory or holds it; name a new directory for the output")
     inside = enclosing_run(resolved)
     if inside is not None:
-        raise RLPromptError(f"{what} {path} is inside the run directory {inside}; rlprompt never writes into "
-                            "another run (choose a path outside it)")  # fmt: skip
+        raise RLPromptError(
+            f"{what} {path} is inside the run directory {inside}; rlprompt never writes into "
+            "another run (choose a path outside it)"
+        )
 
 
 def _unstarted(run_dir: Path, kind: str) -> bool:
     """``run_dir`` holds a ``kind`` run of rlprompt's that stopped before its first checkpoint."""
-    return bool(owned_names(run_dir, kind)) and not (run_dir / DONE[kind]).exists() and not (run_dir / BEST_PROMPT).exists()
+    return (
+        bool(owned_names(run_dir, kind))
+        and not (run_dir / DONE[kind]).exists()
+        and not (run_dir / BEST_PROMPT).exists()
+    )
 
 
 def _holds_files(directory: Path) -> bool:
@@ -332,8 +350,10 @@ def run_prompt(run_dir: str | os.PathLike[str], result: RunResult) -> Any:
     """The prompt a run found: its text, its text with the label words it found
     (:class:`~rlprompt.template.LabeledPrompt`), or its soft prompt tensor ``[n_tokens, hidden]``."""
     if result.per_input is not None:
-        raise RLPromptError(f"{run_dir} trained a per-input policy: each input has its own prompt "
-                            "(rlprompt.experiment.load_policy(run_dir).prompt(input))")  # fmt: skip
+        raise RLPromptError(
+            f"{run_dir} trained a per-input policy: each input has its own prompt "
+            "(rlprompt.experiment.load_policy(run_dir).prompt(input))"
+        )
     if result.kind == "discrete":
         if result.label_words is not None:
             from rlprompt.template import LabeledPrompt

@@ -129,13 +129,26 @@ class CellWorker:
             cell = Path(job.cell_dir)
             resume = job.resume or (cell / CHECKPOINT).is_file() or (cell / BEST_PROMPT).is_file()
             command = f"{job.command or 'rlprompt bench'} [cell {job.key}, worker {worker}]"
-            result = run_experiment(config, job.cell_dir, resume=resume, progress=job.progress, task=task,
-                                    command=command)  # fmt: skip
-            return CellOutcome(job.key, format_summary(result, job.cell_dir), None, loads, worker,
-                               round(time.perf_counter() - started, 2))  # fmt: skip
+            result = run_experiment(
+                config, job.cell_dir, resume=resume, progress=job.progress, task=task, command=command
+            )
+            return CellOutcome(
+                job.key,
+                format_summary(result, job.cell_dir),
+                None,
+                loads,
+                worker,
+                round(time.perf_counter() - started, 2),
+            )
         except Exception as exc:  # noqa: BLE001 - a failed cell is reported; the other cells go on
-            return CellOutcome(job.key, None, f"{type(exc).__name__}: {first_line(exc)}", False, worker,
-                               round(time.perf_counter() - started, 2))  # fmt: skip
+            return CellOutcome(
+                job.key,
+                None,
+                f"{type(exc).__name__}: {first_line(exc)}",
+                False,
+                worker,
+                round(time.perf_counter() - started, 2),
+            )
         finally:
             torch.set_num_threads(threads)
 
@@ -185,8 +198,9 @@ def run_in_processes(jobs: Sequence[CellJob], workers: int) -> Iterator[CellOutc
     context = multiprocessing.get_context("spawn")
     todo, tries = list(jobs), dict.fromkeys((job.key for job in jobs), 0)
     while todo:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_process_worker,
-                                   initargs=(os.getpid(),))  # fmt: skip
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_start_process_worker, initargs=(os.getpid(),)
+        )
         finished = False
         try:
             futures = {pool.submit(_run_in_worker_process, job): job for job in todo}
@@ -219,8 +233,9 @@ def run_in_processes(jobs: Sequence[CellJob], workers: int) -> Iterator[CellOutc
 # ---------------------------------------------------------------- Ray
 
 
-def run_on_ray(jobs: Sequence[CellJob], *, workers: int | None, address: str | None, num_cpus: float,
-               num_gpus: float) -> Iterator[CellOutcome]:  # fmt: skip
+def run_on_ray(
+    jobs: Sequence[CellJob], *, workers: int | None, address: str | None, num_cpus: float, num_gpus: float
+) -> Iterator[CellOutcome]:
     """Cells on Ray actors (one per worker, ``num_cpus``/``num_gpus`` each), as they finish. A
     worker that dies is replaced; its cell is reported failed. Without ``address`` a local Ray
     starts (with ``workers x num_cpus`` CPUs) and stops at the end."""
@@ -232,21 +247,29 @@ def run_on_ray(jobs: Sequence[CellJob], *, workers: int | None, address: str | N
     if started_here:
         # without an address a fresh local Ray starts (never a cluster found by chance); it
         # detects the machine's CPUs and GPUs unless --workers sizes it
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                                   "address": address or "local"}  # fmt: skip
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+            "address": address or "local",
+        }
         if not address and workers:
             options["num_cpus"] = max(math.ceil(num_cpus * workers), 1)
             options["num_gpus"] = math.ceil(num_gpus * workers)
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RLPromptError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first_line(exc)}") from None
+            raise RLPromptError(
+                f"cannot start or join Ray{f' at {address}' if address else ''}: {first_line(exc)}"
+            ) from None
     try:
         resources = ray.cluster_resources()
         for name, wanted in (("CPU", num_cpus), ("GPU", num_gpus)):
             if wanted and resources.get(name, 0.0) < wanted:
-                raise RLPromptError(f"a bench cell asks for {wanted:g} {name}(s) (num_{name.lower()}s) but the Ray "
-                                    f"cluster has {resources.get(name, 0.0):g}")  # fmt: skip
+                raise RLPromptError(
+                    f"a bench cell asks for {wanted:g} {name}(s) (num_{name.lower()}s) but the Ray "
+                    f"cluster has {resources.get(name, 0.0):g}"
+                )
         count = workers or max(int(resources.get("CPU", 1.0) // num_cpus), 1)
         if num_gpus:
             count = min(count, max(int(resources.get("GPU", 0.0) // num_gpus), 1))

@@ -58,8 +58,9 @@ def bootstrap_means(d: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def paired_bootstrap(a: Any, b: Any, resamples: int = RESAMPLES, seed: int = 0,
-                     confidence: float = 0.95) -> tuple[float, float]:  # fmt: skip
+def paired_bootstrap(
+    a: Any, b: Any, resamples: int = RESAMPLES, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
     """The percentile bootstrap interval of ``mean(a - b)`` at ``confidence``."""
     if not 0.0 < confidence < 1.0:
         raise RLPromptError(f"confidence must lie in (0, 1), got {confidence}")
@@ -121,12 +122,16 @@ class PairedComparison:
         return f"{better}: the difference is detectable at {level} (the interval excludes 0)"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k in ("metric", "a", "b", "diff", "ci_low", "ci_high",
-                                                                "p_value", "n")}  # fmt: skip
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k in ("metric", "a", "b", "diff", "ci_low", "ci_high", "p_value", "n")
+        }
 
 
-def compare_paired(a: Any, b: Any, metric: str = "accuracy", resamples: int = RESAMPLES, seed: int = 0,
-                   confidence: float = 0.95) -> PairedComparison:  # fmt: skip
+def compare_paired(
+    a: Any, b: Any, metric: str = "accuracy", resamples: int = RESAMPLES, seed: int = 0, confidence: float = 0.95
+) -> PairedComparison:
     """Bootstrap interval and permutation p-value of the paired difference ``mean(a - b)``."""
     d = _differences(a, b)
     low, high = paired_bootstrap(a, b, resamples, seed, confidence)

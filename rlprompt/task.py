@@ -48,8 +48,10 @@ def checked_split(split: Any, name: str = "split") -> str:
 
 def _check_soft_prompt(prompt: torch.Tensor, name: str) -> None:
     if prompt.dim() != 2:
-        raise ConfigError(f"{name} must be a text prompt (str) or a soft prompt tensor [tokens, hidden], "
-                          f"got a tensor of shape {list(prompt.shape)}")  # fmt: skip
+        raise ConfigError(
+            f"{name} must be a text prompt (str) or a soft prompt tensor [tokens, hidden], "
+            f"got a tensor of shape {list(prompt.shape)}"
+        )
     if not prompt.is_floating_point() or not bool(torch.isfinite(prompt).all()):
         raise ConfigError(f"{name}: a soft prompt must hold finite floating-point numbers")
 
@@ -74,8 +76,10 @@ def checked_prompt(prompt: Any, name: str = "prompt") -> Prompt:
         _check_soft_prompt(prompt, name)
         return prompt
     if isinstance(prompt, (list, tuple)):
-        raise ConfigError(f"{name} must be one prompt (a str or a soft prompt tensor), got a {type(prompt).__name__} "
-                          "of prompts: score several with reward()")  # fmt: skip
+        raise ConfigError(
+            f"{name} must be one prompt (a str or a soft prompt tensor), got a {type(prompt).__name__} "
+            "of prompts: score several with reward()"
+        )
     raise ConfigError(f"{name} must be a str (or a soft prompt tensor), got {_describe(prompt)}")
 
 
@@ -84,8 +88,10 @@ def checked_prompts(prompts: Any, name: str = "prompts") -> list[Prompt] | torch
     (``[tokens, hidden]``: one; ``[P, tokens, hidden]``: P). A str is refused (it is not a list
     of prompts: each character would be scored as one); so is an empty batch."""
     if isinstance(prompts, str):
-        raise ConfigError(f"{name} must be a list of prompts, got a str ({prompts[:40]!r}): pass [{prompts[:40]!r}] "
-                          "to score one prompt")  # fmt: skip
+        raise ConfigError(
+            f"{name} must be a list of prompts, got a str ({prompts[:40]!r}): pass [{prompts[:40]!r}] "
+            "to score one prompt"
+        )
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() == 3:
             for i, prompt in enumerate(prompts):
@@ -148,8 +154,10 @@ def check_loaded_objects(model: Any, tokenizer: Any) -> None:
     """``model=``/``tokenizer=`` of :meth:`Task.from_config` are loaded objects, not names."""
     for name, value in (("model", model), ("tokenizer", tokenizer)):
         if isinstance(value, (str, bytes, os.PathLike, int, float, list, dict)):
-            raise ConfigError(f"{name}= takes a loaded {name} object, got {_describe(value)}; to name a model, set "
-                              "task_model.name_or_path in the config")  # fmt: skip
+            raise ConfigError(
+                f"{name}= takes a loaded {name} object, got {_describe(value)}; to name a model, set "
+                "task_model.name_or_path in the config"
+            )
     if model is not None and not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model= takes a loaded torch model (torch.nn.Module), got {type(model).__name__}")
 
@@ -223,8 +231,9 @@ class Task:
         """The examples demonstrations are drawn from (``demos.pool``), rendered by ``demos.template``."""
         if self._demo_pool is None:
             if not self.shows_demos or self.config.demos.template is None:
-                raise ConfigError("this task shows no demonstrations: put '{demos}' in the template and set "
-                                  "demos.template")  # fmt: skip
+                raise ConfigError(
+                    "this task shows no demonstrations: put '{demos}' in the template and set demos.template"
+                )
             examples, answers, labels = self._pool_records()
             self._demo_pool = DemoPool(self.config.demos.template, examples, answers, labels)
         return self._demo_pool
@@ -241,7 +250,9 @@ class Task:
             dataset = load_file(pool, data.text_column, data.label_column, data.label_names, data.empty_text)
             bad = [label for label in dataset.labels if not 0 <= label < self.num_classes]
             if bad:
-                raise DataError(f"demos.pool {pool}: label {bad[0]} is not one of the task's {self.num_classes} classes")
+                raise DataError(
+                    f"demos.pool {pool}: label {bad[0]} is not one of the task's {self.num_classes} classes"
+                )
         words = self.config.label_words
         return list(dataset.texts), [words[label] for label in dataset.labels], list(dataset.labels)
 
@@ -255,9 +266,14 @@ class Task:
         pool = self.demo_pool()
         ids = pool.parse(prompt)
         words = self.config.label_words or None
-        return {"ids": ids, "texts": None if ids is None else [pool.texts[i] for i in ids],
-                "instruction": self.config.prompt, "template": self.config.demos.template,
-                "pool": self.config.demos.pool, "label_words": words}  # fmt: skip
+        return {
+            "ids": ids,
+            "texts": None if ids is None else [pool.texts[i] for i in ids],
+            "instruction": self.config.prompt,
+            "template": self.config.demos.template,
+            "pool": self.config.demos.pool,
+            "label_words": words,
+        }
 
     def _inputs(self, split: str) -> Sequence[Any]:
         """The inputs of ``split`` (what a demonstration shows of an example)."""
@@ -276,15 +292,18 @@ class Task:
         inputs = self._inputs(split)
         return [i for i in indices if not shows_input(prompt, inputs[i])]
 
-    def _unshown_sets(self, prompts: Sequence[Prompt] | torch.Tensor, split: str,
-                      indices: list[list[int]]) -> list[list[int]]:  # fmt: skip
+    def _unshown_sets(
+        self, prompts: Sequence[Prompt] | torch.Tensor, split: str, indices: list[list[int]]
+    ) -> list[list[int]]:
         if not self.shows_demos or isinstance(prompts, torch.Tensor):
             return indices
         kept = [self.unshown(p, split, idx) for p, idx in zip(prompts, indices, strict=True)]
         for prompt, idx in zip(prompts, kept, strict=True):
             if not idx:
-                raise RLPromptError(f"every example asked for is shown by the prompt as a demonstration: none is left "
-                                    f"to score it on ({prompt_text(prompt)[:60]!r}...)")  # fmt: skip
+                raise RLPromptError(
+                    f"every example asked for is shown by the prompt as a demonstration: none is left "
+                    f"to score it on ({prompt_text(prompt)[:60]!r}...)"
+                )
         return kept
 
     # ------------------------------------------------------------ label words
@@ -298,7 +317,9 @@ class Task:
         """The verbalizers reading ``label_words`` (one per class), each in its class's form
         (the configured verbalizer with the word replaced: :func:`rlprompt.template.verbalizer_with`)."""
         if len(label_words) != self.num_classes:
-            raise ConfigError(f"label words {list(label_words)}: one per class, and the task has {self.num_classes} classes")
+            raise ConfigError(
+                f"label words {list(label_words)}: one per class, and the task has {self.num_classes} classes"
+            )
         return [verbalizer_with(v, w) for v, w in zip(self.config.verbalizers, label_words, strict=True)]
 
     def label_word_model(self, verbalizers: Sequence[str]) -> TaskModel:
@@ -306,9 +327,11 @@ class Task:
         them and reused: each labeled prompt reads its own columns, so one forward per example
         scores every label-word choice). It shares the loaded model, counters and budget."""
         if not isinstance(self.task_model, Relabelable):
-            raise ConfigError(f"label words are read from a language model's head, and the task model "
-                              f"{type(self.task_model).__name__} scores classes otherwise: label-word search needs "
-                              "task_model.kind causal_lm or masked_lm")  # fmt: skip
+            raise ConfigError(
+                f"label words are read from a language model's head, and the task model "
+                f"{type(self.task_model).__name__} scores classes otherwise: label-word search needs "
+                "task_model.kind causal_lm or masked_lm"
+            )
         wanted = list(dict.fromkeys(verbalizers))
         if self._words_model is None or any(v not in self._words_columns for v in wanted):
             union = list(dict.fromkeys([*self._words_columns, *wanted]))
@@ -332,8 +355,10 @@ class Task:
         and cache) when labeled prompts were scored: restored, a resumed run re-pays nothing."""
         state: dict[str, Any] = {"task_model": self.task_model.cache_state()}
         if self._words_model is not None:
-            state["label_word_model"] = {"verbalizers": list(self._words_columns),
-                                         "cache": self._words_model.cache_state()}  # fmt: skip
+            state["label_word_model"] = {
+                "verbalizers": list(self._words_columns),
+                "cache": self._words_model.cache_state(),
+            }
         return state
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
@@ -350,7 +375,11 @@ class Task:
     def _raw_pairs(self, prompts: list[Any] | torch.Tensor, texts: list[list[str]]) -> list[torch.Tensor]:
         """Raw class scores ``[n_i, C]`` of prompt ``i`` on ``texts[i]``; labeled prompts read
         their own words through :meth:`label_word_model`."""
-        labeled = [] if isinstance(prompts, torch.Tensor) else [i for i, p in enumerate(prompts) if isinstance(p, LabeledPrompt)]
+        labeled = (
+            []
+            if isinstance(prompts, torch.Tensor)
+            else [i for i, p in enumerate(prompts) if isinstance(p, LabeledPrompt)]
+        )
         if not labeled:
             return self.task_model.score_pairs(prompts, texts)
         out: list[torch.Tensor | None] = [None] * len(prompts)
@@ -407,10 +436,13 @@ class Task:
     def _checked_index_sets(self, split: str, indices: Any, count: int | None = None) -> list[list[int]]:
         """``indices[s]``: one list of example indices per prompt (``count`` of them when given)."""
         if isinstance(indices, (str, bytes)) or not isinstance(indices, (list, tuple, np.ndarray)):
-            raise ConfigError(f"indices must be a list of example-index lists (one per prompt), got {_describe(indices)}")
+            raise ConfigError(
+                f"indices must be a list of example-index lists (one per prompt), got {_describe(indices)}"
+            )
         if count is not None and len(indices) != count:
-            raise ConfigError(f"indices must hold one example-index list per prompt: {count} prompts, "
-                              f"{len(indices)} index lists")  # fmt: skip
+            raise ConfigError(
+                f"indices must hold one example-index list per prompt: {count} prompts, {len(indices)} index lists"
+            )
         return [self._checked_indices(split, idx, f"indices[{s}]") for s, idx in enumerate(indices)]
 
     def labels(self, split: str) -> torch.Tensor:
@@ -424,13 +456,17 @@ class Task:
         if self.config.calibration == "none":
             return logits
         if logits.shape[-2] < 2:
-            raise RLPromptError(f"calibration: batch estimates each prompt's class shift on the examples scored "
-                                f"together, and {logits.shape[-2]} example leaves every class at the same score: "
-                                "score at least 2 examples together (a larger split or batch), or set calibration: none")  # fmt: skip
+            raise RLPromptError(
+                f"calibration: batch estimates each prompt's class shift on the examples scored "
+                f"together, and {logits.shape[-2]} example leaves every class at the same score: "
+                "score at least 2 examples together (a larger split or batch), or set calibration: none"
+            )
         if not getattr(self.task_model, "scores_are_probabilities", True):
-            raise RLPromptError("calibration: batch shifts class log-probabilities, and the task model scores by "
-                                "generated answers (no log-probabilities): set calibration: none, or serve the "
-                                "model where log-probs are returned")  # fmt: skip
+            raise RLPromptError(
+                "calibration: batch shifts class log-probabilities, and the task model scores by "
+                "generated answers (no log-probabilities): set calibration: none, or serve the "
+                "model where log-probs are returned"
+            )
         return batch_calibrate(logits)
 
     def logits(
@@ -484,19 +520,27 @@ class Task:
             return None
         dataset = self.data.split(checked_split(split))
         sets = self._checked_index_sets(split, indices)
-        logits = self.task_model.score_pairs([self.config.manual_prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets])
+        logits = self.task_model.score_pairs(
+            [self.config.manual_prompt] * len(sets), [[dataset.texts[i] for i in idx] for idx in sets]
+        )
         labels = self.labels(split)
-        return torch.stack([self._reward_of(self.calibrate(row), labels[torch.as_tensor(idx, dtype=torch.long)])
-                            for idx, row in zip(sets, logits, strict=True)])  # fmt: skip
+        return torch.stack(
+            [
+                self._reward_of(self.calibrate(row), labels[torch.as_tensor(idx, dtype=torch.long)])
+                for idx, row in zip(sets, logits, strict=True)
+            ]
+        )
 
     def _check_reward_fits_scores(self) -> None:
         """A model whose scores are hard answers (a served model without log-probs) gives no
         class probabilities: probability rewards would rank an unanswered example (a tie) above
         a wrong answer, so only ``accuracy`` trains on it."""
         if not getattr(self.task_model, "scores_are_probabilities", True) and self.config.reward.name != "accuracy":
-            raise RLPromptError(f"the task model scores by generated answers (no log-probabilities), which give no "
-                                f"class probabilities for reward '{self.config.reward.name}': set reward.name: "
-                                "accuracy, or serve the model where log-probs are returned")  # fmt: skip
+            raise RLPromptError(
+                f"the task model scores by generated answers (no log-probabilities), which give no "
+                f"class probabilities for reward '{self.config.reward.name}': set reward.name: "
+                "accuracy, or serve the model where log-probs are returned"
+            )
 
     def _reward_of(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         r = self.config.reward
@@ -561,7 +605,9 @@ class Task:
         metrics["lm_calls"] = self.task_model.stats.lm_calls - before
         return metrics
 
-    def evaluate_per_input(self, prompts: Sequence[str], split: str = "test", per_example: bool = False) -> dict[str, Any]:
+    def evaluate_per_input(
+        self, prompts: Sequence[str], split: str = "test", per_example: bool = False
+    ) -> dict[str, Any]:
         """As :meth:`evaluate`, with each example scored under its own prompt (``prompts[i]``
         for example ``i`` of ``split``; e.g. :meth:`retrieved_prompts`). Calibration shifts by the
         mean over the split as for one prompt. A prompt that shows its own example is refused."""
@@ -569,14 +615,23 @@ class Task:
         dataset: ClassificationDataset = self.data.split(split)
         if not isinstance(prompts, (list, tuple)) or len(prompts) != len(dataset):
             got = f"{len(prompts)}" if isinstance(prompts, (list, tuple)) else _describe(prompts)
-            raise ConfigError(f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}")
+            raise ConfigError(
+                f"per-input prompts: a list of one prompt per {split} example ({len(dataset)}), got {got}"
+            )
         prompts = [checked_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        shown = [i for i, (p, x) in enumerate(zip(prompts, self._inputs(split), strict=True))
-                 if isinstance(prompt_text(p), str) and prompt_text(p) and self.shows_demos
-                 and shows_input(prompt_text(p), x)]  # fmt: skip
+        shown = [
+            i
+            for i, (p, x) in enumerate(zip(prompts, self._inputs(split), strict=True))
+            if isinstance(prompt_text(p), str)
+            and prompt_text(p)
+            and self.shows_demos
+            and shows_input(prompt_text(p), x)
+        ]
         if shown:
-            raise RLPromptError(f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
-                                f"({len(shown)} such); an example is never scored with a prompt that shows it")  # fmt: skip
+            raise RLPromptError(
+                f"per-input prompts: the prompt of {split} example {shown[0]} shows that example "
+                f"({len(shown)} such); an example is never scored with a prompt that shows it"
+            )
         before = self.task_model.stats.lm_calls
         raw = torch.cat(self._raw_pairs(prompts, [[text] for text in dataset.texts]))
         metrics = self._split_metrics(raw, split, dataset, list(range(len(dataset))), per_example)
@@ -591,17 +646,23 @@ class Task:
             from rlprompt.task_models.embedding import SentenceEncoder
 
             demos = self.config.demos
-            self._retriever = DemoRetriever.build(self.demo_pool(), SentenceEncoder(demos.encoder), k=demos.k,
-                                                  order=demos.order, balanced=demos.balanced,
-                                                  template=self.config.model_template)  # fmt: skip
+            self._retriever = DemoRetriever.build(
+                self.demo_pool(),
+                SentenceEncoder(demos.encoder),
+                k=demos.k,
+                order=demos.order,
+                balanced=demos.balanced,
+                template=self.config.model_template,
+            )
         return self._retriever
 
     def retrieved_prompts(self, split: str = "test") -> list[str]:
         """Each ``split`` example's demonstration block by retrieval (:meth:`retriever`)."""
         return self.retriever().blocks(self._inputs(checked_split(split)))
 
-    def _split_metrics(self, raw: torch.Tensor, split: str, dataset: ClassificationDataset, kept: list[int],
-                       per_example: bool) -> dict[str, Any]:  # fmt: skip
+    def _split_metrics(
+        self, raw: torch.Tensor, split: str, dataset: ClassificationDataset, kept: list[int], per_example: bool
+    ) -> dict[str, Any]:
         """Metrics of raw class scores ``[N, C]`` of ``dataset`` (the ``kept`` examples of ``split``)."""
         labels = self.labels(split)[torch.as_tensor(kept, dtype=torch.long)]
         logits = self.calibrate(raw)
@@ -615,9 +676,13 @@ class Task:
             log_probs = class_log_probs(logits)
             metrics["per_example"] = split_record(
                 [example_key(text, label) for text, label in zip(dataset.texts, dataset.labels, strict=True)],
-                {"accuracy": per_example_correct(logits, labels).tolist(),
-                 "gold_log_prob": per_example_gold_log_prob(logits, labels).tolist()},
-                hard_predictions(logits).tolist(), log_probs.tolist())  # fmt: skip
+                {
+                    "accuracy": per_example_correct(logits, labels).tolist(),
+                    "gold_log_prob": per_example_gold_log_prob(logits, labels).tolist(),
+                },
+                hard_predictions(logits).tolist(),
+                log_probs.tolist(),
+            )
         return metrics
 
 
@@ -629,7 +694,10 @@ def retrieval_description(config: Config) -> str:
 
 
 def evaluate_prompt(
-    config: Config, prompt: str | None = None, split: str = "test", task: Task | None = None,
+    config: Config,
+    prompt: str | None = None,
+    split: str = "test",
+    task: Task | None = None,
     per_example: bool = False,
 ) -> dict[str, Any]:
     """Score one discrete prompt (the config's manual prompt by default) on a split
@@ -646,8 +714,10 @@ def evaluate_prompt(
         raise ConfigError(f"task= must be an rlprompt Task (or None), got {_describe(task)}")
     per_input = config.demos.select == "nearest"
     if per_input and prompt is not None:
-        raise ConfigError("demos.select: nearest gives each input its own demonstrations by retrieval; a prompt "
-                          "given here would be one fixed block for every input (set demos.select: fixed for that)")  # fmt: skip
+        raise ConfigError(
+            "demos.select: nearest gives each input its own demonstrations by retrieval; a prompt "
+            "given here would be one fixed block for every input (set demos.select: fixed for that)"
+        )
     task = task or Task.from_config(config)
     batches_before = task.task_model.stats.forward_batches
     if per_input:

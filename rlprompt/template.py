@@ -84,8 +84,10 @@ def render(template: str, values: Mapping[str, str], *, strict: bool = False) ->
         value = values.get(match.group(2))
         if value is None:
             if strict:
-                raise ConfigError(f"the template {template!r} names '{{{match.group(2)}}}', which has no value "
-                                  f"(given: {sorted(values)})")  # fmt: skip
+                raise ConfigError(
+                    f"the template {template!r} names '{{{match.group(2)}}}', which has no value "
+                    f"(given: {sorted(values)})"
+                )
             return match.group(0)
         return match.group(1) + value if value else ""
 
@@ -108,8 +110,10 @@ def model_template(template: str, instruction: str) -> str:
     if not has_demos_slot(template):
         return template
     if placeholders(instruction):
-        raise ConfigError(f"the prompt {instruction!r} has a placeholder ('{{...}}'): with '{{demos}}' in the template "
-                          "the prompt is fixed text written into it")  # fmt: skip
+        raise ConfigError(
+            f"the prompt {instruction!r} has a placeholder ('{{...}}'): with '{{demos}}' in the template "
+            "the prompt is fixed text written into it"
+        )
     return template.replace("{prompt}", instruction).replace("{demos}", "{prompt}")
 
 
@@ -136,7 +140,9 @@ class LabeledPrompt:
             raise ConfigError(f"a labeled prompt's text must be a str, got {type(self.text).__name__}")
         words = self.label_words
         if isinstance(words, str) or not isinstance(words, (list, tuple)):
-            raise ConfigError(f"label_words must be a list of words (one per class), got {type(words).__name__} {words!r:.60}")
+            raise ConfigError(
+                f"label_words must be a list of words (one per class), got {type(words).__name__} {words!r:.60}"
+            )
         if not all(isinstance(w, str) and w.strip() and w == w.strip() for w in words):
             raise ConfigError(f"label_words must be non-empty words without surrounding spaces, got {list(words)}")
         if len(set(words)) != len(words):
@@ -189,8 +195,10 @@ class DemoPool:
         if not (len(self.examples) == len(self.answers) == len(self.labels)):
             raise ConfigError("the demonstration pool needs one answer and one label per example")
         answer = next((n for n in ANSWER_FIELDS if n in placeholders(self.demo_template)), "label_word")
-        self.texts = [render(self.demo_template, {**example_fields(ex), answer: a}, strict=True)
-                      for ex, a in zip(self.examples, self.answers, strict=True)]  # fmt: skip
+        self.texts = [
+            render(self.demo_template, {**example_fields(ex), answer: a}, strict=True)
+            for ex, a in zip(self.examples, self.answers, strict=True)
+        ]
         self._index = {text: i for i, text in reversed(list(enumerate(self.texts)))}
 
     def __len__(self) -> int:

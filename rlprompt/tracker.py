@@ -58,8 +58,9 @@ class PromptTracker:
     def _rank(self) -> list[PromptRecord]:
         paired = any(r.gain_count for r in self.records.values())
         if paired:
-            return sorted(self.records.values(), key=lambda r: r.mean_gain if r.gain_count else float("-inf"),
-                          reverse=True)  # fmt: skip
+            return sorted(
+                self.records.values(), key=lambda r: r.mean_gain if r.gain_count else float("-inf"), reverse=True
+            )
         return sorted(self.records.values(), key=lambda r: r.mean_reward, reverse=True)
 
     def _prune(self) -> None:

@@ -19,8 +19,17 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-LIBRARIES = ("transformers", "peft", "trl", "accelerate", "datasets", "huggingface_hub", "torch",
-             "sentence_transformers", "safetensors")  # fmt: skip
+LIBRARIES = (
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "torch",
+    "sentence_transformers",
+    "safetensors",
+)
 """The packages whose output :func:`quiet_libraries` hides."""
 
 _verbose: bool | None = None

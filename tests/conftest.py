@@ -114,10 +114,15 @@ def tiny_mlm_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = BertForMaskedLM(
         BertConfig(
-            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id,
         )
-    )  # fmt: skip
+    )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -189,12 +194,20 @@ def openai_config(base_url: str, **task_model) -> Config:
     """``clm_config``'s task on a served model (no API key, no disk cache unless given)."""
     return config_from_dict(
         {
-            "task_model": {"kind": "openai", "base_url": base_url, "model": "tiny-gpt2", "api_key_env": None,
-                           "scoring": "logprobs", "top_logprobs": 2000, "response_cache": None, **task_model},
+            "task_model": {
+                "kind": "openai",
+                "base_url": base_url,
+                "model": "tiny-gpt2",
+                "api_key_env": None,
+                "scoring": "logprobs",
+                "top_logprobs": 2000,
+                "response_cache": None,
+                **task_model,
+            },
             "template": "{prompt} {sentence} It was",
             "verbalizers": [" bad", " good"],
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,15 @@ from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
 SEEDS = (0, 1, 2)
 SLOW_SEEDS = tuple(range(3, 11))
-BUDGETS = {"sql": 2000, "hill_climb": 6000, "q_table": 600, "cma_es": 3000, "prompt_tuning": 300, "dqn": 8000,
-           "reinforce": 6000}  # fmt: skip
+BUDGETS = {
+    "sql": 2000,
+    "hill_climb": 6000,
+    "q_table": 600,
+    "cma_es": 3000,
+    "prompt_tuning": 300,
+    "dqn": 8000,
+    "reinforce": 6000,
+}
 DEFAULT_BUDGET = 4000
 CRITERIA = """Over the seeds: the greedy prompt reaches 0.9 of the optimum on at least one seed (on all
 but two of the slow tier's 8 seeds), its mean quality is at least 0.8 of the optimum, and
@@ -168,8 +175,10 @@ def learning_outcomes(name: str, seeds: tuple[int, ...], tmp_path: Path) -> tupl
 
 
 def assert_learns(name: str, qualities: list[float], random_qualities: list[float], misses: int) -> None:
-    shown = f"{name}: greedy quality / optimum per seed {[round(q, 2) for q in qualities]}, " \
-            f"random search {[round(q, 2) for q in random_qualities]}"  # fmt: skip
+    shown = (
+        f"{name}: greedy quality / optimum per seed {[round(q, 2) for q in qualities]}, "
+        f"random search {[round(q, 2) for q in random_qualities]}"
+    )
     reached = sum(q >= 0.9 for q in qualities)
     mean, random_mean = float(np.mean(qualities)), float(np.mean(random_qualities))
     assert reached >= max(1, len(qualities) - misses), shown
@@ -182,8 +191,9 @@ HEAVY_LEARNERS = ("a2c", "dqn", "hill_climb", "ppo", "reinforce")
 """Their three-seed check takes 50-120 s each on 2 cores: the slow tier runs it (with CI)."""
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_LEARNERS else n
-                                  for n in LEARNERS])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_LEARNERS else n for n in LEARNERS]
+)
 def test_agent_reaches_toy_optimum_and_beats_random_search(name, tmp_path):
     assert_learns(name, *learning_outcomes(name, SEEDS, tmp_path), misses=len(SEEDS) - 1)
 

@@ -55,7 +55,11 @@ def test_one_run_a_split_gives_no_interval():
     one = np.array([[0.84, 0.86, 0.86]])  # 1 run x 3 splits
     estimate = ag.iqm(one, reps=200)
     assert estimate.runs_per_task == 1 and estimate.text() == f"{estimate.value:.4f} [no interval: 1 run a split]"
-    assert ag.probability_of_improvement(one, np.array([[0.84, 0.84, 0.84]]), reps=200).text(2).endswith("[no interval: 1 run a split]")
+    assert (
+        ag.probability_of_improvement(one, np.array([[0.84, 0.84, 0.84]]), reps=200)
+        .text(2)
+        .endswith("[no interval: 1 run a split]")
+    )
     two = ag.iqm(np.array([[0.84, 0.86, 0.86], [0.85, 0.80, 0.87]]), reps=200)
     assert two.runs_per_task == 2 and "no interval" not in two.text() and two.low < two.high
 
@@ -73,17 +77,33 @@ def _rows(values: dict[str, dict[str, list[float]]], manual: dict[str, float]) -
     for agent, by_split in values.items():
         for split, scores in by_split.items():
             for seed, score in enumerate(scores, start=1):
-                rows.append({"task": "t", "model": None, "split": split, "agent": agent, "budget": 10, "seed": seed,
-                             "agent_name": agent, "env": "edit", "test_accuracy": score, "dev_accuracy": 0.5,
-                             "manual_test_accuracy": manual[split], "manual_dev_accuracy": 0.4, "lm_calls": 7})  # fmt: skip
+                rows.append(
+                    {
+                        "task": "t",
+                        "model": None,
+                        "split": split,
+                        "agent": agent,
+                        "budget": 10,
+                        "seed": seed,
+                        "agent_name": agent,
+                        "env": "edit",
+                        "test_accuracy": score,
+                        "dev_accuracy": 0.5,
+                        "manual_test_accuracy": manual[split],
+                        "manual_dev_accuracy": 0.4,
+                        "lm_calls": 7,
+                    }
+                )
     return rows
 
 
 def test_bench_table_columns_by_hand():
     # 2 splits x 3 seeds = 6 runs per agent, values in quarters (exact in binary)
-    values = {"good": {"a": [0.75, 0.75, 1.0], "b": [0.5, 0.75, 0.75]},
-              "random_search": {"a": [0.5, 0.5, 0.75], "b": [0.25, 0.5, 0.5]},
-              "bad": {"a": [0.25, 0.25, 0.5], "b": [0.0, 0.25, 0.25]}}  # fmt: skip
+    values = {
+        "good": {"a": [0.75, 0.75, 1.0], "b": [0.5, 0.75, 0.75]},
+        "random_search": {"a": [0.5, 0.5, 0.75], "b": [0.25, 0.5, 0.5]},
+        "bad": {"a": [0.25, 0.25, 0.5], "b": [0.0, 0.25, 0.25]},
+    }
     table = bench_table(_rows(values, {"a": 0.5, "b": 0.5}), reps=500)
     lines = {
         line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")
@@ -103,7 +123,10 @@ def test_bench_table_columns_by_hand():
     assert "worse than random search" in bad[8]
     assert rs[7] == "-" and manual[5].startswith("0.5000 [0.5000, 0.5000]")
     assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line][2:] == [
-        "| good", "| random_search", "| bad"]  # ordered by mean  # fmt: skip
+        "| good",
+        "| random_search",
+        "| bad",
+    ]  # ordered by mean
     # an agent not finished on every split shows no statistics; a single split still works
     partial = [r for r in _rows(values, {"a": 0.5, "b": 0.5}) if not (r["agent"] == "bad" and r["split"] == "b")]
     assert "| bad | edit | 10 | 0 | - |" in bench_table(partial, reps=300)
@@ -118,15 +141,26 @@ def test_bench_cells_over_models_and_splits_load_each_model_once(tmp_path):
     from rlprompt.bench import cells_of, load_bench
 
     path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": None, "agents": {"sql": None}, "tasks": {"sst2": ["template={sentence} {prompt}"]}, "seeds": [1, 2],
-        "data_dirs": ["d/16-13", "d/16-21/"], "budgets": [10],
-        "task_models": {"small": None, "big": ["task_model.name_or_path=embedded:gemma3-270m"]},
-    }, sort_keys=False))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": None,
+                "agents": {"sql": None},
+                "tasks": {"sst2": ["template={sentence} {prompt}"]},
+                "seeds": [1, 2],
+                "data_dirs": ["d/16-13", "d/16-21/"],
+                "budgets": [10],
+                "task_models": {"small": None, "big": ["task_model.name_or_path=embedded:gemma3-270m"]},
+            },
+            sort_keys=False,
+        )
+    )
     bench, _ = load_bench(path)
     cells = cells_of(bench)
     assert len(cells) == 2 * 2 * 2 * 2  # models x agents (sql, random search) x splits x seeds
-    assert cells[0].key == "sst2/small/sql/b10/16-13/seed1" and cells[-1].key == "sst2/big/random_search/b10/16-21/seed2"
+    assert (
+        cells[0].key == "sst2/small/sql/b10/16-13/seed1" and cells[-1].key == "sst2/big/random_search/b10/16-21/seed2"
+    )
     models = [c.model for c in cells]
     assert models == sorted(models, key=["small", "big"].index)  # model by model: each loads once
     big = next(c for c in cells if c.model == "big" and c.split == "16-21")

@@ -123,8 +123,11 @@ def test_evaluate_takes_one_prompt(toy):
 
 
 def test_score_requests_pairs_prompts_with_index_sets(toy):
-    refused(lambda: toy.score_requests([TOY_PROMPT, TOY_PROMPT], [[0, 1]]), "one example-index list per prompt",
-            "2 prompts, 1 index lists")  # fmt: skip
+    refused(
+        lambda: toy.score_requests([TOY_PROMPT, TOY_PROMPT], [[0, 1]]),
+        "one example-index list per prompt",
+        "2 prompts, 1 index lists",
+    )
     refused(lambda: toy.score_requests([TOY_PROMPT], [[0.5]]), "indices[0] must be integers")
     refused(lambda: toy.score_requests([TOY_PROMPT], "0"), "indices must be a list of example-index lists")
     rewards, _ = toy.score_requests([TOY_PROMPT, "w03 w04 w05"], [np.array([0, 1]), [0, 1]])
@@ -147,14 +150,21 @@ def test_from_config_takes_loaded_objects_and_checks_them_first(no_loading):
 def gen_task(tiny_clm_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("qa")
     for split in ("train", "dev", "test"):
-        rows = [{"context": f"{split} film {i} was {w}", "question": "how ?", "answers": [w]}
-                for i, w in enumerate(["great", "bad", "funny", "dull"])]  # fmt: skip
+        rows = [
+            {"context": f"{split} film {i} was {w}", "question": "how ?", "answers": [w]}
+            for i, w in enumerate(["great", "bad", "funny", "dull"])
+        ]
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = config_from_dict({
-        "task": "generation", "template": "{context} {question} {prompt} answer:", "prompt": "it was",
-        "task_model": {"kind": "causal_lm", "name_or_path": str(tiny_clm_dir), "cache_size": 0, "device": "cpu"},
-        "data": {"dir": str(data)}, "generation": {"max_new_tokens": 2, "metrics": ["f1"]},
-    })  # fmt: skip
+    config = config_from_dict(
+        {
+            "task": "generation",
+            "template": "{context} {question} {prompt} answer:",
+            "prompt": "it was",
+            "task_model": {"kind": "causal_lm", "name_or_path": str(tiny_clm_dir), "cache_size": 0, "device": "cpu"},
+            "data": {"dir": str(data)},
+            "generation": {"max_new_tokens": 2, "metrics": ["f1"]},
+        }
+    )
     return Task.from_config(config)
 
 
@@ -162,7 +172,9 @@ def test_generation_task_checks_the_same_edges(gen_task):
     refused(lambda: gen_task.reward("it was", [0, 1]), "prompts must be a list of prompts", "got a str")
     refused(lambda: gen_task.reward(["it was"], [0.5]), "indices must be integers")
     refused(lambda: gen_task.reward(["it was"], [True]), "indices must be integers")
-    refused(lambda: gen_task.reward(["it was"], [4], "dev"), "indices: example index 4 is out of range for the dev split")
+    refused(
+        lambda: gen_task.reward(["it was"], [4], "dev"), "indices: example index 4 is out of range for the dev split"
+    )
     refused(lambda: gen_task.reward(["it was"], None, "valid"), "split must be one of")
     refused(lambda: gen_task.evaluate(["it was"], "test"), "prompt must be one prompt")
     refused(lambda: gen_task.score_requests(["it was"], [[0], [1]]), "one example-index list per prompt")
@@ -203,8 +215,12 @@ def _soft_step(env: SoftPromptEnv, action) -> tuple[float, dict]:
 def test_soft_env_refuses_actions_outside_the_box(toy):
     env = _soft(toy)
     env.reset(seed=0)
-    refused(lambda: env.step(np.full(4, 100.0, np.float32)), "action is outside the action space", "coordinate 0 is 100.0",
-            "clip_actions")  # fmt: skip
+    refused(
+        lambda: env.step(np.full(4, 100.0, np.float32)),
+        "action is outside the action space",
+        "coordinate 0 is 100.0",
+        "clip_actions",
+    )
     refused(lambda: env.step(np.array([0, 0, 0, -1.5], np.float32)), "coordinate 3 is -1.5")
     refused(lambda: env.step(np.array([0, np.inf, 0, 0])), "action must be 4 finite numbers", "coordinate 1")
     refused(lambda: env.step(np.full(4, np.nan)), "action must be 4 finite numbers")
@@ -224,13 +240,18 @@ def test_soft_env_clips_only_when_configured_and_says_so(toy):
     assert far == pytest.approx(at_edge) and far_info["clipped"] is True and edge_info["clipped"] is False
     assert "|z|=2.000" in far_info["prompt"]  # the norm of the clipped action, not of the one sent (200)
     refused(lambda: _soft_step(env, np.full(4, np.nan)), "finite")  # NaN is never clipped into the box
-    config = config_from_dict({"env": {"kind": "soft", "clip_actions": True, "subspace_dim": 4}, "agent": {"name": "cma_es"}})
+    config = config_from_dict(
+        {"env": {"kind": "soft", "clip_actions": True, "subspace_dim": 4}, "agent": {"name": "cma_es"}}
+    )
     built = SoftPromptEnv.from_config(toy, config.env)
     assert built.clip_actions is True and config_from_dict({"agent": {"name": "cma_es"}}).env.clip_actions is False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_env(gym.make("rlprompt/SoftPrompt-v0", task=toy, init_prompt=TOY_PROMPT, subspace_dim=4,
-                           clip_actions=True).unwrapped)  # fmt: skip
+        check_env(
+            gym.make(
+                "rlprompt/SoftPrompt-v0", task=toy, init_prompt=TOY_PROMPT, subspace_dim=4, clip_actions=True
+            ).unwrapped
+        )
     assert [str(w.message) for w in caught] == []
 
 
@@ -288,10 +309,21 @@ def test_make_kwargs_are_checked_by_the_env_config_before_loading(no_loading, en
 
 
 def test_make_vec_arguments_and_valid_numpy_kwargs(no_loading, toy):
-    refused(lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs="2"), "num_envs must be an integer >= 1", error=ConfigError)
-    refused(lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs=0), "num_envs must be an integer >= 1", error=ConfigError)
-    refused(lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs=2, autoreset_mode="Sometimes"),
-            "autoreset_mode must be one of", error=ConfigError)  # fmt: skip
+    refused(
+        lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs="2"),
+        "num_envs must be an integer >= 1",
+        error=ConfigError,
+    )
+    refused(
+        lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs=0),
+        "num_envs must be an integer >= 1",
+        error=ConfigError,
+    )
+    refused(
+        lambda: gym.make_vec("rlprompt/TokenPrompt-v0", num_envs=2, autoreset_mode="Sometimes"),
+        "autoreset_mode must be one of",
+        error=ConfigError,
+    )
     refused(lambda: TokenPromptEnv(toy, None, None, 5), "TokenPromptEnv", "positional", error=ConfigError)
     env = gym.make("rlprompt/TokenPrompt-v0", task=toy, prompt_length=np.int64(2), batch_size=np.int32(4))
     obs, _ = env.reset(seed=0)
@@ -346,7 +378,11 @@ def test_reset_seeds_are_checked_and_numpy_integers_work(toy):
     refused(lambda: vec.reset(seed=[0]), "1 seeds for 2 envs", error=ConfigError)
     refused(lambda: vec.reset(seed=2.0), "reset seed must be", error=ConfigError)
     edit = PromptEditEnv(task=toy, max_units=4, max_edits=2)
-    refused(lambda: edit.reset(seed=0, options={"prompt": 5}), "options['prompt'] must be a prompt string", error=ConfigError)
+    refused(
+        lambda: edit.reset(seed=0, options={"prompt": 5}),
+        "options['prompt'] must be a prompt string",
+        error=ConfigError,
+    )
 
 
 @pytest.mark.parametrize(
@@ -360,8 +396,10 @@ def test_reset_seeds_are_checked_and_numpy_integers_work(toy):
     ],
 )
 def test_base_url_is_a_valid_http_url(url, words):
-    data = {"task_model": {"kind": "openai", "base_url": url, "model": "m", "api_key_env": None},
-            "verbalizers": [" bad", " good"]}  # fmt: skip
+    data = {
+        "task_model": {"kind": "openai", "base_url": url, "model": "m", "api_key_env": None},
+        "verbalizers": [" bad", " good"],
+    }
     refused(lambda: config_from_dict(data), *words, error=ConfigError)
     ok = {**data, "task_model": {**data["task_model"], "base_url": "http://[::1]:8000/v1"}}
     assert config_from_dict(ok).task_model.base_url == "http://[::1]:8000/v1"
@@ -373,18 +411,23 @@ def test_base_url_is_a_valid_http_url(url, words):
 def test_wrapper_numbers_are_checked(toy):
     env = TokenPromptEnv(task=toy, prompt_length=1)
     refused(lambda: LMCallBudget(env, max_lm_calls="5"), "max_lm_calls must be an integer >= 1", error=ConfigError)
-    refused(lambda: LMCallBudget(env, max_prompt_evals=2.5), "max_prompt_evals must be an integer >= 1", error=ConfigError)
+    refused(
+        lambda: LMCallBudget(env, max_prompt_evals=2.5), "max_prompt_evals must be an integer >= 1", error=ConfigError
+    )
     refused(lambda: NormalizeReward(env, epsilon=-1.0), "epsilon must be a finite number > 0", error=ConfigError)
     refused(lambda: NormalizeReward(env, clip="10"), "clip must be a finite number > 0 (or None)", error=ConfigError)
     assert LMCallBudget(env, max_lm_calls=np.int64(5)).max_lm_calls == 5
     assert NormalizeReward(env, clip=None).clip is None
 
 
-@pytest.mark.parametrize("args, message", [
-    ((5,), "a config path must be a str or a path"),
-    ((None, "seed=1"), "overrides must be a list of 'key=value' strings"),
-    ((None, [3]), "overrides must be a list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((5,), "a config path must be a str or a path"),
+        ((None, "seed=1"), "overrides must be a list of 'key=value' strings"),
+        ((None, [3]), "overrides must be a list"),
+    ],
+)
 def test_load_config_checks_its_arguments(args, message):
     from rlprompt import load_config
 

@@ -43,8 +43,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
         shutil.copy(demo_dir() / f"{split}.tsv", data / f"{split}.tsv")
     lines = (demo_dir() / "test.tsv").read_text().splitlines()
     (data / "test.tsv").write_text("\n".join(lines[:21]) + "\n")
-    config = {"data": {"dir": str(data)}, "env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4},
-              "budget": {"prompt_evals": 8}, "output": {"tensorboard": False, "plot": False}}  # fmt: skip
+    config = {
+        "data": {"dir": str(data)},
+        "env": {"kind": "edit", "batch_size": 4},
+        "agent": {"name": "hill_climb", "n_envs": 4},
+        "budget": {"prompt_evals": 8},
+        "output": {"tensorboard": False, "plot": False},
+    }
     config_path = root / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
     run = root / "run"
@@ -69,8 +74,16 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "broken.yaml").write_text("data: [unclosed\n")
     (root / "other.txt").write_text("someone else's notes\n")
-    return {"root": root, "data": data, "config": config_path, "run": run, "unfinished": unfinished, "model": model,
-            "latin1": latin1, "bad_labels": bad_labels}  # fmt: skip
+    return {
+        "root": root,
+        "data": data,
+        "config": config_path,
+        "run": run,
+        "unfinished": unfinished,
+        "model": model,
+        "latin1": latin1,
+        "bad_labels": bad_labels,
+    }
 
 
 @dataclass
@@ -97,108 +110,334 @@ def truncate(path: Path, keep: int) -> None:
 
 CLI_CASES = [
     # ---- config values: type, range, finiteness, placeholders
-    Case("int-field-text", lambda w: ["eval", "-c", DEMO, *S("budget.prompt_evals=abc")], "budget.prompt_evals' must be an integer"),
-    Case("int-field-float", lambda w: ["eval", "-c", DEMO, *S("budget.prompt_evals=2000.0")], "budget.prompt_evals' must be an integer"),
+    Case(
+        "int-field-text",
+        lambda w: ["eval", "-c", DEMO, *S("budget.prompt_evals=abc")],
+        "budget.prompt_evals' must be an integer",
+    ),
+    Case(
+        "int-field-float",
+        lambda w: ["eval", "-c", DEMO, *S("budget.prompt_evals=2000.0")],
+        "budget.prompt_evals' must be an integer",
+    ),
     Case("str-field-int", lambda w: ["eval", "-c", DEMO, *S("data.dir=5")], "data.dir' must be a string"),
-    Case("negative-batch", lambda w: ["eval", "-c", DEMO, *S("task_model.batch_size=-1")], "task_model.batch_size must be >= 1"),
-    Case("nan-float", lambda w: ["eval", "-c", DEMO, *S("reward.gap_correct=.nan")], "reward.gap_correct' must be a finite number"),
-    Case("inf-float", lambda w: ["eval", "-c", DEMO, *S("reward.balance_weight=.inf")], "reward.balance_weight' must be a finite number"),
-    Case("template-typo", lambda w: ["eval", "-c", DEMO, *S("template={sentence} {promt}")], "unknown placeholder '{promt}'"),
-    Case("template-no-prompt", lambda w: ["eval", "-c", DEMO, *S("template=Review: {sentence}")], "template must contain '{prompt}'"),
-    Case("one-verbalizer", lambda w: ["eval", "-c", DEMO, *S("verbalizers=[good]")], "verbalizers must name at least 2 classes"),
+    Case(
+        "negative-batch",
+        lambda w: ["eval", "-c", DEMO, *S("task_model.batch_size=-1")],
+        "task_model.batch_size must be >= 1",
+    ),
+    Case(
+        "nan-float",
+        lambda w: ["eval", "-c", DEMO, *S("reward.gap_correct=.nan")],
+        "reward.gap_correct' must be a finite number",
+    ),
+    Case(
+        "inf-float",
+        lambda w: ["eval", "-c", DEMO, *S("reward.balance_weight=.inf")],
+        "reward.balance_weight' must be a finite number",
+    ),
+    Case(
+        "template-typo",
+        lambda w: ["eval", "-c", DEMO, *S("template={sentence} {promt}")],
+        "unknown placeholder '{promt}'",
+    ),
+    Case(
+        "template-no-prompt",
+        lambda w: ["eval", "-c", DEMO, *S("template=Review: {sentence}")],
+        "template must contain '{prompt}'",
+    ),
+    Case(
+        "one-verbalizer",
+        lambda w: ["eval", "-c", DEMO, *S("verbalizers=[good]")],
+        "verbalizers must name at least 2 classes",
+    ),
     Case("empty-verbalizer", lambda w: ["eval", "-c", DEMO, *S("verbalizers=['  ', good]")], "verbalizers[0] is empty"),
-    Case("unknown-verbalizer-token", lambda w: ["eval", "-c", DEMO, *S("verbalizers=['\u2603', good]")], "not in the tokenizer's vocabulary"),
-    Case("negative-lr", lambda w: ["run", str(w["config"]), *S("agent.learning_rate=-0.1", "agent.name=ppo")], "agent.learning_rate must be > 0"),
+    Case(
+        "unknown-verbalizer-token",
+        lambda w: ["eval", "-c", DEMO, *S("verbalizers=['\u2603', good]")],
+        "not in the tokenizer's vocabulary",
+    ),
+    Case(
+        "negative-lr",
+        lambda w: ["run", str(w["config"]), *S("agent.learning_rate=-0.1", "agent.name=ppo")],
+        "agent.learning_rate must be > 0",
+    ),
     Case("unknown-agent", lambda w: ["run", str(w["config"]), *S("agent.name=nope")], "unknown agent 'nope'"),
     Case("unknown-agent-field", lambda w: ["run", str(w["config"]), *S("agent.lr=1")], "unknown config key 'agent.lr'"),
     Case("env-kind", lambda w: ["run", str(w["config"]), *S("env.kind=teleport")], "env.kind' must be one of"),
     Case("seed-text", lambda w: ["eval", "-c", DEMO, *S("seed=abc")], "seed' must be an integer"),
-    Case("device", lambda w: ["eval", "-c", DEMO, *S("task_model.device=tpu")], "task_model.device 'tpu' is not a device"),
+    Case(
+        "device", lambda w: ["eval", "-c", DEMO, *S("task_model.device=tpu")], "task_model.device 'tpu' is not a device"
+    ),
     Case("dtype", lambda w: ["eval", "-c", DEMO, *S("task_model.dtype=float64")], "task_model.dtype' must be one of"),
     Case("few-shot-zero", lambda w: ["eval", "-c", DEMO, *S("data.few_shot_k=0")], "data.few_shot_k must be >= 1"),
-    Case("empty-text-mode", lambda w: ["eval", "-c", DEMO, *S("data.empty_text=drop")], "data.empty_text' must be one of"),
-    Case("checkpoint-every", lambda w: ["run", str(w["config"]), *S("output.checkpoint_every=0")], "output.checkpoint_every must be >= 1"),
-    Case("negative-budget", lambda w: ["run", str(w["config"]), *S("budget.lm_calls=-5")], "budget.lm_calls must be >= 1"),
+    Case(
+        "empty-text-mode", lambda w: ["eval", "-c", DEMO, *S("data.empty_text=drop")], "data.empty_text' must be one of"
+    ),
+    Case(
+        "checkpoint-every",
+        lambda w: ["run", str(w["config"]), *S("output.checkpoint_every=0")],
+        "output.checkpoint_every must be >= 1",
+    ),
+    Case(
+        "negative-budget", lambda w: ["run", str(w["config"]), *S("budget.lm_calls=-5")], "budget.lm_calls must be >= 1"
+    ),
     Case("env-batch", lambda w: ["run", str(w["config"]), *S("env.batch_size=0")], "env.batch_size must be >= 1"),
     Case("reward-name", lambda w: ["eval", "-c", DEMO, *S("reward.name=blue")], "reward.name 'blue' is unknown"),
-    Case("generation-metric-for-classification", lambda w: ["eval", "-c", DEMO, *S("reward.name=bleu")],
-         "reward 'bleu' scores generated text; this is a classification task"),
-    Case("generation-on-an-encoder", lambda w: ["eval", "-c", SQUAD, *S("task_model.kind=encoder")],
-         "task_model.kind=encoder cannot generate text"),
-    Case("generation-metric-unknown", lambda w: ["eval", "-c", SQUAD, *S("generation.metrics=[f1, rouge3]")],
-         "unknown generation metric 'rouge3'"),
-    Case("generation-with-verbalizers", lambda w: ["eval", "-c", SQUAD, *S("verbalizers=[' a', ' b']")],
-         "verbalizers are for classification tasks"),
-    Case("generation-class-reward", lambda w: ["eval", "-c", SQUAD, *S("reward.name=gold_log_prob")],
-         "reward 'gold_log_prob' scores class predictions"),
-    Case("generation-empty-stop", lambda w: ["eval", "-c", SQUAD, *S("generation.stop=['']")],
-         "generation.stop holds an empty string"),
-    Case("hf-split", lambda w: ["eval", "-c", DEMO, *S("data.hf_splits.validation=dev")], "data.hf_splits has unknown split"),
+    Case(
+        "generation-metric-for-classification",
+        lambda w: ["eval", "-c", DEMO, *S("reward.name=bleu")],
+        "reward 'bleu' scores generated text; this is a classification task",
+    ),
+    Case(
+        "generation-on-an-encoder",
+        lambda w: ["eval", "-c", SQUAD, *S("task_model.kind=encoder")],
+        "task_model.kind=encoder cannot generate text",
+    ),
+    Case(
+        "generation-metric-unknown",
+        lambda w: ["eval", "-c", SQUAD, *S("generation.metrics=[f1, rouge3]")],
+        "unknown generation metric 'rouge3'",
+    ),
+    Case(
+        "generation-with-verbalizers",
+        lambda w: ["eval", "-c", SQUAD, *S("verbalizers=[' a', ' b']")],
+        "verbalizers are for classification tasks",
+    ),
+    Case(
+        "generation-class-reward",
+        lambda w: ["eval", "-c", SQUAD, *S("reward.name=gold_log_prob")],
+        "reward 'gold_log_prob' scores class predictions",
+    ),
+    Case(
+        "generation-empty-stop",
+        lambda w: ["eval", "-c", SQUAD, *S("generation.stop=['']")],
+        "generation.stop holds an empty string",
+    ),
+    Case(
+        "hf-split",
+        lambda w: ["eval", "-c", DEMO, *S("data.hf_splits.validation=dev")],
+        "data.hf_splits has unknown split",
+    ),
     Case("section-scalar", lambda w: ["eval", "-c", DEMO, *S("task_model=3")], "task_model' must be a mapping"),
     Case("dotted-key", lambda w: ["eval", "-c", DEMO, *S("data..dir=x")], "is not a dotted key"),
     Case("set-no-value", lambda w: ["eval", "-c", DEMO, *S("prompt")], "--set expects key=value"),
     Case("finetune-lr", lambda w: ["finetune", DEMO, *S("finetune.learning_rate=0")], "finetune.learning_rate"),
     Case("finetune-encoder", lambda w: ["finetune", DEMO], "finetune trains a causal LM"),
     Case("usage-split", lambda w: ["eval", "--split", "validation"], "argument --split: invalid choice"),
-    Case("usage-export-format", lambda w: ["export", str(w["run"]), "--format", "xml", "--out", "x"], "argument --format/-f"),
+    Case(
+        "usage-export-format",
+        lambda w: ["export", str(w["run"]), "--format", "xml", "--out", "x"],
+        "argument --format/-f",
+    ),
     # ---- files: configs, data, models
     Case("config-missing", lambda w: ["eval", "-c", str(w["root"] / "nope.yaml")], "config file not found"),
-    Case("config-broken-yaml", lambda w: ["eval", "-c", str(w["root"] / "broken.yaml")], "broken.yaml is not valid YAML"),
+    Case(
+        "config-broken-yaml", lambda w: ["eval", "-c", str(w["root"] / "broken.yaml")], "broken.yaml is not valid YAML"
+    ),
     Case("config-duplicate-key", lambda w: ["eval", "-c", str(w["root"] / "dup.yaml")], "key 'prompt' appears twice"),
-    Case("config-not-mapping", lambda w: ["eval", "-c", str(w["root"] / "list.yaml")], "must hold a mapping of sections"),
+    Case(
+        "config-not-mapping", lambda w: ["eval", "-c", str(w["root"] / "list.yaml")], "must hold a mapping of sections"
+    ),
     Case("data-not-utf8", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['latin1']}")], "train.tsv:3: not UTF-8 text"),
-    Case("data-dir-missing", lambda w: ["eval", "-c", DEMO, *S("data.dir=/nonexistent/16-13")], "data directory not found"),
-    Case("data-label-range", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['bad_labels']}")], "label(s) [7] have no verbalizer"),
-    Case("model-garbage-weights", lambda w: ["eval", "-c", DEMO, *S(f"task_model.name_or_path={w['model']}")], "could not load model from", ("model",)),
-    Case("model-missing", lambda w: ["eval", "-c", DEMO, *S("task_model.name_or_path=/nonexistent/model")], "model directory not found"),
-    Case("model-hub-offline", lambda w: ["eval", "-c", DEMO, *S("task_model.name_or_path=distilroberta-base")], "hub is offline"),
+    Case(
+        "data-dir-missing",
+        lambda w: ["eval", "-c", DEMO, *S("data.dir=/nonexistent/16-13")],
+        "data directory not found",
+    ),
+    Case(
+        "data-label-range",
+        lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['bad_labels']}")],
+        "label(s) [7] have no verbalizer",
+    ),
+    Case(
+        "model-garbage-weights",
+        lambda w: ["eval", "-c", DEMO, *S(f"task_model.name_or_path={w['model']}")],
+        "could not load model from",
+        ("model",),
+    ),
+    Case(
+        "model-missing",
+        lambda w: ["eval", "-c", DEMO, *S("task_model.name_or_path=/nonexistent/model")],
+        "model directory not found",
+    ),
+    Case(
+        "model-hub-offline",
+        lambda w: ["eval", "-c", DEMO, *S("task_model.name_or_path=distilroberta-base")],
+        "hub is offline",
+    ),
     # ---- run directories
-    Case("run-into-model-folder", lambda w: ["run", str(w["config"]), "-o", str(w["model"])], "is not empty and holds no rlprompt run", ("model",)),
-    Case("run-over-finished", lambda w: ["run", str(w["config"]), "-o", str(w["run"])], "already holds a run", ("run",)),
+    Case(
+        "run-into-model-folder",
+        lambda w: ["run", str(w["config"]), "-o", str(w["model"])],
+        "is not empty and holds no rlprompt run",
+        ("model",),
+    ),
+    Case(
+        "run-over-finished", lambda w: ["run", str(w["config"]), "-o", str(w["run"])], "already holds a run", ("run",)
+    ),
     Case("resume-not-a-run", lambda w: ["run", "--resume", str(w["root"] / "nope")], "no config.json"),
-    Case("resume-truncated-checkpoint", lambda w: ["run", "--resume", str(w["unfinished"])], "not an rlprompt checkpoint (truncated or corrupt)", ("unfinished",),
-         lambda w: truncate(w["unfinished"] / "checkpoint.safetensors", 200)),
-    Case("resume-truncated-config", lambda w: ["run", "--resume", str(w["unfinished"])], "config.json is not valid JSON", ("unfinished",),
-         lambda w: truncate(w["unfinished"] / "config.json", 40)),
-    Case("eval-run-truncated-result", lambda w: ["eval", "--run", str(w["run"])], "best_prompt.json is not valid JSON", ("run",),
-         lambda w: truncate(w["run"] / "best_prompt.json", 30)),
+    Case(
+        "resume-truncated-checkpoint",
+        lambda w: ["run", "--resume", str(w["unfinished"])],
+        "not an rlprompt checkpoint (truncated or corrupt)",
+        ("unfinished",),
+        lambda w: truncate(w["unfinished"] / "checkpoint.safetensors", 200),
+    ),
+    Case(
+        "resume-truncated-config",
+        lambda w: ["run", "--resume", str(w["unfinished"])],
+        "config.json is not valid JSON",
+        ("unfinished",),
+        lambda w: truncate(w["unfinished"] / "config.json", 40),
+    ),
+    Case(
+        "eval-run-truncated-result",
+        lambda w: ["eval", "--run", str(w["run"])],
+        "best_prompt.json is not valid JSON",
+        ("run",),
+        lambda w: truncate(w["run"] / "best_prompt.json", 30),
+    ),
     Case("eval-run-unfinished", lambda w: ["eval", "--run", str(w["unfinished"])], "has not finished"),
-    Case("eval-run-with-prompt", lambda w: ["eval", "--run", str(w["run"]), "--prompt", "x"], "takes the prompt and config from the run directory"),
+    Case(
+        "eval-run-with-prompt",
+        lambda w: ["eval", "--run", str(w["run"]), "--prompt", "x"],
+        "takes the prompt and config from the run directory",
+    ),
     # ---- export
-    Case("export-over-run-result", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["run"] / "best_prompt.json")], "inside the run directory", ("run",)),
-    Case("export-over-foreign-file", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "other.txt")], "never a file it did not write", ("root",)),
-    Case("export-unwritable", lambda w: ["export", str(w["run"]), "--format", "json", "--out", "/proc/rlprompt/prompt.json"], "cannot write /proc/rlprompt/prompt.json"),
-    Case("export-peft-discrete", lambda w: ["export", str(w["run"]), "--format", "peft", "--out", str(w["root"] / "adapter")], "found a discrete prompt"),
-    Case("export-missing-run", lambda w: ["export", str(w["root"] / "nope"), "--format", "json", "--out", str(w["root"] / "x.json")], "run directory not found"),
-    Case("export-suffix-contradicts-format", lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "prompt.json")], "ends in .json but --format txt"),
-    Case("export-out-holds-the-run", lambda w: ["export", str(w["run"]), "--format", "json", "--out", str(w["run"].parent), "--force"], "holds the run directory", ("run",)),
-    Case("run-inside-a-run", lambda w: ["run", str(w["config"]), "-o", str(w["run"] / "inner")], "inside the run directory", ("run",)),
+    Case(
+        "export-over-run-result",
+        lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["run"] / "best_prompt.json")],
+        "inside the run directory",
+        ("run",),
+    ),
+    Case(
+        "export-over-foreign-file",
+        lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "other.txt")],
+        "never a file it did not write",
+        ("root",),
+    ),
+    Case(
+        "export-unwritable",
+        lambda w: ["export", str(w["run"]), "--format", "json", "--out", "/proc/rlprompt/prompt.json"],
+        "cannot write /proc/rlprompt/prompt.json",
+    ),
+    Case(
+        "export-peft-discrete",
+        lambda w: ["export", str(w["run"]), "--format", "peft", "--out", str(w["root"] / "adapter")],
+        "found a discrete prompt",
+    ),
+    Case(
+        "export-missing-run",
+        lambda w: ["export", str(w["root"] / "nope"), "--format", "json", "--out", str(w["root"] / "x.json")],
+        "run directory not found",
+    ),
+    Case(
+        "export-suffix-contradicts-format",
+        lambda w: ["export", str(w["run"]), "--format", "txt", "--out", str(w["root"] / "prompt.json")],
+        "ends in .json but --format txt",
+    ),
+    Case(
+        "export-out-holds-the-run",
+        lambda w: ["export", str(w["run"]), "--format", "json", "--out", str(w["run"].parent), "--force"],
+        "holds the run directory",
+        ("run",),
+    ),
+    Case(
+        "run-inside-a-run",
+        lambda w: ["run", str(w["config"]), "-o", str(w["run"] / "inner")],
+        "inside the run directory",
+        ("run",),
+    ),
     # ---- parsing: bounded YAML, plain values only, the same through --set (tests/test_parsing.py has the rest)
-    Case("config-alias-bomb", lambda w: ["eval", "-c", str(w["root"] / "bomb.yaml")], "once its YAML aliases are expanded", (),
-         lambda w: (w["root"] / "bomb.yaml").write_text("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
-             f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)))),
-    Case("config-date", lambda w: ["eval", "-c", str(w["root"] / "date.yaml")], "date.yaml, line 2: a date/time (2024-01-01) is not a config value", (),
-         lambda w: (w["root"] / "date.yaml").write_text("seed: 1\nprompt: 2024-01-01\n")),
-    Case("config-binary", lambda w: ["eval", "-c", str(w["root"] / "binary.yaml")], "binary data (!!binary) is not a config value", (),
-         lambda w: (w["root"] / "binary.yaml").write_text("prompt: !!binary aGVsbG8=\n")),
-    Case("config-list-key", lambda w: ["eval", "-c", str(w["root"] / "listkey.yaml")], "a mapping key must be text, not a list", (),
-         lambda w: (w["root"] / "listkey.yaml").write_text("? [a, b]\n: 1\n")),
-    Case("config-deep-nesting", lambda w: ["eval", "-c", str(w["root"] / "deep.yaml")], "values nested more than 64 levels deep", (),
-         lambda w: (w["root"] / "deep.yaml").write_text("verbalizers: " + "[" * 5000 + "]" * 5000 + "\n")),
-    Case("config-empty", lambda w: ["eval", "-c", str(w["root"] / "empty.yaml")], "empty.yaml holds no settings", (),
-         lambda w: (w["root"] / "empty.yaml").write_text("# nothing here yet\n")),
-    Case("set-date", lambda w: ["eval", "-c", DEMO, *S("prompt=2024-01-01")], "--set prompt=2024-01-01: a date/time (2024-01-01) is not a config value"),
+    Case(
+        "config-alias-bomb",
+        lambda w: ["eval", "-c", str(w["root"] / "bomb.yaml")],
+        "once its YAML aliases are expanded",
+        (),
+        lambda w: (w["root"] / "bomb.yaml").write_text(
+            "a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+            + "".join(f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+        ),
+    ),
+    Case(
+        "config-date",
+        lambda w: ["eval", "-c", str(w["root"] / "date.yaml")],
+        "date.yaml, line 2: a date/time (2024-01-01) is not a config value",
+        (),
+        lambda w: (w["root"] / "date.yaml").write_text("seed: 1\nprompt: 2024-01-01\n"),
+    ),
+    Case(
+        "config-binary",
+        lambda w: ["eval", "-c", str(w["root"] / "binary.yaml")],
+        "binary data (!!binary) is not a config value",
+        (),
+        lambda w: (w["root"] / "binary.yaml").write_text("prompt: !!binary aGVsbG8=\n"),
+    ),
+    Case(
+        "config-list-key",
+        lambda w: ["eval", "-c", str(w["root"] / "listkey.yaml")],
+        "a mapping key must be text, not a list",
+        (),
+        lambda w: (w["root"] / "listkey.yaml").write_text("? [a, b]\n: 1\n"),
+    ),
+    Case(
+        "config-deep-nesting",
+        lambda w: ["eval", "-c", str(w["root"] / "deep.yaml")],
+        "values nested more than 64 levels deep",
+        (),
+        lambda w: (w["root"] / "deep.yaml").write_text("verbalizers: " + "[" * 5000 + "]" * 5000 + "\n"),
+    ),
+    Case(
+        "config-empty",
+        lambda w: ["eval", "-c", str(w["root"] / "empty.yaml")],
+        "empty.yaml holds no settings",
+        (),
+        lambda w: (w["root"] / "empty.yaml").write_text("# nothing here yet\n"),
+    ),
+    Case(
+        "set-date",
+        lambda w: ["eval", "-c", DEMO, *S("prompt=2024-01-01")],
+        "--set prompt=2024-01-01: a date/time (2024-01-01) is not a config value",
+    ),
     # ---- data ambiguity
-    Case("data-duplicate-column", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'dupcol'}")], "column 'label' appears twice in the header", (),
-         lambda w: [(w["root"] / "dupcol").mkdir(exist_ok=True)] + [(w["root"] / "dupcol" / f"{s}.tsv").write_text(
-             "sentence\tlabel\tlabel\nfine\t1\t0\n") for s in ("train", "dev", "test")]),
-    Case("data-two-train-files", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'two'}")], "holds 2 train files, train.tsv and train.jsonl", (),
-         lambda w: [shutil.copytree(w["data"], w["root"] / "two", dirs_exist_ok=True),
-                    (w["root"] / "two" / "train.jsonl").write_text('{"sentence": "fine", "label": 1}\n')]),
-    Case("data-test-is-train", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.test={w['data'] / 'train.tsv'}")],
-         "the test split is the train split's file"),
-    Case("data-jsonl-deep", lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.train={w['root'] / 'deep.jsonl'}")], "deep.jsonl:1: values nested more than 64 levels deep", (),
-         lambda w: (w["root"] / "deep.jsonl").write_text('{"sentence": "a", "label": 0, "x": ' + "[" * 5000 + "]" * 5000 + "}\n")),
+    Case(
+        "data-duplicate-column",
+        lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'dupcol'}")],
+        "column 'label' appears twice in the header",
+        (),
+        lambda w: (
+            [(w["root"] / "dupcol").mkdir(exist_ok=True)]
+            + [
+                (w["root"] / "dupcol" / f"{s}.tsv").write_text("sentence\tlabel\tlabel\nfine\t1\t0\n")
+                for s in ("train", "dev", "test")
+            ]
+        ),
+    ),
+    Case(
+        "data-two-train-files",
+        lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['root'] / 'two'}")],
+        "holds 2 train files, train.tsv and train.jsonl",
+        (),
+        lambda w: [
+            shutil.copytree(w["data"], w["root"] / "two", dirs_exist_ok=True),
+            (w["root"] / "two" / "train.jsonl").write_text('{"sentence": "fine", "label": 1}\n'),
+        ],
+    ),
+    Case(
+        "data-test-is-train",
+        lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.test={w['data'] / 'train.tsv'}")],
+        "the test split is the train split's file",
+    ),
+    Case(
+        "data-jsonl-deep",
+        lambda w: ["eval", "-c", DEMO, *S(f"data.dir={w['data']}", f"data.train={w['root'] / 'deep.jsonl'}")],
+        "deep.jsonl:1: values nested more than 64 levels deep",
+        (),
+        lambda w: (w["root"] / "deep.jsonl").write_text(
+            '{"sentence": "a", "label": 0, "x": ' + "[" * 5000 + "]" * 5000 + "}\n"
+        ),
+    ),
 ]
 
 
@@ -335,10 +574,22 @@ def _api_cases():
         ("soft-shape", soft_wrong_shape, "action must be 4 finite numbers"),
         ("soft-nan", soft_nan, "action must be 4 finite numbers"),
         ("learn-negative", learn_negative, "total_prompt_evals must be a positive integer"),
-        ("agent-config-lr", lambda: make_agent_config("ppo", {"learning_rate": -1.0}), "agent.learning_rate must be > 0"),
-        ("agent-config-type", lambda: make_agent_config("dqn", {"buffer_size": "big"}), "buffer_size' must be an integer"),
+        (
+            "agent-config-lr",
+            lambda: make_agent_config("ppo", {"learning_rate": -1.0}),
+            "agent.learning_rate must be > 0",
+        ),
+        (
+            "agent-config-type",
+            lambda: make_agent_config("dqn", {"buffer_size": "big"}),
+            "buffer_size' must be an integer",
+        ),
         ("no-candidates", lambda: PromptSelectionEnv(task=_toy(), candidates=[]), "at least one candidate"),
-        ("bad-regex", lambda: build_vocabulary(_toy().task_model, regex="(", top_k=5), "not a valid regular expression"),
+        (
+            "bad-regex",
+            lambda: build_vocabulary(_toy().task_model, regex="(", top_k=5),
+            "not a valid regular expression",
+        ),
         ("budget-wrapper", lambda: LMCallBudget(TokenPromptEnv(task=_toy())), "needs max_lm_calls or max_prompt_evals"),
     ]
 
@@ -396,15 +647,24 @@ def test_a_field_over_the_csv_limit_loads(tmp_path):
 
 
 def _bench(path: Path, world, out: Path, **extra) -> Path:
-    bench = {"base": str(world["config"]), "set": ["budget.prompt_evals=8"], "agents": {"hill_climb": None},
-             "seeds": [1], "output_dir": str(out), "add_random_search": False, **extra}  # fmt: skip
+    bench = {
+        "base": str(world["config"]),
+        "set": ["budget.prompt_evals=8"],
+        "agents": {"hill_climb": None},
+        "seeds": [1],
+        "output_dir": str(out),
+        "add_random_search": False,
+        **extra,
+    }
     path.write_text(yaml.safe_dump(bench))
     return path
 
 
 def test_bench_duplicate_label_is_an_error(world, tmp_path, capsys):
     path = tmp_path / "bench.yaml"
-    path.write_text(f"base: {world['config']}\nagents:\n  a: [agent.name=hill_climb]\n  a: [agent.name=random_search]\n")
+    path.write_text(
+        f"base: {world['config']}\nagents:\n  a: [agent.name=hill_climb]\n  a: [agent.name=random_search]\n"
+    )
     assert main(["bench", str(path)]) == 2
     assert "key 'a' appears twice" in capsys.readouterr().err
 
@@ -432,7 +692,11 @@ def test_bench_refuses_cells_run_under_another_config_and_restarts_unstarted_one
 def test_resume_removes_temp_files_left_by_a_kill(world, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(world["unfinished"], run)
-    stale = [run / ".best_prompt.json.k3x9q2ab.tmp", run / ".metrics.csv.zz81mmqe.tmp", run / ".checkpoint.safetensors.1234x00ff00.tmp"]
+    stale = [
+        run / ".best_prompt.json.k3x9q2ab.tmp",
+        run / ".metrics.csv.zz81mmqe.tmp",
+        run / ".checkpoint.safetensors.1234x00ff00.tmp",
+    ]
     for path in stale:
         path.write_bytes(b"half a write")
     notes = run / "notes.tmp"  # not one of rlprompt's temp names: left alone

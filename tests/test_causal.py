@@ -15,8 +15,13 @@ from rlprompt.errors import ModelLoadError
 from rlprompt.task import Task
 from rlprompt.task_models import build_task_model
 
-TEXTS = ["a warm , funny film with wonderful performances", "i checked my watch four times", "not bad at all",
-         "it was great .", "the plot is a mess and the cast looks bored"]  # fmt: skip
+TEXTS = [
+    "a warm , funny film with wonderful performances",
+    "i checked my watch four times",
+    "not bad at all",
+    "it was great .",
+    "the plot is a mess and the cast looks bored",
+]
 LAYOUTS = {
     "prompt-after-input": "{sentence} {prompt}",
     "prompt-first": "{prompt} {sentence} It was",
@@ -28,8 +33,13 @@ VERBALIZERS = {"single-token": [" bad", " good"], "multi-token": [" terrible mov
 def _pair(model_dir: str, template: str, verbalizers: list[str], **fields):
     """The same model with and without prefix caching (score caches off: every pair is computed)."""
     fields = {"cache_size": 0, **fields}
-    config = config_from_dict({"task_model": {"kind": "causal_lm", "name_or_path": model_dir, **fields},
-                               "template": template, "verbalizers": verbalizers})  # fmt: skip
+    config = config_from_dict(
+        {
+            "task_model": {"kind": "causal_lm", "name_or_path": model_dir, **fields},
+            "template": template,
+            "verbalizers": verbalizers,
+        }
+    )
     cached = Task.from_config(config).task_model
     plain_config = dataclasses.replace(config.task_model, prefix_cache_mb=0)
     plain = build_task_model(plain_config, template, verbalizers, model=cached.model, tokenizer=cached.tokenizer)
@@ -43,7 +53,9 @@ def assert_cached_equals_full(cached, plain, tolerance: float = 1e-4) -> None:
         assert (a - b).abs().max() < tolerance, (a - b).abs().max()
     assert cached.prefix_cache.hits > 0
     base = plain.prompt_embeddings("it was")
-    soft = torch.stack([base, base + 0.1 * plain.embedding_std * torch.randn(base.shape, generator=torch.Generator().manual_seed(0))])
+    soft = torch.stack(
+        [base, base + 0.1 * plain.embedding_std * torch.randn(base.shape, generator=torch.Generator().manual_seed(0))]
+    )
     a, b = cached.score(list(soft), TEXTS), plain.score(list(soft), TEXTS)
     assert (a - b).abs().max() < tolerance
     pairs_a = cached.score_pairs(["it was", "so"], [TEXTS[:3], TEXTS[2:]])
@@ -63,8 +75,13 @@ def test_prefix_cache_keeps_to_its_bound_batch_by_batch(tiny_clm_dir):
     """Prefixes are fetched per continuation batch: a bound smaller than one call's prefixes
     still gives the full forward's scores, and the cache ends within its bound."""
     for bound_mb, kept in ((0.001, 0), (64.0, len(TEXTS))):
-        cached, plain = _pair(str(tiny_clm_dir), LAYOUTS["prompt-after-input"], VERBALIZERS["single-token"],
-                              prefix_cache_mb=bound_mb, batch_size=2)  # fmt: skip
+        cached, plain = _pair(
+            str(tiny_clm_dir),
+            LAYOUTS["prompt-after-input"],
+            VERBALIZERS["single-token"],
+            prefix_cache_mb=bound_mb,
+            batch_size=2,
+        )
         scores = cached.score(["it was", "so"], TEXTS)
         assert torch.allclose(scores, plain.score(["it was", "so"], TEXTS), atol=1e-5)
         assert cached.prefix_cache.bytes <= cached.prefix_cache.max_bytes and len(cached.prefix_cache) == kept
@@ -142,8 +159,9 @@ def test_smollm2_loads_offline_from_the_wheel_and_answers(smollm2_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir).eval()
     assert type(model).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in model.parameters()) == 134_515_008
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                         tokenize=False, add_generation_prompt=True)  # fmt: skip
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tokenizer(chat, return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1] :])
@@ -152,7 +170,10 @@ def test_smollm2_loads_offline_from_the_wheel_and_answers(smollm2_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["prompt-after-input", "prompt-first"])
 def test_smollm2_prefix_cached_scores_equal_the_full_forward(smollm2_dir, layout):
-    template = {"prompt-after-input": "Review: {sentence}\n{prompt}", "prompt-first": "{prompt}\nReview: {sentence}\nSentiment:"}
+    template = {
+        "prompt-after-input": "Review: {sentence}\n{prompt}",
+        "prompt-first": "{prompt}\nReview: {sentence}\nSentiment:",
+    }
     cached, plain = _pair(smollm2_dir, template[layout], [" negative", " very positive"])
     assert_cached_equals_full(cached, plain, tolerance=1e-4)
 
@@ -161,9 +182,15 @@ def test_smollm2_prefix_cached_scores_equal_the_full_forward(smollm2_dir, layout
 def test_golden_smollm2_sst2_accuracy_on_a_fixed_subset(smollm2_dir):
     """A fixed prompt on the first 200 SST-2 test sentences: measured 0.8400 (RLPrompt's
     16-13 split); the band allows for float differences between machines."""
-    config = config_from_dict({"task_model": {"kind": "causal_lm", "name_or_path": "embedded"},
-                               "data": {"dir": str(sst2_dir(13))}, "template": "Review: {sentence}\n{prompt}",
-                               "prompt": "Sentiment:", "verbalizers": [" negative", " positive"]})  # fmt: skip
+    config = config_from_dict(
+        {
+            "task_model": {"kind": "causal_lm", "name_or_path": "embedded"},
+            "data": {"dir": str(sst2_dir(13))},
+            "template": "Review: {sentence}\n{prompt}",
+            "prompt": "Sentiment:",
+            "verbalizers": [" negative", " positive"],
+        }
+    )
     task = Task.from_config(config)
     logits = task.logits(["Sentiment:"], "test", indices=list(range(200)))[0]
     accuracy = float((logits.argmax(-1) == task.labels("test")[:200]).float().mean())

@@ -15,8 +15,12 @@ from rlprompt.config import load_config
 from rlprompt.experiment import run_experiment
 from rlprompt.results import SCHEMA_VERSION, RunResult
 
-CONFIG = {"env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4},
-          "budget": {"prompt_evals": 8}, "output": {"tensorboard": False, "plot": False}}  # fmt: skip
+CONFIG = {
+    "env": {"kind": "edit", "batch_size": 4},
+    "agent": {"name": "hill_climb", "n_envs": 4},
+    "budget": {"prompt_evals": 8},
+    "output": {"tensorboard": False, "plot": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +29,21 @@ def world(tmp_path_factory) -> dict[str, Path]:
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
     run_experiment(load_config(path), root / "run", progress=False)
-    assert main(["eval", "-c", str(path), "--prompt", "It was not", "--save-outcomes", str(root / "not.json"),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "-c",
+                str(path),
+                "--prompt",
+                "It was not",
+                "--save-outcomes",
+                str(root / "not.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return {"root": root, "config": path, "run": root / "run", "not": root / "not.json"}
 
 
@@ -46,13 +63,22 @@ def test_run_outcomes_hold_every_split_and_average_to_its_metrics(world):
             assert record["n"] == metrics[split]["n"] == len(record["predictions"]) == len(record["log_probs"])
             assert sum(record["scores"]["accuracy"]) / record["n"] == pytest.approx(metrics[split]["accuracy"])
             assert sum(record["scores"]["gold_log_prob"]) / record["n"] == pytest.approx(
-                metrics[split]["gold_log_prob"], abs=1e-5)
+                metrics[split]["gold_log_prob"], abs=1e-5
+            )
 
 
 def test_a_run_compared_with_itself_differs_by_zero(world, capsys):
     out = compare_json(capsys, str(world["run"]), str(world["run"]))
-    assert out == {"metric": "accuracy", "a": out["a"], "b": out["a"], "diff": 0.0, "ci_low": 0.0, "ci_high": 0.0,
-                   "p_value": 1.0, "n": 200}  # fmt: skip
+    assert out == {
+        "metric": "accuracy",
+        "a": out["a"],
+        "b": out["a"],
+        "diff": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+        "p_value": 1.0,
+        "n": 200,
+    }
 
 
 def test_a_hand_written_prompt_against_the_runs_manual_prompt(world, capsys):
@@ -161,16 +187,19 @@ def test_outcomes_refuses_a_run_whose_records_it_cannot_reproduce(world, tmp_pat
     assert "run directory not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["{run}", "{root}/nope"], "neither a run directory nor an outcome file"),
-    (["{run}", "{config}"], "not valid JSON"),
-    (["{run}", "{run}", "--metric", "f1"], "has no per-example 'f1'"),
-    (["{run}", "{run}", "--resamples", "10"], "--resamples must be at least 1000"),
-    (["{run}", "{run}", "--seed", "-1"], "--seed must be >= 0"),
-    (["{not}", "{run}", "--split", "dev"], "holds the test split, not dev"),
-    (["{not}:manual", "{run}"], "':manual' follows a run directory"),
-    (["{root}:manual", "{run}"], "has no config.json"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{run}", "{root}/nope"], "neither a run directory nor an outcome file"),
+        (["{run}", "{config}"], "not valid JSON"),
+        (["{run}", "{run}", "--metric", "f1"], "has no per-example 'f1'"),
+        (["{run}", "{run}", "--resamples", "10"], "--resamples must be at least 1000"),
+        (["{run}", "{run}", "--seed", "-1"], "--seed must be >= 0"),
+        (["{not}", "{run}", "--split", "dev"], "holds the test split, not dev"),
+        (["{not}:manual", "{run}"], "':manual' follows a run directory"),
+        (["{root}:manual", "{run}"], "has no config.json"),
+    ],
+)
 def test_compare_errors_are_one_line(world, argv, message, capsys):
     args = [a.format(**{k: str(v) for k, v in world.items()}) for a in argv]
     assert main(["compare", *args]) == 2
@@ -186,6 +215,8 @@ def test_save_outcomes_never_replaces_a_file_it_did_not_write(world, tmp_path, c
     assert "never replaces it" in capsys.readouterr().err
     assert hashlib.sha256(notes.read_bytes()).hexdigest() == before
     assert main(["eval", "-c", str(world["config"]), "--save-outcomes", str(tmp_path / "x.txt"), "--no-progress"]) == 2
-    assert main(["eval", "-c", str(world["config"]), "--save-outcomes", str(world["run"] / "mine.json"),
-                 "--no-progress"]) == 2  # fmt: skip
+    assert (
+        main(["eval", "-c", str(world["config"]), "--save-outcomes", str(world["run"] / "mine.json"), "--no-progress"])
+        == 2
+    )
     assert not (world["run"] / "mine.json").exists()

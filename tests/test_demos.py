@@ -30,10 +30,16 @@ QA_DEMO = "{context}\nQuestion: {question}\nAnswer: {answer}\n\n"
 
 def demo_config(model_dir, data_dir, **extra):
     """The tiny GPT-2 on the demo data, demonstrations before the review (no score caches)."""
-    data = {"task_model": {"kind": "causal_lm", "name_or_path": str(model_dir), "cache_size": 0},
-            "data": {"dir": str(data_dir)}, "template": "{demos}Review: {sentence}\n{prompt}", "prompt": "Sentiment:",
-            "verbalizers": [" negative", " positive"], "demos": {"template": SST_DEMO},
-            "env": {"kind": "demos", "k": 2, "batch_size": 4}, "agent": {"name": "random_search"}}  # fmt: skip
+    data = {
+        "task_model": {"kind": "causal_lm", "name_or_path": str(model_dir), "cache_size": 0},
+        "data": {"dir": str(data_dir)},
+        "template": "{demos}Review: {sentence}\n{prompt}",
+        "prompt": "Sentiment:",
+        "verbalizers": [" negative", " positive"],
+        "demos": {"template": SST_DEMO},
+        "env": {"kind": "demos", "k": 2, "batch_size": 4},
+        "agent": {"name": "random_search"},
+    }
     for key, value in extra.items():  # a section with another kind replaces the section
         merge = isinstance(value, dict) and "kind" not in value
         data[key] = {**data.get(key, {}), **value} if merge else value
@@ -51,20 +57,35 @@ def test_one_renderer_for_both_task_families(tiny_clm_dir, small_data, tmp_path)
     qa = DemoPool(QA_DEMO, [{"context": "Paris is in France.", "question": "Where is Paris?"}], ["France"], [None])
     assert qa.texts == ["Paris is in France.\nQuestion: Where is Paris?\nAnswer: France\n\n"]
     # the model's template: the instruction written in, the demonstrations at the model's slot
-    assert model_template("{demos}Review: {sentence}\n{prompt}", "Sentiment:") == "{prompt}Review: {sentence}\nSentiment:"
+    assert (
+        model_template("{demos}Review: {sentence}\n{prompt}", "Sentiment:") == "{prompt}Review: {sentence}\nSentiment:"
+    )
     assert model_template("{sentence} {prompt}", "It was") == "{sentence} {prompt}"
     assert render("a {prompt}.", {"prompt": ""}) == "a."  # whitespace before an empty value goes with it
     # the task renders through the same module: classification and generation
     task = Task.from_config(demo_config(tiny_clm_dir, small_data))
     first = task.data.train
-    assert task.demo_pool().texts[0] == f"Review: {first.texts[0]}\nSentiment: {['negative', 'positive'][first.labels[0]]}\n\n"
+    assert (
+        task.demo_pool().texts[0]
+        == f"Review: {first.texts[0]}\nSentiment: {['negative', 'positive'][first.labels[0]]}\n\n"
+    )
     assert task.config.manual_prompt == "" and task.task_model.template == "{prompt}Review: {sentence}\nSentiment:"
     qa_dir = write_qa(tmp_path / "qa")
-    qa_task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, "{demos}{context} {question} {prompt}",
-                                          demos={"template": "{context} {question} answer: {answer}\n\n"},
-                                          env={"kind": "demos", "k": 2}, agent={"name": "random_search"}))  # fmt: skip
+    qa_task = Task.from_config(
+        gen_config(
+            tiny_clm_dir,
+            qa_dir,
+            "{demos}{context} {question} {prompt}",
+            demos={"template": "{context} {question} answer: {answer}\n\n"},
+            env={"kind": "demos", "k": 2},
+            agent={"name": "random_search"},
+        )
+    )
     row = qa_task.data.train
-    assert qa_task.demo_pool().texts[0] == f"{row.examples[0]['context']} {row.examples[0]['question']} answer: {row.references[0][0]}\n\n"
+    assert (
+        qa_task.demo_pool().texts[0]
+        == f"{row.examples[0]['context']} {row.examples[0]['question']} answer: {row.references[0][0]}\n\n"
+    )
     env = DemoSelectionEnv(task=qa_task, k=2, batch_size=3)  # a generation task runs the env too
     env.reset(seed=0)
     env.step(4)
@@ -85,7 +106,9 @@ def test_a_block_is_tokenized_as_the_whole_string_is(smollm2_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     template = model_template("{demos}Review: {sentence}\n{prompt}", "Sentiment:")
     layout = TemplateLayout(template, tokenizer, max_sentence_tokens=128)
-    pool = DemoPool(SST_DEMO, ["a fine film .", "dull and long .", "it works ."], ["positive", "negative", "positive"], [1, 0, 1])
+    pool = DemoPool(
+        SST_DEMO, ["a fine film .", "dull and long .", "it works ."], ["positive", "negative", "positive"], [1, 0, 1]
+    )
     block = pool.render([1, 0, 2])
     assert tokenizer(block)["input_ids"] != tokenizer(block + "Review:")["input_ids"][:-2]  # the boundary effect
     for review in ("one more film .", "the plot , such as it is , thins ."):
@@ -136,8 +159,13 @@ def test_no_demonstration_scores_itself():
 def test_prefix_cached_scores_with_demonstrations_equal_the_full_forward(tiny_clm_dir, small_data):
     task = Task.from_config(demo_config(tiny_clm_dir, small_data))
     cached = task.task_model
-    plain = build_task_model(dataclasses.replace(task.config.task_model, prefix_cache_mb=0), task.config.model_template,
-                             task.config.verbalizers, model=cached.model, tokenizer=cached.tokenizer)  # fmt: skip
+    plain = build_task_model(
+        dataclasses.replace(task.config.task_model, prefix_cache_mb=0),
+        task.config.model_template,
+        task.config.verbalizers,
+        model=cached.model,
+        tokenizer=cached.tokenizer,
+    )
     assert cached.prefix_caching and not plain.prefix_caching
     pool = task.demo_pool()
     blocks = [pool.render(ids) for ids in ([0, 1], [5, 2, 7, 9], [3, 4, 6, 8, 10])]
@@ -217,13 +245,20 @@ def test_run_eval_and_export_round_trip_with_demonstrations(tiny_clm_dir, small_
     from rlprompt.export import export_run
     from rlprompt.results import RunResult
 
-    config = demo_config(tiny_clm_dir, small_data, budget={"prompt_evals": 16}, selection={"include_manual": False},
-                         output={"plot": False, "tensorboard": False})  # fmt: skip
+    config = demo_config(
+        tiny_clm_dir,
+        small_data,
+        budget={"prompt_evals": 16},
+        selection={"include_manual": False},
+        output={"plot": False, "tensorboard": False},
+    )
     result = run_experiment(config, tmp_path / "run", progress=False)
     saved = RunResult.load(tmp_path / "run" / "best_prompt.json")
     demos = saved.demonstrations
     task = Task.from_config(config)
-    assert demos["ids"] is not None and len(demos["ids"]) == 2 and task.demo_pool().render(demos["ids"]) == result.prompt
+    assert (
+        demos["ids"] is not None and len(demos["ids"]) == 2 and task.demo_pool().render(demos["ids"]) == result.prompt
+    )
     assert demos["texts"] == [task.demo_pool().texts[i] for i in demos["ids"]] and demos["instruction"] == "Sentiment:"
     assert demos["label_words"] == ["negative", "positive"] and saved.baseline["prompt"] == ""
     assert saved.metrics["train"]["shown_excluded"] == 2 and saved.metrics["train"]["n"] == len(task.data.train) - 2
@@ -265,15 +300,28 @@ def test_bad_pools_and_k_are_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     labels = np.asarray(task.data.train.labels)
     lopsided = [*np.flatnonzero(labels == 0)[:4], np.flatnonzero(labels == 1)[0]]  # 4 + 1: at most 3 of a class
     with pytest.raises(ConfigError, match=r"the pool's classes \[4, 1\] cannot fill 5 slots"):
-        DemoSelectionEnv(task=Task(task.config, dataclasses.replace(task.data, train=task.data.train.subset(lopsided)),
-                                   task.task_model), k=5, balanced=True)  # fmt: skip
+        DemoSelectionEnv(
+            task=Task(
+                task.config, dataclasses.replace(task.data, train=task.data.train.subset(lopsided)), task.task_model
+            ),
+            k=5,
+            balanced=True,
+        )
     empty = tmp_path / "empty.tsv"
     empty.write_text("sentence\tlabel\n")
     with pytest.raises((ConfigError, DataError), match="empty|no examples"):
-        Task(dataclasses.replace(task.config, demos=dataclasses.replace(task.config.demos, pool=str(empty))),
-             task.data, task.task_model).demo_pool()
+        Task(
+            dataclasses.replace(task.config, demos=dataclasses.replace(task.config.demos, pool=str(empty))),
+            task.data,
+            task.task_model,
+        ).demo_pool()
     with pytest.raises(ConfigError, match="no such file"):
-        Task(dataclasses.replace(task.config, demos=dataclasses.replace(task.config.demos, pool=str(tmp_path / "nope.tsv"))),
-             task.data, task.task_model).demo_pool()
+        Task(
+            dataclasses.replace(
+                task.config, demos=dataclasses.replace(task.config.demos, pool=str(tmp_path / "nope.tsv"))
+            ),
+            task.data,
+            task.task_model,
+        ).demo_pool()
     with pytest.raises(ConfigError, match="shows no demonstrations"):
         make_toy_task().demo_pool()  # an instruction task has no pool

@@ -75,7 +75,9 @@ def test_every_registered_id_is_covered():
 @pytest.mark.parametrize("env_id", REGISTERED_IDS)
 def test_env_checker_passes_without_warnings(env_id, toy_task):
     """Every registered kind (a new one with its defaults, unless TOY_KWARGS sizes it down)."""
-    env = gym.make(env_id, task=task_for(env_id, toy_task), render_mode="ansi", batch_size=8, **TOY_KWARGS.get(env_id, {}))
+    env = gym.make(
+        env_id, task=task_for(env_id, toy_task), render_mode="ansi", batch_size=8, **TOY_KWARGS.get(env_id, {})
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=False)
@@ -205,18 +207,29 @@ def test_edit_pool_from_a_file_of_instructions(toy_task, tmp_path):
     from rlprompt.envs.edit import EditEnvConfig
 
     instructions = tmp_path / "instructions.txt"
-    instructions.write_text("# candidate instructions\nUse w03, then w01.\n\n# w09 is commented out\nw03 (w05)! (w06):\n")
-    env = PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(instructions), pool_size=4, max_units=4,
-                                                            batch_size=None))  # fmt: skip
+    instructions.write_text(
+        "# candidate instructions\nUse w03, then w01.\n\n# w09 is commented out\nw03 (w05)! (w06):\n"
+    )
+    env = PromptEditEnv.from_config(
+        toy_task, EditEnvConfig(pool=str(instructions), pool_size=4, max_units=4, batch_size=None)
+    )
     assert env.pool == ["Use", "w03", "then", "w01"]
     assert len(env.edits) == len(enumerate_edits(4, 4))
     env.reset(seed=0, options={"prompt": "w01"})
     _, _, _, _, info = env.step(env.edits.index(("insert", 0, env.pool.index("w03"))))
     assert info["prompt"] == "w03 w01"
     assert PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(instructions), max_units=4)).pool == [
-        "Use", "w03", "then", "w01", "w05", "w06:"]  # fmt: skip
+        "Use",
+        "w03",
+        "then",
+        "w01",
+        "w05",
+        "w06:",
+    ]
     assert PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=["w07 w08", "w02"], max_units=4)).pool == [
-        "w07 w08", "w02"]  # fmt: skip
+        "w07 w08",
+        "w02",
+    ]
     with pytest.raises(ConfigError, match="file not found"):
         PromptEditEnv.from_config(toy_task, EditEnvConfig(pool=str(tmp_path / "missing.txt")))
     (tmp_path / "punctuation.txt").write_text("# a comment\n... !!\n")
@@ -323,8 +336,9 @@ def test_vector_env_same_step_autoreset(toy_task):
 
 
 def test_make_vec_modes(toy_task):
-    batched = gym.make_vec("rlprompt/PromptSelection-v0", num_envs=4, task=toy_task,
-                           candidates=["w00", "w01 w02"], batch_size=4)  # fmt: skip
+    batched = gym.make_vec(
+        "rlprompt/PromptSelection-v0", num_envs=4, task=toy_task, candidates=["w00", "w01 w02"], batch_size=4
+    )
     assert isinstance(batched, BatchedPromptVectorEnv)
     batched.reset(seed=0)
     _, rewards, terminated, _, _ = batched.step(np.array([0, 1, 0, 1]))

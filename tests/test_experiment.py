@@ -44,8 +44,14 @@ def write_config(path: Path, data_dir: Path, **sections) -> Path:
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "rlprompt.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "rlprompt.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def without_times(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -77,7 +83,9 @@ def test_run_writes_every_result_file_and_is_deterministic(tmp_path, small_data)
     for split in ("train", "dev", "test"):
         for metrics in (first.metrics[split], first.baseline["metrics"][split]):
             n = metrics["n"]  # accuracy is a count of the split's examples, as the predictions say
-            assert sum(metrics["predicted_counts"]) == n and metrics["accuracy"] * n == pytest.approx(round(metrics["accuracy"] * n), abs=1e-4)
+            assert sum(metrics["predicted_counts"]) == n and metrics["accuracy"] * n == pytest.approx(
+                round(metrics["accuracy"] * n), abs=1e-4
+            )
     assert first.baseline["prompt"] == "It was"
     assert first.prompt_evals >= 48 and first.lm_calls > 0 and first.dev_lm_calls > 0
     assert first.agent == "ppo" and first.task_model == "encoder:embedded" and first.seed == 0
@@ -98,8 +106,9 @@ def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, s
     kind = AGENT_REGISTRY[name].env_kinds[0]
     small = {"token": {"prompt_length": 3, "vocab_top_k": 50}, "soft": {"n_tokens": 2, "subspace_dim": 4}}
     env = {"kind": kind, "batch_size": 8, **small.get(kind, {})}  # a kind's config holds only its own fields
-    config_path = write_config(tmp_path / "run.yaml", small_data, env=env, agent={"name": name, "n_envs": 4},
-                               budget={"prompt_evals": 16})  # fmt: skip
+    config_path = write_config(
+        tmp_path / "run.yaml", small_data, env=env, agent={"name": name, "n_envs": 4}, budget={"prompt_evals": 16}
+    )
     result = run_experiment(load_config(config_path), tmp_path / name, progress=False)
     assert result.kind == ("soft" if kind == "soft" else "discrete") and result.env == kind
     test = result.metrics["test"]
@@ -117,9 +126,11 @@ def test_every_agent_runs_end_to_end_and_resumes_from_its_checkpoint(tmp_path, s
 
 def test_dev_only_selection_rescores_top_prompts_outside_the_budget(tmp_path, small_data):
     config_path = write_config(
-        tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5},
+        tmp_path / "run.yaml",
+        small_data,
+        agent={"name": "random_search", "n_envs": 8, "top_k": 5},
         selection={"splits": ["dev"], "include_manual": False},
-    )  # fmt: skip
+    )
     result = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
     from rlprompt.task import Task
 
@@ -129,9 +140,7 @@ def test_dev_only_selection_rescores_top_prompts_outside_the_budget(tmp_path, sm
     assert result.dev_lm_calls == result.candidates * len(task.data.dev)
     assert result.selected_on == ["dev"] and not result.manual_kept
     assert int(rows[-1]["lm_calls"]) == result.lm_calls <= result.prompt_evals * 8  # training cost only
-    assert task.evaluate(result.prompt, "dev")["reward"] == pytest.approx(
-        result.metrics["dev"]["reward"], abs=1e-6
-    )
+    assert task.evaluate(result.prompt, "dev")["reward"] == pytest.approx(result.metrics["dev"]["reward"], abs=1e-6)
 
 
 def pooled_reward(task, prompt: str) -> float:
@@ -148,8 +157,9 @@ def test_selection_on_train_and_dev_keeps_the_manual_prompt_unless_beaten(tmp_pa
 
     outcomes = {}
     for manual in ("It was", "zzz qqq xxx"):
-        config_path = write_config(tmp_path / "run.yaml", small_data, prompt=manual,
-                                   agent={"name": "random_search", "n_envs": 8, "top_k": 5})  # fmt: skip
+        config_path = write_config(
+            tmp_path / "run.yaml", small_data, prompt=manual, agent={"name": "random_search", "n_envs": 8, "top_k": 5}
+        )
         config = load_config(config_path)
         assert config.selection.splits == ["train", "dev"] and config.selection.include_manual
         result = run_experiment(config, tmp_path / manual.replace(" ", "_"), progress=False)
@@ -167,19 +177,31 @@ def test_select_reruns_selection_from_the_checkpoint(tmp_path, small_data, capsy
     """``rlprompt select`` on a dev-only run gives what a fresh run with the new selection gives
     (training is deterministic, so the two agree to the byte, wall time aside), rewrites
     config.json, and refuses any change that would need training again."""
-    base = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 8, "top_k": 5},
-                        selection={"splits": ["dev"], "include_manual": False})  # fmt: skip
+    base = write_config(
+        tmp_path / "run.yaml",
+        small_data,
+        agent={"name": "random_search", "n_envs": 8, "top_k": 5},
+        selection={"splits": ["dev"], "include_manual": False},
+    )
     run_experiment(load_config(base), tmp_path / "old", progress=False)
-    fresh = run_experiment(load_config(base, ["selection.splits=[train]", "selection.include_manual=true"]),
-                           tmp_path / "fresh", progress=False)  # fmt: skip
-    code = main(["select", str(tmp_path / "old"), "--set", "selection.splits=[train]",
-                 "--set", "selection.include_manual=true"])  # fmt: skip
+    fresh = run_experiment(
+        load_config(base, ["selection.splits=[train]", "selection.include_manual=true"]),
+        tmp_path / "fresh",
+        progress=False,
+    )
+    code = main(
+        ["select", str(tmp_path / "old"), "--set", "selection.splits=[train]", "--set", "selection.include_manual=true"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "before" in out and "selected on dev" in out
     reselected, expected = without_times(tmp_path / "old")[0], without_times(tmp_path / "fresh")[0]
     assert reselected == expected and reselected["selected_on"] == ["train"]
     assert json.loads((tmp_path / "old" / "config.json").read_text())["selection"] == {
-        "splits": ["train"], "include_manual": True, "paired": False, "guard_splits": []}
+        "splits": ["train"],
+        "include_manual": True,
+        "paired": False,
+        "guard_splits": [],
+    }
     assert fresh.selected_on == ["train"]
     assert main(["select", str(tmp_path / "old"), "--set", "env.batch_size=4"]) == 2
     err = capsys.readouterr().err
@@ -202,8 +224,9 @@ def test_guard_drops_found_prompts_that_lose_to_the_manual_prompt_on_dev(tmp_pat
     (data / "dev.tsv").write_text("\n".join([header, *flipped]) + "\n")
     (data / "test.tsv").write_text("\n".join((demo_dir() / "test.tsv").read_text().splitlines()[:21]) + "\n")
     manual = "zzz qqq xxx"
-    config_path = write_config(tmp_path / "run.yaml", data, prompt=manual,
-                               agent={"name": "random_search", "n_envs": 8, "top_k": 5})  # fmt: skip
+    config_path = write_config(
+        tmp_path / "run.yaml", data, prompt=manual, agent={"name": "random_search", "n_envs": 8, "top_k": 5}
+    )
     plain = run_experiment(load_config(config_path), tmp_path / "r", progress=False)
     assert not plain.manual_kept and plain.guard_dropped == 0 and plain.guarded_on == []
     assert main(["select", str(tmp_path / "r"), "--set", "selection.guard_splits=[dev]"]) == 0
@@ -240,8 +263,12 @@ def test_runs_saved_before_the_selection_section_keep_their_dev_only_selection(t
 @pytest.mark.slow  # about 90 s on 2 cores: the slow tier (the fast tier resumes every agent from a checkpoint)
 @pytest.mark.parametrize("kills", [2])
 def test_killed_run_resumes_to_identical_files(tmp_path, small_data, kills):
-    config_path = write_config(tmp_path / "run.yaml", small_data, budget={"prompt_evals": 96},
-                               output={"checkpoint_every": 1, "tensorboard": True})  # fmt: skip
+    config_path = write_config(
+        tmp_path / "run.yaml",
+        small_data,
+        budget={"prompt_evals": 96},
+        output={"checkpoint_every": 1, "tensorboard": True},
+    )
     reference = tmp_path / "reference"
     done = cli("run", str(config_path), "-o", str(reference), "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -250,8 +277,13 @@ def test_killed_run_resumes_to_identical_files(tmp_path, small_data, kills):
     args = ["run", str(config_path), "-o", str(resumed), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for kill in range(kills):
-        proc = subprocess.Popen([sys.executable, "-m", "rlprompt.cli", *args], env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlprompt.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         target_rows = rng.randint(1 + 2 * kill, 3 + 2 * kill)
         deadline = time.time() + 120
         metrics = resumed / "metrics.csv"
@@ -333,11 +365,20 @@ def test_every_shipped_config_resolves():
 
 
 def test_rlprompt_paper_config_runs_with_tiny_stand_ins(tmp_path, tiny_mlm_dir, tiny_clm_dir, small_data):
-    config = load_config(CONFIGS / "rlprompt-paper.yaml", [
-        f"task_model.name_or_path={tiny_mlm_dir}", "task_model.device=cpu", f"agent.backbone={tiny_clm_dir}",
-        f"data.dir={small_data}", "env.vocab_top_k=40", "agent.n_envs=4", "agent.mlp_hidden=32",
-        "budget.prompt_evals=8", "output.tensorboard=false",
-    ])  # fmt: skip
+    config = load_config(
+        CONFIGS / "rlprompt-paper.yaml",
+        [
+            f"task_model.name_or_path={tiny_mlm_dir}",
+            "task_model.device=cpu",
+            f"agent.backbone={tiny_clm_dir}",
+            f"data.dir={small_data}",
+            "env.vocab_top_k=40",
+            "agent.n_envs=4",
+            "agent.mlp_hidden=32",
+            "budget.prompt_evals=8",
+            "output.tensorboard=false",
+        ],
+    )
     assert config.task_model.kind == "masked_lm" and config.agent_name == "sql" and config.reward.name == "gap"
     result = run_experiment(config, tmp_path / "paper", progress=False)
     assert result.kind == "discrete" and len(result.prompt.split()) == 5
@@ -421,8 +462,13 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
     from rlprompt.task_models import mean_pool
     from rlprompt.task_models.loading import embedded_model_path
 
-    config_path = write_config(tmp_path / "run.yaml", small_data, env={"kind": "soft", "batch_size": 8, "n_tokens": 4},
-                               agent={"name": "cma_es", "n_envs": 8}, budget={"prompt_evals": 32})  # fmt: skip
+    config_path = write_config(
+        tmp_path / "run.yaml",
+        small_data,
+        env={"kind": "soft", "batch_size": 8, "n_tokens": 4},
+        agent={"name": "cma_es", "n_envs": 8},
+        budget={"prompt_evals": 32},
+    )
     run_dir = tmp_path / "soft"
     result = run_experiment(load_config(config_path), run_dir, progress=False)
     assert result.kind == "soft" and result.prompt is None and result.token_ids is None
@@ -439,7 +485,10 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
     described = json.loads((adapter / "rlprompt_export.json").read_text())  # how the adapter's scores are read
     run_config = load_config(run_dir / "config.json")
     assert (described["template"], described["verbalizers"], described["calibration"]) == (
-        run_config.template, run_config.verbalizers, "none")
+        run_config.template,
+        run_config.verbalizers,
+        "none",
+    )
     assert described["metrics"]["test"]["accuracy"] == result.metrics["test"]["accuracy"]
     assert described["rlprompt_export"]["format"] == "peft"
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(adapter)]) == 0  # its own export: replaced
@@ -459,8 +508,10 @@ def test_soft_prompt_run_exports_a_peft_adapter_that_reproduces_scores(tmp_path,
         batch = tokenizer(strings, padding=True, return_tensors="pt")
         with torch.inference_mode():
             hidden = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = torch.cat([torch.ones(len(strings), soft.shape[0], dtype=batch["attention_mask"].dtype),
-                          batch["attention_mask"]], dim=1)  # fmt: skip
+        mask = torch.cat(
+            [torch.ones(len(strings), soft.shape[0], dtype=batch["attention_mask"].dtype), batch["attention_mask"]],
+            dim=1,
+        )
         return mean_pool(hidden, mask)
 
     inputs = embed(texts)  # the template "{sentence} {prompt}" with the prompt slot empty
@@ -505,8 +556,12 @@ def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
     assert done.returncode == 0, done.stderr
     out = reference_dir / "bench-out"
     rows = results_without_times(out)
-    assert sorted((r["agent"], r["seed"]) for r in rows) == [("hill_climb", "1"), ("hill_climb", "2"),
-                                                              ("random_search", "1"), ("random_search", "2")]  # fmt: skip
+    assert sorted((r["agent"], r["seed"]) for r in rows) == [
+        ("hill_climb", "1"),
+        ("hill_climb", "2"),
+        ("random_search", "1"),
+        ("random_search", "2"),
+    ]
     table = (out / "results.md").read_text()
     assert "| manual prompt |" in table and "| random_search |" in table and "±" in table
     assert (out / "curves.png").stat().st_size > 0
@@ -516,15 +571,23 @@ def test_bench_grid_tables_plot_and_resume_after_kill(tmp_path, small_data):
     assert sorted(r["seed"] for r in results_without_times(out)) == ["2", "2"]
     report = cli("bench", str(bench_path), "--report", "--set", "seeds=[1,2,3]")
     assert report.returncode == 0, report.stderr
-    assert "4 of 6 cells finished" in report.stdout and not (out / "runs" / "small" / "hill_climb" / "bbase" / "seed3").exists()
+    assert (
+        "4 of 6 cells finished" in report.stdout
+        and not (out / "runs" / "small" / "hill_climb" / "bbase" / "seed3").exists()
+    )
     assert results_without_times(out) == rows
 
     killed_dir = tmp_path / "killed"
     killed_dir.mkdir()
     bench_path = write_bench(killed_dir, config_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlprompt.cli", "bench", str(bench_path), "--no-progress"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlprompt.cli", "bench", str(bench_path), "--no-progress"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cell = killed_dir / "bench-out" / "runs" / "small" / "hill_climb" / "bbase" / "seed2" / "metrics.csv"
     deadline = time.time() + 200
     while time.time() < deadline and proc.poll() is None and not cell.is_file():
@@ -557,7 +620,7 @@ def test_bench_config_errors(tmp_path, capsys):
         ({"data_dirs": ["a/16-13"], "tasks": {"t": ["data.dir=x/16-{seed}"]}}, "drop 'data.dir=...{seed}' from tasks"),
         ({"bootstrap_reps": 50}, "bootstrap_reps must be >= 200"),
         ({"task_models": {"a/b": None}}, "must be a plain name"),
-    ]:  # fmt: skip
+    ]:
         path.write_text(yaml.safe_dump({"base": None, "agents": {"x": None}, **bench}))
         assert main(["bench", str(path)]) == 2
         assert message in capsys.readouterr().err
@@ -581,18 +644,30 @@ def test_bench_grid_over_two_data_dirs_and_two_seeds(tmp_path, small_data, tiny_
         (other / name).write_text((small_data / name).read_text())
     train = (small_data / "train.tsv").read_text().splitlines()
     (other / "train.tsv").write_text("\n".join([train[0], *train[1:][::-1][:16]]) + "\n")
-    config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 4},
-                               task_model={"kind": "causal_lm", "name_or_path": str(tiny_clm_dir)},
-                               template="{prompt} {sentence} It was", verbalizers=[" bad", " good"])  # fmt: skip
-    bench = {"base": str(config_path), "set": ["budget.prompt_evals=8", "output.tensorboard=false", "output.plot=false"],
-             "agents": {"random_search": None}, "tasks": {"small": []}, "data_dirs": [str(small_data), str(other)],
-             "seeds": [1, 2],
-             "bootstrap_reps": 300, "output_dir": str(tmp_path / "grid")}  # fmt: skip
+    config_path = write_config(
+        tmp_path / "run.yaml",
+        small_data,
+        agent={"name": "random_search", "n_envs": 4},
+        task_model={"kind": "causal_lm", "name_or_path": str(tiny_clm_dir)},
+        template="{prompt} {sentence} It was",
+        verbalizers=[" bad", " good"],
+    )
+    bench = {
+        "base": str(config_path),
+        "set": ["budget.prompt_evals=8", "output.tensorboard=false", "output.plot=false"],
+        "agents": {"random_search": None},
+        "tasks": {"small": []},
+        "data_dirs": [str(small_data), str(other)],
+        "seeds": [1, 2],
+        "bootstrap_reps": 300,
+        "output_dir": str(tmp_path / "grid"),
+    }
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     rows = run_bench(tmp_path / "bench.yaml", progress=False, echo=lambda *_: None)
     out = tmp_path / "grid"
     assert len(rows) == 4 and {(r["split"], r["seed"]) for r in rows} == {
-        (s, seed) for s in (small_data.name, "other-split") for seed in (1, 2)}  # fmt: skip
+        (s, seed) for s in (small_data.name, "other-split") for seed in (1, 2)
+    }
     assert (out / "runs" / "small" / "random_search" / "bbase" / "other-split" / "seed2" / "best_prompt.json").is_file()
     assert (out / "profile.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     with (out / "results.csv").open(newline="") as handle:
@@ -618,4 +693,5 @@ def test_bench_grid_over_two_data_dirs_and_two_seeds(tmp_path, small_data, tiny_
         assert line[9] == f"{better} / {worse} of 4"  # every new run keeps its outcomes: all four tested
         for r in mine:
             assert float(r["paired_accuracy_diff"]) == pytest.approx(
-                float(r["test_accuracy"]) - float(r["manual_test_accuracy"]), abs=1e-6)
+                float(r["test_accuracy"]) - float(r["manual_test_accuracy"]), abs=1e-6
+            )

@@ -64,8 +64,9 @@ def test_each_method_raises_greedy_dev_accuracy_and_trains_only_lora(tmp_path, m
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
     # the base weights in memory are bit-identical to the checkpoint's
     original = base_state()
-    trained_base = {k.replace(".base_layer", ""): v for k, v in model.get_base_model().state_dict().items()
-                    if "lora_" not in k}  # fmt: skip
+    trained_base = {
+        k.replace(".base_layer", ""): v for k, v in model.get_base_model().state_dict().items() if "lora_" not in k
+    }
     assert set(original) <= set(trained_base)
     for name, tensor in original.items():
         assert torch.equal(tensor, trained_base[name]), name
@@ -82,8 +83,9 @@ def test_each_method_raises_greedy_dev_accuracy_and_trains_only_lora(tmp_path, m
 
 
 def test_full_finetuning_saves_a_reloadable_model(tmp_path):
-    config = load_config(TINY, ["finetune.method=ppo", "finetune.lora=false", "finetune.steps=10",
-                                "finetune.learning_rate=1e-3"])  # fmt: skip
+    config = load_config(
+        TINY, ["finetune.method=ppo", "finetune.lora=false", "finetune.steps=10", "finetune.learning_rate=1e-3"]
+    )
     result, model = finetune(config, tmp_path / "full")
     assert result.saved == "model" and (tmp_path / "full" / "model" / "config.json").is_file()
     changed = any(not torch.equal(v, model.state_dict()[k]) for k, v in base_state().items())
@@ -96,10 +98,28 @@ def test_full_finetuning_saves_a_reloadable_model(tmp_path):
 def test_prompt_comes_from_a_best_prompt_json(tmp_path):
     from rlprompt.results import RunResult
 
-    fields = dict(token_ids=None, soft_prompt_path=None, n_virtual_tokens=None, metrics={}, baseline={},
-                  train_reward=None, candidates=1, lm_calls=0, prompt_evals=0, env_steps=0, iterations=0,
-                  dev_lm_calls=0, eval_lm_calls=0, agent="ppo", env="edit", task_model="causal_lm:x", reward="accuracy",
-                  seed=0, rlprompt_version="0", wall_time_s=None)  # fmt: skip
+    fields = dict(
+        token_ids=None,
+        soft_prompt_path=None,
+        n_virtual_tokens=None,
+        metrics={},
+        baseline={},
+        train_reward=None,
+        candidates=1,
+        lm_calls=0,
+        prompt_evals=0,
+        env_steps=0,
+        iterations=0,
+        dev_lm_calls=0,
+        eval_lm_calls=0,
+        agent="ppo",
+        env="edit",
+        task_model="causal_lm:x",
+        reward="accuracy",
+        seed=0,
+        rlprompt_version="0",
+        wall_time_s=None,
+    )
     best = tmp_path / "best_prompt.json"
     RunResult(kind="discrete", prompt="it was", **fields).save(best)
     config = load_config(TINY, [f"finetune.prompt_file={best}"])

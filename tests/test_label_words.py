@@ -38,8 +38,11 @@ def test_labeled_prompts_and_verbalizer_forms():
     prompt = LabeledPrompt("It was", ["bad", "good"])
     assert prompt.label_words == ("bad", "good") and hash(prompt) == hash(LabeledPrompt("It was", ("bad", "good")))
     assert prompt.describe() == "'It was' [bad/good]"
-    for words, message in ((("bad", "bad"), "distinct"), ((" bad", "good"), "surrounding spaces"),
-                           ("bad good", "list of words")):  # fmt: skip
+    for words, message in (
+        (("bad", "bad"), "distinct"),
+        ((" bad", "good"), "surrounding spaces"),
+        ("bad good", "list of words"),
+    ):
         with pytest.raises(ConfigError, match=message):
             LabeledPrompt("It was", words)
     with pytest.raises(ConfigError, match="no word"):
@@ -53,8 +56,13 @@ def test_labeled_prompt_scores_as_a_model_with_those_verbalizers(toy_lm_task):
     task.label_word_model([" movie", " fun", " great", " awful"])  # a wider model than needed
     labeled = task.evaluate(LabeledPrompt("sentiment :", ("movie", "fun")), "dev", per_example=True)
     config = replace(task.config, verbalizers=[" movie", " fun"])
-    model = build_task_model(config.task_model, config.model_template, config.verbalizers,
-                             model=task.task_model.model, tokenizer=task.task_model.tokenizer)  # fmt: skip
+    model = build_task_model(
+        config.task_model,
+        config.model_template,
+        config.verbalizers,
+        model=task.task_model.model,
+        tokenizer=task.task_model.tokenizer,
+    )
     plain = Task(config, task.data, model).evaluate("sentiment :", "dev", per_example=True)
     for key in ("accuracy", "macro_f1", "gold_log_prob", "reward", "predicted_counts"):
         assert labeled[key] == pytest.approx(plain[key], abs=1e-5), key
@@ -96,8 +104,17 @@ def test_label_word_search_beats_the_manual_words_on_the_toy_lm(tmp_path):
     """On the random toy LM the manual words read the input poorly; a search over vocabulary
     words (calibrated) finds words that score higher on dev, and the run reports, reproduces
     and exports them."""
-    config = toy_lm_config(["env.kind=label_words", "env.per_class=6", "env.vocab_regex=null", "env.batch_size=16",
-                            "agent.name=hill_climb", "budget.prompt_evals=200", "seed=0"])  # fmt: skip
+    config = toy_lm_config(
+        [
+            "env.kind=label_words",
+            "env.per_class=6",
+            "env.vocab_regex=null",
+            "env.batch_size=16",
+            "agent.name=hill_climb",
+            "budget.prompt_evals=200",
+            "seed=0",
+        ]
+    )
     result = run_experiment(config, tmp_path / "run", progress=False)
     assert result.label_words is not None and result.label_words != ["negative", "positive"]
     assert result.verbalizers == [f" {w}" for w in result.label_words]
@@ -121,7 +138,9 @@ def test_label_word_search_beats_the_manual_words_on_the_toy_lm(tmp_path):
 @pytest.mark.parametrize("agent", LABEL_AGENTS)
 def test_every_slot_agent_runs_on_the_label_word_env(agent, toy_lm_task):
     assert "label_words" in AGENT_REGISTRY[agent].env_kinds
-    config = replace(toy_lm_task.config, env=ENVS["label_words"].config_class(per_class=4, vocab_regex=None, batch_size=8))
+    config = replace(
+        toy_lm_task.config, env=ENVS["label_words"].config_class(per_class=4, vocab_regex=None, batch_size=8)
+    )
     env = make_env(toy_lm_task, config)
     model = AGENT_REGISTRY[agent].agent_class(env, AGENT_REGISTRY[agent].config_class(seed=0))
     model.learn(total_prompt_evals=24)
@@ -150,8 +169,12 @@ def test_punctuated_verbalizers_keep_their_form(toy_lm_task):
 def test_hill_climbing_replaces_words_within_each_class_list(toy_lm_task):
     """Per-class lists of different lengths: a move replaces one class's word by another of its
     own list (never swaps across classes), and the prompt reported is one that was scored."""
-    config = replace(toy_lm_task.config, env=ENVS["label_words"].config_class(
-        candidates=[["bad", "awful"], ["good", "fun", "great", "love"]], batch_size=16))  # fmt: skip
+    config = replace(
+        toy_lm_task.config,
+        env=ENVS["label_words"].config_class(
+            candidates=[["bad", "awful"], ["good", "fun", "great", "love"]], batch_size=16
+        ),
+    )
     env = make_env(toy_lm_task, config)
     assert [len(c) for c in env.candidates] == [3, 5]
     agent = AGENT_REGISTRY["hill_climb"].agent_class(env, AGENT_REGISTRY["hill_climb"].config_class(seed=0))
@@ -164,7 +187,7 @@ def test_hill_climbing_replaces_words_within_each_class_list(toy_lm_task):
     for slots in ([0, 4], [2, 1]):
         for position in (0, 1):
             mask = env.mask_at(slots, position)
-            assert not mask[len(env.candidates[position]):].any()
+            assert not mask[len(env.candidates[position]) :].any()
 
 
 def test_env_masks_distinct_words_and_plays_masked_actions(toy_lm_task):
@@ -198,11 +221,26 @@ def test_bad_label_word_settings_are_one_clear_error(overrides, message):
 
 def test_label_words_need_a_classification_task_an_instruction_template_and_an_lm_head(minilm_task):
     with pytest.raises(ConfigError, match="classification"):
-        load_config(None, ["task=generation", "task_model.kind=causal_lm", "data.dir=x", "template={question} {prompt}", "env.kind=label_words",
-                           "agent.name=random_search"])  # fmt: skip
+        load_config(
+            None,
+            [
+                "task=generation",
+                "task_model.kind=causal_lm",
+                "data.dir=x",
+                "template={question} {prompt}",
+                "env.kind=label_words",
+                "agent.name=random_search",
+            ],
+        )
     with pytest.raises(ConfigError, match="env.kind: demos"):
-        toy_lm_config(["template={demos}review : {sentence} {prompt}", "demos.template=review : {sentence} {label_word} ",
-                       "env.kind=label_words", "agent.name=random_search"])  # fmt: skip
+        toy_lm_config(
+            [
+                "template={demos}review : {sentence} {prompt}",
+                "demos.template=review : {sentence} {label_word} ",
+                "env.kind=label_words",
+                "agent.name=random_search",
+            ]
+        )
     with pytest.raises(ConfigError, match="causal_lm or masked_lm"):
         LabelWordsEnv(task=minilm_task)
     with pytest.raises(ConfigError, match="not in the tokenizer's vocabulary"):
@@ -211,8 +249,15 @@ def test_label_words_need_a_classification_task_an_instruction_template_and_an_l
 
 def test_checkpoint_keeps_labeled_prompts_and_the_label_word_cache(tmp_path):
     # listed candidates: building the env scores nothing, so only the restored cache can spare LM calls
-    config = toy_lm_config(["env.kind=label_words", "env.candidates=[good, bad, fun, awful, great]", "agent.name=random_search",
-                            "budget.prompt_evals=40", "output.checkpoint_every=1"])  # fmt: skip
+    config = toy_lm_config(
+        [
+            "env.kind=label_words",
+            "env.candidates=[good, bad, fun, awful, great]",
+            "agent.name=random_search",
+            "budget.prompt_evals=40",
+            "output.checkpoint_every=1",
+        ]
+    )
     run = tmp_path / "run"
     result = run_experiment(config, run, progress=False)
     payload = load_checkpoint(run / "checkpoint.safetensors")
@@ -234,8 +279,14 @@ def test_edit_env_edits_label_words_beside_the_instruction(toy_lm_task):
 
     from rlprompt.envs import PromptEditEnv
 
-    env = PromptEditEnv(task=toy_lm_task, pool=["sentiment", ":", "review", "it", "was"], max_units=4, max_edits=3,
-                        label_words=[["bad", "awful"], ["good", "fun", "great"]], batch_size=16)  # fmt: skip
+    env = PromptEditEnv(
+        task=toy_lm_task,
+        pool=["sentiment", ":", "review", "it", "was"],
+        max_units=4,
+        max_edits=3,
+        label_words=[["bad", "awful"], ["good", "fun", "great"]],
+        batch_size=16,
+    )
     check_env(env, skip_render_check=True)
     assert env.word_candidates == [["negative", "bad", "awful"], ["positive", "good", "fun", "great"]]
     assert env.default_prompt() == LabeledPrompt("sentiment :", ("negative", "positive"))
@@ -248,12 +299,15 @@ def test_edit_env_edits_label_words_beside_the_instruction(toy_lm_task):
     env.step(env.edits.index(("replace", 0, 3)))  # the instruction's first word becomes "it"
     assert env.current_prompt() == LabeledPrompt("it :", ("negative", "fun"))
     assert env.reset(options={"prompt": LabeledPrompt("was", ("awful", "great"))})[1]["prompt_value"].label_words == (
-        "awful", "great")
+        "awful",
+        "great",
+    )
     with pytest.raises(ConfigError, match="cannot read"):
         env.reset(options={"prompt": LabeledPrompt("was", ("zebra", "great"))})
     # a shared list: a class never takes the word another class reads, and a masked edit changes nothing
-    shared = PromptEditEnv(task=toy_lm_task, pool=["sentiment", ":"], max_units=3, max_edits=4,
-                           label_words=["bad", "good"], batch_size=16)  # fmt: skip
+    shared = PromptEditEnv(
+        task=toy_lm_task, pool=["sentiment", ":"], max_units=3, max_edits=4, label_words=["bad", "good"], batch_size=16
+    )
     shared.reset(seed=0)
     shared.step(shared.edits.index(("label", 0, 2)))  # class 0 reads "good"
     taken = shared.edits.index(("label", 1, 2))  # class 1 "good" too: masked
@@ -261,16 +315,27 @@ def test_edit_env_edits_label_words_beside_the_instruction(toy_lm_task):
     before = shared.current_prompt()
     _, reward, _, _, info = shared.step(taken)
     assert shared.current_prompt() == before == LabeledPrompt("sentiment :", ("good", "positive")) and reward == 0.0
-    for bad, message in (([" bad"], "not a word"), (["bad", ["good"]], "not a mix"), ([["bad", 1], ["good"]], "not a word")):
+    for bad, message in (
+        ([" bad"], "not a word"),
+        (["bad", ["good"]], "not a mix"),
+        ([["bad", 1], ["good"]], "not a word"),
+    ):
         with pytest.raises(ConfigError, match=message):
             ENVS["edit"].config_class(label_words=bad)
 
 
 @pytest.mark.parametrize("agent", ["a2c", "dqn", "hill_climb", "ppo", "q_table", "random_search"])
 def test_every_edit_agent_runs_on_joint_edits(agent, toy_lm_task):
-    config = replace(toy_lm_task.config, env=ENVS["edit"].config_class(
-        pool=["sentiment", ":", "review", "it"], max_units=4, max_edits=3, label_words=["bad", "good", "fun"],
-        batch_size=16))  # fmt: skip
+    config = replace(
+        toy_lm_task.config,
+        env=ENVS["edit"].config_class(
+            pool=["sentiment", ":", "review", "it"],
+            max_units=4,
+            max_edits=3,
+            label_words=["bad", "good", "fun"],
+            batch_size=16,
+        ),
+    )
     env = make_env(toy_lm_task, config)
     model = AGENT_REGISTRY[agent].agent_class(env, AGENT_REGISTRY[agent].config_class(seed=0))
     model.learn(total_prompt_evals=48)
@@ -281,9 +346,19 @@ def test_every_edit_agent_runs_on_joint_edits(agent, toy_lm_task):
 def test_joint_edit_run_finds_words_the_manual_ones_lose_to(tmp_path):
     """Hill climbing over instruction and label-word edits of the toy LM's prompt: the words it
     finds beat the manual ones on dev and on test (0.59 and 0.43 with 'negative'/'positive')."""
-    config = toy_lm_config(["env.kind=edit", "env.pool=[sentiment, ':']", "env.max_units=3", "env.max_edits=3",
-                            "env.label_words=[bad, good, fun, awful, great, movie, boring]", "env.batch_size=32",
-                            "agent.name=hill_climb", "budget.prompt_evals=300", "seed=0"])  # fmt: skip
+    config = toy_lm_config(
+        [
+            "env.kind=edit",
+            "env.pool=[sentiment, ':']",
+            "env.max_units=3",
+            "env.max_edits=3",
+            "env.label_words=[bad, good, fun, awful, great, movie, boring]",
+            "env.batch_size=32",
+            "agent.name=hill_climb",
+            "budget.prompt_evals=300",
+            "seed=0",
+        ]
+    )
     result = run_experiment(config, tmp_path / "run", progress=False)
     assert result.label_words is not None and result.label_words != ["negative", "positive"] and not result.manual_kept
     assert result.metrics["dev"]["accuracy"] >= result.baseline["metrics"]["dev"]["accuracy"] + 0.05

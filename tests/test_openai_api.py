@@ -75,10 +75,24 @@ def test_logprobs_scores_equal_the_local_model(tiny_openai_server, local_task):
 
 def test_echo_scores_multi_token_verbalizers_exactly(tiny_openai_server, tiny_clm_dir):
     base = {"template": "{prompt} {sentence} It was", "verbalizers": [" very bad", " good"]}
-    local = Task.from_config(config_from_dict({**base, "task_model": {"kind": "causal_lm", "name_or_path": str(tiny_clm_dir)}}))
-    remote = Task.from_config(config_from_dict({**base, "task_model": {
-        "kind": "openai", "base_url": tiny_openai_server.base_url, "model": "tiny-gpt2", "api_key_env": None,
-        "scoring": "echo", "response_cache": None}}))  # fmt: skip
+    local = Task.from_config(
+        config_from_dict({**base, "task_model": {"kind": "causal_lm", "name_or_path": str(tiny_clm_dir)}})
+    )
+    remote = Task.from_config(
+        config_from_dict(
+            {
+                **base,
+                "task_model": {
+                    "kind": "openai",
+                    "base_url": tiny_openai_server.base_url,
+                    "model": "tiny-gpt2",
+                    "api_key_env": None,
+                    "scoring": "echo",
+                    "response_cache": None,
+                },
+            }
+        )
+    )
     want, got = local.task_model.score(PROMPTS, TEXTS), remote.task_model.score(PROMPTS, TEXTS)
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
     assert remote.task_model.stats.requests == len(PROMPTS) * len(TEXTS) * 2  # one per (pair, class)
@@ -110,12 +124,36 @@ def test_probability_rewards_are_refused_on_answers_without_log_probs(own_server
 def test_several_word_verbalizers_need_echo_or_generation(tiny_openai_server, tiny_clm_dir):
     base = {"template": "{prompt} {sentence} It was", "verbalizers": [" very bad", " good"]}
     with pytest.raises(ConfigError, match="several words"):
-        Task.from_config(config_from_dict({**base, "task_model": {
-            "kind": "openai", "base_url": tiny_openai_server.base_url, "model": "tiny-gpt2", "api_key_env": None,
-            "scoring": "logprobs", "response_cache": None}}))  # fmt: skip
-    auto = Task.from_config(config_from_dict({**base, "task_model": {
-        "kind": "openai", "base_url": tiny_openai_server.base_url, "model": "tiny-gpt2", "api_key_env": None,
-        "scoring": "auto", "response_cache": None}}))  # fmt: skip
+        Task.from_config(
+            config_from_dict(
+                {
+                    **base,
+                    "task_model": {
+                        "kind": "openai",
+                        "base_url": tiny_openai_server.base_url,
+                        "model": "tiny-gpt2",
+                        "api_key_env": None,
+                        "scoring": "logprobs",
+                        "response_cache": None,
+                    },
+                }
+            )
+        )
+    auto = Task.from_config(
+        config_from_dict(
+            {
+                **base,
+                "task_model": {
+                    "kind": "openai",
+                    "base_url": tiny_openai_server.base_url,
+                    "model": "tiny-gpt2",
+                    "api_key_env": None,
+                    "scoring": "auto",
+                    "response_cache": None,
+                },
+            }
+        )
+    )
     auto.task_model.score(["it was"], TEXTS[:1])
     assert auto.task_model.scoring == "echo"
 
@@ -132,8 +170,9 @@ def test_generated_answers_map_to_classes():
     assert match_verbalizer("I cannot tell", verbalizers) is None  # counted invalid
     assert match_verbalizer("", verbalizers) is None
     # every verbalizer's exact token listed: those tokens, for every class alike
-    assert verbalizer_scores({" positive": -0.5, "Positive": -1.0, " negative": -2.0},
-                             [" negative", " positive"]) == pytest.approx([-2.0, -0.5])  # fmt: skip
+    assert verbalizer_scores(
+        {" positive": -0.5, "Positive": -1.0, " negative": -2.0}, [" negative", " positive"]
+    ) == pytest.approx([-2.0, -0.5])
     # otherwise, for every class, the tokens equal up to case and spaces, summed; absent: below all listed
     scores = verbalizer_scores({" positive": -0.5, "Positive": -1.0, " neg": -2.0}, [" negative", " positive"])
     assert scores[1] == pytest.approx(torch.logsumexp(torch.tensor([-0.5, -1.0]), 0).item())
@@ -265,9 +304,17 @@ def small_data(tmp_path: Path) -> Path:
 
 def run_config(tmp_path: Path, server: OpenAICompatibleServer, budget: dict, **task_model) -> Path:
     config = {
-        "task_model": {"kind": "openai", "base_url": server.base_url, "model": "tiny-gpt2", "api_key_env": "RLPROMPT_TEST_KEY",
-                       "scoring": "logprobs", "top_logprobs": 2000, "response_cache": str(tmp_path / "cache.sqlite"),
-                       "backoff_s": 0.01, **task_model},
+        "task_model": {
+            "kind": "openai",
+            "base_url": server.base_url,
+            "model": "tiny-gpt2",
+            "api_key_env": "RLPROMPT_TEST_KEY",
+            "scoring": "logprobs",
+            "top_logprobs": 2000,
+            "response_cache": str(tmp_path / "cache.sqlite"),
+            "backoff_s": 0.01,
+            **task_model,
+        },
         "data": {"dir": str(small_data(tmp_path))},
         "template": "{prompt} {sentence} It was",
         "verbalizers": [" bad", " good"],
@@ -276,7 +323,7 @@ def run_config(tmp_path: Path, server: OpenAICompatibleServer, budget: dict, **t
         "agent": {"name": "random_search", "n_envs": 4, "log_interval": 1},
         "budget": budget,
         "output": {"checkpoint_every": 1, "tensorboard": False, "plot": False},
-    }  # fmt: skip
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -310,9 +357,19 @@ def test_budgets_in_requests_need_a_served_model():
     with pytest.raises(ConfigError, match="budget.requests counts API usage"):
         config_from_dict({"budget": {"requests": 10}})
     with pytest.raises(ConfigError, match="budget.cost needs prices"):
-        config_from_dict({"task_model": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-                                         "api_key_env": None}, "template": "{sentence} {prompt}",
-                          "verbalizers": [" a", " b"], "budget": {"cost": 1.0}})  # fmt: skip
+        config_from_dict(
+            {
+                "task_model": {
+                    "kind": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "model": "m",
+                    "api_key_env": None,
+                },
+                "template": "{sentence} {prompt}",
+                "verbalizers": [" a", " b"],
+                "budget": {"cost": 1.0},
+            }
+        )
 
 
 @pytest.mark.slow  # about 60 s on 2 cores: the slow tier
@@ -365,8 +422,13 @@ def served_generation_config(local, server: OpenAICompatibleServer):
     from dataclasses import asdict
 
     data = asdict(local)
-    data["task_model"] = {"kind": "openai", "base_url": server.base_url, "model": "tiny-gpt2", "api_key_env": None,
-                          "response_cache": None}  # fmt: skip
+    data["task_model"] = {
+        "kind": "openai",
+        "base_url": server.base_url,
+        "model": "tiny-gpt2",
+        "api_key_env": None,
+        "response_cache": None,
+    }
     data.pop("env", None)
     return config_from_dict(data)
 
@@ -431,15 +493,26 @@ def test_sst2_run_against_transformers_serve_with_smollm2(smollm2_dir, tmp_path)
     data = sst2_dir(13)
     with transformers_serve(smollm2_dir, free_port()) as base_url:
         config = {
-            "task_model": {"kind": "openai", "base_url": base_url, "model": smollm2_dir, "api_key_env": None,
-                           "scoring": "auto", "max_tokens": 2, "max_concurrency": 4,
-                           "response_cache": str(tmp_path / "cache.sqlite")},
+            "task_model": {
+                "kind": "openai",
+                "base_url": base_url,
+                "model": smollm2_dir,
+                "api_key_env": None,
+                "scoring": "auto",
+                "max_tokens": 2,
+                "max_concurrency": 4,
+                "response_cache": str(tmp_path / "cache.sqlite"),
+            },
             "data": {"dir": str(data), "test_limit": 48},
-            "template": "Review: {sentence}\n{prompt}", "prompt": "Sentiment:", "verbalizers": [" negative", " positive"],
-            "env": {"kind": "edit", "batch_size": 8}, "agent": {"name": "random_search", "n_envs": 2, "top_k": 2},
-            "reward": {"name": "accuracy"}, "budget": {"prompt_evals": 8},
+            "template": "Review: {sentence}\n{prompt}",
+            "prompt": "Sentiment:",
+            "verbalizers": [" negative", " positive"],
+            "env": {"kind": "edit", "batch_size": 8},
+            "agent": {"name": "random_search", "n_envs": 2, "top_k": 2},
+            "reward": {"name": "accuracy"},
+            "budget": {"prompt_evals": 8},
             "output": {"tensorboard": False, "plot": False},
-        }  # fmt: skip
+        }
         path = tmp_path / "served.yaml"
         path.write_text(yaml.safe_dump(config))
         assert main(["run", str(path), "-o", str(tmp_path / "run"), "--no-progress"]) == 0

@@ -46,13 +46,27 @@ def world(tmp_path_factory) -> dict[str, Path]:
         shutil.copy(demo_dir() / f"{split}.tsv", data / f"{split}.tsv")
     lines = (demo_dir() / "test.tsv").read_text().splitlines()
     (data / "test.tsv").write_text("\n".join(lines[:21]) + "\n")
-    common = {"data": {"dir": str(data)}, "budget": {"prompt_evals": 8}, "output": {"tensorboard": False, "plot": False}}
+    common = {
+        "data": {"dir": str(data)},
+        "budget": {"prompt_evals": 8},
+        "output": {"tensorboard": False, "plot": False},
+    }
     config = root / "run.yaml"
-    config.write_text(yaml.safe_dump({**common, "env": {"kind": "edit", "batch_size": 4},
-                                      "agent": {"name": "hill_climb", "n_envs": 4}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {**common, "env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4}}
+        )
+    )
     soft_config = root / "soft.yaml"
-    soft_config.write_text(yaml.safe_dump({**common, "env": {"kind": "soft", "batch_size": 4, "n_tokens": 2},
-                                           "agent": {"name": "cma_es", "n_envs": 4}}))  # fmt: skip
+    soft_config.write_text(
+        yaml.safe_dump(
+            {
+                **common,
+                "env": {"kind": "soft", "batch_size": 4, "n_tokens": 2},
+                "agent": {"name": "cma_es", "n_envs": 4},
+            }
+        )
+    )
     run = root / "run"
     run_experiment(load_config(config), run, progress=False)
     soft = root / "soft"
@@ -94,8 +108,11 @@ def test_peft_force_never_deletes_a_folder_that_holds_the_run(w, tmp_path, capsy
     shutil.move(str(w["soft"]), parent / "soft")
     (parent / "thesis.tex").write_text("\\chapter{Results}\n")
     before = digest(parent)
-    refused(["export", str(parent / "soft"), "--format", "peft", "--out", str(parent), "--force"], capsys,
-            "holds the run directory")  # fmt: skip
+    refused(
+        ["export", str(parent / "soft"), "--format", "peft", "--out", str(parent), "--force"],
+        capsys,
+        "holds the run directory",
+    )
     assert digest(parent) == before
 
 
@@ -149,15 +166,26 @@ def test_out_is_never_the_working_directory_or_above_it(w, tmp_path, capsys, mon
 
 def test_out_inside_a_run_or_over_one_is_refused(w, capsys):
     before = {name: digest(w[name]) for name in ("run", "unfinished", "soft")}
-    refused(["export", str(w["run"]), "--format", "json", "--out", str(w["unfinished"] / "prompt.json")], capsys,
-            "inside the run directory")  # fmt: skip
-    refused(["export", str(w["soft"]), "--format", "peft", "--out", str(w["unfinished"]), "--force"], capsys,
-            "is a run directory")  # fmt: skip
+    refused(
+        ["export", str(w["run"]), "--format", "json", "--out", str(w["unfinished"] / "prompt.json")],
+        capsys,
+        "inside the run directory",
+    )
+    refused(
+        ["export", str(w["soft"]), "--format", "peft", "--out", str(w["unfinished"]), "--force"],
+        capsys,
+        "is a run directory",
+    )
     assert {name: digest(w[name]) for name in before} == before
 
 
-@pytest.mark.parametrize(("fmt", "name", "expect"), [("txt", "prompt.json", "ends in .json but --format txt"),
-                                                     ("json", "prompt.txt", "ends in .txt but --format json")])
+@pytest.mark.parametrize(
+    ("fmt", "name", "expect"),
+    [
+        ("txt", "prompt.json", "ends in .json but --format txt"),
+        ("json", "prompt.txt", "ends in .txt but --format json"),
+    ],
+)
 def test_a_suffix_that_contradicts_the_format_is_refused(w, tmp_path, capsys, fmt, name, expect):
     refused(["export", str(w["run"]), "--format", fmt, "--out", str(tmp_path / name)], capsys, expect)
     assert not (tmp_path / name).exists()
@@ -189,12 +217,27 @@ def test_a_failed_start_leaves_nothing_and_the_command_runs_again(w, tmp_path, c
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = tmp_path / "api.yaml"
-    config.write_text(yaml.safe_dump({
-        "task_model": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "tiny-gpt2",
-                       "api_key_env": None, "scoring": "logprobs", "response_cache": None},
-        "template": "{prompt} {sentence} It was", "verbalizers": [" bad", " good"], "data": {"dir": str(w["data"])},
-        "env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4},
-        "budget": {"prompt_evals": 8}, "output": {"tensorboard": True, "plot": False}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task_model": {
+                    "kind": "openai",
+                    "base_url": f"http://127.0.0.1:{port}/v1",
+                    "model": "tiny-gpt2",
+                    "api_key_env": None,
+                    "scoring": "logprobs",
+                    "response_cache": None,
+                },
+                "template": "{prompt} {sentence} It was",
+                "verbalizers": [" bad", " good"],
+                "data": {"dir": str(w["data"])},
+                "env": {"kind": "edit", "batch_size": 4},
+                "agent": {"name": "hill_climb", "n_envs": 4},
+                "budget": {"prompt_evals": 8},
+                "output": {"tensorboard": True, "plot": False},
+            }
+        )
+    )
     out = tmp_path / "new" / "api-run"
     for _ in range(2):  # the same command twice: refused for the server both times, never for the directory
         refused(["run", str(config), "-o", str(out), "--no-progress"], capsys, "cannot reach")
@@ -222,13 +265,21 @@ def test_a_run_directory_is_never_the_working_directory_nor_inside_a_run(w, tmp_
     refused(["run", str(w["config"]), "-o", ".", "--no-progress"], capsys, "working directory")
     assert not any(cwd.iterdir())
     before = digest(w["run"])
-    refused(["run", str(w["config"]), "-o", str(w["run"] / "inner"), "--no-progress"], capsys, "inside the run directory")
+    refused(
+        ["run", str(w["config"]), "-o", str(w["run"] / "inner"), "--no-progress"], capsys, "inside the run directory"
+    )
     assert digest(w["run"]) == before
 
 
 def write_bench(path: Path, world, out: Path, **extra) -> Path:
-    bench = {"base": str(world["config"]), "agents": {"hill_climb": None}, "seeds": [1], "output_dir": str(out),
-             "add_random_search": False, **extra}  # fmt: skip
+    bench = {
+        "base": str(world["config"]),
+        "agents": {"hill_climb": None},
+        "seeds": [1],
+        "output_dir": str(out),
+        "add_random_search": False,
+        **extra,
+    }
     path.write_text(yaml.safe_dump(bench))
     return path
 
@@ -251,15 +302,28 @@ def test_bench_never_clears_or_overwrites_files_it_did_not_write(w, tmp_path, ca
     mine.mkdir()
     (mine / "results.csv").write_text("mine\n")
     before = digest(mine)
-    refused(["bench", str(write_bench(tmp_path / "bench2.yaml", w, mine)), "--no-progress"], capsys, "holds files no bench wrote")
+    refused(
+        ["bench", str(write_bench(tmp_path / "bench2.yaml", w, mine)), "--no-progress"],
+        capsys,
+        "holds files no bench wrote",
+    )
     assert digest(mine) == before
 
 
 def test_a_bench_file_without_base_is_an_error(w, tmp_path, capsys):
     out = tmp_path / "bench-out"
     path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({"set": ["budget.prompt_evals=8"], "agents": {"hill_climb": None}, "seeds": [1],
-                                    "output_dir": str(out), "add_random_search": False}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "set": ["budget.prompt_evals=8"],
+                "agents": {"hill_climb": None},
+                "seeds": [1],
+                "output_dir": str(out),
+                "add_random_search": False,
+            }
+        )
+    )
     refused(["bench", str(path), "--no-progress"], capsys, "names no base run config")
     assert not out.exists()
 
@@ -270,11 +334,14 @@ def test_a_bench_file_without_base_is_an_error(w, tmp_path, capsys):
 @contextmanager
 def held_by_another_process(directory: Path) -> Iterator[subprocess.Popen]:
     """A second process holding ``directory``'s lock until the block ends."""
-    code = ("import sys\nfrom rlprompt.io import directory_lock\n"
-            "with directory_lock(sys.argv[1], command='rlprompt bench grid.yaml [cell a/b]'):\n"
-            "    print('locked', flush=True)\n    sys.stdin.read()\n")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    code = (
+        "import sys\nfrom rlprompt.io import directory_lock\n"
+        "with directory_lock(sys.argv[1], command='rlprompt bench grid.yaml [cell a/b]'):\n"
+        "    print('locked', flush=True)\n    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         yield proc
@@ -296,7 +363,9 @@ def test_a_second_writer_is_refused_with_the_first_named(w, tmp_path, capsys):
         assert info["pid"] == proc.pid and info["host"] == socket.gethostname()
         assert info["command"] == "rlprompt bench grid.yaml [cell a/b]" and info["since"]
         before = digest(unfinished)
-        message = refused(["run", "--resume", str(unfinished), "--no-progress"], capsys, "is in use by another rlprompt process")
+        message = refused(
+            ["run", "--resume", str(unfinished), "--no-progress"], capsys, "is in use by another rlprompt process"
+        )
         check_holder_named(message, proc)
         (unfinished / "checkpoint.safetensors").rename(unfinished.parent / "ckpt")  # now an unstarted run
         before = digest(unfinished)
@@ -362,8 +431,14 @@ def test_resume_refuses_a_checkpoint_of_another_agent(w, capsys):
     message = refused(["run", "--resume", str(run), "--no-progress"], capsys, "'hill_climb'")
     assert "'random_search'" in message
     assert digest(run) == before
-    config["agent"] = {"name": "hill_climb", "n_envs": 4, "seed": None, "top_k": 10, "log_interval": 1,
-                       "min_improvement": 0.5}  # fmt: skip
+    config["agent"] = {
+        "name": "hill_climb",
+        "n_envs": 4,
+        "seed": None,
+        "top_k": 10,
+        "log_interval": 1,
+        "min_improvement": 0.5,
+    }
     (run / "config.json").write_text(json.dumps(config))
     refused(["run", "--resume", str(run), "--no-progress"], capsys, "agent.min_improvement: 0.0 in the checkpoint, 0.5")
 

@@ -55,31 +55,66 @@ def test_an_alias_bomb_fails_at_once_naming_aliases(tmp_path):
 # a config file's text -> the line and the problem its error names; the same value through --set
 NOT_PLAIN = [
     ("prompt: 2024-01-01\n", 1, "a date/time (2024-01-01) is not a config value", "prompt=2024-01-01"),
-    ("seed: 1\nprompt: 2024-01-01 10:00:00\n", 2, "a date/time (2024-01-01 10:00:00) is not a config value",
-     "prompt=2024-01-01 10:00:00"),
+    (
+        "seed: 1\nprompt: 2024-01-01 10:00:00\n",
+        2,
+        "a date/time (2024-01-01 10:00:00) is not a config value",
+        "prompt=2024-01-01 10:00:00",
+    ),
     ("prompt: !!binary aGVsbG8=\n", 1, "binary data (!!binary) is not a config value", "prompt=!!binary aGVsbG8="),
     ("verbalizers: !!set {a, b}\n", 1, "a set (!!set) is not a config value", "verbalizers=!!set {a, b}"),
     ("verbalizers: !!omap [a: 1]\n", 1, "an ordered map (!!omap) is not a config value", "verbalizers=!!omap [a: 1]"),
-    ("prompt: !!python/object/apply:os.system [echo hi]\n", 1,
-     "a value tagged !!python/object/apply:os.system is not a config value",
-     "prompt=!!python/object/apply:os.system [echo hi]"),
-    ("prompt: !!python/name:os.system\n", 1, "a value tagged !!python/name:os.system is not a config value",
-     "prompt=!!python/name:os.system"),
+    (
+        "prompt: !!python/object/apply:os.system [echo hi]\n",
+        1,
+        "a value tagged !!python/object/apply:os.system is not a config value",
+        "prompt=!!python/object/apply:os.system [echo hi]",
+    ),
+    (
+        "prompt: !!python/name:os.system\n",
+        1,
+        "a value tagged !!python/name:os.system is not a config value",
+        "prompt=!!python/name:os.system",
+    ),
     ("prompt: !custom text\n", 1, "a value tagged !custom is not a config value", "prompt=!custom text"),
     ("seed: !!int abc\n", 1, "'abc' is not a valid !!int", "seed=!!int abc"),
-    ("data:\n  hf_splits:\n    ? [a, b]\n    : train\n", 3, "a mapping key must be text, not a list",
-     "data.hf_splits={[a, b]: train}"),
-    ("data:\n  hf_splits:\n    ? {a: 1}\n    : train\n", 3, "a mapping key must be text, not a mapping",
-     "data.hf_splits={{a: 1}: train}"),
-    ("data:\n  hf_splits:\n    1: train\n", 3, "a mapping key must be text, not an integer (1) (quote it)",
-     "data.hf_splits={1: train}"),
-    ("data:\n  hf_splits:\n    yes: train\n", 3, "a mapping key must be text, not true/false (yes)",
-     "data.hf_splits={yes: train}"),
-    ("verbalizers: " + "[" * 5000 + "]" * 5000 + "\n", 1, f"values nested more than {MAX_DEPTH} levels deep",
-     "verbalizers=" + "[" * 5000 + "]" * 5000),
-    ("verbalizers:\n  " + "- " * 5000 + "x\n", 2, f"values nested more than {MAX_DEPTH} levels deep",
-     "verbalizers=" + "[" * 100 + "]" * 100),
-]  # fmt: skip
+    (
+        "data:\n  hf_splits:\n    ? [a, b]\n    : train\n",
+        3,
+        "a mapping key must be text, not a list",
+        "data.hf_splits={[a, b]: train}",
+    ),
+    (
+        "data:\n  hf_splits:\n    ? {a: 1}\n    : train\n",
+        3,
+        "a mapping key must be text, not a mapping",
+        "data.hf_splits={{a: 1}: train}",
+    ),
+    (
+        "data:\n  hf_splits:\n    1: train\n",
+        3,
+        "a mapping key must be text, not an integer (1) (quote it)",
+        "data.hf_splits={1: train}",
+    ),
+    (
+        "data:\n  hf_splits:\n    yes: train\n",
+        3,
+        "a mapping key must be text, not true/false (yes)",
+        "data.hf_splits={yes: train}",
+    ),
+    (
+        "verbalizers: " + "[" * 5000 + "]" * 5000 + "\n",
+        1,
+        f"values nested more than {MAX_DEPTH} levels deep",
+        "verbalizers=" + "[" * 5000 + "]" * 5000,
+    ),
+    (
+        "verbalizers:\n  " + "- " * 5000 + "x\n",
+        2,
+        f"values nested more than {MAX_DEPTH} levels deep",
+        "verbalizers=" + "[" * 100 + "]" * 100,
+    ),
+]
 
 
 @pytest.mark.parametrize(("text", "line", "problem", "override"), NOT_PLAIN, ids=[p[3][:40] for p in NOT_PLAIN])
@@ -96,11 +131,16 @@ def test_a_value_json_cannot_hold_is_one_config_error_in_a_file_and_in_set(tmp_p
 
 
 def test_anchors_and_merge_keys_within_the_limits_still_load(tmp_path):
-    path = write(tmp_path / "c.yaml", "verbalizers: &v [' bad', ' good']\nprompt: &p It was\n"
-                 "generation: &g {max_new_tokens: 8, batch_size: 4}\nx-unused: *v\n")  # fmt: skip
+    path = write(
+        tmp_path / "c.yaml",
+        "verbalizers: &v [' bad', ' good']\nprompt: &p It was\n"
+        "generation: &g {max_new_tokens: 8, batch_size: 4}\nx-unused: *v\n",
+    )
     with pytest.raises(ConfigError, match="unknown config key 'x-unused'"):  # aliases expand; keys are checked after
         load_config(path)
-    merged = write(tmp_path / "m.yaml", "budget: &b {prompt_evals: 20}\nselection: {splits: [dev], <<: {include_manual: false}}\n")
+    merged = write(
+        tmp_path / "m.yaml", "budget: &b {prompt_evals: 20}\nselection: {splits: [dev], <<: {include_manual: false}}\n"
+    )
     cfg = load_config(merged)
     assert cfg.selection.include_manual is False and cfg.selection.splits == ["dev"] and cfg.budget.prompt_evals == 20
 
@@ -141,8 +181,11 @@ def test_an_empty_or_comment_only_config_is_an_error(tmp_path, text):
 def test_a_bench_file_is_read_within_the_same_limits(tmp_path):
     from rlprompt.bench import load_bench
 
-    for text, message in [("", "holds no settings"), (alias_bomb(9), "aliases are expanded"),
-                          ("tasks: {a: [data.dir=x]}\nseeds: [2024-01-01]\n", "a date/time")]:  # fmt: skip
+    for text, message in [
+        ("", "holds no settings"),
+        (alias_bomb(9), "aliases are expanded"),
+        ("tasks: {a: [data.dir=x]}\nseeds: [2024-01-01]\n", "a date/time"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_bench(write(tmp_path / "bench.yaml", text))
 
@@ -154,14 +197,17 @@ def test_a_bench_file_is_read_within_the_same_limits(tmp_path):
     ("name", "content", "message"),
     [
         ("deep.json", "[" * 5000 + "]" * 5000, f"deep.json: values nested more than {MAX_DEPTH} levels deep"),
-        ("nested.json", json.dumps([[[["x"]]]]).replace("[", "[" * 20).replace("]", "]" * 20),
-         f"nested.json: values nested more than {MAX_DEPTH} levels deep"),
+        (
+            "nested.json",
+            json.dumps([[[["x"]]]]).replace("[", "[" * 20).replace("]", "]" * 20),
+            f"nested.json: values nested more than {MAX_DEPTH} levels deep",
+        ),
         ("dup.json", '[{"prompt": "a", "prompt": "b"}]', "dup.json: key 'prompt' appears twice in one object"),
         ("bad.json", '["a",', "bad.json, line 1: invalid JSON"),
         ("date.yaml", "- It was\n- 2024-01-01\n", "date.yaml, line 2: a date/time (2024-01-01) is not a config value"),
         ("bomb.yaml", "- x\n- " + flow_bomb(9) + "\n", "aliases are expanded"),
     ],
-)  # fmt: skip
+)
 def test_candidate_files_are_read_within_limits(tmp_path, name, content, message):
     path = write(tmp_path / name, content)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
@@ -184,8 +230,10 @@ def test_candidate_text_files_must_be_utf8_and_small(tmp_path):
 
 
 def test_jsonl_nesting_is_one_data_error_never_recursion_error(tmp_path):
-    deep = write(tmp_path / "deep.jsonl", '{"text": "a", "label": 0}\n{"text": "b", "label": 0, "x": '
-                 + "[" * 5000 + "]" * 5000 + "}\n")  # fmt: skip
+    deep = write(
+        tmp_path / "deep.jsonl",
+        '{"text": "a", "label": 0}\n{"text": "b", "label": 0, "x": ' + "[" * 5000 + "]" * 5000 + "}\n",
+    )
     with pytest.raises(DataError, match=f"deep.jsonl:2: values nested more than {MAX_DEPTH} levels deep"):
         load_file(deep)
     nested = write(tmp_path / "nested.jsonl", '{"text": "b", "label": 0, "x": ' + "[" * 100 + "]" * 100 + "}\n")
@@ -198,7 +246,9 @@ def test_jsonl_duplicate_keys_and_long_lines_are_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="dup.jsonl:2: key 'label' appears twice in one object"):
         load_file(dup)
     monkeypatch.setattr(data_module, "MAX_FIELD_CHARS", 100)
-    long = write(tmp_path / "long.jsonl", '{"text": "a", "label": 0}\n' + json.dumps({"text": "x" * 200, "label": 1}) + "\n")
+    long = write(
+        tmp_path / "long.jsonl", '{"text": "a", "label": 0}\n' + json.dumps({"text": "x" * 200, "label": 1}) + "\n"
+    )
     with pytest.raises(DataError, match="long.jsonl:2: line of 225 characters, more than the 100 a line may hold"):
         load_file(long)
     tsv = write(tmp_path / "long.tsv", "sentence\tlabel\n" + "x" * 200 + "\t1\n")
@@ -268,7 +318,9 @@ def test_a_generation_test_split_equal_to_train_is_an_error(tmp_path):
 
     folder = tmp_path / "qa"
     folder.mkdir()
-    rows = {split: [{"question": f"{split} q{i}", "answers": [f"a{i}"]} for i in range(3)] for split in ("train", "dev")}
+    rows = {
+        split: [{"question": f"{split} q{i}", "answers": [f"a{i}"]} for i in range(3)] for split in ("train", "dev")
+    }
     rows["test"] = list(reversed(rows["train"]))
     for split, items in rows.items():
         write(folder / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in items))
@@ -285,7 +337,11 @@ def test_a_split_missing_a_class_is_a_warning(tmp_path, caplog):
         data = load_task_data(DataConfig(dir=str(folder), label_names=["negative", "positive"]), num_classes=2)
     warnings = [r.getMessage() for r in caplog.records if r.name == "rlprompt" and r.levelno == logging.WARNING]
     assert len(data.dev) == 16 and len(warnings) == 1, warnings
-    assert "the dev split" in warnings[0] and "dev.tsv" in warnings[0] and "no example of class 1 ('positive')" in warnings[0]
+    assert (
+        "the dev split" in warnings[0]
+        and "dev.tsv" in warnings[0]
+        and "no example of class 1 ('positive')" in warnings[0]
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rlprompt"):
         load_task_data(DataConfig(dir=str(folder), test_limit=1), num_classes=3)

@@ -34,7 +34,11 @@ def _train(agent_name: str, task, encoder, k: int = 1, evals: int = 800, seed: i
 
 def _best_fixed(task, k: int = 1) -> float:
     pool = task.demo_pool()
-    blocks = [[a] for a in range(len(pool))] if k == 1 else [[a, b] for a in range(len(pool)) for b in range(len(pool)) if a != b]
+    blocks = (
+        [[a] for a in range(len(pool))]
+        if k == 1
+        else [[a, b] for a in range(len(pool)) for b in range(len(pool)) if a != b]
+    )
     return max(task.evaluate(pool.render(ids), "test")["accuracy"] for ids in blocks)
 
 
@@ -80,8 +84,15 @@ def test_bad_per_input_settings_are_one_clear_error():
     with pytest.raises(ConfigError, match="cannot get k=32 demonstrations"):
         PerInputDemoEnv(task=task, k=32, sentence_encoder=class_encoder(task))
     with pytest.raises(ConfigError, match="runs on"):
-        load_config(None, ["template={demos}{sentence} {prompt}", "demos.template={sentence} {label_word} ",
-                           "env.kind=demos_per_input", "agent.name=random_search"])  # fmt: skip
+        load_config(
+            None,
+            [
+                "template={demos}{sentence} {prompt}",
+                "demos.template={sentence} {label_word} ",
+                "env.kind=demos_per_input",
+                "agent.name=random_search",
+            ],
+        )
 
 
 def test_a_per_input_run_reports_reproduces_reloads_and_exports(tmp_path, monkeypatch):
@@ -90,13 +101,19 @@ def test_a_per_input_run_reports_reproduces_reloads_and_exports(tmp_path, monkey
     import rlprompt.task_models.embedding as embedding
 
     monkeypatch.setattr(embedding, "SentenceEncoder", lambda *args, **kwargs: encoder)
-    config = dataclasses.replace(task.config, env=PerInputDemosEnvConfig(k=1), agent=AGENT_REGISTRY["ppo"].config_class(seed=0))
+    config = dataclasses.replace(
+        task.config, env=PerInputDemosEnvConfig(k=1), agent=AGENT_REGISTRY["ppo"].config_class(seed=0)
+    )
     config.budget.prompt_evals = 800
     task.config = config
     run = tmp_path / "run"
     result = run_experiment(config, run, progress=False, task=task)
-    assert result.per_input == {"checkpoint": "checkpoint.safetensors", "env": "demos_per_input", "k": 1,
-                                "encoder": "embedded:minilm"}  # fmt: skip
+    assert result.per_input == {
+        "checkpoint": "checkpoint.safetensors",
+        "env": "demos_per_input",
+        "k": 1,
+        "encoder": "embedded:minilm",
+    }
     assert result.metrics["test"]["accuracy"] >= 0.95 > result.baseline["metrics"]["test"]["accuracy"]
     assert result.prompt.startswith("<per input: a ppo policy")
     outcomes = json.loads((run / "outcomes.json").read_text())

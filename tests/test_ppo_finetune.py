@@ -32,16 +32,27 @@ def make_trainer(model, tokenizer, target: int, kl_coef: float = 0.0, **config) 
     def reward(indices: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
         return (answers[:, 0] == target).float()
 
-    return PPOFinetuner(model, tokenizer.pad_token_id, reward, PPOFinetuneConfig(**config), learning_rate=1e-2,
-                        kl_coef=kl_coef, temperature=1.0, max_new_tokens=1)  # fmt: skip
+    return PPOFinetuner(
+        model,
+        tokenizer.pad_token_id,
+        reward,
+        PPOFinetuneConfig(**config),
+        learning_rate=1e-2,
+        kl_coef=kl_coef,
+        temperature=1.0,
+        max_new_tokens=1,
+    )
 
 
 def test_ppo_raises_the_probability_of_rewarded_answers_and_keeps_the_reference(toy):
     model, tokenizer = toy
     torch.manual_seed(0)
     target = tokenizer.convert_tokens_to_ids("positive")
-    batch = tokenizer(["review : good film sentiment :", "review : the plot is dull sentiment :"] * 16,
-                      return_tensors="pt", padding=True)  # fmt: skip
+    batch = tokenizer(
+        ["review : good film sentiment :", "review : the plot is dull sentiment :"] * 16,
+        return_tensors="pt",
+        padding=True,
+    )
     trainer = make_trainer(model, tokenizer, target, kl_coef=0.01)
     reference = {k: v.clone() for k, v in trainer.reference.state_dict().items()}
     before = target_probability(model, batch, target)
@@ -62,8 +73,9 @@ def test_ppo_with_a_lora_adapter_uses_the_disabled_adapter_as_reference(toy):
 
     model, tokenizer = toy
     torch.manual_seed(0)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"],
-                                             task_type="CAUSAL_LM"))  # fmt: skip
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], task_type="CAUSAL_LM")
+    )
     target = tokenizer.convert_tokens_to_ids("negative")
     batch = tokenizer(["review : so bad sentiment :"] * 16, return_tensors="pt", padding=True)
     trainer = make_trainer(model, tokenizer, target)

@@ -20,8 +20,12 @@ DEMO = str(ROOT / "experiments" / "configs" / "demo-minilm.yaml")
 
 
 def test_selection_and_evaluation_report_every_scoring(tmp_path):
-    config = {"env": {"kind": "edit", "batch_size": 4}, "agent": {"name": "hill_climb", "n_envs": 4},
-              "budget": {"prompt_evals": 8}, "output": {"tensorboard": False, "plot": False}}  # fmt: skip
+    config = {
+        "env": {"kind": "edit", "batch_size": 4},
+        "agent": {"name": "hill_climb", "n_envs": 4},
+        "budget": {"prompt_evals": 8},
+        "output": {"tensorboard": False, "plot": False},
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     recorder = progress.RecordingReporter()
@@ -56,13 +60,15 @@ def test_library_bars_hidden_unless_verbose(capfd):
     hf_logging.enable_progress_bar()  # as in a fresh Python session
     try:
         capfd.readouterr()
-        load_model("embedded:minilm", "encoder", device=__import__("torch").device("cpu"),
-                   dtype=__import__("torch").float32)  # fmt: skip
+        load_model(
+            "embedded:minilm", "encoder", device=__import__("torch").device("cpu"), dtype=__import__("torch").float32
+        )
         assert "Loading weights" not in capfd.readouterr().err
         assert hf_logging.is_progress_bar_enabled()  # the user's setting restored
         set_verbose(True)
-        load_model("embedded:minilm", "encoder", device=__import__("torch").device("cpu"),
-                   dtype=__import__("torch").float32)  # fmt: skip
+        load_model(
+            "embedded:minilm", "encoder", device=__import__("torch").device("cpu"), dtype=__import__("torch").float32
+        )
         assert "Loading weights" in capfd.readouterr().err
     finally:
         set_verbose(None)

@@ -109,8 +109,11 @@ def test_every_readme_command_parses_and_names_real_files(command, monkeypatch):
     args = build_parser().parse_args(argv)
     monkeypatch.chdir(ROOT)
     overrides = getattr(args, "overrides", [])
-    config = {"run": getattr(args, "config", None), "eval": getattr(args, "config", None),
-              "finetune": getattr(args, "config", None)}.get(args.command)  # fmt: skip
+    config = {
+        "run": getattr(args, "config", None),
+        "eval": getattr(args, "config", None),
+        "finetune": getattr(args, "config", None),
+    }.get(args.command)
     if args.command == "bench":
         assert Path(args.bench).is_file(), f"{command}: no bench file {args.bench}"
         load_bench(args.bench, overrides)
@@ -190,12 +193,25 @@ def test_readme_experiment_walkthrough_runs(tmp_path, capsys, monkeypatch):
     end = next(i for i in range(start, len(COMMANDS)) if COMMANDS[i].startswith("rlprompt bench"))
     walkthrough = COMMANDS[start:end]  # the block's commands up to its bench line
     assert any(c.startswith("rlprompt compare") for c in walkthrough)
-    soft = ["run", "experiments/configs/sst2-minilm.yaml", "--set", "agent.name=cma_es", "--set", "env.kind=soft",
-            "--set", "budget.prompt_evals=40", "--no-progress", "-o", str(tmp_path / "runs" / "cma-soft")]  # fmt: skip
+    soft = [
+        "run",
+        "experiments/configs/sst2-minilm.yaml",
+        "--set",
+        "agent.name=cma_es",
+        "--set",
+        "env.kind=soft",
+        "--set",
+        "budget.prompt_evals=40",
+        "--no-progress",
+        "-o",
+        str(tmp_path / "runs" / "cma-soft"),
+    ]
     assert main(soft) == 0
     for command in walkthrough:
-        argv = [a.replace("runs/", f"{tmp_path}/runs/").replace("budget.prompt_evals=500", "budget.prompt_evals=64")
-                for a in argv_of(command)]  # fmt: skip
+        argv = [
+            a.replace("runs/", f"{tmp_path}/runs/").replace("budget.prompt_evals=500", "budget.prompt_evals=64")
+            for a in argv_of(command)
+        ]
         argv = [str(tmp_path / a) if a in ("prompt.json", "adapter/") else a for a in argv]
         if argv[0] == "run" and "--resume" not in argv:
             argv += ["--no-progress"]

@@ -103,7 +103,9 @@ def test_retrieval_never_returns_the_query_itself():
         assert i not in ids and len(ids) == len(set(ids)) == 3
     # a pool that holds a longer text containing the query is not shown to it either
     texts = ["good", "very good indeed", "bad", "awful stuff", "fine", "so-so"]
-    pool2 = DemoPool("{sentence} => {label_word}\n", texts, ["pos", "pos", "neg", "neg", "pos", "neg"], [1, 1, 0, 0, 1, 0])
+    pool2 = DemoPool(
+        "{sentence} => {label_word}\n", texts, ["pos", "pos", "neg", "neg", "pos", "neg"], [1, 1, 0, 0, 1, 0]
+    )
     table = TableEncoder({t: np.array([1.0, 0.1 * i]) for i, t in enumerate(texts)})
     ids = DemoRetriever.build(pool2, table, k=2).select(["good"])[0]
     assert 0 not in ids and 1 not in ids
@@ -117,12 +119,23 @@ def test_an_input_is_never_shown_itself_whatever_the_template_shows_or_the_piece
     for i, ids in enumerate(DemoRetriever.build(pool, table, k=2).select(rows)):
         assert i not in ids
     # two demonstrations that together show a two-field input: the second is skipped
-    pool = DemoPool("{context} | {question} => {answer}\n",
-                    [{"context": "Alpha.", "question": "Other?"}, {"context": "Beta.", "question": "Which?"},
-                     {"context": "Gamma.", "question": "Else?"}], ["x", "y", "z"], [None] * 3)  # fmt: skip
+    pool = DemoPool(
+        "{context} | {question} => {answer}\n",
+        [
+            {"context": "Alpha.", "question": "Other?"},
+            {"context": "Beta.", "question": "Which?"},
+            {"context": "Gamma.", "question": "Else?"},
+        ],
+        ["x", "y", "z"],
+        [None] * 3,
+    )
     query = {"context": "Alpha.", "question": "Which?"}
-    table = TableEncoder({query_text(x): np.array(v) for x, v in
-                          zip([*pool.examples, query], [[1.0, 0.0], [0.9, 0.1], [0.1, 1.0], [1.0, 0.05]], strict=True)})  # fmt: skip
+    table = TableEncoder(
+        {
+            query_text(x): np.array(v)
+            for x, v in zip([*pool.examples, query], [[1.0, 0.0], [0.9, 0.1], [0.1, 1.0], [1.0, 0.05]], strict=True)
+        }
+    )
     (ids,) = DemoRetriever.build(pool, table, k=2, order="similar_first").select([query])
     assert ids == [0, 2]
     # an empty text is matched by its fields too
@@ -159,14 +172,20 @@ def test_retrieval_takes_the_nearest_in_the_configured_order():
 
 def test_per_input_demonstrations_beat_every_fixed_block_where_the_right_one_depends_on_the_input():
     task = same_class_task(k=2)
-    task._retriever = DemoRetriever.build(task.demo_pool(), class_encoder(task), k=2, template=task.config.model_template)
+    task._retriever = DemoRetriever.build(
+        task.demo_pool(), class_encoder(task), k=2, template=task.config.model_template
+    )
     prompts = task.retrieved_prompts("test")
     retrieved = task.evaluate_per_input(prompts, "test", per_example=True)
     assert retrieved["n"] == len(task.data.test) and retrieved["lm_calls"] == len(task.data.test)
     assert len(retrieved["per_example"]["scores"]["accuracy"]) == len(task.data.test)
     pool = task.demo_pool()
-    best_fixed = max(task.evaluate(pool.render([a, b]), "test")["accuracy"]
-                     for a in range(len(pool)) for b in range(len(pool)) if a != b)  # fmt: skip
+    best_fixed = max(
+        task.evaluate(pool.render([a, b]), "test")["accuracy"]
+        for a in range(len(pool))
+        for b in range(len(pool))
+        if a != b
+    )
     assert retrieved["accuracy"] >= 0.9 and retrieved["accuracy"] > best_fixed + 0.2
     # with batch calibration the class shift is the mean over the split's per-input scores
     from rlprompt.rewards import batch_calibrate, class_log_probs
@@ -186,9 +205,13 @@ def test_per_input_demonstrations_beat_every_fixed_block_where_the_right_one_dep
 
 def test_generation_examples_get_their_own_demonstrations(tiny_clm_dir, tmp_path):
     qa = write_qa(tmp_path / "qa")
-    config = gen_config(tiny_clm_dir, qa, "{demos}{context} {question} {prompt}",
-                        demos={"template": "{context} {question} answer: {answer}\n\n", "select": "nearest", "k": 2},
-                        env={"kind": "demos", "k": 2})  # fmt: skip
+    config = gen_config(
+        tiny_clm_dir,
+        qa,
+        "{demos}{context} {question} {prompt}",
+        demos={"template": "{context} {question} answer: {answer}\n\n", "select": "nearest", "k": 2},
+        env={"kind": "demos", "k": 2},
+    )
     task = Task.from_config(config)
     data = task.data.test
     rng = np.random.default_rng(0)
@@ -234,11 +257,14 @@ def test_a_saved_retriever_gives_the_same_prompts_for_new_inputs(tmp_path):
 # ------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"select": "knn"}, "demos.select must be"),
-    ({"order": "random"}, "demos.order must be"),
-    ({"k": 0}, "demos.k must be"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"select": "knn"}, "demos.select must be"),
+        ({"order": "random"}, "demos.order must be"),
+        ({"k": 0}, "demos.k must be"),
+    ],
+)
 def test_bad_retrieval_settings_are_one_clear_error(change, message):
     with pytest.raises(ConfigError, match=message):
         DemosConfig(template="{sentence} {label_word}", **change)
@@ -259,20 +285,25 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     with pytest.raises(RLPromptError, match="shows that example"):
         train = task.data.train
         task.evaluate_per_input([pool.render([i]) for i in range(len(train))], "train")
-    config = demo_config(tiny_clm_dir, small_data, demos={"template": "Review: {sentence}\nSentiment: {label_word}\n\n",
-                                                          "select": "nearest"})  # fmt: skip
+    config = demo_config(
+        tiny_clm_dir,
+        small_data,
+        demos={"template": "Review: {sentence}\nSentiment: {label_word}\n\n", "select": "nearest"},
+    )
     with pytest.raises(ConfigError, match="nothing is searched"):
         run_experiment(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="one fixed block"):
         evaluate_prompt(config, "Review: x\nSentiment: positive\n\n")
-    for change, message in (({"template": "Review: {sentence}\n{prompt}"}, "put '\\{demos\\}' in the template"),
-                            ({"demos": {**dataclasses.asdict(config.demos), "balanced": True, "k": 3}}, "multiple of the 2")):
+    for change, message in (
+        ({"template": "Review: {sentence}\n{prompt}"}, "put '\\{demos\\}' in the template"),
+        ({"demos": {**dataclasses.asdict(config.demos), "balanced": True, "k": 3}}, "multiple of the 2"),
+    ):
         with pytest.raises(ConfigError, match=message):
             dataclasses.replace(config, **{k: (DemosConfig(**v) if k == "demos" else v) for k, v in change.items()})
     # the CLI never replaces a file that is not a retriever it wrote
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("template: \"{sentence} {prompt}\"\n")
+    cfg.write_text('template: "{sentence} {prompt}"\n')
     mine = tmp_path / "notes.json"
     mine.write_text('{"mine": 1}')
     assert main(["eval", "--config", str(cfg), "--save-retriever", str(mine)]) == 2
@@ -281,19 +312,37 @@ def test_retrieval_misuse_is_one_clear_error(tiny_clm_dir, small_data, tmp_path)
     assert main(["eval", "--config", str(cfg), "--save-retriever", same, "--save-outcomes", same]) == 2
 
 
-def test_eval_scores_retrieval_per_input_and_saves_a_retriever_that_reproduces_it(tiny_clm_dir, small_data, tmp_path,
-                                                                                  capsys):  # fmt: skip
+def test_eval_scores_retrieval_per_input_and_saves_a_retriever_that_reproduces_it(
+    tiny_clm_dir, small_data, tmp_path, capsys
+):
     """The CLI route with the real MiniLM: per-input scores equal Task.evaluate_per_input's, the
     outcome file holds every test example, and the saved retriever gives each input's block."""
     from rlprompt.config import save_config
     from rlprompt.outcomes import read_outcomes
 
-    config = demo_config(tiny_clm_dir, small_data, demos={"template": "Review: {sentence}\nSentiment: {label_word}\n\n",
-                                                          "select": "nearest", "k": 2})  # fmt: skip
+    config = demo_config(
+        tiny_clm_dir,
+        small_data,
+        demos={"template": "Review: {sentence}\nSentiment: {label_word}\n\n", "select": "nearest", "k": 2},
+    )
     path = tmp_path / "retrieval.json"
     save_config(config, path)
-    assert main(["eval", "--config", str(path), "--no-progress", "--save-outcomes", str(tmp_path / "o.json"),
-                 "--save-retriever", str(tmp_path / "r.json"), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--config",
+                str(path),
+                "--no-progress",
+                "--save-outcomes",
+                str(tmp_path / "o.json"),
+                "--save-retriever",
+                str(tmp_path / "r.json"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     task = Task.from_config(config)
     blocks = task.retrieved_prompts("test")

@@ -154,10 +154,14 @@ def test_calibrated_task_trains_selects_and_refuses_on_calibrated_scores(minilm_
     rewards, accuracies = task.score_requests(prompts, indices)
     for prompt, idx, reward in zip(prompts, indices, rewards, strict=True):
         assert float(reward) == pytest.approx(expected(prompt, idx), abs=1e-5)
-        raw_reward = float(compute_reward("gold_log_prob", task.task_model.score([prompt], [texts[i] for i in idx])[0], labels[idx]))
+        raw_reward = float(
+            compute_reward("gold_log_prob", task.task_model.score([prompt], [texts[i] for i in idx])[0], labels[idx])
+        )
         assert abs(raw_reward - float(reward)) > 1e-3  # calibration changed the reward
     reference = task.reference_rewards(indices)
     assert reference.tolist() == pytest.approx([expected(config.prompt, idx) for idx in indices], abs=1e-5)
-    assert float(task.reward(["It was"], indices=[0, 3, 5, 7])[0]) == pytest.approx(expected("It was", [0, 3, 5, 7]), abs=1e-5)
+    assert float(task.reward(["It was"], indices=[0, 3, 5, 7])[0]) == pytest.approx(
+        expected("It was", [0, 3, 5, 7]), abs=1e-5
+    )
     with pytest.raises(RLPromptError, match="1 example leaves every class at the same score"):
         task.reward(["It was"], indices=[4])

@@ -74,16 +74,19 @@ def test_ray_backend_gives_the_same_results(tmp_path, reference):
     same_cells(tmp_path / "ray" / "bench-out", reference_out)
 
 
-@pytest.mark.parametrize("backend", [["--workers", "2"],
-                                     pytest.param(["--backend", "ray", "--workers", "2"], marks=pytest.mark.slow)],
-                         ids=["processes", "ray"])  # fmt: skip
+@pytest.mark.parametrize(
+    "backend",
+    [["--workers", "2"], pytest.param(["--backend", "ray", "--workers", "2"], marks=pytest.mark.slow)],
+    ids=["processes", "ray"],
+)
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, small_data, backend):
     if "ray" in backend:
         pytest.importorskip("ray")
     (tmp_path / "data-1").symlink_to(small_data)  # seed 2's data directory does not exist
     config_path = write_config(tmp_path / "run.yaml", small_data, agent={"name": "random_search", "n_envs": 4})
-    bench = write_grid(tmp_path / "grid", config_path, tasks={"small": [f"data.dir={tmp_path}/data-{{seed}}"]},
-                       add_random_search=False)  # fmt: skip
+    bench = write_grid(
+        tmp_path / "grid", config_path, tasks={"small": [f"data.dir={tmp_path}/data-{{seed}}"]}, add_random_search=False
+    )
     done = cli("bench", str(bench), "--no-progress", *backend, timeout=400)
     assert done.returncode == 2
     assert "small/hill_climb/bbase/seed2 FAILED" in done.stdout and "data-2" in done.stdout
@@ -97,9 +100,14 @@ def test_a_killed_driver_resumes_where_it_stopped(tmp_path, reference):
     config_path, reference_out = reference
     bench = write_grid(tmp_path / "killed", config_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlprompt.cli", "bench", str(bench), "--no-progress", "--workers", "2"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlprompt.cli", "bench", str(bench), "--no-progress", "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     runs = tmp_path / "killed" / "bench-out" / "runs"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/*/*/*/best_prompt.json")):
@@ -142,12 +150,24 @@ def test_data_parallel_scores_equal_single_device_ones(kind, tiny_clm_dir, tiny_
             return Task.from_config(clm_config(tiny_clm_dir, batch_size=3, prefix_cache_mb=0, **task_model))
         if kind == "masked_lm":
             return Task.from_config(mlm_config(tiny_mlm_dir, batch_size=3, **task_model))
-        return Task.from_config(config_from_dict({
-            "task_model": {"kind": "encoder", "name_or_path": str(tiny_mlm_dir), "batch_size": 3, **task_model},
-            "verbalizers": ["{prompt} terrible .", "{prompt} great ."]}))  # fmt: skip
+        return Task.from_config(
+            config_from_dict(
+                {
+                    "task_model": {"kind": "encoder", "name_or_path": str(tiny_mlm_dir), "batch_size": 3, **task_model},
+                    "verbalizers": ["{prompt} terrible .", "{prompt} great ."],
+                }
+            )
+        )
 
-    texts = ["a warm , funny film", "i checked my watch four times", "not bad at all", "it was great .",
-             "the plot is thin", "a bold and moving story", "dull"]  # fmt: skip
+    texts = [
+        "a warm , funny film",
+        "i checked my watch four times",
+        "not bad at all",
+        "it was great .",
+        "the plot is thin",
+        "a bold and moving story",
+        "dull",
+    ]
     prompts = ["it was", "honestly", "", "the movie is"]
     single, parallel = build().task_model, build(devices=["cpu", "cpu"]).task_model
     assert len(parallel.replicas) == 2 and parallel.replicas[1][1] is not parallel.model

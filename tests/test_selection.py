@@ -70,7 +70,9 @@ def test_tracked_gains_survive_a_checkpoint(tmp_path):
     assert all(r.gain_count == r.count > 0 for r in agent.tracker.records.values())
     agent.save(tmp_path / "agent.safetensors")
     loaded = Agent.load(tmp_path / "agent.safetensors", TokenPromptEnv(task=task, prompt_length=5, batch_size=4))
-    assert [(r.prompt, r.mean_gain) for r in loaded.tracker.top(5)] == [(r.prompt, r.mean_gain) for r in agent.tracker.top(5)]
+    assert [(r.prompt, r.mean_gain) for r in loaded.tracker.top(5)] == [
+        (r.prompt, r.mean_gain) for r in agent.tracker.top(5)
+    ]
     assert loaded.predict() == agent.predict()
 
 

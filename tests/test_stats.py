@@ -64,12 +64,15 @@ def test_interval_coverage_on_simulated_paired_data_is_near_95_percent():
     assert 0.90 <= hits / 200 <= 0.99, hits
 
 
-@pytest.mark.parametrize("a, b, message", [
-    ([1, 0], [1, 0, 1], "need the same examples: 2 scores against 3"),
-    ([], [], "empty"),
-    ([1.0, float("nan")], [1.0, 0.0], "non-finite"),
-    ([[1, 0]], [[1, 0]], "1-D"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        ([1, 0], [1, 0, 1], "need the same examples: 2 scores against 3"),
+        ([], [], "empty"),
+        ([1.0, float("nan")], [1.0, 0.0], "non-finite"),
+        ([[1, 0]], [[1, 0]], "1-D"),
+    ],
+)
 def test_bad_paired_scores_are_one_clear_error(a, b, message):
     with pytest.raises(RLPromptError, match=message):
         compare_paired(a, b)

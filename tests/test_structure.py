@@ -14,10 +14,24 @@ from conftest import ROOT
 
 LAYERS = [
     # 0: configs, data, results and the machinery everything uses
-    ["rlprompt.errors", "rlprompt.io", "rlprompt.registry", "rlprompt.budget", "rlprompt.checkpoint",
-     "rlprompt.config", "rlprompt.data", "rlprompt.results", "rlprompt.logger", "rlprompt.progress",
-     "rlprompt.verbosity", "rlprompt.stats", "rlprompt.outcomes", "rlprompt.aggregate", "rlprompt.template",
-     "rlprompt.families"],
+    [
+        "rlprompt.errors",
+        "rlprompt.io",
+        "rlprompt.registry",
+        "rlprompt.budget",
+        "rlprompt.checkpoint",
+        "rlprompt.config",
+        "rlprompt.data",
+        "rlprompt.results",
+        "rlprompt.logger",
+        "rlprompt.progress",
+        "rlprompt.verbosity",
+        "rlprompt.stats",
+        "rlprompt.outcomes",
+        "rlprompt.aggregate",
+        "rlprompt.template",
+        "rlprompt.families",
+    ],
     # 1: models and rewards
     ["rlprompt.task_models", "rlprompt.rewards", "rlprompt.rl"],
     # 2: the task (data + model + reward) and what records its scores
@@ -27,10 +41,20 @@ LAYERS = [
     # 4: agents and their training loop's callbacks
     ["rlprompt.agents", "rlprompt.callbacks"],
     # 5: experiments, reports and the command line
-    ["rlprompt.rundir", "rlprompt.reporting", "rlprompt.experiment", "rlprompt.bench", "rlprompt.scaleout", "rlprompt.export",
-     "rlprompt.compare",
-     "rlprompt.ppo_finetune", "rlprompt.finetune", "rlprompt.cli", "rlprompt.config_reference"],
-]  # fmt: skip
+    [
+        "rlprompt.rundir",
+        "rlprompt.reporting",
+        "rlprompt.experiment",
+        "rlprompt.bench",
+        "rlprompt.scaleout",
+        "rlprompt.export",
+        "rlprompt.compare",
+        "rlprompt.ppo_finetune",
+        "rlprompt.finetune",
+        "rlprompt.cli",
+        "rlprompt.config_reference",
+    ],
+]
 PACKAGE_DIRS = {"rlprompt": ROOT / "rlprompt", "rlprompt.envs": ROOT / "envs", "rlprompt.agents": ROOT / "agents"}
 
 
@@ -60,8 +84,13 @@ def product_modules() -> dict[str, Path]:
 def runtime_imports(path: Path) -> list[str]:
     """rlprompt modules imported at run time (imports under ``if TYPE_CHECKING:`` are skipped)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for child in node.body for n in ast.walk(child)}  # fmt: skip
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for child in node.body
+        for n in ast.walk(child)
+    }
     found = []
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -113,7 +142,7 @@ def test_no_import_cycles():
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = "done"

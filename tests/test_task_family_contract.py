@@ -31,8 +31,12 @@ def generation_config(request):
     from test_generation import gen_config, write_qa
 
     directory = request.getfixturevalue("tmp_path_factory").mktemp("family-qa")
-    config = gen_config(request.getfixturevalue("tiny_clm_dir"), write_qa(directory),
-                        agent={"name": "random_search"}, env={"kind": "edit", "batch_size": 4})  # fmt: skip
+    config = gen_config(
+        request.getfixturevalue("tiny_clm_dir"),
+        write_qa(directory),
+        agent={"name": "random_search"},
+        env={"kind": "edit", "batch_size": 4},
+    )
     return config
 
 
@@ -120,9 +124,16 @@ def test_no_product_module_outside_the_families_branches_on_a_family_name():
             if isinstance(node, ast.Compare):
                 operands = [node.left, *node.comparators]
                 constants = [o.value for o in operands if isinstance(o, ast.Constant)]
-                constants += [e.value for o in operands if isinstance(o, ast.Tuple | ast.List | ast.Set)
-                              for e in o.elts if isinstance(e, ast.Constant)]  # fmt: skip
-                reads_task = any(isinstance(n, ast.Attribute) and n.attr == "task" for o in operands for n in ast.walk(o))
+                constants += [
+                    e.value
+                    for o in operands
+                    if isinstance(o, ast.Tuple | ast.List | ast.Set)
+                    for e in o.elts
+                    if isinstance(e, ast.Constant)
+                ]
+                reads_task = any(
+                    isinstance(n, ast.Attribute) and n.attr == "task" for o in operands for n in ast.walk(o)
+                )
                 if reads_task and names & {c for c in constants if isinstance(c, str)}:
                     violations.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert violations == []

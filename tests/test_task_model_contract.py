@@ -19,8 +19,12 @@ TEXTS = ["a warm , funny film", "i checked my watch four times", "not bad at all
 
 
 def _encoder(tiny_mlm_dir, kind: str) -> Config:
-    return config_from_dict({"task_model": {"kind": kind, "name_or_path": str(tiny_mlm_dir)},
-                             "verbalizers": ["{prompt} terrible .", "{prompt} great ."]})  # fmt: skip
+    return config_from_dict(
+        {
+            "task_model": {"kind": kind, "name_or_path": str(tiny_mlm_dir)},
+            "verbalizers": ["{prompt} terrible .", "{prompt} great ."],
+        }
+    )
 
 
 FIXTURES = {

@@ -131,10 +131,15 @@ def test_encoder_tuned_head_is_fitted_and_frozen(minilm_task):
     tm = minilm_task.task_model
     cfg = TaskModelConfig(kind="encoder-tuned")
     tuned = build_task_model(
-        cfg, "{sentence} {prompt}", ["{prompt} terrible.", "{prompt} great."],
-        train_texts=minilm_task.data.train.texts, train_labels=minilm_task.data.train.labels,
-        manual_prompt="It was", model=tm.model, tokenizer=tm.tokenizer,
-    )  # fmt: skip
+        cfg,
+        "{sentence} {prompt}",
+        ["{prompt} terrible.", "{prompt} great."],
+        train_texts=minilm_task.data.train.texts,
+        train_labels=minilm_task.data.train.labels,
+        manual_prompt="It was",
+        model=tm.model,
+        tokenizer=tm.tokenizer,
+    )
     assert tuned.head is not None and not tuned.head.weight.requires_grad
     train_logits = tuned.score(["It was"], minilm_task.data.train.texts)[0]
     train_acc = (train_logits.argmax(-1) == torch.tensor(minilm_task.data.train.labels)).float().mean()
@@ -237,8 +242,11 @@ def test_clm_multi_token_verbalizers_sum_log_probs(tiny_clm_dir):
             expected = sum(float(log_probs[len(context) - 1 + t, tok]) for t, tok in enumerate(target))
             assert scores[n, c].item() == pytest.approx(expected, abs=1e-4)
     with pytest.raises(ConfigError, match="several tokens"):
-        build_task_model(TaskModelConfig(kind="causal_lm", name_or_path=str(tiny_clm_dir), multi_token="error"),
-                         cfg.template, verbalizers)  # fmt: skip
+        build_task_model(
+            TaskModelConfig(kind="causal_lm", name_or_path=str(tiny_clm_dir), multi_token="error"),
+            cfg.template,
+            verbalizers,
+        )
 
 
 def test_clm_batching_is_padding_invariant(clm_task):
@@ -255,8 +263,11 @@ def test_clm_batching_is_padding_invariant(clm_task):
 
 def test_hub_id_while_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = Config(task_model=TaskModelConfig(kind="causal_lm", name_or_path="distilgpt2"), template="{sentence} {prompt}",
-                 verbalizers=[" bad", " good"])  # fmt: skip
+    cfg = Config(
+        task_model=TaskModelConfig(kind="causal_lm", name_or_path="distilgpt2"),
+        template="{sentence} {prompt}",
+        verbalizers=[" bad", " good"],
+    )
     with pytest.raises(ModelLoadError, match="hub is offline"):
         Task.from_config(cfg)
 

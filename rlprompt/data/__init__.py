@@ -133,7 +133,9 @@ def _jsonl_row(line: str, path: Path, line_no: int) -> dict[str, Any] | None:
     """One JSONL line as a row (None for a blank line): an object of at most :data:`MAX_FIELD_CHARS`
     characters, nested at most :data:`~rlprompt.config.MAX_DEPTH` deep, no key given twice."""
     if len(line) > MAX_FIELD_CHARS:
-        raise DataError(f"{path}:{line_no}: line of {len(line):,} characters, more than the {MAX_FIELD_CHARS:,} a line may hold")
+        raise DataError(
+            f"{path}:{line_no}: line of {len(line):,} characters, more than the {MAX_FIELD_CHARS:,} a line may hold"
+        )
     if not line.strip():
         return None
     try:
@@ -161,14 +163,17 @@ def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
         seen: dict[str, int] = {}
         for number, name in enumerate(header, start=1):
             if name in seen:
-                raise DataError(f"{path}: column '{name}' appears twice in the header (columns {seen[name]} and "
-                                f"{number}); rename one")  # fmt: skip
+                raise DataError(
+                    f"{path}: column '{name}' appears twice in the header (columns {seen[name]} and "
+                    f"{number}); rename one"
+                )
             seen[name] = number
         rows = list(reader)
     except csv.Error as exc:
         if "field limit" in str(exc):  # raised before the line is counted
-            raise DataError(f"{path}:{reader.line_num + 1}: a field of more than {MAX_FIELD_CHARS:,} characters "
-                            f"(malformed {kind}?)") from None  # fmt: skip
+            raise DataError(
+                f"{path}:{reader.line_num + 1}: a field of more than {MAX_FIELD_CHARS:,} characters (malformed {kind}?)"
+            ) from None
         raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({exc})") from None
     for row_no, row in enumerate(rows, start=2):
         if None in row:  # csv puts surplus fields under the key None
@@ -291,7 +296,9 @@ def find_split_file(directory: Path, split: str) -> Path:
     found = [candidate for candidate in found if candidate.is_file()]
     if len(found) > 1:
         names = " and ".join(candidate.name for candidate in found)
-        raise DataError(f"{directory} holds {len(found)} {split} files, {names}: keep one, or name it with data.{split}")
+        raise DataError(
+            f"{directory} holds {len(found)} {split} files, {names}: keep one, or name it with data.{split}"
+        )
     if found:
         return found[0]
     names = ", ".join(f"{s}{x}" for s in SPLIT_FILE_STEMS[split] for x in SUFFIXES)
@@ -324,7 +331,9 @@ def load_hf_dataset(config: DataConfig) -> Any:
 def get_hf_split(loaded: Any, config: DataConfig, hf_split: str) -> Any:
     """One split of a loaded dataset (an error naming the splits it has otherwise)."""
     if hf_split not in loaded:
-        raise DataError(f"dataset '{config.hf_name}' has no split '{hf_split}' (has {list(loaded)}); set data.hf_splits")
+        raise DataError(
+            f"dataset '{config.hf_name}' has no split '{hf_split}' (has {list(loaded)}); set data.hf_splits"
+        )
     return loaded[hf_split]
 
 
@@ -341,9 +350,13 @@ def load_hf_splits(config: DataConfig) -> dict[str, ClassificationDataset]:
         if names is None and label_feature is not None and hasattr(label_feature, "names"):
             names = list(label_feature.names)
         out[split] = dataset_from_records(
-            split_data.to_list(), f"{name}[{hf_split}]", config.text_column, config.label_column, names,
+            split_data.to_list(),
+            f"{name}[{hf_split}]",
+            config.text_column,
+            config.label_column,
+            names,
             config.empty_text,
-        )  # fmt: skip
+        )
     return out
 
 
@@ -387,14 +400,20 @@ def check_held_out(sources: dict[str, str], paths: dict[str, str | None], conten
     for other in ("train", "dev"):
         test_path, other_path = paths.get("test"), paths.get(other)
         if test_path is not None and other_path is not None and Path(test_path).resolve() == Path(other_path).resolve():
-            raise DataError(f"the test split is the {other} split's file ({test_path}): test metrics must be held out; "
-                            f"set data.test to another file")  # fmt: skip
+            raise DataError(
+                f"the test split is the {other} split's file ({test_path}): test metrics must be held out; "
+                f"set data.test to another file"
+            )
         if len(contents["test"]) == len(contents[other]) and sorted(contents["test"]) == sorted(contents[other]):
-            raise DataError(f"the test split ({sources['test']}) holds the same examples as the {other} split "
-                            f"({sources[other]}): test metrics must be held out")  # fmt: skip
+            raise DataError(
+                f"the test split ({sources['test']}) holds the same examples as the {other} split "
+                f"({sources[other]}): test metrics must be held out"
+            )
 
 
-def _warn_missing_classes(splits: dict[str, ClassificationDataset], num_classes: int, names: Sequence[str] | None) -> None:
+def _warn_missing_classes(
+    splits: dict[str, ClassificationDataset], num_classes: int, names: Sequence[str] | None
+) -> None:
     """A warning (not an error: a small dev or test split may lack a rare class) per split
     that has no example of some class."""
     for split, ds in splits.items():
@@ -409,8 +428,12 @@ def _warn_missing_classes(splits: dict[str, ClassificationDataset], num_classes:
 
 def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
-    kwargs = dict(text_column=config.text_column, label_column=config.label_column, label_names=config.label_names,
-                  empty_text=config.empty_text)  # fmt: skip
+    kwargs = dict(
+        text_column=config.text_column,
+        label_column=config.label_column,
+        label_names=config.label_names,
+        empty_text=config.empty_text,
+    )
     splits: dict[str, ClassificationDataset] = {}
     paths: dict[str, str | None] = {}
     if config.hf_name is not None:
@@ -430,8 +453,11 @@ def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
             raise DataError(
                 f"{ds.source}: label(s) {bad} have no verbalizer ({num_classes} verbalizers, one per class 0..{num_classes - 1})"
             )
-    check_held_out({k: ds.source for k, ds in splits.items()}, paths,
-                   {k: list(zip(ds.texts, ds.labels, strict=True)) for k, ds in splits.items()})  # fmt: skip
+    check_held_out(
+        {k: ds.source for k, ds in splits.items()},
+        paths,
+        {k: list(zip(ds.texts, ds.labels, strict=True)) for k, ds in splits.items()},
+    )
     if config.few_shot_k is not None:
         splits["train"] = few_shot_sample(splits["train"], config.few_shot_k, config.seed)
         splits["dev"] = few_shot_sample(splits["dev"], config.few_shot_k, config.seed + 1)

@@ -42,13 +42,19 @@ class GenerationDataset:
         return len(self.examples)
 
     def subset(self, indices: Sequence[int]) -> GenerationDataset:
-        return GenerationDataset([self.examples[i] for i in indices], [self.references[i] for i in indices], self.source)
+        return GenerationDataset(
+            [self.examples[i] for i in indices], [self.references[i] for i in indices], self.source
+        )
 
 
 def generation_dataset_from_records(
-    records: Sequence[dict[str, Any]], source: str, fields: Sequence[str], reference_field: str,
-    empty_text: str = "keep", first_row: int = 1,
-) -> GenerationDataset:  # fmt: skip
+    records: Sequence[dict[str, Any]],
+    source: str,
+    fields: Sequence[str],
+    reference_field: str,
+    empty_text: str = "keep",
+    first_row: int = 1,
+) -> GenerationDataset:
     """Build a dataset from row dicts, checking the input fields and the references."""
     if not records:
         raise DataError(f"{source}: no examples (empty split)")
@@ -56,10 +62,13 @@ def generation_dataset_from_records(
     for row_no, row in enumerate(records, start=first_row):
         where = f"{source} row {row_no}"
         if reference_field not in row:
-            raise DataError(f"{where} has no reference field '{reference_field}' (fields: {sorted(row)}); "
-                            "set data.reference_field")  # fmt: skip
+            raise DataError(
+                f"{where} has no reference field '{reference_field}' (fields: {sorted(row)}); set data.reference_field"
+            )
         raw = row[reference_field]
-        if isinstance(raw, dict) and "text" in raw:  # the Hugging Face squad layout: {"text": [...], "answer_start": [...]}
+        if (
+            isinstance(raw, dict) and "text" in raw
+        ):  # the Hugging Face squad layout: {"text": [...], "answer_start": [...]}
             raw = raw["text"]
         refs = [raw] if isinstance(raw, str) else raw
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
@@ -85,8 +94,10 @@ def generation_dataset_from_records(
     if empty_rows:
         shown = ", ".join(str(r) for r in empty_rows[:5]) + (", ..." if len(empty_rows) > 5 else "")
         if empty_text == "error":
-            raise DataError(f"{source}: {len(empty_rows)} row(s) with empty or missing input (rows {shown}); "
-                            "set data.empty_text=keep or skip to load them")  # fmt: skip
+            raise DataError(
+                f"{source}: {len(empty_rows)} row(s) with empty or missing input (rows {shown}); "
+                "set data.empty_text=keep or skip to load them"
+            )
         action = "kept" if empty_text == "keep" else "skipped"
         log.warning(f"{source}: {len(empty_rows)} row(s) with empty input {action}: rows {shown} (data.empty_text)")
     if not examples:
@@ -100,8 +111,9 @@ def pick_reference_field(row: dict[str, Any], configured: str | None, source: st
         return configured
     found = next((name for name in REFERENCE_FIELDS if name in row), None)
     if found is None:
-        raise DataError(f"{source}: cannot tell which field holds the references (fields: {sorted(row)}); "
-                        "set data.reference_field")  # fmt: skip
+        raise DataError(
+            f"{source}: cannot tell which field holds the references (fields: {sorted(row)}); set data.reference_field"
+        )
     return found
 
 
@@ -131,11 +143,15 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
         missing = [f for f in config.input_fields if f not in fields]
         extra = [f for f in fields if f not in config.input_fields]
         if missing:
-            raise DataError(f"the template does not place input field(s) {missing} (data.input_fields); "
-                            f"add '{{{missing[0]}}}' to the template")  # fmt: skip
+            raise DataError(
+                f"the template does not place input field(s) {missing} (data.input_fields); "
+                f"add '{{{missing[0]}}}' to the template"
+            )
         if extra:
-            raise DataError(f"the template names '{{{extra[0]}}}', which is not an input field "
-                            f"(data.input_fields: {config.input_fields})")  # fmt: skip
+            raise DataError(
+                f"the template names '{{{extra[0]}}}', which is not an input field "
+                f"(data.input_fields: {config.input_fields})"
+            )
     raw: dict[str, tuple[str, list[dict[str, Any]], int]] = {}
     paths: dict[str, str | None] = {}
     if config.hf_name is not None:
@@ -158,9 +174,14 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
         split: generation_dataset_from_records(rows, source, fields, reference_field, config.empty_text, first)
         for split, (source, rows, first) in raw.items()
     }
-    check_held_out({split: ds.source for split, ds in splits.items()}, paths,
-                   {split: [(sorted(e.items()), r) for e, r in zip(ds.examples, ds.references, strict=True)]
-                    for split, ds in splits.items()})  # fmt: skip
+    check_held_out(
+        {split: ds.source for split, ds in splits.items()},
+        paths,
+        {
+            split: [(sorted(e.items()), r) for e, r in zip(ds.examples, ds.references, strict=True)]
+            for split, ds in splits.items()
+        },
+    )
     if config.few_shot_k is not None:
         for offset, split in enumerate(("train", "dev")):
             splits[split] = sample_examples(splits[split], config.few_shot_k, config.seed + offset)

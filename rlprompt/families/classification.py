@@ -31,8 +31,10 @@ class ClassificationFamily(TaskFamily):
         if reward is None:
             config.reward.name = "gold_log_prob"
         elif reward in GENERATION_REWARDS or (reward in GENERATION_METRICS and reward not in REWARDS):
-            raise ConfigError(f"reward '{reward}' scores generated text; this is a classification task "
-                              f"(set task: generation, or pick one of {REWARDS.names()})")  # fmt: skip
+            raise ConfigError(
+                f"reward '{reward}' scores generated text; this is a classification task "
+                f"(set task: generation, or pick one of {REWARDS.names()})"
+            )
         template = config.template
         check_placeholders("template", template, ("sentence", "prompt", "demos", "mask"))
         if "{sentence}" not in template:
@@ -63,10 +65,14 @@ class ClassificationFamily(TaskFamily):
         return ["accuracy", "macro_f1", "gold_log_prob"]
 
     def result_row(self, metrics: dict[str, Any], baseline: dict[str, Any], names: list[str]) -> dict[str, Any]:
-        return {"test_accuracy": metrics["test"]["accuracy"], "dev_accuracy": metrics["dev"]["accuracy"],
-                "train_accuracy": metrics["train"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"],
-                "manual_test_accuracy": baseline["test"]["accuracy"],
-                "manual_dev_accuracy": baseline["dev"]["accuracy"]}  # fmt: skip
+        return {
+            "test_accuracy": metrics["test"]["accuracy"],
+            "dev_accuracy": metrics["dev"]["accuracy"],
+            "train_accuracy": metrics["train"]["accuracy"],
+            "test_macro_f1": metrics["test"]["macro_f1"],
+            "manual_test_accuracy": baseline["test"]["accuracy"],
+            "manual_dev_accuracy": baseline["dev"]["accuracy"],
+        }
 
     def export_fields(self, config: Any, result: Any = None) -> dict[str, Any]:
         """The verbalizers and calibration (with ``calibration: batch`` a single input's class
@@ -74,11 +80,13 @@ class ClassificationFamily(TaskFamily):
         exports the verbalizers they make (``label_words`` beside them, the config's in
         ``manual_verbalizers``)."""
         if result is not None and result.label_words is not None:
-            return {"verbalizers": result.verbalizers, "label_words": result.label_words,
-                    "manual_verbalizers": config.verbalizers, "calibration": config.calibration}  # fmt: skip
+            return {
+                "verbalizers": result.verbalizers,
+                "label_words": result.label_words,
+                "manual_verbalizers": config.verbalizers,
+                "calibration": config.calibration,
+            }
         return {"verbalizers": config.verbalizers, "calibration": config.calibration}
 
 
 FAMILY = ClassificationFamily()
-
-

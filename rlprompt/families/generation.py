@@ -22,13 +22,16 @@ class GenerationFamily(TaskFamily):
     def check_config(self, config: Any) -> None:
         spec = TASK_MODELS[config.task_model.kind]
         if config.verbalizers:
-            raise ConfigError("verbalizers are for classification tasks; a generation task scores references "
-                              "(remove 'verbalizers' or set task: classification)")  # fmt: skip
+            raise ConfigError(
+                "verbalizers are for classification tasks; a generation task scores references "
+                "(remove 'verbalizers' or set task: classification)"
+            )
         config.verbalizers = []
         if spec.generation_entry_point is None:
             kinds = [k for k in TASK_MODELS.names() if TASK_MODELS[k].generation_entry_point is not None]
-            raise ConfigError(f"task_model.kind={config.task_model.kind} cannot generate text; "
-                              f"generation tasks need one of {kinds}")  # fmt: skip
+            raise ConfigError(
+                f"task_model.kind={config.task_model.kind} cannot generate text; generation tasks need one of {kinds}"
+            )
         template, chat = config.template, config.generation.chat
         names = [m.group(1) for m in PLACEHOLDER.finditer(template)]
         if "mask" in names:
@@ -36,31 +39,42 @@ class GenerationFamily(TaskFamily):
         prompts = names.count("prompt")
         wanted = 0 if chat == "system" else 1
         if "demos" in names and chat == "system":
-            raise ConfigError("'{demos}' places demonstrations in the template; generation.chat=system moves the prompt "
-                              "into the system message: use generation.chat none or user with demonstrations")  # fmt: skip
+            raise ConfigError(
+                "'{demos}' places demonstrations in the template; generation.chat=system moves the prompt "
+                "into the system message: use generation.chat none or user with demonstrations"
+            )
         if prompts != wanted and not ("demos" in names and prompts == 0):
-            where = ("the system message holds the prompt (generation.chat=system): remove '{prompt}' from template"
-                     if wanted == 0 else "template must contain '{prompt}' exactly once (where the prompt goes)")  # fmt: skip
+            where = (
+                "the system message holds the prompt (generation.chat=system): remove '{prompt}' from template"
+                if wanted == 0
+                else "template must contain '{prompt}' exactly once (where the prompt goes)"
+            )
             raise ConfigError(f"{where}, got {template!r}")
         if not input_fields(template):
             raise ConfigError(f"template names no input field ('{{context}}', '{{source}}' ...), got {template!r}")
         if chat == "system" and getattr(config.task_model, "soft_prompt_position", None) == "template":
-            raise ConfigError("task_model.soft_prompt_position=template places soft prompts at '{prompt}', which "
-                              "generation.chat=system moves into the system message; use soft_prompt_position=prefix")  # fmt: skip
+            raise ConfigError(
+                "task_model.soft_prompt_position=template places soft prompts at '{prompt}', which "
+                "generation.chat=system moves into the system message; use soft_prompt_position=prefix"
+            )
         if AGENTS[config.agent_name].needs_gradients:
             raise ConfigError(f"agent '{config.agent_name}' trains through class logits: classification tasks only")
         reward = config.reward.name
         if reward is None:
             config.reward.name = "likelihood"
         elif reward in REWARDS and reward not in GENERATION_METRICS:
-            raise ConfigError(f"reward '{reward}' scores class predictions; a generation task takes 'likelihood' "
-                              f"or a generation metric ({GENERATION_METRICS.names()})")  # fmt: skip
+            raise ConfigError(
+                f"reward '{reward}' scores class predictions; a generation task takes 'likelihood' "
+                f"or a generation metric ({GENERATION_METRICS.names()})"
+            )
         elif reward not in GENERATION_REWARDS and reward not in GENERATION_METRICS:
             if "." in reward or ":" in reward:
                 GENERATION_METRICS.check(reward)  # a metric function of an installed module
             else:
-                raise ConfigError(f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
-                                  f"({GENERATION_METRICS.names()})")  # fmt: skip
+                raise ConfigError(
+                    f"reward '{reward}': a generation task takes 'likelihood' or a generation metric "
+                    f"({GENERATION_METRICS.names()})"
+                )
 
     def metric_names(self, config: Any) -> list[str]:
         return list(config.generation.metrics)
@@ -68,9 +82,15 @@ class GenerationFamily(TaskFamily):
     def result_row(self, metrics: dict[str, Any], baseline: dict[str, Any], names: list[str]) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name in names:
-            row.update({f"test_{name}": metrics["test"][name], f"dev_{name}": metrics["dev"][name],
-                        f"train_{name}": metrics["train"][name], f"manual_test_{name}": baseline["test"][name],
-                        f"manual_dev_{name}": baseline["dev"][name]})  # fmt: skip
+            row.update(
+                {
+                    f"test_{name}": metrics["test"][name],
+                    f"dev_{name}": metrics["dev"][name],
+                    f"train_{name}": metrics["train"][name],
+                    f"manual_test_{name}": baseline["test"][name],
+                    f"manual_dev_{name}": baseline["dev"][name],
+                }
+            )
         row.update(test_likelihood=metrics["test"]["likelihood"], manual_test_likelihood=baseline["test"]["likelihood"])
         return row
 

@@ -28,9 +28,24 @@ GENERATION_METRIC_NAMES = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "b
 for _name in GENERATION_METRIC_NAMES:
     GENERATION_METRICS.register(_name, f"{_GENERATION}:{_name}")
 
-_LAZY = ("accuracy", "batch_calibrate", "check_scores", "class_log_probs", "classification_metrics", "compute_reward", "gap",
-         "gold_log_prob", "hard_predictions", "macro_f1", "per_example_correct", "per_example_gap", "per_example_gold_log_prob",
-         "prediction_balance", "zscore", "zscore_per_input")  # fmt: skip
+_LAZY = (
+    "accuracy",
+    "batch_calibrate",
+    "check_scores",
+    "class_log_probs",
+    "classification_metrics",
+    "compute_reward",
+    "gap",
+    "gold_log_prob",
+    "hard_predictions",
+    "macro_f1",
+    "per_example_correct",
+    "per_example_gap",
+    "per_example_gold_log_prob",
+    "prediction_balance",
+    "zscore",
+    "zscore_per_input",
+)
 
 
 def __getattr__(name: str) -> Any:

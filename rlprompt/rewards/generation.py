@@ -117,4 +117,3 @@ def chrf(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> flo
 
     _check(predictions, references)
     return float(sacrebleu.corpus_chrf(list(predictions), _transpose(references)).score)
-

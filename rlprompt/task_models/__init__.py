@@ -25,15 +25,29 @@ if TYPE_CHECKING:
     from rlprompt.task_models.base import TaskModel
 
 for _spec in (
-    TaskModelSpec("encoder", HFTaskModelConfig, "rlprompt.task_models.encoder:EncoderTaskModel", prompt_in_verbalizers=True),
-    TaskModelSpec("encoder-tuned", HFTaskModelConfig, "rlprompt.task_models.encoder:TunedEncoderTaskModel",
-                  prompt_in_verbalizers=True),
+    TaskModelSpec(
+        "encoder", HFTaskModelConfig, "rlprompt.task_models.encoder:EncoderTaskModel", prompt_in_verbalizers=True
+    ),
+    TaskModelSpec(
+        "encoder-tuned",
+        HFTaskModelConfig,
+        "rlprompt.task_models.encoder:TunedEncoderTaskModel",
+        prompt_in_verbalizers=True,
+    ),
     TaskModelSpec("masked_lm", HFTaskModelConfig, "rlprompt.task_models.lm:MaskedLMTaskModel", mask_slot=True),
-    TaskModelSpec("causal_lm", HFTaskModelConfig, "rlprompt.task_models.causal:CausalLMTaskModel",
-                  generation_entry_point="rlprompt.task_models.generation:CausalGenerationModel"),
-    TaskModelSpec("openai", OpenAITaskModelConfig, "rlprompt.task_models.openai_api:OpenAITaskModel",
-                  generation_entry_point="rlprompt.task_models.openai_api:OpenAIGenerationModel"),
-):  # fmt: skip
+    TaskModelSpec(
+        "causal_lm",
+        HFTaskModelConfig,
+        "rlprompt.task_models.causal:CausalLMTaskModel",
+        generation_entry_point="rlprompt.task_models.generation:CausalGenerationModel",
+    ),
+    TaskModelSpec(
+        "openai",
+        OpenAITaskModelConfig,
+        "rlprompt.task_models.openai_api:OpenAITaskModel",
+        generation_entry_point="rlprompt.task_models.openai_api:OpenAIGenerationModel",
+    ),
+):
     TASK_MODELS.register(_spec.kind, _spec)
 
 
@@ -51,8 +65,16 @@ def build_task_model(
     """Build the task model ``config.kind`` names (``model``/``tokenizer`` may be given pre-built);
     kinds that fit something (``encoder-tuned``'s head) use the train split and manual prompt."""
     cls = TASK_MODELS[config.kind].model_class
-    return cls.from_config(config, template, verbalizers, train_texts=train_texts, train_labels=train_labels,
-                           manual_prompt=manual_prompt, model=model, tokenizer=tokenizer)  # fmt: skip
+    return cls.from_config(
+        config,
+        template,
+        verbalizers,
+        train_texts=train_texts,
+        train_labels=train_labels,
+        manual_prompt=manual_prompt,
+        model=model,
+        tokenizer=tokenizer,
+    )
 
 
 _LAZY = {
@@ -80,4 +102,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'rlprompt.task_models' has no attribute {name!r}")
 
 
-__all__ = ["EMBEDDED_MODEL", "HFTaskModelConfig", "OpenAITaskModelConfig", "TaskModelConfig", "TaskModelSpec", "build_task_model", *_LAZY]
+__all__ = [
+    "EMBEDDED_MODEL",
+    "HFTaskModelConfig",
+    "OpenAITaskModelConfig",
+    "TaskModelConfig",
+    "TaskModelSpec",
+    "build_task_model",
+    *_LAZY,
+]

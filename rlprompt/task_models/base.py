@@ -164,5 +164,3 @@ class TaskModel(ABC):
     def prompt_token_ids(self, prompt: str) -> list[int] | None:
         """Token ids of a discrete prompt as the model reads it (None when it has no tokenizer)."""
         return None
-
-

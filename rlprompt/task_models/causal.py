@@ -49,15 +49,21 @@ class CausalLMTaskModel(_LMTaskModel):
     ) -> None:
         super().__init__(config, template, verbalizers, model=model, tokenizer=tokenizer)
         self.prefix_cache = PrefixCache(int(config.prefix_cache_mb * 2**20))
-        self.prefix_caching = (self._use_head_shortcut and config.prefix_cache_mb > 0 and len(self.replicas) == 1
-                               and self._probe_prefix_cache())  # fmt: skip
+        self.prefix_caching = (
+            self._use_head_shortcut
+            and config.prefix_cache_mb > 0
+            and len(self.replicas) == 1
+            and self._probe_prefix_cache()
+        )
 
     # ------------------------------------------------------------ the full forward
 
     def _forward_rows(self, batch: SplicedBatch, inputs_embeds: torch.Tensor | None, extra: Any) -> torch.Tensor:
         if extra is None:  # single-token verbalizers: read the last position
             positions = (batch.lengths - 1).unsqueeze(1)
-            return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][:, self._verbalizer_tensor.to(positions.device)]
+            return self._vocab_log_probs(batch, inputs_embeds, positions)[:, 0][
+                :, self._verbalizer_tensor.to(positions.device)
+            ]
         # The row ends with its target tokens ``extra`` [B, width] (-1 padded): teacher forcing.
         row_targets = extra
         n_tokens = (row_targets >= 0).sum(1)
@@ -100,9 +106,14 @@ class CausalLMTaskModel(_LMTaskModel):
     # ------------------------------------------------------------ the full forward
 
     def _full_rows(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any],
-        targets: list[list[int]] | None, grad: bool,
-    ) -> torch.Tensor:  # fmt: skip
+        self,
+        prompts: list[Any],
+        soft: bool,
+        pairs: list[tuple[int, int]],
+        texts: Sequence[Any],
+        targets: list[list[int]] | None,
+        grad: bool,
+    ) -> torch.Tensor:
         """Full forwards of (prompt, input) ``pairs``: the verbalizer log-probs ``[R, C]`` after
         each (``targets`` None), or each row's summed teacher-forced log-prob of ``targets[r]``
         placed after the template ``[R, 1]``."""
@@ -123,8 +134,9 @@ class CausalLMTaskModel(_LMTaskModel):
             row_item.append(item_of[key])
         rows = _Rows(items, torch.tensor(row_item), torch.tensor([p for p, _ in pairs]))
         prompt_ids = None if soft else [self.input_layout.prompt_ids(p) for p in prompts]
-        return self._run_rows(rows, prompt_ids, self._stack_soft(prompts) if soft else None, grad,
-                              self._padded_targets(targets))  # fmt: skip
+        return self._run_rows(
+            rows, prompt_ids, self._stack_soft(prompts) if soft else None, grad, self._padded_targets(targets)
+        )
 
     # ------------------------------------------------------------ the prefix-cached path
 
@@ -167,9 +179,13 @@ class CausalLMTaskModel(_LMTaskModel):
         return (bool(split[1]) or split[2] is not None) and self._continuation_length(prompts, soft, split) + tail > 0
 
     def _cached_rows(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[Any],
+        self,
+        prompts: list[Any],
+        soft: bool,
+        pairs: list[tuple[int, int]],
+        texts: Sequence[Any],
         targets: list[list[int]] | None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """As :meth:`_full_rows` (same scores), computing each shared prefix once: rows whose
         prefix at least one other row reads continue from its cached keys and values."""
         splits = self._split_rows(prompts, soft, pairs, texts)
@@ -183,8 +199,14 @@ class CausalLMTaskModel(_LMTaskModel):
         single = [i for i in range(len(pairs)) if not shared(i)]
         out = torch.empty(len(pairs), 1 if targets is not None else self.num_classes, device=self.device)
         if single:
-            full = self._full_rows(prompts, soft, [pairs[i] for i in single], texts,
-                                   None if targets is None else [targets[i] for i in single], grad=False)  # fmt: skip
+            full = self._full_rows(
+                prompts,
+                soft,
+                [pairs[i] for i in single],
+                texts,
+                None if targets is None else [targets[i] for i in single],
+                grad=False,
+            )
             out[torch.tensor(single, device=self.device)] = full.to(out.device)
         if cached_rows:
             with torch.inference_mode():
@@ -193,8 +215,9 @@ class CausalLMTaskModel(_LMTaskModel):
                 out[i] = value
         return out
 
-    def _prefixes(self, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-                  rows: list[int]) -> dict[Hashable, Prefix]:  # fmt: skip
+    def _prefixes(
+        self, splits: list[tuple[Hashable, list[int], Any, list[int], Any]], rows: list[int]
+    ) -> dict[Hashable, Prefix]:
         """The cached prefix of every row in ``rows``, computing (one forward each) those not
         cached; the cache then keeps within its bound except for what these rows read."""
         keys = {splits[i][0] for i in rows}
@@ -213,9 +236,15 @@ class CausalLMTaskModel(_LMTaskModel):
         return found  # type: ignore[return-value]
 
     def _continuation_batches(
-        self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-        rows: list[int], tails: list[list[int]], batch_size: int | None = None, reserve: int = 0,
-    ) -> Iterator[tuple[list[int], SplicedBatch, list[Prefix], torch.Tensor | None]]:  # fmt: skip
+        self,
+        prompts: list[Any],
+        soft: bool,
+        splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
+        rows: list[int],
+        tails: list[list[int]],
+        batch_size: int | None = None,
+        reserve: int = 0,
+    ) -> Iterator[tuple[list[int], SplicedBatch, list[Prefix], torch.Tensor | None]]:
         """Batches of ``rows`` (sorted by length, ``batch_size`` each, the config's by default):
         per batch the row positions, the continuation (prompt slot, what follows it, ``tails[r]``),
         each row's prefix (computed or taken from the cache batch by batch, so the cache keeps to
@@ -236,8 +265,10 @@ class CausalLMTaskModel(_LMTaskModel):
             lengths.append(prefix_len + prompt_len + len(rest))
         if self.max_positions is not None and max(lengths) + reserve > self.max_positions:
             grow = f" and may grow by {reserve}" if reserve else ""
-            raise RLPromptError(f"an input is {max(lengths)} tokens{grow}, over the model's {self.max_positions} "
-                                "positions; lower task_model.max_sentence_tokens or shorten the prompt")  # fmt: skip
+            raise RLPromptError(
+                f"an input is {max(lengths)} tokens{grow}, over the model's {self.max_positions} "
+                "positions; lower task_model.max_sentence_tokens or shorten the prompt"
+            )
         order = sorted(range(len(rows)), key=lambda r: (lengths[r], repr(splits[rows[r]][0])))
         batch_size = batch_size or self.config.batch_size
         for start in range(0, len(order), batch_size):
@@ -259,17 +290,28 @@ class CausalLMTaskModel(_LMTaskModel):
         self.prefix_cache.shrink()
 
     def _run_continuations(
-        self, prompts: list[Any], soft: bool, splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
-        rows: list[int], targets: list[list[int]] | None,
-    ) -> list[torch.Tensor]:  # fmt: skip
+        self,
+        prompts: list[Any],
+        soft: bool,
+        splits: list[tuple[Hashable, list[int], Any, list[int], Any]],
+        rows: list[int],
+        targets: list[list[int]] | None,
+    ) -> list[torch.Tensor]:
         """Continuation forwards of ``rows`` on their prefixes: per row the verbalizer log-probs
         ``[C]`` (``targets`` None) or the summed log-prob of its targets ``[1]``."""
         device = self.device
         tails = [[] for _ in rows] if targets is None else [targets[i] for i in rows]
         results: list[torch.Tensor | None] = [None] * len(rows)
         for chunk, batch, chunk_prefixes, soft_rows in self._continuation_batches(prompts, soft, splits, rows, tails):
-            hidden = continue_from(self.model.base_model, self.model, chunk_prefixes, batch.input_ids, batch.lengths,
-                                   soft_rows, batch.slot_mask if soft_rows is not None else None)  # fmt: skip
+            hidden = continue_from(
+                self.model.base_model,
+                self.model,
+                chunk_prefixes,
+                batch.input_ids,
+                batch.lengths,
+                soft_rows,
+                batch.slot_mask if soft_rows is not None else None,
+            )
             self.stats.forward_batches += 1
             index = torch.arange(len(chunk), device=device)[:, None]
             if targets is None:  # one token per verbalizer: the state after the whole continuation
@@ -278,7 +320,9 @@ class CausalLMTaskModel(_LMTaskModel):
             else:  # the row's targets end the continuation: the states before each of them
                 row_targets = self._padded_targets([tails[r] for r in chunk])
                 n_tokens = (row_targets >= 0).sum(1)
-                positions = (batch.lengths - n_tokens)[:, None] + torch.arange(row_targets.shape[1], device=device)[None, :]
+                positions = (batch.lengths - n_tokens)[:, None] + torch.arange(row_targets.shape[1], device=device)[
+                    None, :
+                ]
                 positions = torch.minimum(positions, batch.lengths[:, None])
                 log_probs = torch.log_softmax(self._apply_head(hidden[index, positions]).float(), -1)
                 values = self._summed_target_log_probs(log_probs, row_targets)
@@ -306,7 +350,9 @@ class CausalLMTaskModel(_LMTaskModel):
                     for rows, targets in checks:
                         cached = self._cached_rows(probe, False, rows, texts, targets)
                         full = self._full_rows(probe, False, rows, texts, targets, grad=False)
-                        agree = agree and bool(torch.allclose(cached.float().cpu(), full.float().cpu(), atol=1e-3, rtol=1e-3))
+                        agree = agree and bool(
+                            torch.allclose(cached.float().cpu(), full.float().cpu(), atol=1e-3, rtol=1e-3)
+                        )
         except (RuntimeError, TypeError, ValueError, AttributeError, IndexError):
             return False
         finally:

@@ -110,15 +110,24 @@ class HFTaskModelConfig(TaskModelConfig):
         super().__post_init__()
         if self.devices is not None:
             if len(self.devices) < 2:
-                raise ConfigError(f"task_model.devices lists the devices to spread batches over (2 or more), got {self.devices}")
+                raise ConfigError(
+                    f"task_model.devices lists the devices to spread batches over (2 or more), got {self.devices}"
+                )
             if len({d.split(":")[0] for d in self.devices}) > 1:
-                raise ConfigError(f"task_model.devices must be of one type (all cuda, or all cpu) so that every "
-                                  f"replica computes alike, got {self.devices}")  # fmt: skip
+                raise ConfigError(
+                    f"task_model.devices must be of one type (all cuda, or all cpu) so that every "
+                    f"replica computes alike, got {self.devices}"
+                )
             self.device = self.devices[0]
         if self.batch_size < 1:
             raise ConfigError(f"task_model.batch_size must be >= 1, got {self.batch_size}")
-        check_ranges(self, "task_model", at_least_one=("max_sentence_tokens",), positive=("scale",),
-                     non_negative=("head_l2", "prefix_cache_mb"))  # fmt: skip
+        check_ranges(
+            self,
+            "task_model",
+            at_least_one=("max_sentence_tokens",),
+            positive=("scale",),
+            non_negative=("head_l2", "prefix_cache_mb"),
+        )
 
     @property
     def label(self) -> str:
@@ -219,15 +228,23 @@ class OpenAITaskModelConfig(TaskModelConfig):
         if not self.model:
             raise ConfigError("task_model.model must name the served model (GET <base_url>/models lists them)")
         if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
-            raise ConfigError("task_model.api_key_env must be the NAME of an environment variable holding the key "
-                              "(e.g. OPENAI_API_KEY), never the key itself")  # fmt: skip
+            raise ConfigError(
+                "task_model.api_key_env must be the NAME of an environment variable holding the key "
+                "(e.g. OPENAI_API_KEY), never the key itself"
+            )
         if self.scoring == "echo" and self.endpoint == "chat":
             raise ConfigError("task_model.scoring=echo needs endpoint: completions (chat endpoints do not echo)")
         if self.prompts_per_request > 1 and self.endpoint == "chat":
-            raise ConfigError("task_model.prompts_per_request > 1 needs endpoint: completions (chat takes one conversation)")
-        check_ranges(self, "task_model", positive=("timeout_s", "connect_timeout_s", "backoff_s", "max_backoff_s"),
-                     non_negative=("max_retries", "price_prompt_per_1m", "price_completion_per_1m", "temperature"),
-                     at_least_one=("top_logprobs", "max_tokens", "max_concurrency", "prompts_per_request"))  # fmt: skip
+            raise ConfigError(
+                "task_model.prompts_per_request > 1 needs endpoint: completions (chat takes one conversation)"
+            )
+        check_ranges(
+            self,
+            "task_model",
+            positive=("timeout_s", "connect_timeout_s", "backoff_s", "max_backoff_s"),
+            non_negative=("max_retries", "price_prompt_per_1m", "price_completion_per_1m", "temperature"),
+            at_least_one=("top_logprobs", "max_tokens", "max_concurrency", "prompts_per_request"),
+        )
 
     @property
     def label(self) -> str:

@@ -84,9 +84,14 @@ class EncoderTaskModel(HFTaskModel):
         return prompt_key if uses_prompt else _STATIC
 
     def _embed(
-        self, prompts: list[Any], soft: bool, pairs: list[tuple[int, int]], texts: Sequence[str], grad: bool,
+        self,
+        prompts: list[Any],
+        soft: bool,
+        pairs: list[tuple[int, int]],
+        texts: Sequence[str],
+        grad: bool,
         with_verbalizers: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Input embeddings ``[M, H]`` for ``pairs`` and verbalizer embeddings ``[P, C, H]``.
 
         Inputs and any verbalizer rows not in the cache run in the same forward batches.
@@ -224,7 +229,9 @@ class TunedEncoderTaskModel(EncoderTaskModel):
     peft_task_type = None  # the fitted head is not part of a PEFT adapter
 
     @classmethod
-    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> TunedEncoderTaskModel:
+    def from_config(
+        cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any
+    ) -> TunedEncoderTaskModel:
         train_texts, train_labels = kwargs.get("train_texts"), kwargs.get("train_labels")
         if train_texts is None or train_labels is None:
             raise DataError("task_model.kind=encoder-tuned needs the train split to fit its head")

@@ -44,8 +44,9 @@ def render_chat_template(tokenizer: Any, template: str, chat: str) -> str:
     assistant's turn is opened (the reply follows)."""
     if getattr(tokenizer, "chat_template", None) is None:
         name = getattr(tokenizer, "name_or_path", "the tokenizer")
-        raise ConfigError(f"generation.chat={chat} needs a tokenizer with a chat template; {name} has none "
-                          "(set generation.chat=none)")  # fmt: skip
+        raise ConfigError(
+            f"generation.chat={chat} needs a tokenizer with a chat template; {name} has none (set generation.chat=none)"
+        )
     messages = [{"role": "user", "content": template}]
     if chat == "system":
         messages.insert(0, {"role": "system", "content": "{prompt}"})
@@ -87,7 +88,9 @@ class CausalGenerationModel(CausalLMTaskModel):
         self._generations: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> CausalGenerationModel:
+    def from_config(
+        cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any
+    ) -> CausalGenerationModel:
         return cls(config, template, kwargs["generation"], model=kwargs.get("model"), tokenizer=kwargs.get("tokenizer"))
 
     def _eos_ids(self) -> set[int]:
@@ -122,16 +125,20 @@ class CausalGenerationModel(CausalLMTaskModel):
         items = self.input_layout.encode_texts(list(examples))
         for row, ((pre, post), refs) in enumerate(zip(items, references, strict=True), start=1):
             if len(pre) + len(post) + self.generation.max_new_tokens > self.max_positions:
-                raise DataError(f"{source} example {row}: the input takes {len(pre) + len(post)} tokens and "
-                                f"generation.max_new_tokens={self.generation.max_new_tokens} more, over the model's "
-                                f"{self.max_positions} positions; lower task_model.max_sentence_tokens or "
-                                "generation.max_new_tokens")  # fmt: skip
+                raise DataError(
+                    f"{source} example {row}: the input takes {len(pre) + len(post)} tokens and "
+                    f"generation.max_new_tokens={self.generation.max_new_tokens} more, over the model's "
+                    f"{self.max_positions} positions; lower task_model.max_sentence_tokens or "
+                    "generation.max_new_tokens"
+                )
             for ref in refs:
                 total = len(pre) + len(post) + len(self.reference_ids(ref))
                 if total > self.max_positions:
-                    raise DataError(f"{source} example {row}: input and reference take {total} tokens, over the "
-                                    f"model's {self.max_positions} positions (a reference of {len(ref)} characters); "
-                                    "shorten it or lower task_model.max_sentence_tokens")  # fmt: skip
+                    raise DataError(
+                        f"{source} example {row}: input and reference take {total} tokens, over the "
+                        f"model's {self.max_positions} positions (a reference of {len(ref)} characters); "
+                        "shorten it or lower task_model.max_sentence_tokens"
+                    )
 
     def log_likelihood(
         self,
@@ -150,8 +157,9 @@ class CausalGenerationModel(CausalLMTaskModel):
         from rlprompt.task_models.hf import _index_pairs
 
         pairs, items = _index_pairs(inputs)
-        flat = self._score_pairs(prompt_list, keys, soft, pairs, items, compute=self._compute_likelihood, width=1,
-                                 namespace="likelihood:")  # fmt: skip
+        flat = self._score_pairs(
+            prompt_list, keys, soft, pairs, items, compute=self._compute_likelihood, width=1, namespace="likelihood:"
+        )
         return list(flat[:, 0].split([len(e) for e in examples_per_prompt]))
 
     def _compute_likelihood(
@@ -177,7 +185,9 @@ class CausalGenerationModel(CausalLMTaskModel):
 
     # ------------------------------------------------------------ generation
 
-    def generate(self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]]) -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]]
+    ) -> list[list[str]]:
         """Greedy outputs of every prompt on its examples (stop strings cut off, whitespace
         stripped); repeated (prompt, example) pairs are generated once and remembered."""
         prompt_list, keys, soft = self._normalise_prompts(prompts)
@@ -239,9 +249,15 @@ class CausalGenerationModel(CausalLMTaskModel):
                     prompts, soft, splits, cached, tails, batch_size, reserve=reserve
                 ):
                     states, cache, attention = continue_from(
-                        self.model.base_model, self.model, chunk_prefixes, batch.input_ids, batch.lengths, soft_rows,
-                        batch.slot_mask if soft_rows is not None else None, return_cache=True,
-                    )  # fmt: skip
+                        self.model.base_model,
+                        self.model,
+                        chunk_prefixes,
+                        batch.input_ids,
+                        batch.lengths,
+                        soft_rows,
+                        batch.slot_mask if soft_rows is not None else None,
+                        return_cache=True,
+                    )
                     self.stats.forward_batches += 1
                     index = torch.arange(len(chunk), device=self.device)
                     first = self._apply_head(states[index, batch.lengths]).float()
@@ -261,8 +277,9 @@ class CausalGenerationModel(CausalLMTaskModel):
                         results[whole[r]] = text
         return results  # type: ignore[return-value]
 
-    def _step(self, inputs: dict[str, torch.Tensor], attention: torch.Tensor, positions: torch.Tensor,
-              cache: Any = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+    def _step(
+        self, inputs: dict[str, torch.Tensor], attention: torch.Tensor, positions: torch.Tensor, cache: Any = None
+    ) -> tuple[torch.Tensor, Any]:
         """One forward with the key/value cache: the logits after the last position ``[B, V]``
         and the grown cache (the LM head only at that position when the model allows it)."""
         model = self.model.base_model if self._use_head_shortcut else self.model
@@ -290,8 +307,10 @@ class CausalGenerationModel(CausalLMTaskModel):
             rows.append((pre, slot, post, p))
         lengths = [len(a) + len(b) + len(c) for a, b, c, _ in rows]
         if self.max_positions is not None and max(lengths) + self.generation.max_new_tokens > self.max_positions:
-            raise RLPromptError(f"an input is {max(lengths)} tokens and may grow by {self.generation.max_new_tokens}, "
-                                f"over the model's {self.max_positions} positions; lower task_model.max_sentence_tokens")  # fmt: skip
+            raise RLPromptError(
+                f"an input is {max(lengths)} tokens and may grow by {self.generation.max_new_tokens}, "
+                f"over the model's {self.max_positions} positions; lower task_model.max_sentence_tokens"
+            )
         order = sorted(range(len(rows)), key=lambda r: lengths[r])
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -313,7 +332,9 @@ class CausalGenerationModel(CausalLMTaskModel):
                 embeds = embeds.masked_scatter(slot_mask.to(self.device).unsqueeze(-1), soft_rows)
             yield chunk, ids, attention, embeds
 
-    def _decode(self, first_logits: torch.Tensor, cache: Any, attention: torch.Tensor, next_positions: torch.Tensor) -> list[tuple[str, int]]:
+    def _decode(
+        self, first_logits: torch.Tensor, cache: Any, attention: torch.Tensor, next_positions: torch.Tensor
+    ) -> list[tuple[str, int]]:
         """Greedy decoding on ``cache`` from the logits of the first new token; per row the text
         (cut at the first stop string) and the number of tokens generated.
 
@@ -349,15 +370,21 @@ class CausalGenerationModel(CausalLMTaskModel):
                 cache.batch_select_indices(keep)
                 tokens, attention, positions = tokens[keep], attention[keep], positions[keep]
                 active = [active[i] for i in running]
-            attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype, device=attention.device)], 1)
+            attention = torch.cat(
+                [attention, torch.ones((len(active), 1), dtype=attention.dtype, device=attention.device)], 1
+            )
             logits, cache = self._step({"input_ids": tokens[:, None]}, attention, positions[:, None], cache)
             positions = positions + 1
         self.stats.generated_tokens += sum(len(g) for g in generated)
         return [
-            ((self.tokenizer.decode(generated[b], skip_special_tokens=True) if texts[b] is None else texts[b]).strip(),
-             len(generated[b]))
+            (
+                (
+                    self.tokenizer.decode(generated[b], skip_special_tokens=True) if texts[b] is None else texts[b]
+                ).strip(),
+                len(generated[b]),
+            )
             for b in range(batch)
-        ]  # fmt: skip
+        ]
 
     # ------------------------------------------------------------ state
 
@@ -375,8 +402,9 @@ class CausalGenerationModel(CausalLMTaskModel):
         self._generations.clear()
 
     def score(self, prompts: Any, texts: Any) -> torch.Tensor:
-        raise RLPromptError("a generation task model scores references (log_likelihood) and generates; "
-                            "it has no classes to score")  # fmt: skip
+        raise RLPromptError(
+            "a generation task model scores references (log_likelihood) and generates; it has no classes to score"
+        )
 
     def score_pairs(self, prompts: Any, texts_per_prompt: Any) -> list[torch.Tensor]:
         return [self.score(prompts, texts_per_prompt)]  # raises

@@ -69,8 +69,14 @@ class HFTaskModel(TaskModel):
         self.dtype = pick_dtype(config.dtype, self.device)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.name_or_path, config.kind)
         if model is None:
-            model = load_model(config.name_or_path, self.model_kind, self.device, self.dtype, kind=config.kind,
-                               auto_class=self.hf_auto_class)  # fmt: skip
+            model = load_model(
+                config.name_or_path,
+                self.model_kind,
+                self.device,
+                self.dtype,
+                kind=config.kind,
+                auto_class=self.hf_auto_class,
+            )
         else:
             model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.model = model
@@ -286,12 +292,18 @@ class HFTaskModel(TaskModel):
             dev = self.device
             items, prompts = row_item[idx], row_prompt[idx]
             batch = splice(
-                pre[items], pre_len[items], prompts_t[prompts], prompts_len[prompts],
-                post[items], post_len[items], self.pad_id,
-            )  # fmt: skip
+                pre[items],
+                pre_len[items],
+                prompts_t[prompts],
+                prompts_len[prompts],
+                post[items],
+                post_len[items],
+                self.pad_id,
+            )
             if dev != device:
-                batch = SplicedBatch(*(t.to(dev) for t in (batch.input_ids, batch.attention_mask, batch.slot_mask,
-                                                           batch.lengths)))  # fmt: skip
+                batch = SplicedBatch(
+                    *(t.to(dev) for t in (batch.input_ids, batch.attention_mask, batch.slot_mask, batch.lengths))
+                )
             embeds = None
             if soft_prompts is not None:
                 embeds = self.model.get_input_embeddings()(batch.input_ids)
@@ -300,7 +312,9 @@ class HFTaskModel(TaskModel):
             extra = row_extra[idx].to(dev) if row_extra is not None else None
             return self._forward_rows(batch, embeds, extra)
 
-        chunks = [order[start : start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)]
+        chunks = [
+            order[start : start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)
+        ]
         with context:
             if grad:
                 outputs = [forward(idx) for idx in chunks]
@@ -345,9 +359,16 @@ class HFTaskModel(TaskModel):
         return list(flat.split([len(texts) for texts in texts_per_prompt]))
 
     def _score_pairs(
-        self, prompts: list[Any], keys: list[str], soft: bool, pairs: list[tuple[int, int]], texts: list[Any],
-        compute: Any = None, width: int | None = None, namespace: str = "",
-    ) -> torch.Tensor:  # fmt: skip
+        self,
+        prompts: list[Any],
+        keys: list[str],
+        soft: bool,
+        pairs: list[tuple[int, int]],
+        texts: list[Any],
+        compute: Any = None,
+        width: int | None = None,
+        namespace: str = "",
+    ) -> torch.Tensor:
         """Scores ``[M, width]`` (class logits by default) of (prompt index, input index) pairs:
         cached ones reused, duplicates computed once, the rest computed by ``compute`` (default
         :meth:`_compute`) and counted as LM calls after the budget allows them. ``namespace``

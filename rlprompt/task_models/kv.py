@@ -160,18 +160,23 @@ def continue_from(
     prefix_lengths = torch.tensor([p.length for p in prefixes], dtype=torch.long, device=device)
     longest = int(prefix_lengths.max())
     first = prefixes[0].kv
-    past = torch.zeros(first.shape[0], 2, batch, first.shape[2], longest, first.shape[4], dtype=first.dtype, device=device)
+    past = torch.zeros(
+        first.shape[0], 2, batch, first.shape[2], longest, first.shape[4], dtype=first.dtype, device=device
+    )
     for b, prefix in enumerate(prefixes):
         past[:, :, b, :, : prefix.length] = prefix.kv
     cache = DynamicCache(ddp_cache_data=[(past[layer, 0], past[layer, 1]) for layer in range(past.shape[0])])
     columns = torch.arange(longest + width, device=device)[None, :]
-    attention = (columns < prefix_lengths[:, None]) | (
-        (columns >= longest) & (columns < longest + lengths[:, None])
-    )  # fmt: skip
+    attention = (columns < prefix_lengths[:, None]) | ((columns >= longest) & (columns < longest + lengths[:, None]))
     positions = prefix_lengths[:, None] + torch.arange(width, device=device)[None, :]
     inputs = _as_model_inputs(ids, soft, slot, model)
-    hidden = base_model(**inputs, attention_mask=attention.long(), position_ids=positions,
-                        use_cache=True, **with_cache(base_model, cache)).last_hidden_state  # fmt: skip
+    hidden = base_model(
+        **inputs,
+        attention_mask=attention.long(),
+        position_ids=positions,
+        use_cache=True,
+        **with_cache(base_model, cache),
+    ).last_hidden_state
     lasts = torch.stack([p.last_hidden for p in prefixes]).to(hidden.dtype)
     states = torch.cat([lasts[:, None, :], hidden], dim=1)
     return (states, cache, attention.long()) if return_cache else states

@@ -77,8 +77,11 @@ class _LMTaskModel(HFTaskModel):
     def _head_modules(self) -> list[torch.nn.Module]:
         """The LM head of the model in use (a replica's own, in data-parallel batches)."""
         model = self.model
-        return [module for module in model.children()
-                if module is not model.base_model and not isinstance(module, torch.nn.modules.loss._Loss)]  # fmt: skip
+        return [
+            module
+            for module in model.children()
+            if module is not model.base_model and not isinstance(module, torch.nn.modules.loss._Loss)
+        ]
 
     def _probe_head_shortcut(self) -> bool:
         ids = self.tokenizer("a short probe sentence", add_special_tokens=True)["input_ids"][:8]

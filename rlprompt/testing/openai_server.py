@@ -159,8 +159,14 @@ class OpenAICompatibleServer:
                 if token_id == eos:
                     finish = "stop"
                     break
-                tokens.append({"id": token_id, "logprob": float(last[token_id]),
-                               "top": self._top(last, top_k) if top_k else None, "prompt": False})  # fmt: skip
+                tokens.append(
+                    {
+                        "id": token_id,
+                        "logprob": float(last[token_id]),
+                        "top": self._top(last, top_k) if top_k else None,
+                        "prompt": False,
+                    }
+                )
                 generated.append(token_id)
                 completion = self.tokenizer.decode(generated)
                 if any(s and s in completion for s in stop):
@@ -172,8 +178,13 @@ class OpenAICompatibleServer:
         for s in stop:
             if s and s in completion:
                 completion = completion[: completion.index(s)]
-        return {"prompt_ids": prompt_ids, "tokens": tokens, "text": completion, "finish": finish,
-                "completion_tokens": len(generated)}  # fmt: skip
+        return {
+            "prompt_ids": prompt_ids,
+            "tokens": tokens,
+            "text": completion,
+            "finish": finish,
+            "completion_tokens": len(generated),
+        }
 
     def completions(self, body: dict[str, Any]) -> dict[str, Any]:
         prompts = body.get("prompt", "")
@@ -198,12 +209,26 @@ class OpenAICompatibleServer:
                     "top_logprobs": [None if t["top"] is None else dict(t["top"]) for t in run["tokens"]],
                     "text_offset": offsets[:-1],
                 }
-            choices.append({"index": index, "text": (text if echo else "") + run["text"],
-                            "finish_reason": run["finish"], "logprobs": logprobs})  # fmt: skip
-        return {"id": f"cmpl-{self.answered}", "object": "text_completion", "created": int(time.time()),
-                "model": self.model_name, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}}  # fmt: skip
+            choices.append(
+                {
+                    "index": index,
+                    "text": (text if echo else "") + run["text"],
+                    "finish_reason": run["finish"],
+                    "logprobs": logprobs,
+                }
+            )
+        return {
+            "id": f"cmpl-{self.answered}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages") or []
@@ -218,16 +243,36 @@ class OpenAICompatibleServer:
         run = self._run(text, max_tokens, stop, top_k if top_k is not None else None, echo=False)
         logprobs = None
         if top_k is not None:
-            logprobs = {"content": [
-                {"token": self._token_text(t["id"]), "logprob": t["logprob"], "bytes": None,
-                 "top_logprobs": [{"token": s, "logprob": v, "bytes": None} for s, v in (t["top"] or [])]}
-                for t in run["tokens"]]}  # fmt: skip
-        return {"id": f"chatcmpl-{self.answered}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": run["text"]},
-                             "finish_reason": run["finish"], "logprobs": logprobs}],
-                "usage": {"prompt_tokens": len(run["prompt_ids"]), "completion_tokens": run["completion_tokens"],
-                          "total_tokens": len(run["prompt_ids"]) + run["completion_tokens"]}}  # fmt: skip
+            logprobs = {
+                "content": [
+                    {
+                        "token": self._token_text(t["id"]),
+                        "logprob": t["logprob"],
+                        "bytes": None,
+                        "top_logprobs": [{"token": s, "logprob": v, "bytes": None} for s, v in (t["top"] or [])],
+                    }
+                    for t in run["tokens"]
+                ]
+            }
+        return {
+            "id": f"chatcmpl-{self.answered}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": run["text"]},
+                    "finish_reason": run["finish"],
+                    "logprobs": logprobs,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(run["prompt_ids"]),
+                "completion_tokens": run["completion_tokens"],
+                "total_tokens": len(run["prompt_ids"]) + run["completion_tokens"],
+            },
+        }
 
 
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
@@ -263,7 +308,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.owner.model_name, "object": "model", "owned_by": "rlprompt"}]})
+            self._send(
+                200,
+                {"object": "list", "data": [{"id": self.owner.model_name, "object": "model", "owned_by": "rlprompt"}]},
+            )
         else:
             self._send(404, _error(f"no route {self.path}", "invalid_request_error"))
 
@@ -283,8 +331,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if fault == "429":
-            self._send(429, _error("Rate limit reached", "requests", "rate_limit_exceeded"),
-                       {"Retry-After": f"{owner.retry_after_s:g}"})  # fmt: skip
+            self._send(
+                429,
+                _error("Rate limit reached", "requests", "rate_limit_exceeded"),
+                {"Retry-After": f"{owner.retry_after_s:g}"},
+            )
             return
         if fault == "500":
             self._send(500, _error("The server had an error while processing your request.", "server_error"))
@@ -296,8 +347,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if body.get("model") != owner.model_name:
-            self._send(404, _error(f"The model `{body.get('model')}` does not exist.", "invalid_request_error",
-                                   "model_not_found"))  # fmt: skip
+            self._send(
+                404,
+                _error(f"The model `{body.get('model')}` does not exist.", "invalid_request_error", "model_not_found"),
+            )
             return
         route = self.path.rstrip("/")
         wants_logprobs = body.get("logprobs") not in (None, False, 0) or bool(body.get("echo"))
@@ -326,8 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.0,
-                       extra_args: Sequence[str] = ()) -> Iterator[str]:
+def transformers_serve(
+    model_dir: str | Path, port: int, timeout_s: float = 300.0, extra_args: Sequence[str] = ()
+) -> Iterator[str]:
     """``transformers serve DIR`` on 127.0.0.1:``port`` (the model pinned, so requests name it by
     ``model_dir``); yields the base URL once it answers a completion, and stops it on exit."""
     import os
@@ -336,9 +390,12 @@ def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.
     import urllib.request
 
     exe = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         body = json.dumps({"model": str(model_dir), "prompt": "Hello", "max_tokens": 1}).encode()
         deadline = time.time() + timeout_s
@@ -348,8 +405,9 @@ def transformers_serve(model_dir: str | Path, port: int, timeout_s: float = 300.
             if time.time() > deadline:
                 raise RuntimeError(f"transformers serve did not answer within {timeout_s:.0f} s")
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                                 headers={"Content-Type": "application/json"})  # fmt: skip
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=60) as answer:
                     if answer.status == 200:
                         break

@@ -127,7 +127,9 @@ class OverlapTaskModel(TaskModel):
         return self._logits(self.quality(soft_prompt), texts)
 
 
-def _toy_splits(num_examples: int, num_classes: int, text: str) -> tuple[dict[str, ClassificationDataset], dict[str, int]]:
+def _toy_splits(
+    num_examples: int, num_classes: int, text: str
+) -> tuple[dict[str, ClassificationDataset], dict[str, int]]:
     """Train/dev/test of ``num_examples`` texts (``text`` formatted with ``split`` and ``i``),
     labels cycling through the classes, and every text's label."""
     splits: dict[str, ClassificationDataset] = {}
@@ -175,8 +177,15 @@ class DemoOverlapTaskModel(OverlapTaskModel):
     whose demonstration is the hidden target's at that position (its block is parsed back
     into pool ids by ``pool``), so the target block (a set in one order) is the unique optimum."""
 
-    def __init__(self, pool: DemoPool, target: Sequence[int], labels_of_text: dict[str, int], num_classes: int = 2,
-                 scale: float = 8.0, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: DemoPool,
+        target: Sequence[int],
+        labels_of_text: dict[str, int],
+        num_classes: int = 2,
+        scale: float = 8.0,
+        seed: int = 0,
+    ) -> None:
         vocabulary = toy_vocabulary(2)
         super().__init__(vocabulary, vocabulary[:1], labels_of_text, num_classes, scale=scale, seed=seed)
         self.pool = pool
@@ -192,8 +201,9 @@ class DemoOverlapTaskModel(OverlapTaskModel):
         return torch.tensor(hits / len(self.target_ids))
 
 
-def make_toy_demo_task(k: int = 3, num_examples: int = 32, num_classes: int = 2, seed: int = 0,
-                       reward: str = "gold_log_prob") -> Task:  # fmt: skip
+def make_toy_demo_task(
+    k: int = 3, num_examples: int = 32, num_classes: int = 2, seed: int = 0, reward: str = "gold_log_prob"
+) -> Task:
     """A :class:`Task` whose prompts are blocks of ``k`` demonstrations from its train split
     (``{demos}`` in the template), over :class:`DemoOverlapTaskModel` with a seeded hidden
     target block of ``k`` distinct train examples."""
@@ -209,8 +219,12 @@ def make_toy_demo_task(k: int = 3, num_examples: int = 32, num_classes: int = 2,
         seed=seed,
     )
     data = TaskData(splits["train"], splits["dev"], splits["test"], num_classes)
-    pool = DemoPool(config.demos.template, list(data.train.texts), [config.label_words[y] for y in data.train.labels],
-                    list(data.train.labels))  # fmt: skip
+    pool = DemoPool(
+        config.demos.template,
+        list(data.train.texts),
+        [config.label_words[y] for y in data.train.labels],
+        list(data.train.labels),
+    )
     target = [int(i) for i in rng.choice(num_examples, size=k, replace=False)]
     model = DemoOverlapTaskModel(pool, target, labels_of_text, num_classes, seed=seed)
     return Task(config, data, model)

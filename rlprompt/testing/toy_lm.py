@@ -51,8 +51,9 @@ def build_toy_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]",
-                                   bos_token="[EOS]")  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]", bos_token="[EOS]"
+    )
 
 
 def build_toy_causal_lm(path: Path, seed: int = 0) -> Path:
@@ -63,11 +64,19 @@ def build_toy_causal_lm(path: Path, seed: int = 0) -> Path:
     tokenizer = build_toy_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=len(tokenizer), n_layer=2, n_embd=64, n_head=2, n_positions=64, initializer_range=0.1,
-            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ))  # fmt: skip
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_layer=2,
+                n_embd=64,
+                n_head=2,
+                n_positions=64,
+                initializer_range=0.1,
+                bos_token_id=tokenizer.eos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -126,9 +135,17 @@ def toy_lm_config(overrides: list[str] | None = None):
     as ``key=value``): label words matter to it, which makes it the label-word env's toy task."""
     from rlprompt.config import load_config
 
-    base = ["task_model.kind=causal_lm", f"task_model.name_or_path={toy_model_path()}", "task_model.device=cpu",
-            f"data.dir={toy_sentiment_path()}", "template=review : {sentence} {prompt}", "prompt=sentiment :",
-            "verbalizers=[' negative', ' positive']", "calibration=batch", "reward.name=accuracy"]  # fmt: skip
+    base = [
+        "task_model.kind=causal_lm",
+        f"task_model.name_or_path={toy_model_path()}",
+        "task_model.device=cpu",
+        f"data.dir={toy_sentiment_path()}",
+        "template=review : {sentence} {prompt}",
+        "prompt=sentiment :",
+        "verbalizers=[' negative', ' positive']",
+        "calibration=batch",
+        "reward.name=accuracy",
+    ]
     return load_config(None, base + list(overrides or []))
 
 
