@@ -16,7 +16,7 @@ STAMP := $(VENV)/.rlprompt-installed
 GEMMA_STAMP := $(VENV)/.rlprompt-gemma-installed
 DOCS_STAMP := $(VENV)/.rlprompt-docs-installed
 
-.PHONY: demo test test-slow test-all lint docs install install-gemma clean
+.PHONY: demo test test-unit test-slow test-all lint typecheck docs install install-gemma clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS)
 
+# The unit tier (under 3 minutes): `make test` without the end-to-end modules (tests/conftest.py's
+# INTEGRATION_MODULES), for the edit-test loop. `make test` and CI run everything.
+test-unit: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not integration" -n $(PYTEST_WORKERS)
+
 test-slow: $(STAMP) $(GEMMA_STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow -n $(PYTEST_WORKERS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-all: test test-slow
+
+# mypy over rlprompt/, envs/ and agents/ ([tool.mypy] in pyproject.toml; third-party packages read as untyped).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 # The documentation site (docs/, mkdocs.yml): the configuration reference is checked against the
 # code first, then the site is built with every warning an error (broken links and anchors included).

@@ -20,7 +20,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -87,7 +87,8 @@ def pool_split_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         numeric = [part.get(key) for part in parts]
         if key == "n" or isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in numeric):
             continue
-        pooled[key] = sum(float(v) * int(part["n"]) for v, part in zip(numeric, parts, strict=True)) / max(total, 1)
+        values = cast(list[float], numeric)  # every one an int or a float (checked above)
+        pooled[key] = sum(float(v) * int(part["n"]) for v, part in zip(values, parts, strict=True)) / max(total, 1)
     return pooled
 
 
@@ -298,7 +299,8 @@ class Agent(ABC):
             spent = self._spent()
             self._in_learn = False
             self._budget = None
-            self.prompt_evals, self.lm_calls = spent["prompt_evals"], spent["lm_calls"]
+            # the counts are ints (only the API's cost is a float)
+            self.prompt_evals, self.lm_calls = cast(int, spent["prompt_evals"]), cast(int, spent["lm_calls"])
             if self.served:
                 self.api_spent = {k: spent[k] for k in API_KEYS}
             self._start_prompt_evals = self.task.prompt_evals
@@ -347,7 +349,7 @@ class Agent(ABC):
                         "best_train_reward": best.mean_reward if best else float("nan"),
                         **row,
                     },
-                    step=spent["prompt_evals"],
+                    step=cast(int, spent["prompt_evals"]),  # a count: an int
                 )
             if not all(callback.on_step(self) for callback in callbacks):
                 break

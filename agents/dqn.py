@@ -60,6 +60,7 @@ class DQN(Agent):
             greedy = masked_logits(self.q(obs), mask).argmax(-1).numpy()
         actions = greedy.copy()
         explore = self.rng.random(len(actions)) < self.epsilon()
+        i: int | np.integer  # an env's position: numpy's from flatnonzero, Python's from range
         for i in np.flatnonzero(explore):
             valid = np.flatnonzero(mask[i].numpy()) if mask is not None else np.arange(self.env.action_space.n)
             actions[i] = self.rng.choice(valid)

@@ -320,7 +320,7 @@ def _is_soft(prompt: Any) -> bool:
 def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
     """Score many requests with one batched task-model call per (task, split, prompt kind)."""
     results: list[ScoreResult | None] = [None] * len(requests)
-    groups: dict[tuple[int, str, bool], list[int]] = {}
+    groups: dict[tuple[int, str, bool, bool], list[int]] = {}
     for i, request in enumerate(requests):
         key = (id(request.task), request.split, _is_soft(request.prompt), request.calibrate)
         groups.setdefault(key, []).append(i)
@@ -346,7 +346,7 @@ def score_requests(requests: list[ScoreRequest]) -> list[ScoreResult]:
 class PromptEnv(gym.Env):
     """Base class: owns the task, draws minibatches from ``self.np_random``, renders ANSI."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
     kind: ClassVar[str] = ""
     """The env kind (``env.kind`` in configs)."""
     config_class: ClassVar[type[EnvConfig]] = EnvConfig

@@ -108,7 +108,7 @@ class DemoSelectionEnv(PromptEnv):
 
     def mask_of(self, slots: Sequence[int]) -> np.ndarray:
         """Boolean mask of the examples that may fill the next slot after ``slots``."""
-        mask = np.ones(len(self.pool), dtype=bool)
+        mask: np.ndarray = np.ones(len(self.pool), dtype=bool)
         shown = [i for i in slots if i >= 0]
         mask[shown] = False
         if self.quota is not None:
@@ -137,7 +137,7 @@ class DemoSelectionEnv(PromptEnv):
 
     def observation_of(self, slots: Sequence[int]) -> np.ndarray:
         """The observation of filled slots (pool ids, -1 empty), without touching the env's state."""
-        obs = np.zeros(self.k, dtype=np.int64)
+        obs: np.ndarray = np.zeros(self.k, dtype=np.int64)
         for position, index in enumerate(slots):
             obs[position] = self.skip if index < 0 else index + 1
         return obs

@@ -242,7 +242,7 @@ class PromptEditEnv(PromptEnv):
         return LabeledPrompt(self.start_prompt, tuple(words[0] for words in self.word_candidates))
 
     @property
-    def lm_calls_end_training(self) -> bool:  # type: ignore[override]
+    def lm_calls_end_training(self) -> bool:
         """Without label edits every new instruction costs LM calls; with them, word edits are
         read from cached forwards, so an LM-call budget alone might never end training."""
         return not self.word_candidates
@@ -255,7 +255,7 @@ class PromptEditEnv(PromptEnv):
         """The observation of a prompt (unit ids; with label edits each class's word) after
         ``edits_used`` edits, statelessly."""
         classes = len(self.word_candidates)
-        obs = np.zeros(self.max_units + classes + 1, dtype=np.int64)
+        obs: np.ndarray = np.zeros(self.max_units + classes + 1, dtype=np.int64)
         obs[: len(units)] = np.asarray(units, dtype=np.int64) + 1
         if classes:
             obs[self.max_units : self.max_units + classes] = (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 from gymnasium import spaces
@@ -125,7 +125,7 @@ def rank_label_words(task: Task, words: Sequence[str], per_class: int, seed_manu
 
 def _form(task: Task, c: int, word: str) -> str:
     """Class ``c``'s verbalizer reading ``word``."""
-    return verbalizer_with(task.config.verbalizers[c], word)
+    return verbalizer_with(cast(list[str], task.config.verbalizers)[c], word)  # filled by the config's family
 
 
 def label_word_candidates(
@@ -272,7 +272,7 @@ class LabelWordsEnv(PromptEnv):
 
     def mask_of(self, slots: Sequence[int]) -> np.ndarray:
         """The candidates the next class (after ``slots``) may take: its own, not taken before."""
-        mask = np.zeros(self.size, dtype=bool)
+        mask: np.ndarray = np.zeros(self.size, dtype=bool)
         c = len(slots)
         if c >= len(self.candidates):
             return mask
@@ -287,7 +287,7 @@ class LabelWordsEnv(PromptEnv):
     def mask_at(self, slots: Sequence[int], position: int) -> np.ndarray:
         """Class ``position``'s candidates that no other class took."""
         taken = {self.candidates[c][i] for c, i in enumerate(slots) if c != position}
-        mask = np.zeros(self.size, dtype=bool)
+        mask: np.ndarray = np.zeros(self.size, dtype=bool)
         for i, word in enumerate(self.candidates[position]):
             mask[i] = word not in taken
         return mask
@@ -299,7 +299,7 @@ class LabelWordsEnv(PromptEnv):
         return int(rng.choice(np.flatnonzero(self.action_masks())))
 
     def observation_of(self, slots: Sequence[int]) -> np.ndarray:
-        obs = np.zeros(len(self.candidates), dtype=np.int64)
+        obs: np.ndarray = np.zeros(len(self.candidates), dtype=np.int64)
         obs[: len(slots)] = np.asarray(slots, dtype=np.int64) + 1
         return obs
 

@@ -93,7 +93,7 @@ class PerInputDemoEnv(DemoSelectionEnv):
         self._query: tuple[np.ndarray, np.ndarray] = self._query_of(self._embeddings[0], self.inputs[0])
 
     @classmethod
-    def from_config(cls, task: Task, config: PerInputDemosEnvConfig) -> PerInputDemoEnv:  # type: ignore[override]
+    def from_config(cls, task: Task, config: PerInputDemosEnvConfig) -> PerInputDemoEnv:
         return cls(
             task=task, k=config.k, balanced=config.balanced, encoder=config.encoder, batch_size=config.batch_size
         )
@@ -126,7 +126,7 @@ class PerInputDemoEnv(DemoSelectionEnv):
         return super().mask_of(slots) & self._query[1]
 
     def observation_of(self, slots: Sequence[int]) -> np.ndarray:
-        chosen = np.zeros(len(self.pool), dtype=np.float32)
+        chosen: np.ndarray = np.zeros(len(self.pool), dtype=np.float32)
         chosen[[i for i in slots if i >= 0]] = 1.0
         return np.concatenate([self._query[0], chosen]).astype(np.float32)
 

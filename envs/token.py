@@ -121,7 +121,7 @@ class TokenPromptEnv(PromptEnv):
 
     def observation_of(self, token_ids: Sequence[int]) -> np.ndarray:
         """The observation of a prompt prefix (word ids), without touching the env's state."""
-        obs = np.zeros(self.prompt_length, dtype=np.int64)
+        obs: np.ndarray = np.zeros(self.prompt_length, dtype=np.int64)
         obs[: len(token_ids)] = np.asarray(token_ids, dtype=np.int64) + 1
         return obs
 

@@ -59,7 +59,7 @@ class BatchedPromptVectorEnv(VectorEnv):
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        self._needs_reset: np.ndarray = np.zeros(self.num_envs, dtype=bool)
         self._observations = create_empty_array(self.single_observation_space, self.num_envs)
         self.scored: list[ScoreResult] = []
         """Every prompt the last :meth:`step` scored (its actions', and resets' after episodes
@@ -152,10 +152,11 @@ class BatchedPromptVectorEnv(VectorEnv):
         results = dict(zip(pending, score_requests(requests), strict=True)) if requests else {}
         self.scored = []
 
-        observations, infos = [], {}
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminations = np.zeros(self.num_envs, dtype=bool)
-        truncations = np.zeros(self.num_envs, dtype=bool)
+        observations: list[Any] = []
+        infos: dict[str, Any] = {}
+        rewards: np.ndarray = np.zeros(self.num_envs, dtype=np.float64)
+        terminations: np.ndarray = np.zeros(self.num_envs, dtype=bool)
+        truncations: np.ndarray = np.zeros(self.num_envs, dtype=bool)
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 obs, info = env.reset()

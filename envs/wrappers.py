@@ -81,7 +81,9 @@ class NormalizeReward(gym.Wrapper):
             number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
                 value, (bool, np.bool_)
             )
-            if (value is not None or name == "epsilon") and not (number and np.isfinite(value) and value > 0):
+            if (value is not None or name == "epsilon") and not (
+                number and value is not None and np.isfinite(value) and value > 0
+            ):
                 raise ConfigError(
                     f"NormalizeReward: {name} must be a finite number > 0{' (or None)' if name == 'clip' else ''}, "
                     f"got {type(value).__name__} {value!r}"

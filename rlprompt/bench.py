@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,10 +174,11 @@ def cells_of(bench: BenchConfig) -> list[Cell]:
     cells = []
     models: dict[str | None, list[str]] = {m: list(o or []) for m, o in bench.task_models.items()} or {None: []}
     splits: dict[str | None, list[str]] = {split_label(d): [f"data.dir={d}"] for d in bench.data_dirs} or {None: []}
+    budgets: Sequence[int | None] = bench.budgets or [None]
     for model, model_overrides in models.items():
         for task, task_overrides in bench.tasks.items():
             for agent, agent_overrides in agents_of(bench).items():
-                for budget in bench.budgets or [None]:
+                for budget in budgets:
                     for split, split_overrides in splits.items():
                         for seed in bench.seeds:
                             overrides = [
@@ -489,9 +491,9 @@ def write_results(out: Path, cells: list[Cell], command: str = "", reps: int = 2
         finished = [c for c in cells if (out / "runs" / c.key / BEST_PROMPT).is_file()]
         curves: dict[str, dict[str, dict[str | None, list[Path]]]] = {}
         for c in finished:
-            panel = f"{c.task} on {c.model}" if c.model is not None else c.task
+            panel_name = f"{c.task} on {c.model}" if c.model is not None else c.task
             label = f"{c.agent} @ {c.budget}" if several_budgets else c.agent
-            curves.setdefault(panel, {}).setdefault(label, {}).setdefault(c.split, []).append(
+            curves.setdefault(panel_name, {}).setdefault(label, {}).setdefault(c.split, []).append(
                 out / "runs" / c.key / METRICS
             )
         plot_curves_iqm(

@@ -36,7 +36,7 @@ class StopOnReward(Callback):
 class ProgressBar(Callback):
     """A rich progress bar on stderr: budget spent, best train reward, LM calls, ETA."""
 
-    def __init__(self, limits: dict[str, int | None], description: str) -> None:
+    def __init__(self, limits: dict[str, float | None], description: str) -> None:
         self.limits = limits
         self.description = description
         self._progress: Any = None

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from rlprompt.errors import RLPromptError, first_line
 
@@ -277,7 +278,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress = False if args.no_progress else None
     result = run_experiment(config, run_dir, resume=args.resume is not None, progress=progress)
-    print(format_summary(result, config.output.dir))
+    print(format_summary(result, cast(str, config.output.dir)))  # run_experiment sets it to the run directory
     return 0
 
 

@@ -173,7 +173,7 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         known = self.name is None or self.name in REWARDS or self.name in GENERATION_REWARDS
-        if not known and self.name not in GENERATION_METRICS:
+        if self.name is not None and not known and self.name not in GENERATION_METRICS:
             if "." not in self.name and ":" not in self.name:
                 names = sorted({*REWARDS.names(), *GENERATION_REWARDS, *GENERATION_METRICS.names()})
                 raise ConfigError(
@@ -295,7 +295,7 @@ class SelectionConfig:
     cancels. It pays where examples differ in difficulty more than prompts differ on them; on
     SmolLM2 SST-2 (gold log-prob, minibatches of 8) they do not: one evaluation's noise went from
     sd 0.124 to 0.104 (seed 13) and 0.107 to 0.108 (seed 21), so it is off by default
-    (``experiments/candidate_pool.py`` measures both on a run). The manual prompt is then scored
+    (``experiments/analyses/candidate_pool.py`` measures both on a run). The manual prompt is then scored
     on every minibatch too: LM calls on its first sight of an example only, no prompt evaluations."""
     guard_splits: list[str] = field(default_factory=list)
     """Selection splits on which a found prompt must also score at least what the manual prompt
@@ -306,7 +306,7 @@ class SelectionConfig:
     is reported; ``guard_dropped`` in best_prompt.json counts them). Needs ``include_manual``;
     a soft-prompt run has no manual prompt to compare with and ignores it. Off by default (the
     selection every earlier run made); the SmolLM2 SST-2 configs turn it on
-    (``experiments/selection_guard.py`` measures it on their benches)."""
+    (``experiments/analyses/selection_guard.py`` measures it on their benches)."""
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -778,7 +778,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
+        return _build(typing.cast(type, tp), value, key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -1055,7 +1055,7 @@ def _plain_value(node: Any) -> Any:
 
 def _describe(node: Any) -> str:
     """What a node is, in words: ``an integer (1)``, ``a list``, ``a date/time (2024-01-01)``."""
-    tag = node.tag
+    tag: str = node.tag
     name = tag[len(_YAML) :] if tag.startswith(_YAML) else None
     if tag in (f"{_YAML}seq", f"{_YAML}map"):
         return "a list" if name == "seq" else "a mapping"
@@ -1067,7 +1067,7 @@ def _describe(node: Any) -> str:
             "null": "null",
             "timestamp": "a date/time",
             "str": "text",
-        }[name]
+        }[typing.cast(str, name)]  # a scalar tag or timestamp: name is set
         return f"{kind} ({_clip(node.value) or '~'})"
     return _TAG_WHAT[name] if name in _TAG_WHAT else f"a value tagged {_short_tag(tag)}"
 

@@ -22,7 +22,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -237,7 +237,8 @@ def write_result(run_dir: Path, result: RunResult, best_prompt: Prompt, records:
         from safetensors.torch import save_file
 
         tmp = temp_path_for(run_dir / SOFT_PROMPT)
-        save_file({"prompt_embeddings": best_prompt.detach().float().cpu().contiguous()}, str(tmp))
+        soft_prompt = cast(torch.Tensor, best_prompt)  # a soft run's prompt is a tensor
+        save_file({"prompt_embeddings": soft_prompt.detach().float().cpu().contiguous()}, str(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, run_dir / SOFT_PROMPT)
     result.save(run_dir / BEST_PROMPT)
@@ -304,7 +305,8 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         guard = selection.guard_splits if extra else []
         best = agent.best_prompt(splits=selection.splits, extra=extra, guard_splits=guard)
         before = task.task_model.stats.lm_calls
-        metrics, baseline = {}, {}
+        metrics: dict[str, dict[str, Any]] = {}
+        baseline: dict[str, dict[str, Any]] = {}
         outcomes: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
         with stages.stage("evaluating the best and the manual prompt", total=2 * len(SPLITS)):
             for scores, prompt, name in ((metrics, best.prompt, "found"), (baseline, config.manual_prompt, "manual")):
@@ -320,12 +322,12 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
     result = RunResult(
         kind="soft" if soft else "discrete",
         prompt=text,
-        token_ids=None if soft else task.task_model.prompt_token_ids(text),
+        token_ids=None if soft else task.task_model.prompt_token_ids(cast(str, text)),  # text prompts: text is set
         soft_prompt_path=SOFT_PROMPT if soft else None,
         n_virtual_tokens=int(best.prompt.shape[0]) if soft else None,
         metrics=metrics,
         baseline={"prompt": config.manual_prompt, "metrics": baseline},
-        demonstrations=None if soft else task.demonstrations(text),
+        demonstrations=None if soft else task.demonstrations(cast(str, text)),
         label_words=words,
         verbalizers=None if words is None else task.verbalizers_for(words),
         train_reward=best.train_reward,
@@ -344,7 +346,7 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         agent=config.agent_name,
         env=config.env_kind(),
         task_model=config.task_model.label,
-        reward=config.reward.name,
+        reward=cast(str, config.reward.name),  # the family fills it
         seed=config.seed,
         rlprompt_version=__version__,
         wall_time_s=None,
@@ -361,7 +363,7 @@ def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResul
     under its own prompt) and the manual prompt's."""
     metrics, baseline = {}, {}
     outcomes: dict[str, dict[str, Any]] = {"found": {}, "manual": {}}
-    described = f"<per input: a {config.agent_name} policy choosing {config.env.k} demonstrations>"  # type: ignore[attr-defined]
+    described = f"<per input: a {config.agent_name} policy choosing {config.env.k} demonstrations>"
     with agent.evaluating():
         before = task.task_model.stats.lm_calls
         with stages.stage("evaluating the per-input policy and the manual prompt", total=2 * len(SPLITS)):
@@ -397,7 +399,7 @@ def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResul
         agent=config.agent_name,
         env=config.env_kind(),
         task_model=config.task_model.label,
-        reward=config.reward.name,
+        reward=cast(str, config.reward.name),  # the family fills it
         seed=config.seed,
         rlprompt_version=__version__,
         wall_time_s=None,
@@ -449,7 +451,7 @@ class PerInputPolicy:
 
     def prompts(self, examples: list[Any]) -> list[Any]:
         """Each input's prompt (what fills the template's searched slot), greedy."""
-        return self.env.prompts_for(examples, self.agent.chooser(deterministic=True))  # type: ignore[attr-defined]
+        return self.env.prompts_for(examples, self.agent.chooser(deterministic=True))
 
     def prompt(self, example: Any) -> Any:
         """One input's prompt: a text, or a generation task's field mapping."""

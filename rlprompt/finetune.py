@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,10 +54,11 @@ class AnswerTask:
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.data = data
-        self.verbalizer_words = [v.split() for v in config.verbalizers]
+        verbalizers = cast(list[str], config.verbalizers)  # never None once the config is built
+        self.verbalizer_words = [v.split() for v in verbalizers]
         max_new = config.finetune.max_new_tokens
         unk = tokenizer.unk_token_id
-        for verbalizer in config.verbalizers:
+        for verbalizer in verbalizers:
             ids = tokenizer(verbalizer, add_special_tokens=False)["input_ids"]
             if not ids or (unk is not None and unk in ids):
                 raise ConfigError(
@@ -162,7 +163,7 @@ def resolve_prompt(config: Config) -> str:
             f"finetune.prompt_file {p} is a per-input policy's run (each input has its own prompt); "
             "fine-tuning needs one prompt for every input"
         )
-    if best.label_words is not None and list(best.verbalizers or []) != list(config.verbalizers):
+    if best.label_words is not None and list(best.verbalizers or []) != list(cast(list[str], config.verbalizers)):
         raise ConfigError(
             f"finetune.prompt_file {p} found label words {best.label_words}: fine-tune with the "
             f'verbalizers they make (--set "verbalizers={best.verbalizers}"), which the answers are '
@@ -322,7 +323,7 @@ def finetune(config: Config, output_dir: str | os.PathLike[str] | None = None) -
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / f"finetune-{ft.method}-seed{config.seed}"
     check_finetune_dir(run_dir)  # before anything is created: a refused directory stays as it was
     prompt = resolve_prompt(config)
-    data = load_task_data(config.data, num_classes=len(config.verbalizers))
+    data = load_task_data(config.data, num_classes=len(cast(list[str], config.verbalizers)))
     # locked while it writes; a failed start removes what it wrote (the same command can run again)
     # the libraries' advisory warnings and bars stay hidden (rlprompt -v shows them)
     with writing_run_dir(run_dir, "finetune"), quiet_libraries(import_transformers=True):

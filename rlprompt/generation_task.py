@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -47,6 +47,10 @@ def template_fields(config: Config) -> list[str]:
 class GenerationTask(Task):
     """Data with references + a generating task model + a likelihood or metric reward."""
 
+    if TYPE_CHECKING:  # the fields as load() fills them (Task types them for classification)
+        data: GenerationTaskData  # type: ignore[assignment]  # generation splits in Task's data field
+        task_model: Any  # a generating model: CausalGenerationModel or OpenAIGenerationModel
+
     @classmethod
     def load(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> GenerationTask:
         data = load_generation_data(config.data, template_fields(config))
@@ -59,21 +63,13 @@ class GenerationTask(Task):
         for split in ("train", "dev", "test"):
             dataset = data.split(split)
             task_model.check_references(dataset.examples, dataset.references, dataset.source)
-        task = cls(config, data, task_model)  # type: ignore[arg-type]
-        task.batch_metric = config.reward.name
+        task = cls(config, data, task_model)
+        task.batch_metric = cast(str, config.reward.name)  # the family fills it (likelihood by default)
         return task
 
     @property
     def num_classes(self) -> int:
         return 0
-
-    @property
-    def metric_names(self) -> list[str]:
-        return list(self.config.generation.metrics)
-
-    @property
-    def primary_metric(self) -> str:
-        return self.config.generation.metrics[0]
 
     def selection_key(self, metrics: dict[str, Any]) -> tuple[float, ...]:
         """How dev selection ranks prompts: the main metric, then the reward."""
@@ -125,7 +121,7 @@ class GenerationTask(Task):
             values = self.task_model.log_likelihood(prompts, examples, references)
             return torch.stack([v.mean() for v in values])
         outputs = self.task_model.generate(prompts, examples)
-        metric = GENERATION_METRICS[name]
+        metric = GENERATION_METRICS[cast(str, name)]  # the family fills it
         return torch.tensor([float(metric(out, refs)) for out, refs in zip(outputs, references, strict=True)])
 
     def reward(
@@ -244,7 +240,7 @@ class GenerationTask(Task):
             name: float(GENERATION_METRICS[name](outputs, references)) for name in self.metric_names
         }
         metrics["likelihood"] = likelihood
-        reward = self.config.reward.name
+        reward = cast(str, self.config.reward.name)  # the family fills it (likelihood by default)
         metrics["reward"] = (
             likelihood if reward == "likelihood" else float(GENERATION_METRICS[reward](outputs, references))
         )

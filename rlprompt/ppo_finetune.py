@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -75,6 +75,16 @@ class PPOFinetuner:
                 yield self.policy
         else:
             yield self.reference
+
+    @overload
+    def _forward(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, n_query: int, with_values: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def _forward(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, n_query: int, with_values: Literal[False]
+    ) -> tuple[torch.Tensor, None]: ...
 
     def _forward(
         self, model: Any, ids: torch.Tensor, mask: torch.Tensor, n_query: int, with_values: bool

@@ -136,7 +136,7 @@ def plot_performance_profiles(
 # ---------------------------------------------------------------- tables
 
 
-def mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float] | np.ndarray) -> str:
     arr = np.asarray(values, dtype=float)
     return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
@@ -277,7 +277,7 @@ def _per_run(scores: np.ndarray, splits: Sequence[Any]) -> str:
 # ---------------------------------------------------------------- summaries
 
 
-def _budget_text(budget: Mapping[str, int]) -> str:
+def _budget_text(budget: Mapping[str, float]) -> str:
     names = {"prompt_evals": "prompt evaluations", "lm_calls": "LM calls", "steps": "env steps"}
     return ", ".join(f"{v} {names.get(k, k)}" for k, v in budget.items()) or "none"
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def checked_prompt(prompt: Any, name: str = "prompt") -> Prompt:
     """One prompt: a str (numpy strings too), a :class:`~rlprompt.template.LabeledPrompt` or a
     2-D soft-prompt tensor; else one :class:`ConfigError`."""
     if isinstance(prompt, LabeledPrompt):
-        return prompt  # type: ignore[return-value]
+        return prompt
     if isinstance(prompt, str):
         return str(prompt)
     if isinstance(prompt, torch.Tensor):
@@ -199,11 +199,12 @@ class Task:
     @classmethod
     def load(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> Task:
         """Build the task of a checked ``config`` of this class's family (what :meth:`from_config` calls)."""
-        data = load_task_data(config.data, num_classes=len(config.verbalizers))
+        verbalizers = cast(list[str], config.verbalizers)  # never None once the config is built (its family fills it)
+        data = load_task_data(config.data, num_classes=len(verbalizers))
         task_model = build_task_model(
             config.task_model,
             config.model_template,
-            config.verbalizers,
+            verbalizers,
             train_texts=data.train.texts,
             train_labels=data.train.labels,
             manual_prompt=config.manual_prompt,
@@ -311,7 +312,7 @@ class Task:
     @property
     def manual_label_words(self) -> tuple[str, ...]:
         """The configured verbalizers' words as label words read them (each one's last word)."""
-        return tuple(label_word_of(v) for v in self.config.verbalizers)
+        return tuple(label_word_of(v) for v in cast(list[str], self.config.verbalizers))  # filled by the family
 
     def verbalizers_for(self, label_words: Sequence[str]) -> list[str]:
         """The verbalizers reading ``label_words`` (one per class), each in its class's form
@@ -320,7 +321,8 @@ class Task:
             raise ConfigError(
                 f"label words {list(label_words)}: one per class, and the task has {self.num_classes} classes"
             )
-        return [verbalizer_with(v, w) for v, w in zip(self.config.verbalizers, label_words, strict=True)]
+        verbalizers = cast(list[str], self.config.verbalizers)  # never None once the config is built
+        return [verbalizer_with(v, w) for v, w in zip(verbalizers, label_words, strict=True)]
 
     def label_word_model(self, verbalizers: Sequence[str]) -> TaskModel:
         """The task model that reads every one of ``verbalizers`` (built once for a union of
@@ -393,7 +395,7 @@ class Task:
         rows = model.score_pairs([prompts[i].text for i in labeled], [texts[i] for i in labeled])
         for i, row, verbalizers in zip(labeled, rows, needed, strict=True):
             out[i] = row[:, [self._words_columns[v] for v in verbalizers]]
-        return out  # type: ignore[return-value]
+        return out
 
     @property
     def num_classes(self) -> int:
@@ -401,13 +403,13 @@ class Task:
 
     @property
     def metric_names(self) -> list[str]:
-        """Metrics :meth:`evaluate` reports (besides the reward)."""
-        return ["accuracy", "macro_f1", "gold_log_prob"]
+        """Metrics :meth:`evaluate` reports (besides the reward), as the task family names them."""
+        return list(self.config.family.metric_names(self.config))
 
     @property
     def primary_metric(self) -> str:
-        """The metric results tables lead with."""
-        return "accuracy"
+        """The metric results tables lead with: the family's first."""
+        return self.metric_names[0]
 
     def selection_key(self, metrics: dict[str, Any]) -> tuple[float, ...]:
         """How dev selection ranks prompts: the configured reward, then accuracy."""

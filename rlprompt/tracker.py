@@ -59,7 +59,9 @@ class PromptTracker:
         paired = any(r.gain_count for r in self.records.values())
         if paired:
             return sorted(
-                self.records.values(), key=lambda r: r.mean_gain if r.gain_count else float("-inf"), reverse=True
+                self.records.values(),
+                key=lambda r: r.mean_gain if r.mean_gain is not None else float("-inf"),
+                reverse=True,
             )
         return sorted(self.records.values(), key=lambda r: r.mean_reward, reverse=True)
 

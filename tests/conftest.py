@@ -23,6 +23,29 @@ from rlprompt.data import demo_dir, load_file  # noqa: E402
 from rlprompt.task_models import HFTaskModelConfig as TaskModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_experiment.py",
+        "test_scaleout.py",
+        "test_openai_api.py",
+        "test_finetune.py",
+        "test_fuzz.py",
+        "test_ownership.py",
+        "test_bad_inputs.py",
+        "test_benchmarks.py",
+    }
+)
+"""Modules of end-to-end tests (whole runs and benches, servers, fine-tuning, fuzzing the CLI): marked
+``integration``, so ``make test-unit`` (``-m "not slow and not integration"``) is the quick tier."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+
+
 SST2 = ROOT.parent / "shared" / "data" / "sst-2"
 
 

@@ -433,8 +433,12 @@ def test_calibration_is_refused_where_there_are_no_class_scores(tmp_path):
     with pytest.raises(ConfigError, match="classification tasks, not task: generation"):
         load_config(CONFIGS / "squad-smollm2.yaml", ["calibration=batch"])
     with pytest.raises(ConfigError, match="agent.batch_size=1"):
-        load_config(CONFIGS / "sst2-prompt_tuning.yaml", ["calibration=batch", "agent.batch_size=1"])
-    load_config(CONFIGS / "sst2-dqn.yaml", ["calibration=batch", "agent.batch_size=1"])  # a replay minibatch: fine
+        load_config(
+            CONFIGS / "sst2-minilm.yaml", ["agent.name=prompt_tuning", "calibration=batch", "agent.batch_size=1"]
+        )
+    load_config(
+        CONFIGS / "sst2-minilm.yaml", ["agent.name=dqn", "calibration=batch", "agent.batch_size=1"]
+    )  # a replay minibatch: fine
     with pytest.raises(ConfigError, match="task_model.scoring=generation"):
         load_config(CONFIGS / "sst2-served.yaml", ["calibration=batch", "task_model.scoring=generation"])
 

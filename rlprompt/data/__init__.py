@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -392,7 +392,7 @@ def split_paths(config: DataConfig) -> dict[str, str]:
     return paths
 
 
-def check_held_out(sources: dict[str, str], paths: dict[str, str | None], contents: dict[str, list[Any]]) -> None:
+def check_held_out(sources: dict[str, str], paths: Mapping[str, str | None], contents: dict[str, list[Any]]) -> None:
     """The test split must be neither the train nor the dev split: not the same file and not
     the same examples (in any order), or the test metrics a run reports are not held out.
     ``sources`` name the splits, ``paths`` are their files (None: not a file), ``contents``
@@ -428,14 +428,14 @@ def _warn_missing_classes(
 
 def load_task_data(config: DataConfig, num_classes: int) -> TaskData:
     """Load train/dev/test as configured and check labels against ``num_classes`` verbalizers."""
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         text_column=config.text_column,
         label_column=config.label_column,
         label_names=config.label_names,
         empty_text=config.empty_text,
     )
     splits: dict[str, ClassificationDataset] = {}
-    paths: dict[str, str | None] = {}
+    paths: dict[str, str] = {}
     if config.hf_name is not None:
         splits = load_hf_splits(config)
         missing = [split for split in SPLITS if split not in splits]

@@ -153,7 +153,7 @@ def load_generation_data(config: Any, fields: Sequence[str]) -> GenerationTaskDa
                 f"(data.input_fields: {config.input_fields})"
             )
     raw: dict[str, tuple[str, list[dict[str, Any]], int]] = {}
-    paths: dict[str, str | None] = {}
+    paths: dict[str, str] = {}
     if config.hf_name is not None:
         loaded = load_hf_dataset(config)
         for split, hf_name in config.hf_splits.items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol, Union, runtime_checkable
 
@@ -108,7 +108,9 @@ class TaskModel(ABC):
     @classmethod
     def from_config(cls, config: Any, template: str, verbalizers: Sequence[str], **kwargs: Any) -> TaskModel:
         """Build from a ``task_model`` config section (``kwargs``: data and pre-built parts some kinds use)."""
-        return cls(config, template, verbalizers, model=kwargs.get("model"), tokenizer=kwargs.get("tokenizer"))
+        # the ABC declares no __init__: the subclasses that keep this method take these arguments
+        build: Callable[..., TaskModel] = cls
+        return build(config, template, verbalizers, model=kwargs.get("model"), tokenizer=kwargs.get("tokenizer"))
 
     def charge_lm_calls(self, count: int) -> None:
         """Check ``count`` LM calls against the budget (raises BudgetExhausted), then count them."""

@@ -152,7 +152,7 @@ class CausalLMTaskModel(_LMTaskModel):
         position = {n: i for i, n in enumerate(used)}
         items = self._encode_items(layout, [texts[n] for n in used], soft)
         prompt_first = all(pre == items[0][0] for pre, _ in items)
-        out = []
+        out: list[tuple[Hashable, list[int], Any, list[int], Any]] = []
         for p, n in pairs:
             pre, post = items[position[n]]
             if prompt_first:  # the prompt (and what precedes it) is shared by the examples
@@ -328,7 +328,7 @@ class CausalLMTaskModel(_LMTaskModel):
                 values = self._summed_target_log_probs(log_probs, row_targets)
             for r, value in zip(chunk, values, strict=True):
                 results[r] = value
-        return results  # type: ignore[return-value]
+        return results
 
     def _probe_prefix_cache(self) -> bool:
         """Whether scores through cached prefixes equal the full forward's on a probe (else the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -38,7 +38,7 @@ class EncoderTaskModel(HFTaskModel):
 
     model_kind = "encoder"
     hf_auto_class = "AutoModel"
-    peft_task_type = "FEATURE_EXTRACTION"
+    peft_task_type: ClassVar[str | None] = "FEATURE_EXTRACTION"
 
     def __init__(
         self,
@@ -166,7 +166,7 @@ class EncoderTaskModel(HFTaskModel):
             return self.head(inputs.to(self.head.weight.dtype))
         if verbs is None:
             _, verbs = self._embed([""], False, [(0, 0)], texts[:1], grad, True)
-            verbs = verbs.expand(len(prompts), -1, -1)
+            verbs = cast(torch.Tensor, verbs).expand(len(prompts), -1, -1)  # with_verbalizers: never None
         row_prompt = torch.tensor([p for p, _ in pairs], device=inputs.device)
         cos = torch.einsum("mh,mch->mc", inputs, verbs[row_prompt])
         return self.config.scale * cos

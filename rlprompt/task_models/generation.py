@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -379,7 +379,9 @@ class CausalGenerationModel(CausalLMTaskModel):
         return [
             (
                 (
-                    self.tokenizer.decode(generated[b], skip_special_tokens=True) if texts[b] is None else texts[b]
+                    self.tokenizer.decode(generated[b], skip_special_tokens=True)
+                    if texts[b] is None
+                    else cast(str, texts[b])  # not None here (mypy does not narrow texts[b])
                 ).strip(),
                 len(generated[b]),
             )

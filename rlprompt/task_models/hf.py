@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import threading
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -147,7 +148,7 @@ class HFTaskModel(TaskModel):
         for share in shares:
             for i, value in share:
                 out[i] = value
-        return out  # type: ignore[return-value]
+        return out
 
     # ---------------------------------------------------------------- helpers
 
@@ -229,15 +230,16 @@ class HFTaskModel(TaskModel):
         if all(isinstance(p, str) for p in prompts):
             return prompts, list(prompts), False
         if all(isinstance(p, torch.Tensor) for p in prompts):
-            n_tokens = {tuple(p.shape) for p in prompts}
+            soft = cast(list[torch.Tensor], prompts)  # every one a tensor (checked just above)
+            n_tokens = {tuple(p.shape) for p in soft}
             if len(n_tokens) != 1:
                 raise RLPromptError(f"soft prompts in one call must share a shape, got {sorted(n_tokens)}")
-            shape = prompts[0].shape
+            shape = soft[0].shape
             if len(shape) != 2 or shape[1] != self.hidden_size:
                 raise RLPromptError(f"a soft prompt must be [n_tokens, {self.hidden_size}], got {list(shape)}")
-            if not all(torch.isfinite(p).all() for p in prompts):
+            if not all(torch.isfinite(p).all() for p in soft):
                 raise RLPromptError("soft prompt contains non-finite values")
-            return prompts, [self._soft_key(p) for p in prompts], True
+            return soft, [self._soft_key(p) for p in soft], True
         raise RLPromptError("prompts must be all strings (discrete) or all tensors (soft), not a mix")
 
     def _encode_items(
@@ -319,7 +321,7 @@ class HFTaskModel(TaskModel):
             if grad:
                 outputs = [forward(idx) for idx in chunks]
             else:
-                outputs = self._on_replicas([lambda idx=idx: forward(idx) for idx in chunks])
+                outputs = self._on_replicas([functools.partial(forward, idx) for idx in chunks])
         self.stats.forward_batches += len(chunks)
         out = torch.cat(outputs)
         inverse = torch.empty_like(order)

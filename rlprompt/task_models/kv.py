@@ -21,13 +21,13 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 
 @functools.cache
-def _cache_argument(forward_owner: type) -> str:
+def _cache_argument(forward_owner: type[Any]) -> str:
     """The name a model class's ``forward`` takes its key/value cache by: ``cache`` in newer
     transformers (which deprecate ``past_key_values`` and remove it in 5.40), else
     ``past_key_values``."""
@@ -36,7 +36,8 @@ def _cache_argument(forward_owner: type) -> str:
 
 def with_cache(model: Any, cache: Any) -> dict[str, Any]:
     """``model``'s forward keyword for passing ``cache``, under either transformers naming."""
-    return {_cache_argument(type(model)): cache}
+    owner = cast(type, type(model))  # a class is hashable (mypy does not see type[Any] as Hashable)
+    return {_cache_argument(owner): cache}
 
 
 def output_cache(out: Any) -> Any:
@@ -114,7 +115,8 @@ def _as_model_inputs(ids: torch.Tensor, soft: torch.Tensor | None, slot: torch.T
     if soft is None:
         return {"input_ids": ids}
     embeds = model.get_input_embeddings()(ids)
-    return {"inputs_embeds": embeds.masked_scatter(slot.unsqueeze(-1), soft.to(embeds.dtype))}
+    mask = cast(torch.Tensor, slot)  # given with ``soft``: where its rows go
+    return {"inputs_embeds": embeds.masked_scatter(mask.unsqueeze(-1), soft.to(embeds.dtype))}
 
 
 def compute_prefix(

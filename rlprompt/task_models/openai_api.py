@@ -32,7 +32,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 
@@ -231,7 +231,8 @@ class ApiClient:
             return answer
 
         if not self._reached:  # the first contact alone: a wrong URL or key fails once, fast
-            first = await asyncio.gather(one(bodies[0], keys[0]), return_exceptions=True)
+            # gather returns a list (typeshed says a tuple for one awaitable)
+            first = cast(list[Any], await asyncio.gather(one(bodies[0], keys[0]), return_exceptions=True))
             if isinstance(first[0], BaseException):
                 return first + [first[0]] * (len(bodies) - 1)
             rest = await asyncio.gather(
@@ -416,7 +417,7 @@ class OpenAITaskModel(TaskModel):
             start += len(texts)
         return out
 
-    def _memoized(self, keys: list[tuple[str, ...]], compute: Any, requests_for: Any) -> list[Any]:
+    def _memoized(self, keys: Sequence[tuple[str, ...]], compute: Any, requests_for: Any) -> list[Any]:
         """Values of ``keys``: remembered ones reused (free), the others computed once each, after
         every budget is checked (``requests_for(todo)``: the requests the new keys take)."""
         self.stats.requested += len(keys)
@@ -552,6 +553,7 @@ class OpenAITaskModel(TaskModel):
     def _compute(self, pairs: list[tuple[str, str]]) -> list[list[float]]:
         texts = [self.text(p, s) for p, s in pairs]
         if self.scoring == "auto":
+            mode: Literal["echo", "logprobs"]
             mode, method = ("echo", self._by_echo) if self._multi_word else ("logprobs", self._by_logprobs)
             try:
                 first = method(texts[:1])
@@ -765,7 +767,7 @@ def _choice_text(choice: dict[str, Any]) -> str:
 def _text_prompts(prompts: Sequence[Prompt] | torch.Tensor) -> list[str]:
     if isinstance(prompts, torch.Tensor) or any(not isinstance(p, str) for p in prompts):
         raise RLPromptError("a served model takes text only: soft prompts need a local model")
-    return list(prompts)  # type: ignore[arg-type]
+    return list(prompts)
 
 
 def continuation_log_prob(choice: dict[str, Any], start: int, end: int) -> tuple[float, int]:

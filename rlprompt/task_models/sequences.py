@@ -110,7 +110,7 @@ class TemplateLayout:
         keys = [input_key(t) for t in texts]
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._text_cache}
         if missing:
-            values = {name: [] for name in self.fields}
+            values: dict[str, list[str]] = {name: [] for name in self.fields}
             for text in missing.values():
                 fields = {"sentence": text} if isinstance(text, str) else text
                 for name in self.fields:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -220,7 +221,7 @@ def make_toy_demo_task(
     )
     data = TaskData(splits["train"], splits["dev"], splits["test"], num_classes)
     pool = DemoPool(
-        config.demos.template,
+        cast(str, config.demos.template),  # set just above
         list(data.train.texts),
         [config.label_words[y] for y in data.train.labels],
         list(data.train.labels),

@@ -5,8 +5,8 @@ on the full test split, dev accuracy on the 16-shot dev split, predicted-class c
 writes it with a JSON copy. ``--calibration batch`` reports the batch-calibrated accuracies
 (``calibration: batch``) beside the raw ones, both from the same scores.
 
-    python experiments/manual_prompts.py --out experiments/results/manual-prompts-smollm2
-    python experiments/manual_prompts.py --calibration batch --out experiments/results/manual-prompts-smollm2-calibrated
+    python experiments/analyses/manual_prompts.py --out experiments/results/manual-prompts-smollm2
+    python experiments/analyses/manual_prompts.py --calibration batch --out experiments/results/manual-prompts-smollm2-calibrated
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TRIPLES = [
     ("{sentence} {prompt}", "It was", [" terrible", " great"]),
@@ -126,7 +126,7 @@ def main() -> None:
             f"verbalizers={verbalizers} counts={test['predicted_counts']}",
             flush=True,
         )
-    command = " ".join(["python", "experiments/manual_prompts.py", *sys.argv[1:]])
+    command = " ".join(["python", "experiments/analyses/manual_prompts.py", *sys.argv[1:]])
     lines = [
         f"Command: `{command}`",
         "",

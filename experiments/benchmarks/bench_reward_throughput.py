@@ -47,7 +47,7 @@ review, ``Review: {sentence}\nSentiment: {label_word}`` each), 16 fresh class-ba
   ``TaskModel.score_pairs`` (what ``Task.evaluate_per_input`` calls) against the plain forward of
   the same sequences, and its time over the shared blocks' (what per-input prompts cost).
 
-    python experiments/bench_reward_throughput.py [--case smollm2|squad|demos] [--data-dir DIR]
+    python experiments/benchmarks/bench_reward_throughput.py [--case smollm2|squad|demos] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from _bench_utils import record_batches, sync, time_raw_encoder
@@ -68,7 +69,7 @@ from rlprompt.task import Task
 from rlprompt.task_models import HFTaskModelConfig
 from rlprompt.template import render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [
     "It was",
     "All in all, it was",
@@ -596,6 +597,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per forward (default: 64 cpu, 1024 cuda)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json-out", default=None, help="also write the results here")
+    parser.add_argument(
+        "--skip-accuracy", action="store_true", help="--case minilm: skip the SST-2 test accuracies (smoke runs)"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -674,6 +678,15 @@ def main() -> None:
         f"ratio framework / raw: {result['ratio_framework_over_raw']:.3f}  (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})"
     )
 
+    if not args.skip_accuracy:  # (skipped in smoke runs: the throughput ratio alone)
+        result["sst2_test_accuracy"] = sst2_test_accuracies(task)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def sst2_test_accuracies(task: Any) -> dict[str, float]:
+    """SST-2 test accuracy of the manual prompts of :data:`ACCURACY_PROMPTS` (printed as they come)."""
     task.task_model.config.cache_size = 200_000
     accuracy = {}
     for prompt in ACCURACY_PROMPTS:
@@ -682,10 +695,7 @@ def main() -> None:
         print(
             f"SST-2 test accuracy {metrics['accuracy']:.4f}  prompt {prompt!r}  (predicted per class {metrics['predicted_counts']})"
         )
-    result["sst2_test_accuracy"] = accuracy
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return accuracy
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ search can find at best (the best pair on test is an oracle: never a selection) 
 the 32-review dev split can tell the good pairs from the bad (the rank correlation of dev and
 test accuracy over pairs, and the test accuracy of the pair dev ranks first).
 
-    python experiments/label_word_landscape.py experiments/configs/sst2-smollm2-label-words.yaml \\
+    python experiments/analyses/label_word_landscape.py experiments/configs/sst2-smollm2-label-words.yaml \\
         [--set data.dir=../shared/data/sst-2/16-21] --out experiments/results/label-word-landscape-sst2-smollm2-16-13
 """
 

@@ -6,7 +6,7 @@ independent side steps each env alone (one task-model call per env, as Gymnasium
 ``SyncVectorEnv`` does); the batched side scores all N prompts in one call. The score cache is
 off and verbalizer embeddings are recomputed, so both do the same model work.
 
-    python experiments/bench_vector_env.py [--sizes 1 4 16 64] [--examples 4]
+    python experiments/benchmarks/bench_vector_env.py [--sizes 1 4 16 64] [--examples 4]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ compared with the config's zero-shot prompt on the same examples (paired bootstr
 permutation test, as ``rlprompt compare`` computes them). Writes a markdown table, a JSON copy
 and one outcome file per prompt (``rlprompt compare`` reads them).
 
-    python experiments/random_demos.py --config experiments/configs/sst2-smollm2-demos.yaml --draws 3 \\
+    python experiments/analyses/random_demos.py --config experiments/configs/sst2-smollm2-demos.yaml --draws 3 \\
         --out experiments/results/random-demos-sst2-smollm2
 """
 
@@ -120,7 +120,7 @@ def main() -> None:
             }
         )
     lines = [
-        f"Command: `python experiments/random_demos.py --config {args.config} --draws {args.draws}"
+        f"Command: `python experiments/analyses/random_demos.py --config {args.config} --draws {args.draws}"
         + (f" --k {args.k}" if args.k else "")
         + "".join(f" --set {o}" for o in args.overrides)
         + "".join(f" --run {r}" for r in args.runs)

@@ -8,7 +8,7 @@ luck of its minibatches. Scores are read as the config reads them; with ``calibr
 the shift is estimated on the whole train split, so the noise of estimating it on each minibatch
 is not included.
 
-    python experiments/reward_noise.py experiments/configs/sst2-smollm2.yaml "Sentiment:" "com Sentiment: you"
+    python experiments/analyses/reward_noise.py experiments/configs/sst2-smollm2.yaml "Sentiment:" "com Sentiment: you"
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a per-input policy's blocks are: how many distinct ones it gives a split's inputs, their
 class patterns, and how often the prediction follows the last demonstration's label.
 
-    python experiments/per_input_blocks.py experiments/results/sst2-smollm2-per-input-ppo-16-13 [--split test]
+    python experiments/analyses/per_input_blocks.py experiments/results/sst2-smollm2-per-input-ppo-16-13 [--split test]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ inputs subtracts).
 One model load; each prompt's test scores once (the test split is the same in every split
 folder), then train + dev of each split. Prints one line per (split, prompt) and writes JSON.
 
-    python experiments/calibration_shift.py --out experiments/results/calibration_shift_sst2_smollm2
+    python experiments/analyses/calibration_shift.py --out experiments/results/calibration_shift_sst2_smollm2
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PROMPTS = [
     "Sentiment:",
@@ -93,7 +93,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
         (out / "stdout.txt").write_text(
-            f"$ python experiments/calibration_shift.py --out {args.out}\n" + "\n".join(lines) + "\n"
+            f"$ python experiments/analyses/calibration_shift.py --out {args.out}\n" + "\n".join(lines) + "\n"
         )
 
 

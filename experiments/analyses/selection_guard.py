@@ -9,7 +9,7 @@ only removes candidates). The others are selected again with the guard from thei
 on a temporary copy (``rlprompt select``'s code; the committed run is not touched), and their
 new prompt is evaluated on test.
 
-    python experiments/selection_guard.py --out experiments/results/selection_guard_sst2_smollm2 \\
+    python experiments/analyses/selection_guard.py --out experiments/results/selection_guard_sst2_smollm2 \\
         experiments/results/bench-sst2-smollm2*/runs/sst2/*/*/* \\
         experiments/results/sst2-smollm2-{unseen,calibrated-unseen,sql-calibrated-unseen,random4000-calibrated-unseen}-16-*/run
 
@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{run_dir}: {row['prompt']!r} {row['test']:.4f} {change}", flush=True)
         rows.append(row)
-    command = (
-        f"python experiments/selection_guard.py --out {args.out} <{len(args.runs)} run directories; the rows below>"
-    )
+    command = f"python experiments/analyses/selection_guard.py --out {args.out} <{len(args.runs)} run directories; the rows below>"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "selection_guard.json", {"command": command, "runs": rows})
     atomic_write_text(args.out / "selection_guard.md", markdown(rows, command))

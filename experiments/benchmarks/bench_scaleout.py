@@ -7,7 +7,7 @@ search over seeds 13/21/42) at a reduced budget three times into fresh directori
 on one CPU (``num_cpus: 1``: one torch thread). Prints each wall time, the speed-ups over one
 worker, and whether the three ``results.csv`` agree (time columns aside).
 
-    python experiments/bench_scaleout.py --budget 300 --json-out experiments/results/scaleout_sst2_cpu.json
+    python experiments/benchmarks/bench_scaleout.py --budget 300 --json-out experiments/results/scaleout_sst2_cpu.json
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "experiments" / "configs" / "bench-sst2.yaml"
 
 
-def run(label: str, out: Path, budget: int, extra: list[str]) -> tuple[float, str]:
+def run(label: str, out: Path, budget: int, extra: list[str], seeds: list[int] | None = None) -> tuple[float, str]:
     command = [
         sys.executable,
         "-m",
@@ -40,6 +40,7 @@ def run(label: str, out: Path, budget: int, extra: list[str]) -> tuple[float, st
         f"budgets=[{budget}]",
         "--set",
         "num_cpus=1",
+        *(["--set", f"seeds=[{', '.join(map(str, seeds))}]"] if seeds else []),
         *extra,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=300, help="prompt evaluations per cell")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="part of the grid (default: its 3 seeds)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
@@ -74,12 +76,13 @@ def main() -> None:
             runs["ray, 2 workers"] = (base / "ray", ["--backend", "ray", "--workers", "2"])
         walls, logs = {}, {}
         print(
-            f"SST-2 grid of {BENCH.name} (sql, ppo-edit, random search x seeds 13/21/42 = 9 cells), "
+            f"SST-2 grid of {BENCH.name} (sql, ppo-edit, random search x seeds "
+            f"{'/'.join(map(str, args.seeds or [13, 21, 42]))} = {3 * len(args.seeds or [13, 21, 42])} cells), "
             f"{args.budget} prompt evaluations per cell, one CPU per cell, {os.cpu_count()} cores",
             flush=True,
         )
         for label, (out, extra) in runs.items():
-            walls[label], logs[label] = run(label, out, args.budget, extra)
+            walls[label], logs[label] = run(label, out, args.budget, extra, args.seeds)
         tables = {label: table(out) for label, (out, _) in runs.items()}
         reference = tables["local, 1 worker"]
         identical = {label: t == reference for label, t in tables.items()}

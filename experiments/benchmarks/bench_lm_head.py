@@ -30,7 +30,7 @@ Per call (median of ``--repeats``):
   verbalizer rows of the head alone (no normalisation: 2 rows instead of the vocabulary, other
   scores; a lower bound only).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/bench_lm_head.py --json-out experiments/results/lm_head_cpu.json
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python experiments/benchmarks/bench_lm_head.py --json-out experiments/results/lm_head_cpu.json
 
 (its output, after that command line, is ``experiments/results/lm_head_cpu.txt``; 85 s on one
 CPU thread once both models are converted, 20 s of it loading them).
@@ -52,7 +52,7 @@ from rlprompt.config import config_from_dict
 from rlprompt.data import load_file
 from rlprompt.task import Task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [
     "Sentiment:",
     "The sentiment is",

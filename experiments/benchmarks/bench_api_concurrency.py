@@ -10,8 +10,8 @@ medians). Servers:
 * ``own`` - ``rlprompt.testing.openai_server`` (log-probs scoring), optionally with
   ``--latency-ms`` added to every answer, what a hosted API's network and queue add.
 
-    python experiments/bench_api_concurrency.py --server transformers --json-out experiments/results/api_concurrency_transformers_cpu.json
-    python experiments/bench_api_concurrency.py --server own --latency-ms 200 --json-out experiments/results/api_concurrency_latency200_cpu.json
+    python experiments/benchmarks/bench_api_concurrency.py --server transformers --json-out experiments/results/api_concurrency_transformers_cpu.json
+    python experiments/benchmarks/bench_api_concurrency.py --server own --latency-ms 200 --json-out experiments/results/api_concurrency_latency200_cpu.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LEVELS = (1, 4, 16)
 
 

@@ -6,7 +6,7 @@ scores on the test split and compares them with rlprompt's.
 
     rlprompt run experiments/configs/demo.yaml --set agent.name=cma_es --set env.kind=soft \
         --set budget.prompt_evals=480 --output-dir runs/demo-soft
-    python experiments/peft_roundtrip.py runs/demo-soft
+    python experiments/analyses/peft_roundtrip.py runs/demo-soft
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ candidates), scores each on the whole train split with every reward and on the t
 reward with test accuracy. The best-correlated reward is the one to optimise; final prompts
 are selected on dev, never on train alone.
 
-    python experiments/reward_fidelity.py [--data-dir ../shared/data/sst-2/16-13] [--prompts 48]
+    python experiments/analyses/reward_fidelity.py [--data-dir ../shared/data/sst-2/16-13] [--prompts 48]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rlprompt.envs import build_vocabulary, load_candidates
 from rlprompt.rewards import accuracy, gap, gold_log_prob, macro_f1, prediction_balance
 from rlprompt.task import Task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ranks(values: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ and the script reports: how often the prediction is the label of the last demons
 one next to the input), how often that label is the input's gold label, and accuracy by the
 fraction of demonstrations that share the gold label.
 
-    python experiments/retrieval_labels.py --config experiments/configs/sst2-smollm2-retrieval.yaml \\
+    python experiments/analyses/retrieval_labels.py --config experiments/configs/sst2-smollm2-retrieval.yaml \\
         --outcomes experiments/results/retrieval-sst2-smollm2/test.outcomes.json
 """
 

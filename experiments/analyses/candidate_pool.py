@@ -9,7 +9,7 @@ and of its difference from the manual prompt's reward on the same examples (a pa
 comparison: the minibatch's difficulty cancels). Then: how many explored prompts beat the manual
 one on train + dev, and the test accuracy of the best of them.
 
-    python experiments/candidate_pool.py experiments/results/bench-sst2-smollm2/runs/sst2/ppo-edit/b2000/seed13
+    python experiments/analyses/candidate_pool.py experiments/results/bench-sst2-smollm2/runs/sst2/ppo-edit/b2000/seed13
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The model loads once; every instruction is evaluated (greedy generations, the co
 the reference likelihood) on the test split and the dev split of the config's data folder.
 Prints a markdown table sorted by the main metric on test and writes it with a JSON copy.
 
-    python experiments/manual_instructions.py experiments/configs/squad-smollm2.yaml \\
+    python experiments/analyses/manual_instructions.py experiments/configs/squad-smollm2.yaml \\
         --instructions experiments/configs/candidates/squad-instructions.txt --first 6 \\
         --out experiments/results/manual-instructions-squad-smollm2
 """
@@ -63,7 +63,7 @@ def main() -> None:
         cells += [f"{r[s][m]:.4f}" for s in args.splits for m in metrics] + [f"{r[args.splits[0]]['likelihood']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     n = {s: rows[0][s]["n"] for s in args.splits}
-    command = "python experiments/manual_instructions.py " + " ".join(
+    command = "python experiments/analyses/manual_instructions.py " + " ".join(
         [args.config, "--instructions", args.instructions]
         + (["--first", str(args.first)] if args.first else [])
         + [f"--set {o}" for o in args.overrides]

@@ -9,7 +9,7 @@ model's vocabulary, so that good, mediocre and useless prompts are all present) 
 
 and prints the Spearman rank correlation between them (and with the dev metric, for scale).
 
-    python experiments/generation_fidelity.py experiments/configs/squad-smollm2.yaml \\
+    python experiments/analyses/generation_fidelity.py experiments/configs/squad-smollm2.yaml \\
         --candidates experiments/configs/candidates/squad-instructions.txt --random 20 --test-n 100 \\
         --set task_model.prefix_cache_mb=4000 --json-out experiments/results/generation_fidelity_squad.json
 """
