@@ -104,6 +104,10 @@ class Agent(ABC):
     env_kinds: ClassVar[tuple[str, ...]] = ()
     """Which env kinds the agent runs on (the first is its main one)."""
     is_baseline: ClassVar[bool] = False
+    requires: ClassVar[tuple[type, ...]] = ()
+    """Capability protocols of ``rlprompt.envs.base`` the env must have (``WordVocabulary``,
+    ``SoftSubspace`` ...), checked when the agent is built: an agent reads no attribute that only
+    some env kinds have without declaring it here."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -145,6 +149,9 @@ class Agent(ABC):
             )
         if kind not in self.env_kinds:
             raise ConfigError(f"agent '{self.name}' runs on {list(self.env_kinds)} envs, not on a {kind} env")
+        missing = [cap.__name__ for cap in self.requires if not isinstance(self.env, cap)]
+        if missing:
+            raise ConfigError(f"agent '{self.name}' needs an env with {', '.join(missing)}; this {kind} env has none")
         self.task: Task = self.env.task
         self.logger = logger or Logger(None)
         self.seed = 0 if self.config.seed is None else int(self.config.seed)

@@ -20,6 +20,7 @@ import numpy as np
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.cma_es_config import CMAESConfig
+from rlprompt.envs.base import SoftSubspace
 from rlprompt.task_models import Prompt
 
 
@@ -97,6 +98,7 @@ class CMAState:
 
 class CMAES(Agent):
     config_class = CMAESConfig
+    requires = (SoftSubspace,)
 
     def _setup(self) -> None:
         self.es = CMAState(self.env.subspace_dim, self.config.sigma0, self.config.popsize)

@@ -16,10 +16,12 @@ from peft.tuners.prompt_tuning.model import PromptEmbedding
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.prompt_tuning_config import PromptTuningAgentConfig
+from rlprompt.envs.base import SoftSubspace
 
 
 class PromptTuning(Agent):
     config_class = PromptTuningAgentConfig
+    requires = (SoftSubspace,)
 
     def _setup(self) -> None:
         env = self.env

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from gymnasium import spaces
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import ActorCritic, current_masks, masked_logits, sample_actions, seeded_module
 from rlprompt.agents.reinforce_config import ReinforceConfig
-from rlprompt.envs.base import Chooser
+from rlprompt.envs.base import Chooser, SoftSubspace
 from rlprompt.errors import ConfigError
 from rlprompt.rl import discounted_returns
 from rlprompt.task_models import Prompt
@@ -29,7 +28,7 @@ class Reinforce(Agent):
     config_class = ReinforceConfig
 
     def _setup(self) -> None:
-        self.soft = isinstance(self.env.action_space, spaces.Box)  # continuous: a Gaussian policy
+        self.soft = isinstance(self.env, SoftSubspace)  # a soft-prompt subspace: a Gaussian policy
         self.moving_baseline = 0.0
         self.baseline_initialised = False
         if self.soft:

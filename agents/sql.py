@@ -22,6 +22,7 @@ from torch import nn
 from rlprompt.agents.base import Agent
 from rlprompt.agents.networks import seeded_module
 from rlprompt.agents.sql_config import SQLConfig
+from rlprompt.envs.base import WordVocabulary
 from rlprompt.rl import polyak_update, sql_multi_step_loss, sql_single_step_loss
 from rlprompt.task_models.encoder import mean_pool
 from rlprompt.task_models.loading import load_model, load_tokenizer, pick_device
@@ -46,6 +47,7 @@ class _PolicyHead(nn.Module):
 
 class SoftQLearning(Agent):
     config_class = SQLConfig
+    requires = (WordVocabulary,)
 
     def _setup(self) -> None:
         cfg = self.config

@@ -273,6 +273,30 @@ class SlotChoices(typing.Protocol):
 
 
 @typing.runtime_checkable
+class WordVocabulary(typing.Protocol):
+    """An env whose prompt is ``prompt_length`` words, each step's action an index into
+    ``vocabulary`` (the token env): what a policy that reads the words themselves (soft
+    Q-learning's LM-backed policy) needs."""
+
+    vocabulary: list[str]
+    prompt_length: int
+
+
+@typing.runtime_checkable
+class SoftSubspace(typing.Protocol):
+    """An env whose action is a point ``z`` of a ``subspace_dim``-dimensional box that
+    :meth:`soft_prompt` maps to a soft prompt of ``n_tokens`` vectors (the soft env, Black-Box
+    Tuning's setting): what CMA-ES, Gaussian REINFORCE and gradient prompt tuning search."""
+
+    subspace_dim: int
+    n_tokens: int
+
+    def soft_prompt(self, z: np.ndarray) -> typing.Any:
+        """The soft prompt ``[n_tokens, hidden]`` of subspace point ``z``."""
+        ...
+
+
+@typing.runtime_checkable
 class PerInputPrompts(typing.Protocol):
     """An env whose prompts depend on the input (the per-input demonstration env): a discrete
     policy gives each input its own prompt, and runs evaluate those per input."""

@@ -81,7 +81,14 @@ class SoftPromptEnv(PromptEnv):
         import torch
 
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
+        from rlprompt.task_models.base import SoftPromptable
+
         model = self.task.task_model
+        if not isinstance(model, SoftPromptable):
+            raise ConfigError(
+                f"the soft env searches input embeddings, and task_model.kind={self.task.config.task_model.kind} "
+                "has none (a served model takes text only): soft prompts need a local model"
+            )
         hidden = model.hidden_size
         if init_prompt is not None:
             base = model.prompt_embeddings(init_prompt).float()

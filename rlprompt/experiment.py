@@ -56,7 +56,7 @@ from rlprompt.rundir import (
     writing_run_dir,
 )
 from rlprompt.task import Task, prompt_text
-from rlprompt.task_models.base import Prompt, prompt_key
+from rlprompt.task_models.base import Prompt, SoftPromptable, prompt_key
 from rlprompt.template import LabeledPrompt
 
 METRIC_KEYS = (
@@ -493,11 +493,18 @@ def evaluate_run(
         full = task.evaluate_per_input(prompts, split, per_example=per_example)
     else:
         prompt = run_prompt(run_dir, best)
-        if isinstance(prompt, torch.Tensor) and prompt.shape[1] != task.task_model.hidden_size:
-            raise RLPromptError(
-                f"the run's soft prompt has width {prompt.shape[1]}, the task model {task.task_model.hidden_size}: "
-                "soft prompts transfer only between models with the same embedding size"
-            )
+        model = task.task_model
+        if isinstance(prompt, torch.Tensor):
+            if not isinstance(model, SoftPromptable):
+                raise RLPromptError(
+                    f"the run's prompt is a soft prompt, and task_model.kind={config.task_model.kind} takes text "
+                    "only: soft prompts need a local model"
+                )
+            if prompt.shape[1] != model.hidden_size:
+                raise RLPromptError(
+                    f"the run's soft prompt has width {prompt.shape[1]}, the task model {model.hidden_size}: "
+                    "soft prompts transfer only between models with the same embedding size"
+                )
         full = task.evaluate(prompt, split, per_example=per_example)
     outcomes = full.pop("per_example", None)
     metrics = slim_metrics(full, task)

@@ -319,3 +319,27 @@ def test_budgets_are_hard_caps(name, kind):
         spent = agent.spent()[key]
         step = agent.vec_env.num_envs * (1 if key == "steps" else 2 * per_unit)
         assert limit - step < spent <= limit, f"{name}: {key} {spent} for a budget of {limit}"
+
+
+def test_every_agent_declares_the_env_capabilities_it_reads_and_its_env_kinds_have_them():
+    """``Agent.requires`` names the capability protocols an agent reads (``WordVocabulary`` for soft
+    Q-learning, ``SoftSubspace`` for CMA-ES and prompt tuning); every env kind it is registered for
+    has them, and an env without them is one clear error naming the capability."""
+    from rlprompt.envs.base import SoftSubspace, WordVocabulary
+
+    declared = {name: AGENT_REGISTRY[name].agent_class.requires for name in AGENT_REGISTRY.names()}
+    assert declared["sql"] == (WordVocabulary,) and declared["cma_es"] == declared["prompt_tuning"] == (SoftSubspace,)
+    envs = {kind: toy_env(kind, 0) for kind in ("token", "selection", "edit", "soft")}
+    for name, capabilities in declared.items():
+        for kind in AGENT_REGISTRY[name].env_kinds:
+            if kind in envs:
+                assert all(isinstance(envs[kind], cap) for cap in capabilities), (name, kind)
+    assert isinstance(envs["token"], WordVocabulary) and not isinstance(envs["edit"], WordVocabulary)
+    assert isinstance(envs["soft"], SoftSubspace) and not isinstance(envs["token"], SoftSubspace)
+    sql = AGENT_REGISTRY["sql"]
+    sql.agent_class.env_kinds = ("token", "edit")  # as if registered for the edit env by mistake
+    try:
+        with pytest.raises(ConfigError, match="agent 'sql' needs an env with WordVocabulary; this edit env has none"):
+            sql.agent_class(envs["edit"], sql.config_class(seed=0))
+    finally:
+        sql.agent_class.env_kinds = sql.env_kinds

@@ -409,9 +409,16 @@ def test_server_killed_mid_run_resumes_to_the_undisturbed_result(own_server, tmp
 
 
 def test_soft_prompts_are_refused_clearly(tiny_openai_server):
-    model = served(tiny_openai_server).task_model
+    from rlprompt.envs import SoftPromptEnv
+    from rlprompt.task_models.base import SoftPromptable
+
+    task = served(tiny_openai_server)
+    model = task.task_model
+    assert not isinstance(model, SoftPromptable)  # it has no soft-prompt methods, not ones that raise
     with pytest.raises(RLPromptError, match="soft prompts need a local model"):
         model.score([torch.zeros(2, 4)], TEXTS)
+    with pytest.raises(RLPromptError, match="task_model.kind=openai has none .*soft prompts need a local model"):
+        SoftPromptEnv(task=task)
 
 
 # ------------------------------------------------------------------ generation tasks

@@ -99,8 +99,11 @@ def test_budget_is_charged_before_anything_is_computed(kind, built):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_soft_prompts_and_gradients_as_the_class_declares(kind, built):
+    from rlprompt.task_models.base import SoftPromptable
+
     model = built(kind).task_model
     cls = type(model)
+    assert isinstance(model, SoftPromptable) == cls.supports_soft_prompts  # declared = what it has
     if not cls.supports_soft_prompts:
         with pytest.raises(Exception, match="soft"):
             model.score([torch.zeros(2, 4)], TEXTS)
@@ -128,3 +131,20 @@ def test_capabilities_and_registration_agree(kind, built):
     words = model.words()
     assert words and all(isinstance(w, str) and w for w in words)
     assert spec.config_class is type(model.config)
+
+
+def test_every_generation_class_has_the_generation_interface():
+    """Each kind that can generate names a class with ``check_references``, ``log_likelihood`` and
+    ``generate`` (the :class:`GeneratingModel` protocol), and the kinds that cannot name none."""
+    import inspect
+
+    from rlprompt.task_models.base import GeneratingModel
+
+    generating = [k for k in TASK_MODELS.names() if TASK_MODELS[k].generation_entry_point is not None]
+    assert set(generating) == {"causal_lm", "openai"}
+    for kind in generating:
+        cls = TASK_MODELS[kind].generation_class
+        assert issubclass(cls, GeneratingModel), kind
+        for name in ("check_references", "log_likelihood", "generate"):
+            wanted = list(inspect.signature(getattr(GeneratingModel, name)).parameters)
+            assert list(inspect.signature(getattr(cls, name)).parameters) == wanted, (kind, name)

@@ -52,6 +52,60 @@ def prompt_key(prompt: Prompt | LabeledPrompt) -> str:
 
 
 @runtime_checkable
+class SoftPromptable(Protocol):
+    """A task model that takes soft prompts (input embeddings ``[n_tokens, hidden]``) as well as
+    text: every Hugging Face kind; not a served model, which takes text only. The soft env and
+    gradient prompt tuning need it; ``TaskModel.supports_soft_prompts`` declares it (the
+    task-model contract checks that the two agree)."""
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of a soft-prompt vector (the model's input-embedding size)."""
+        ...
+
+    @property
+    def embedding_std(self) -> float:
+        """Standard deviation of the input-embedding entries: the natural scale of soft prompts."""
+        ...
+
+    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
+        """Input embeddings ``[n_tokens, hidden]`` of a discrete prompt: a soft prompt's start."""
+        ...
+
+    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Class logits ``[N, C]`` for one soft prompt, differentiable w.r.t. ``soft_prompt``
+        (where ``supports_gradients``)."""
+        ...
+
+
+@runtime_checkable
+class GeneratingModel(Protocol):
+    """The task model of a generation task (``TaskModelSpec.generation_entry_point``): it scores
+    references by likelihood and writes greedy outputs, for prompts on their own inputs (a local
+    causal LM, or a served model). ``tests/test_task_model_contract.py`` checks every registered
+    generation class against it."""
+
+    def check_references(self, examples: Sequence[Any], references: Sequence[Sequence[str]], source: str) -> None:
+        """Refuse (one clear error naming ``source`` and the row) inputs whose references cannot be scored."""
+        ...
+
+    def log_likelihood(
+        self,
+        prompts: Sequence[Prompt] | torch.Tensor,
+        examples_per_prompt: Sequence[Sequence[Any]],
+        references_per_prompt: Sequence[Sequence[Sequence[str]]],
+    ) -> list[torch.Tensor]:
+        """Per prompt ``i``, the mean token log-probability ``[n_i]`` of the best reference of each of its inputs."""
+        ...
+
+    def generate(
+        self, prompts: Sequence[Prompt] | torch.Tensor, examples_per_prompt: Sequence[Sequence[Any]]
+    ) -> list[list[str]]:
+        """Per prompt ``i``, the greedy output for each of its inputs."""
+        ...
+
+
+@runtime_checkable
 class Relabelable(Protocol):
     """A task model that reads the classes' words from a language-model head, so other label
     words can be scored (label-word search): the LM task models."""
@@ -99,7 +153,8 @@ class TaskModel(ABC):
     peft_task_type: ClassVar[str | None] = None
     """PEFT task type of an exported soft-prompt adapter (None: soft prompts cannot be exported)."""
     supports_soft_prompts: ClassVar[bool] = True
-    """Scores soft prompts (``[n_tokens, hidden]`` embeddings) as well as text."""
+    """Scores soft prompts (``[n_tokens, hidden]`` embeddings) as well as text: the class has the
+    :class:`SoftPromptable` capability."""
     supports_gradients: ClassVar[bool] = True
     """``score_soft_with_grad`` works (white-box prompt tuning)."""
     served: ClassVar[bool] = False
@@ -128,24 +183,6 @@ class TaskModel(ABC):
     ) -> list[torch.Tensor]:
         """Class logits ``[n_i, C]`` of prompt ``i`` on its own texts, all in one batched call
         (what a vector env needs: each sub-env draws its own examples)."""
-
-    @abstractmethod
-    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        """Class logits ``[N, C]`` for one soft prompt, differentiable w.r.t. ``soft_prompt``."""
-
-    @property
-    @abstractmethod
-    def hidden_size(self) -> int:
-        """Width of a soft-prompt vector (the model's input-embedding size)."""
-
-    @abstractmethod
-    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
-        """Input embeddings ``[n_tokens, hidden]`` of a discrete prompt: a soft prompt's start."""
-
-    @property
-    @abstractmethod
-    def embedding_std(self) -> float:
-        """Standard deviation of the input-embedding entries: the natural scale of soft prompts."""
 
     def cache_state(self) -> dict[str, Any]:
         """Cached scores and counters: restoring them makes a resumed run score (and count LM

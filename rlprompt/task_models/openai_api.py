@@ -111,21 +111,7 @@ class OpenAITaskModel(TaskModel):
         """False once scoring settled on generated answers (hard, one-hot-like scores)."""
         return self.scoring != "generation"
 
-    # ------------------------------------------------------------ TaskModel
-
-    @property
-    def hidden_size(self) -> int:
-        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
-
-    @property
-    def embedding_std(self) -> float:
-        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
-
-    def prompt_embeddings(self, prompt: str) -> torch.Tensor:
-        raise RLPromptError("a served model has no input embeddings: soft prompts need a local model")
-
-    def score_soft_with_grad(self, soft_prompt: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        raise RLPromptError("a served model takes text only: soft prompts need a local model")
+    # ------------------------------------------------------------ TaskModel (text prompts only)
 
     def score(self, prompts: Sequence[Prompt] | torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         rows = self.score_pairs(prompts, [texts] * len(prompts))
