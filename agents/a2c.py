@@ -22,7 +22,7 @@ from rlprompt.agents.networks import (
     sample_actions,
     seeded_module,
 )
-from rlprompt.envs.base import Chooser
+from rlprompt.envs.base import Chooser, MaskedActions
 from rlprompt.rl import gae
 
 
@@ -37,7 +37,7 @@ class A2C(Agent):
 
     def _learn_step(self) -> dict[str, float]:
         cfg = self.config
-        has_masks = hasattr(self.env, "action_masks")
+        has_masks = isinstance(self.env, MaskedActions)
         obs = self.reset_envs()
         obs_buf, act_buf, mask_buf, rew_buf, done_buf = [], [], [], [], []
         for _ in range(self.n_steps):

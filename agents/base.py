@@ -218,7 +218,7 @@ class Agent(ABC):
     @property
     def served(self) -> bool:
         """The task model is reached over an API (requests, tokens and money are counted)."""
-        return bool(getattr(self.task.task_model, "served", False))
+        return bool(self.task.task_model.served)
 
     def spent(self) -> dict[str, float]:
         """Budgets spent so far: inside ``learn()`` up to now, outside it what ``learn()`` spent

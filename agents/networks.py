@@ -10,6 +10,7 @@ from gymnasium import spaces
 from torch import nn
 
 from rlprompt.envs import PromptEnv
+from rlprompt.envs.base import MaskedActions
 from rlprompt.errors import ConfigError
 
 
@@ -80,7 +81,7 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
 
 def current_masks(envs: list[PromptEnv]) -> torch.Tensor | None:
     """``[N, A]`` action masks of the envs' current states (edit envs), else None."""
-    if not hasattr(envs[0], "action_masks"):
+    if not isinstance(envs[0], MaskedActions):
         return None
     return torch.as_tensor(np.stack([env.action_masks() for env in envs]))
 

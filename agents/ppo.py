@@ -23,7 +23,7 @@ from rlprompt.agents.networks import (
     seeded_module,
 )
 from rlprompt.agents.ppo_config import PPOConfig
-from rlprompt.envs.base import Chooser
+from rlprompt.envs.base import Chooser, MaskedActions
 from rlprompt.rl import gae, ppo_policy_loss, ppo_value_loss
 
 
@@ -38,7 +38,7 @@ class PPO(Agent):
 
     def _learn_step(self) -> dict[str, float]:
         cfg = self.config
-        has_masks = hasattr(self.env, "action_masks")
+        has_masks = isinstance(self.env, MaskedActions)
         obs_buf, act_buf, logp_buf, val_buf, rew_buf, done_buf, mask_buf = [], [], [], [], [], [], []
         obs = self.reset_envs()
         # 1. Rollout with the current policy.

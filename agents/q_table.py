@@ -12,7 +12,7 @@ import numpy as np
 
 from rlprompt.agents.base import Agent
 from rlprompt.agents.q_table_config import QTableConfig
-from rlprompt.envs.base import Chooser
+from rlprompt.envs.base import Chooser, MaskedActions
 from rlprompt.task_models import Prompt
 
 
@@ -50,7 +50,7 @@ class QTable(Agent):
     def _learn_step(self) -> dict[str, float]:
         obs = self.reset_envs()
         envs = self.vec_env.envs
-        masks = [e.action_masks() if hasattr(e, "action_masks") else None for e in envs]
+        masks = [e.action_masks() if isinstance(e, MaskedActions) else None for e in envs]
         actions = np.array([self._choose(obs[i], masks[i], explore=True) for i in range(len(envs))])
         next_obs, reward, terminated, truncated, infos = self.step_envs(actions)
         for i, action in enumerate(actions):
@@ -60,7 +60,7 @@ class QTable(Agent):
             target = float(reward[i])
             if not terminated[i] and not truncated[i]:
                 next_q, _ = self._row(np.asarray(next_obs[i]).tobytes())
-                mask = envs[i].action_masks() if hasattr(envs[i], "action_masks") else None
+                mask = envs[i].action_masks() if isinstance(envs[i], MaskedActions) else None
                 target += self.config.gamma * float(next_q[mask].max() if mask is not None else next_q.max())
             alpha = self.config.learning_rate or 1.0 / n[action]
             q[action] += alpha * (target - q[action])

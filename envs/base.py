@@ -273,6 +273,16 @@ class SlotChoices(typing.Protocol):
 
 
 @typing.runtime_checkable
+class MaskedActions(typing.Protocol):
+    """An env some of whose discrete actions are illegal in a state (the edit, demonstration and
+    label-word envs): policies mask them with :meth:`action_masks` instead of learning to avoid them."""
+
+    def action_masks(self) -> np.ndarray:
+        """``[n_actions]`` booleans: which actions the current state allows."""
+        ...
+
+
+@typing.runtime_checkable
 class WordVocabulary(typing.Protocol):
     """An env whose prompt is ``prompt_length`` words, each step's action an index into
     ``vocabulary`` (the token env): what a policy that reads the words themselves (soft
