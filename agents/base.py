@@ -106,8 +106,9 @@ class Agent(ABC):
     is_baseline: ClassVar[bool] = False
     requires: ClassVar[tuple[type, ...]] = ()
     """Capability protocols of ``rlprompt.envs.base`` the env must have (``WordVocabulary``,
-    ``SoftSubspace`` ...), checked when the agent is built: an agent reads no attribute that only
-    some env kinds have without declaring it here."""
+    ``SoftSubspace``), checked when the agent is built. Capabilities an agent uses only where an
+    env has them (``MaskedActions``, ``SlotChoices``) are tested with ``isinstance`` where they
+    are read, never probed by attribute name."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

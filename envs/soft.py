@@ -81,10 +81,8 @@ class SoftPromptEnv(PromptEnv):
         import torch
 
         super().__init__(task, config, overrides, batch_size=batch_size, split=split, render_mode=render_mode)
-        from rlprompt.task_models.base import SoftPromptable
-
         model = self.task.task_model
-        if not isinstance(model, SoftPromptable):
+        if not model.supports_soft_prompts:  # the declared SoftPromptable capability
             raise ConfigError(
                 f"the soft env searches input embeddings, and task_model.kind={self.task.config.task_model.kind} "
                 "has none (a served model takes text only): soft prompts need a local model"

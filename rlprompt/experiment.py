@@ -493,13 +493,14 @@ def evaluate_run(
         full = task.evaluate_per_input(prompts, split, per_example=per_example)
     else:
         prompt = run_prompt(run_dir, best)
-        model = task.task_model
         if isinstance(prompt, torch.Tensor):
-            if not isinstance(model, SoftPromptable):
+            # the declared capability (an isinstance check of the protocol would compute its properties)
+            if not task.task_model.supports_soft_prompts:
                 raise RLPromptError(
                     f"the run's prompt is a soft prompt, and task_model.kind={config.task_model.kind} takes text "
                     "only: soft prompts need a local model"
                 )
+            model = cast(SoftPromptable, task.task_model)
             if prompt.shape[1] != model.hidden_size:
                 raise RLPromptError(
                     f"the run's soft prompt has width {prompt.shape[1]}, the task model {model.hidden_size}: "

@@ -190,11 +190,18 @@ class Task:
         class refuses another family's config."""
         config = as_config(config)
         check_loaded_objects(model, tokenizer)
-        task_class = TASKS[config.task].task_class
-        if not issubclass(task_class, cls):
-            wanted = next((n for n in TASKS.names() if TASKS[n].task_class is cls), "?")
-            raise ConfigError(f"{cls.__name__} needs task: {wanted}, got task: {config.task}")
-        return task_class.load(config, model=model, tokenizer=tokenizer)
+        family_class = TASKS[config.task].task_class
+        # the family cls belongs to: the registered task class closest to it (GenerationTask's is
+        # generation, though it subclasses Task; a user's subclass of Task's is classification)
+        owners = [n for n in TASKS.names() if issubclass(cls, TASKS[n].task_class)]
+        own = max(owners, key=lambda n: len(TASKS[n].task_class.__mro__)) if owners else None
+        if own == config.task:  # the family's own class, or a user's subclass of it
+            build = cls
+        elif issubclass(family_class, cls):  # Task.from_config of a generation config, say
+            build = family_class
+        else:
+            raise ConfigError(f"{cls.__name__} needs task: {own or '?'}, got task: {config.task}")
+        return build.load(config, model=model, tokenizer=tokenizer)
 
     @classmethod
     def load(cls, config: Config, *, model: Any = None, tokenizer: Any = None) -> Task:

@@ -88,7 +88,7 @@ class PolarityFamily(ClassificationFamily):
 @pytest.fixture
 def registered():
     REWARDS.register("margin", margin)
-    register_agent("first_choice", agent="test_extensions:FirstChoice", env_kinds=("edit", "token"))(FirstChoiceConfig)
+    register_agent("first_choice", agent="test_extensions:FirstChoice", env_kinds=("edit",))(FirstChoiceConfig)
     global FirstChoice
     FirstChoice = define_first_choice()
     TASKS.register("polarity", PolarityFamily())

@@ -62,7 +62,10 @@ def test_every_registered_family_is_a_task_family_with_a_task_class():
 
 
 def test_an_unknown_family_is_one_error_naming_the_key():
-    with pytest.raises(ConfigError, match="unknown task family 'clasification' \\(did you mean 'classification'\\?\\)"):
+    with pytest.raises(
+        ConfigError,
+        match="config key 'task': unknown task family 'clasification' \\(did you mean 'classification'\\?\\)",
+    ):
         config_from_dict({"task": "clasification"})
 
 
@@ -137,3 +140,16 @@ def test_no_product_module_outside_the_families_branches_on_a_family_name():
                 if reads_task and names & {c for c in constants if isinstance(c, str)}:
                     violations.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert violations == []
+
+
+def test_a_users_subclass_of_a_family_task_class_is_built_as_itself():
+    from rlprompt.testing.toy_lm import toy_lm_config
+
+    class MyTask(Task):
+        pass
+
+    config = toy_lm_config()
+    assert type(MyTask.from_config(config)) is MyTask
+    generation_class = TASKS["generation"].task_class
+    with pytest.raises(ConfigError, match="GenerationTask needs task: generation, got task: classification"):
+        generation_class.from_config(config)

@@ -476,6 +476,8 @@ class Config:
         for key, value in seeds:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32):
                 raise ConfigError(f"{key} must be an integer with 0 <= {key} < 2**32, got {value!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"config key 'task': {TASKS.unknown(self.task)}")
         self.family.check_config(self)  # the family's own checks and defaults (rlprompt.families)
         self.env = self._resolve_env(self.env)
         self._check_demos()
