@@ -96,12 +96,12 @@ def _variant(cls: type, name: str) -> Variant | None:
     return None
 
 
-def _table(cls: type, prefix: str, skip: set[str]) -> list[str]:
+def _table(cls: type, prefix: str) -> list[str]:
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls, include_extras=True)
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
-        if f.name in skip or _section_class(hints.get(f.name)) or _variant(cls, f.name):
+        if _section_class(hints.get(f.name)) or _variant(cls, f.name):
             continue
         annotation, doc = docs.get(f.name, (str(f.type), ""))
         rows.append(f"| `{prefix}{f.name}` | `{_one_line(annotation)}` | {_default(f)} | {_one_line(doc)} |")
@@ -117,7 +117,7 @@ def _fixed_section(cls: type, key: str, intro: str, level: int) -> Iterator[str]
     yield f"{'#' * level} `{key}`\n"
     if intro:
         yield _markdown(intro) + "\n"
-    table = _table(cls, f"{key}.", skip=set())
+    table = _table(cls, f"{key}.")
     if table:
         yield "\n".join(table) + "\n"
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -141,12 +141,12 @@ def _variant_pages(section: str, variant: Variant) -> Iterator[str]:
         doc = _class_doc(cls)
         if doc:
             yield doc + "\n"
-        yield "\n".join(_table(cls, f"{section}.", skip=set())) + "\n"
+        yield "\n".join(_table(cls, f"{section}.")) + "\n"
 
 
 def reference_markdown() -> str:
     """The whole configuration reference page."""
-    out = [HEADER, "## Top-level keys\n", _class_doc(Config) + "\n", "\n".join(_table(Config, "", skip=set())) + "\n"]
+    out = [HEADER, "## Top-level keys\n", _class_doc(Config) + "\n", "\n".join(_table(Config, "")) + "\n"]
     hints = typing.get_type_hints(Config, include_extras=True)
     docs = field_docs(Config)
     for f in dataclasses.fields(Config):

@@ -332,28 +332,12 @@ def select_and_evaluate(agent: Agent, task: Task, config: Config) -> tuple[RunRe
         verbalizers=None if words is None else task.verbalizers_for(words),
         train_reward=best.train_reward,
         candidates=best.candidates,
-        lm_calls=agent.lm_calls,
-        prompt_evals=agent.prompt_evals,
-        env_steps=agent.env_steps,
-        iterations=agent.iterations,
         dev_lm_calls=best.dev_lm_calls,
         selected_on=list(selection.splits),
         manual_kept=best.extra_won,
         guarded_on=list(guard),
         guard_dropped=best.guard_dropped,
-        eval_lm_calls=eval_lm_calls,
-        budget={k: v for k, v in budget_limits(config).items() if v is not None},
-        agent=config.agent_name,
-        env=config.env_kind(),
-        task_model=config.task_model.label,
-        reward=cast(str, config.reward.name),  # the family fills it
-        seed=config.seed,
-        rlprompt_version=__version__,
-        wall_time_s=None,
-        task=config.task,
-        metric_names=task.metric_names,
-        api=api_usage(agent, task),
-        outcomes=RUN_OUTCOMES,
+        **run_record(config, agent, task, eval_lm_calls),
     )
     return result, best.prompt, outcomes
 
@@ -388,25 +372,9 @@ def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResul
         baseline={"prompt": config.manual_prompt, "metrics": baseline},
         train_reward=None,
         candidates=1,
-        lm_calls=agent.lm_calls,
-        prompt_evals=agent.prompt_evals,
-        env_steps=agent.env_steps,
-        iterations=agent.iterations,
         dev_lm_calls=0,
         selected_on=[],
-        eval_lm_calls=eval_lm_calls,
-        budget={k: v for k, v in budget_limits(config).items() if v is not None},
-        agent=config.agent_name,
-        env=config.env_kind(),
-        task_model=config.task_model.label,
-        reward=cast(str, config.reward.name),  # the family fills it
-        seed=config.seed,
-        rlprompt_version=__version__,
-        wall_time_s=None,
-        task=config.task,
-        metric_names=task.metric_names,
-        api=api_usage(agent, task),
-        outcomes=RUN_OUTCOMES,
+        **run_record(config, agent, task, eval_lm_calls),
         per_input={
             "checkpoint": CHECKPOINT,
             "env": config.env_kind(),
@@ -415,6 +383,30 @@ def _evaluate_policy(agent: Agent, task: Task, config: Config) -> tuple[RunResul
         },
     )
     return result, described, outcomes
+
+
+def run_record(config: Config, agent: Agent, task: Task, eval_lm_calls: int) -> dict[str, Any]:
+    """The fields of a :class:`RunResult` that every kind of run fills alike: what training spent,
+    the evaluation's LM calls, the budget, the run's names and versions."""
+    return {
+        "lm_calls": agent.lm_calls,
+        "prompt_evals": agent.prompt_evals,
+        "env_steps": agent.env_steps,
+        "iterations": agent.iterations,
+        "eval_lm_calls": eval_lm_calls,
+        "budget": {k: v for k, v in budget_limits(config).items() if v is not None},
+        "agent": config.agent_name,
+        "env": config.env_kind(),
+        "task_model": config.task_model.label,
+        "reward": cast(str, config.reward.name),  # the family fills it
+        "seed": config.seed,
+        "rlprompt_version": __version__,
+        "wall_time_s": None,
+        "task": config.task,
+        "metric_names": task.metric_names,
+        "api": api_usage(agent, task),
+        "outcomes": RUN_OUTCOMES,
+    }
 
 
 def load_policy(run_dir: str | os.PathLike[str], task: Task | None = None) -> PerInputPolicy:
